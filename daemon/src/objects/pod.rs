@@ -1,0 +1,149 @@
+//! Pod defaulting and validation, with Kubernetes' defaults and field paths.
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use super::validation::dns1123_label;
+use super::Cause;
+
+/// Fills the defaults the Kubernetes API server fills.
+pub fn default(pod: &mut Pod) {
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    spec.restart_policy.get_or_insert_with(|| "Always".into());
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
+    spec.scheduler_name.get_or_insert_with(|| "default-scheduler".into());
+    spec.security_context.get_or_insert_with(Default::default);
+    spec.enable_service_links.get_or_insert(true);
+    spec.priority.get_or_insert(0);
+    spec.preemption_policy.get_or_insert_with(|| "PreemptLowerPriority".into());
+    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+        default_container(c);
+    }
+    let status = pod.status.get_or_insert_with(Default::default);
+    status.phase.get_or_insert_with(|| "Pending".into());
+    status.qos_class.get_or_insert_with(|| "BestEffort".into());
+}
+
+fn default_container(c: &mut Container) {
+    if c.image_pull_policy.is_none() {
+        c.image_pull_policy = Some(default_pull_policy(c.image.as_deref().unwrap_or("")).into());
+    }
+    c.termination_message_path.get_or_insert_with(|| "/dev/termination-log".into());
+    c.termination_message_policy.get_or_insert_with(|| "File".into());
+    c.resources.get_or_insert_with(Default::default);
+    for p in c.ports.iter_mut().flatten() {
+        p.protocol.get_or_insert_with(|| "TCP".into());
+    }
+}
+
+/// Kubernetes' rule: `:latest` or no tag pulls Always, anything else IfNotPresent.
+pub fn default_pull_policy(image: &str) -> &'static str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    match last.split_once(':') {
+        None => "Always",
+        Some((_, "latest")) => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+pub fn validate(pod: &Pod) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let Some(spec) = &pod.spec else {
+        return vec![Cause::required("spec")];
+    };
+    if spec.containers.is_empty() {
+        causes.push(Cause::required("spec.containers"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let all = spec.containers.iter().map(|c| ("containers", c));
+    let init = spec.init_containers.iter().flatten().map(|c| ("initContainers", c));
+    let mut index = std::collections::HashMap::<&str, usize>::new();
+    for (list, c) in all.chain(init) {
+        let i = index.entry(list).or_default();
+        let path = format!("spec.{list}[{i}]");
+        *i += 1;
+        if let Err(e) = dns1123_label(&c.name) {
+            causes.push(Cause::invalid(format!("{path}.name"), &c.name, e));
+        } else if !seen.insert(c.name.clone()) {
+            causes.push(Cause::new(format!("{path}.name"), format!("Duplicate value: {:?}", c.name)));
+        }
+        if c.image.as_deref().unwrap_or("").trim().is_empty() {
+            causes.push(Cause::required(format!("{path}.image")));
+        }
+        if let Some(p) = c.image_pull_policy.as_deref() {
+            if !matches!(p, "Always" | "IfNotPresent" | "Never") {
+                causes.push(Cause::unsupported(format!("{path}.imagePullPolicy"), p, &["Always", "IfNotPresent", "Never"]));
+            }
+        }
+        for (j, port) in c.ports.iter().flatten().enumerate() {
+            if !(1..=65535).contains(&port.container_port) {
+                causes.push(Cause::invalid(
+                    format!("{path}.ports[{j}].containerPort"),
+                    &port.container_port.to_string(),
+                    "must be between 1 and 65535, inclusive".into(),
+                ));
+            }
+            if let Some(hp) = port.host_port {
+                if !(0..=65535).contains(&hp) {
+                    causes.push(Cause::invalid(
+                        format!("{path}.ports[{j}].hostPort"),
+                        &hp.to_string(),
+                        "must be between 1 and 65535, inclusive".into(),
+                    ));
+                }
+            }
+            if let Some(proto) = port.protocol.as_deref() {
+                if !matches!(proto, "TCP" | "UDP" | "SCTP") {
+                    causes.push(Cause::unsupported(format!("{path}.ports[{j}].protocol"), proto, &["SCTP", "TCP", "UDP"]));
+                }
+            }
+        }
+        for (j, env) in c.env.iter().flatten().enumerate() {
+            if env.name.is_empty() {
+                causes.push(Cause::required(format!("{path}.env[{j}].name")));
+            }
+        }
+    }
+    if let Some(p) = spec.restart_policy.as_deref() {
+        if !matches!(p, "Always" | "OnFailure" | "Never") {
+            causes.push(Cause::unsupported("spec.restartPolicy", p, &["Always", "OnFailure", "Never"]));
+        }
+    }
+    if spec.termination_grace_period_seconds.is_some_and(|g| g < 0) {
+        causes.push(Cause::invalid("spec.terminationGracePeriodSeconds", "", "must be greater than or equal to 0".into()));
+    }
+    causes
+}
+
+/// Kubernetes lets a pod update change little: images and the grace period among few others.
+/// Skerry allows metadata changes only; the spec is fixed once created.
+pub fn validate_update(old: &Pod, new: &Pod) -> Vec<Cause> {
+    if old.spec != new.spec {
+        return vec![Cause::new(
+            "spec",
+            "Forbidden: pod updates may not change fields other than metadata; delete the pod and create it again \
+             (or let a Deployment roll it)"
+                .to_string(),
+        )];
+    }
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_policy_defaults() {
+        assert_eq!(default_pull_policy("nginx"), "Always");
+        assert_eq!(default_pull_policy("nginx:latest"), "Always");
+        assert_eq!(default_pull_policy("nginx:1.25"), "IfNotPresent");
+        assert_eq!(default_pull_policy("127.0.0.1:5000/app"), "Always");
+        assert_eq!(default_pull_policy("127.0.0.1:5000/app:v1"), "IfNotPresent");
+        assert_eq!(default_pull_policy("app@sha256:abcd"), "IfNotPresent");
+    }
+}
