@@ -11,3 +11,4 @@
 //! - [`daemon`]: wires the parts together and owns start-up and shutdown.
 
 pub mod objects;
+pub mod store;

@@ -1,0 +1,57 @@
+//! The SQLite schema, pragmas, and the `meta` key/value table (revision, compaction point).
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::StoreError;
+
+pub(super) fn prepare(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // Cap what the WAL keeps after a checkpoint: small flash disks must not fill up.
+    conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS objects (
+             resource  TEXT NOT NULL,
+             namespace TEXT NOT NULL,
+             name      TEXT NOT NULL,
+             uid       TEXT NOT NULL,
+             revision  INTEGER NOT NULL,
+             data      TEXT NOT NULL,
+             PRIMARY KEY (resource, namespace, name)
+         );
+         CREATE INDEX IF NOT EXISTS objects_by_namespace ON objects (namespace);
+         CREATE TABLE IF NOT EXISTS changes (
+             revision INTEGER PRIMARY KEY,
+             resource TEXT NOT NULL,
+             type     TEXT NOT NULL,
+             data     TEXT NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS meta (
+             key   TEXT PRIMARY KEY,
+             value INTEGER NOT NULL
+         );",
+    )?;
+    Ok(())
+}
+
+pub(super) fn meta(conn: &Connection, key: &str) -> Result<u64, StoreError> {
+    let value: Option<i64> = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row(params![key], |row| row.get(0))
+        .optional()?;
+    Ok(value.unwrap_or(0) as u64)
+}
+
+pub(super) fn set_meta(conn: &Connection, key: &str, value: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value as i64],
+    )?;
+    Ok(())
+}
+
+pub(super) fn revision(conn: &Connection) -> Result<u64, StoreError> {
+    meta(conn, "revision")
+}
