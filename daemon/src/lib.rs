@@ -11,4 +11,5 @@
 //! - [`daemon`]: wires the parts together and owns start-up and shutdown.
 
 pub mod objects;
+pub mod api;
 pub mod store;

@@ -335,3 +335,47 @@ mod tests {
         assert_eq!(t, json!({"a": {"c": 2, "e": 3}, "d": [2]}));
     }
 }
+
+/// The annotation holding the manifest last applied with `apply` (as kubectl keeps it).
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Server-side apply's three-way merge: fields in `applied` win, fields that were in the
+/// previous `last` manifest but are no longer in `applied` are removed from `live`, and
+/// everything else in `live` (status, system metadata, other writers' fields) is kept.
+/// Lists are replaced whole.
+pub fn apply_merge(live: &Value, last: &Value, applied: &Value) -> Value {
+    match (live, applied) {
+        (Value::Object(l), Value::Object(a)) => {
+            let mut out = l.clone();
+            for (k, av) in a {
+                let lv = l.get(k).unwrap_or(&Value::Null);
+                let prev = last.get(k).unwrap_or(&Value::Null);
+                out.insert(k.clone(), apply_merge(lv, prev, av));
+            }
+            if let Value::Object(prev) = last {
+                for k in prev.keys() {
+                    if !a.contains_key(k) {
+                        out.remove(k);
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        _ => applied.clone(),
+    }
+}
+
+#[cfg(test)]
+mod apply_tests {
+    use super::apply_merge;
+    use serde_json::json;
+
+    #[test]
+    fn three_way_merge_removes_what_the_manifest_dropped() {
+        let live = json!({"metadata": {"name": "a", "uid": "u", "labels": {"x": "1", "y": "2", "other": "kept"}}, "spec": {"s": 1}, "status": {"phase": "Running"}});
+        let last = json!({"metadata": {"name": "a", "labels": {"x": "1", "y": "2"}}, "spec": {"s": 1}});
+        let applied = json!({"metadata": {"name": "a", "labels": {"x": "3"}}, "spec": {"s": 2}});
+        let merged = apply_merge(&live, &last, &applied);
+        assert_eq!(merged, json!({"metadata": {"name": "a", "uid": "u", "labels": {"x": "3", "other": "kept"}}, "spec": {"s": 2}, "status": {"phase": "Running"}}));
+    }
+}

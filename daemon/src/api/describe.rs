@@ -1,0 +1,272 @@
+//! `describe` output, rendered server-side in kubectl's layout.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use crate::objects::meta;
+
+use super::format::{age, describe_time};
+use super::table::pod_status_reason;
+
+/// A `kubectl describe`-style writer: aligned `Key:  value` lines with indentation.
+struct Out {
+    text: String,
+}
+
+impl Out {
+    fn line(&mut self, indent: usize, key: &str, value: impl std::fmt::Display) {
+        let label = format!("{key}:");
+        let _ = writeln!(self.text, "{:indent$}{label:<width$}{value}", "", width = 18usize.saturating_sub(indent).max(label.len() + 1));
+    }
+    fn raw(&mut self, text: impl std::fmt::Display) {
+        let _ = writeln!(self.text, "{text}");
+    }
+    fn map(&mut self, indent: usize, key: &str, map: &std::collections::BTreeMap<String, String>) {
+        if map.is_empty() {
+            self.line(indent, key, "<none>");
+            return;
+        }
+        let pad = 18usize.saturating_sub(indent).max(key.len() + 2) + indent;
+        for (i, (k, v)) in map.iter().enumerate() {
+            if i == 0 {
+                self.line(indent, key, format!("{k}={v}"));
+            } else {
+                let _ = writeln!(self.text, "{:pad$}{k}={v}", "");
+            }
+        }
+    }
+}
+
+/// Describes any object; pods and namespaces get their full kubectl layout.
+pub fn describe(kind: &str, obj: &Value, events: &[Value]) -> String {
+    let mut out = Out { text: String::new() };
+    out.line(0, "Name", meta::name(obj));
+    if !meta::namespace(obj).is_empty() {
+        out.line(0, "Namespace", meta::namespace(obj));
+    }
+    match kind {
+        "Pod" => pod(&mut out, obj),
+        "Namespace" => {
+            out.map(0, "Labels", &meta::labels(obj));
+            out.map(0, "Annotations", &meta::string_map(obj, "annotations"));
+            out.line(0, "Status", obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Active"));
+            out.raw("\nNo resource quota.\n\nNo LimitRange resource.");
+        }
+        _ => {
+            out.map(0, "Labels", &meta::labels(obj));
+            out.map(0, "Annotations", &meta::string_map(obj, "annotations"));
+        }
+    }
+    events_section(&mut out, events);
+    out.text
+}
+
+fn pod(out: &mut Out, pod: &Value) {
+    let spec = &pod["spec"];
+    let status = &pod["status"];
+    out.line(0, "Priority", spec["priority"].as_i64().unwrap_or(0));
+    out.line(0, "Service Account", spec["serviceAccountName"].as_str().unwrap_or("default"));
+    let node = match (spec["nodeName"].as_str(), status["hostIP"].as_str()) {
+        (Some(n), Some(ip)) => format!("{n}/{ip}"),
+        (Some(n), None) => n.to_string(),
+        _ => "<none>".into(),
+    };
+    out.line(0, "Node", node);
+    if status["startTime"].is_string() {
+        out.line(0, "Start Time", describe_time(status.get("startTime")));
+    }
+    out.map(0, "Labels", &meta::labels(pod));
+    let mut annotations = meta::string_map(pod, "annotations");
+    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    out.map(0, "Annotations", &annotations);
+    if meta::is_deleting(pod) {
+        out.line(0, "Status", format!("Terminating (lasts {})", age(pod.pointer("/metadata/deletionTimestamp"))));
+        out.line(0, "Termination Grace Period", format!("{}s", pod.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0)));
+    } else {
+        out.line(0, "Status", status["phase"].as_str().unwrap_or("Pending"));
+    }
+    if let Some(reason) = status["reason"].as_str() {
+        out.line(0, "Reason", reason);
+    }
+    if let Some(message) = status["message"].as_str() {
+        out.line(0, "Message", message);
+    }
+    out.line(0, "IP", status["podIP"].as_str().unwrap_or(""));
+    let ips: Vec<&str> = status["podIPs"].as_array().into_iter().flatten().filter_map(|i| i["ip"].as_str()).collect();
+    if ips.is_empty() {
+        out.line(0, "IPs", "<none>");
+    } else {
+        out.raw("IPs:");
+        for ip in ips {
+            out.line(2, "IP", ip);
+        }
+    }
+    out.raw("Containers:");
+    for c in spec["containers"].as_array().into_iter().flatten() {
+        let name = c["name"].as_str().unwrap_or("");
+        let cs = status["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"].as_str() == Some(name))
+            .cloned()
+            .unwrap_or(Value::Null);
+        container(out, c, &cs);
+    }
+    out.raw("Conditions:");
+    out.raw("  Type              Status");
+    for cond in status["conditions"].as_array().into_iter().flatten() {
+        out.raw(format!("  {:<18}{} ", cond["type"].as_str().unwrap_or(""), cond["status"].as_str().unwrap_or("")));
+    }
+    let volumes = spec["volumes"].as_array().map_or(0, Vec::len);
+    if volumes == 0 {
+        out.line(0, "Volumes", "<none>");
+    } else {
+        out.raw("Volumes:");
+        for v in spec["volumes"].as_array().into_iter().flatten() {
+            out.raw(format!("  {}:", v["name"].as_str().unwrap_or("")));
+        }
+    }
+    out.line(0, "QoS Class", format!("         {}", status["qosClass"].as_str().unwrap_or("BestEffort")));
+    let selectors: std::collections::BTreeMap<String, String> = spec["nodeSelector"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+        .unwrap_or_default();
+    if selectors.is_empty() {
+        out.line(0, "Node-Selectors", "          <none>");
+    } else {
+        out.map(0, "Node-Selectors", &selectors);
+    }
+    out.line(0, "Tolerations", "             <none>");
+}
+
+fn container(out: &mut Out, c: &Value, cs: &Value) {
+    out.raw(format!("  {}:", c["name"].as_str().unwrap_or("")));
+    if let Some(id) = cs["containerID"].as_str() {
+        out.line(4, "Container ID", id);
+    }
+    out.line(4, "Image", c["image"].as_str().unwrap_or(""));
+    out.line(4, "Image ID", cs["imageID"].as_str().unwrap_or(""));
+    let ports: Vec<String> = c["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| format!("{}/{}", p["containerPort"], p["protocol"].as_str().unwrap_or("TCP")))
+        .collect();
+    let host_ports: Vec<String> = c["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| format!("{}/{}", p["hostPort"].as_i64().unwrap_or(0), p["protocol"].as_str().unwrap_or("TCP")))
+        .collect();
+    out.line(4, "Port", if ports.is_empty() { "<none>".into() } else { ports.join(", ") });
+    out.line(4, "Host Port", if host_ports.is_empty() { "<none>".into() } else { host_ports.join(", ") });
+    if let Some(cmd) = c["command"].as_array() {
+        out.raw("    Command:");
+        for a in cmd {
+            out.raw(format!("      {}", a.as_str().unwrap_or("")));
+        }
+    }
+    if let Some(args) = c["args"].as_array() {
+        out.raw("    Args:");
+        for a in args {
+            out.raw(format!("      {}", a.as_str().unwrap_or("")));
+        }
+    }
+    state(out, "State", &cs["state"]);
+    if cs["lastState"].as_object().is_some_and(|m| !m.is_empty()) {
+        state(out, "Last State", &cs["lastState"]);
+    }
+    out.line(4, "Ready", if cs["ready"].as_bool() == Some(true) { "True" } else { "False" });
+    out.line(4, "Restart Count", cs["restartCount"].as_i64().unwrap_or(0));
+    let env: Vec<String> = c["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| format!("{}:  {}", e["name"].as_str().unwrap_or(""), e["value"].as_str().unwrap_or("")))
+        .collect();
+    if env.is_empty() {
+        out.line(4, "Environment", "<none>");
+    } else {
+        out.raw("    Environment:");
+        for e in env {
+            out.raw(format!("      {e}"));
+        }
+    }
+    out.line(4, "Mounts", "<none>");
+}
+
+fn state(out: &mut Out, label: &str, state: &Value) {
+    if let Some(r) = state.get("running").filter(|v| v.is_object()) {
+        out.line(4, label, "Running");
+        out.line(6, "Started", describe_time(r.get("startedAt")));
+    } else if let Some(t) = state.get("terminated").filter(|v| v.is_object()) {
+        out.line(4, label, "Terminated");
+        out.line(6, "Reason", t["reason"].as_str().unwrap_or(""));
+        out.line(6, "Exit Code", t["exitCode"].as_i64().unwrap_or(0));
+        if let Some(sig) = t["signal"].as_i64() {
+            out.line(6, "Signal", sig);
+        }
+        out.line(6, "Started", describe_time(t.get("startedAt")));
+        out.line(6, "Finished", describe_time(t.get("finishedAt")));
+    } else if let Some(w) = state.get("waiting").filter(|v| v.is_object()) {
+        out.line(4, label, "Waiting");
+        out.line(6, "Reason", w["reason"].as_str().unwrap_or(""));
+        if let Some(m) = w["message"].as_str() {
+            out.line(6, "Message", m);
+        }
+    } else {
+        out.line(4, label, "Waiting");
+    }
+}
+
+fn events_section(out: &mut Out, events: &[Value]) {
+    if events.is_empty() {
+        out.line(0, "Events", "<none>");
+        return;
+    }
+    out.raw("Events:");
+    let rows: Vec<[String; 5]> = events
+        .iter()
+        .map(|e| {
+            let count = e["count"].as_i64().unwrap_or(1);
+            let last = age(e.get("lastTimestamp").filter(|v| !v.is_null()).or(e.pointer("/metadata/creationTimestamp")));
+            let when = if count > 1 {
+                format!("{last} (x{count} over {})", age(e.get("firstTimestamp")))
+            } else {
+                last
+            };
+            [
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["reason"].as_str().unwrap_or("").to_string(),
+                when,
+                e.pointer("/source/component").and_then(Value::as_str).unwrap_or("").to_string(),
+                e["message"].as_str().unwrap_or("").trim().to_string(),
+            ]
+        })
+        .collect();
+    let header = ["Type", "Reason", "Age", "From", "Message"];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::from(" ");
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(&format!(" {c}"));
+            } else {
+                s.push_str(&format!(" {c:<w$}", w = widths[i] + 1));
+            }
+        }
+        s
+    };
+    out.raw(line(header.to_vec()));
+    out.raw(line(header.iter().map(|h| "-".repeat(h.len())).collect::<Vec<_>>().iter().map(String::as_str).collect()));
+    for r in &rows {
+        out.raw(line(r.iter().map(String::as_str).collect()));
+    }
+}

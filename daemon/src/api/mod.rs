@@ -1,0 +1,74 @@
+//! The HTTP/JSON API on the Unix socket.
+//!
+//! Owns the wire format: Kubernetes-shaped paths and objects, `Status` errors, server-side
+//! tables and `describe`, watch streams, and Skerry's own endpoints (`/skerry/v1/...`: discovery,
+//! images, node info). A write is parsed, validated and defaulted here (through `objects`) and
+//! becomes a [`crate::store::Command`].
+//!
+//! Invariant: a rejected request changes nothing; every error is a `Status` with an HTTP code.
+//! Boundary: never touches containerd or the kernel itself — node work (logs, exec, images) goes
+//! through the [`NodeOps`] handle the daemon passes in.
+
+mod crud;
+mod describe;
+mod error;
+mod format;
+mod node;
+mod path;
+mod table;
+mod watch;
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+pub use node::NodeOps;
+pub use table::pod_status_reason;
+
+use crate::store::Store;
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub info: Arc<ServerInfo>,
+    pub node: Arc<dyn NodeOps>,
+    pub shutdown: CancellationToken,
+}
+
+/// Facts about this server that `version` and `cluster-info` report.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerInfo {
+    pub node_name: String,
+    pub socket: String,
+    pub containerd_socket: String,
+    pub containerd_namespace: String,
+    pub data_dir: String,
+}
+
+pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/version", get(node::version))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/skerry/v1/resources", get(node::resources))
+        .route("/skerry/v1/info", get(node::info))
+        .route("/skerry/v1/images", get(node::list_images).delete(node::remove_image))
+        .route("/skerry/v1/images/import", axum::routing::post(node::import_image))
+        .route("/skerry/v1/images/pull", axum::routing::post(node::pull_image))
+        .fallback(crud::handle)
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` fires.
+pub async fn serve(listener: tokio::net::UnixListener, state: ApiState) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,0 +1,201 @@
+//! Server-side tables (`meta.k8s.io/v1 Table`) with kubectl's columns for each kind.
+
+use serde_json::{json, Value};
+
+use crate::objects::meta;
+
+use super::format::{age, human_duration};
+
+struct Column {
+    name: &'static str,
+    kind: &'static str,
+    priority: u8,
+}
+
+const fn col(name: &'static str, kind: &'static str, priority: u8) -> Column {
+    Column { name, kind, priority }
+}
+
+fn columns(kind: &str) -> &'static [Column] {
+    const POD: &[Column] = &[
+        col("Name", "string", 0),
+        col("Ready", "string", 0),
+        col("Status", "string", 0),
+        col("Restarts", "string", 0),
+        col("Age", "string", 0),
+        col("IP", "string", 1),
+        col("Node", "string", 1),
+        col("Nominated Node", "string", 1),
+        col("Readiness Gates", "string", 1),
+    ];
+    const NAMESPACE: &[Column] = &[col("Name", "string", 0), col("Status", "string", 0), col("Age", "string", 0)];
+    const EVENT: &[Column] = &[
+        col("Last Seen", "string", 0),
+        col("Type", "string", 0),
+        col("Reason", "string", 0),
+        col("Object", "string", 0),
+        col("Message", "string", 0),
+    ];
+    const OTHER: &[Column] = &[col("Name", "string", 0), col("Age", "string", 0)];
+    match kind {
+        "Pod" => POD,
+        "Namespace" => NAMESPACE,
+        "Event" => EVENT,
+        _ => OTHER,
+    }
+}
+
+fn cells(kind: &str, obj: &Value) -> Vec<Value> {
+    let name = json!(meta::name(obj));
+    let created = obj.pointer("/metadata/creationTimestamp");
+    match kind {
+        "Pod" => pod_cells(obj),
+        "Namespace" => vec![name, json!(obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Active")), json!(age(created))],
+        "Event" => {
+            let last = obj.get("lastTimestamp").filter(|v| !v.is_null()).or(obj.get("eventTime")).or(created);
+            let involved = &obj["involvedObject"];
+            let object = format!(
+                "{}/{}",
+                involved["kind"].as_str().unwrap_or("").to_lowercase(),
+                involved["name"].as_str().unwrap_or("")
+            );
+            vec![
+                json!(age(last)),
+                json!(obj["type"].as_str().unwrap_or("")),
+                json!(obj["reason"].as_str().unwrap_or("")),
+                json!(object),
+                json!(obj["message"].as_str().unwrap_or("")),
+            ]
+        }
+        _ => vec![name, json!(age(created))],
+    }
+}
+
+/// Renders objects of one kind as a Table; `rows` keep the full object for `--show-labels` and `-A`.
+pub fn render(kind: &str, objects: &[Value], resource_version: u64) -> Value {
+    let defs: Vec<Value> = columns(kind)
+        .iter()
+        .map(|c| json!({"name": c.name.to_uppercase(), "type": c.kind, "format": if c.name == "Name" { "name" } else { "" }, "description": "", "priority": c.priority}))
+        .collect();
+    let rows: Vec<Value> = objects.iter().map(|o| json!({"cells": cells(kind, o), "object": o})).collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version.to_string()},
+        "columnDefinitions": defs,
+        "rows": rows,
+    })
+}
+
+/// The STATUS column of `kubectl get pods` (kubectl's printPod).
+pub fn pod_status_reason(pod: &Value) -> String {
+    let status = &pod["status"];
+    let mut reason = status["reason"].as_str().or(status["phase"].as_str()).unwrap_or("Pending").to_string();
+    let mut initializing = false;
+    let init_total = pod.pointer("/spec/initContainers").and_then(Value::as_array).map_or(0, Vec::len);
+    for (i, c) in status["initContainerStatuses"].as_array().into_iter().flatten().enumerate() {
+        let state = &c["state"];
+        if state["terminated"]["exitCode"].as_i64() == Some(0) {
+            continue;
+        }
+        initializing = true;
+        reason = if let Some(r) = state["terminated"]["reason"].as_str() {
+            format!("Init:{r}")
+        } else if state["terminated"].is_object() {
+            format!("Init:ExitCode:{}", state["terminated"]["exitCode"])
+        } else if let Some(r) = state["waiting"]["reason"].as_str().filter(|r| *r != "PodInitializing") {
+            format!("Init:{r}")
+        } else {
+            format!("Init:{i}/{init_total}")
+        };
+        break;
+    }
+    if !initializing {
+        let mut has_running = false;
+        for c in status["containerStatuses"].as_array().into_iter().flatten().rev() {
+            let state = &c["state"];
+            if let Some(r) = state["waiting"]["reason"].as_str() {
+                reason = r.to_string();
+            } else if let Some(r) = state["terminated"]["reason"].as_str() {
+                reason = r.to_string();
+            } else if state["terminated"].is_object() {
+                reason = match state["terminated"]["signal"].as_i64().filter(|s| *s != 0) {
+                    Some(sig) => format!("Signal:{sig}"),
+                    None => format!("ExitCode:{}", state["terminated"]["exitCode"].as_i64().unwrap_or(0)),
+                };
+            } else if state["running"].is_object() && c["ready"].as_bool() == Some(true) {
+                has_running = true;
+            }
+        }
+        if reason == "Completed" && has_running {
+            reason = "Running".into();
+        }
+    }
+    if meta::is_deleting(pod) {
+        reason = "Terminating".into();
+    }
+    reason
+}
+
+fn pod_cells(pod: &Value) -> Vec<Value> {
+    let statuses = pod.pointer("/status/containerStatuses").and_then(Value::as_array);
+    let total = pod.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
+    let ready = statuses.into_iter().flatten().filter(|c| c["ready"].as_bool() == Some(true)).count();
+    let restarts: i64 = statuses.into_iter().flatten().map(|c| c["restartCount"].as_i64().unwrap_or(0)).sum();
+    let last_restart = statuses
+        .into_iter()
+        .flatten()
+        .filter_map(|c| meta::parse_time(c.pointer("/lastState/terminated/finishedAt")))
+        .max();
+    let restarts = match last_restart {
+        Some(t) if restarts > 0 => {
+            format!("{restarts} ({} ago)", human_duration(jiff::Timestamp::now().as_second() - t.as_second()))
+        }
+        _ => restarts.to_string(),
+    };
+    let ip = pod.pointer("/status/podIP").and_then(Value::as_str).unwrap_or("<none>");
+    let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("<none>");
+    vec![
+        json!(meta::name(pod)),
+        json!(format!("{ready}/{total}")),
+        json!(pod_status_reason(pod)),
+        json!(restarts),
+        json!(age(pod.pointer("/metadata/creationTimestamp"))),
+        json!(ip),
+        json!(node),
+        json!("<none>"),
+        json!("<none>"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_status_column() {
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Pending"}});
+        assert_eq!(pod_status_reason(&pod), "Pending");
+        pod["status"]["containerStatuses"] = json!([{"name": "a", "ready": false, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]);
+        assert_eq!(pod_status_reason(&pod), "CrashLoopBackOff");
+        pod["status"]["containerStatuses"] = json!([{"name": "a", "ready": false, "state": {"terminated": {"exitCode": 3}}}]);
+        assert_eq!(pod_status_reason(&pod), "ExitCode:3");
+        pod["status"]["phase"] = json!("Running");
+        pod["status"]["containerStatuses"] = json!([{"name": "a", "ready": true, "state": {"running": {}}}]);
+        assert_eq!(pod_status_reason(&pod), "Running");
+        pod["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        assert_eq!(pod_status_reason(&pod), "Terminating");
+    }
+
+    #[test]
+    fn pod_row() {
+        let pod = json!({"metadata": {"name": "webapp"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]},
+            "status": {"phase": "Running", "containerStatuses": [{"name": "a", "ready": true, "restartCount": 0, "state": {"running": {}}}, {"name": "b", "ready": false, "restartCount": 2, "state": {"running": {}}}]}});
+        let t = render("Pod", &[pod], 7);
+        assert_eq!(t["rows"][0]["cells"][0], "webapp");
+        assert_eq!(t["rows"][0]["cells"][1], "1/2");
+        assert_eq!(t["rows"][0]["cells"][3], "2");
+        assert_eq!(t["columnDefinitions"][0]["name"], "NAME");
+        assert_eq!(t["metadata"]["resourceVersion"], "7");
+    }
+}

@@ -1,0 +1,141 @@
+//! Daemon configuration: command-line flags over `/etc/skerry/config.yaml` over defaults.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Flags of `skerryd`. Every flag has the same key in the config file (`data-dir: /srv/skerry`).
+#[derive(Debug, Default, clap::Parser)]
+#[command(name = "skerryd", version, about = "Skerry node daemon: runs Kubernetes-style workloads on containerd")]
+pub struct Flags {
+    /// Config file; flags win over it.
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Where state, logs and pod files live.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The API socket the CLI talks to.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// containerd's gRPC socket.
+    #[arg(long)]
+    pub containerd_socket: Option<PathBuf>,
+    /// containerd namespace that holds Skerry's images and containers.
+    #[arg(long)]
+    pub containerd_namespace: Option<String>,
+    /// This node's name (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Registries reached over plain HTTP (host:port); may be repeated.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// Folder of image archives imported at start (air-gapped hosts).
+    #[arg(long)]
+    pub image_dir: Option<PathBuf>,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `skerryd=debug`.
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+pub const DEFAULT_CONFIG: &str = "/etc/skerry/config.yaml";
+
+/// The config file's keys; all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct File {
+    data_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    containerd_socket: Option<PathBuf>,
+    containerd_namespace: Option<String>,
+    node_name: Option<String>,
+    #[serde(default)]
+    insecure_registries: Vec<String>,
+    image_dir: Option<PathBuf>,
+    log_level: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub containerd_socket: PathBuf,
+    pub containerd_namespace: String,
+    pub node_name: String,
+    pub insecure_registries: Vec<String>,
+    pub image_dir: Option<PathBuf>,
+    pub log_level: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("node name {0:?} is not a valid DNS-1123 subdomain; pass --node-name")]
+    NodeName(String),
+}
+
+impl Config {
+    /// Resolves flags over the config file over defaults. A missing default config file is fine;
+    /// a missing file named with `--config` is an error.
+    pub fn load(flags: Flags) -> Result<Config, ConfigError> {
+        let file = read_file(&flags.config, flags.config.as_os_str() != DEFAULT_CONFIG)?;
+        let hostname = || {
+            nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into()).to_lowercase()
+        };
+        let node_name = flags.node_name.or(file.node_name).unwrap_or_else(hostname);
+        crate::objects::validation::dns1123_subdomain(&node_name).map_err(|_| ConfigError::NodeName(node_name.clone()))?;
+        let mut insecure = file.insecure_registries;
+        insecure.extend(flags.insecure_registries);
+        Ok(Config {
+            data_dir: flags.data_dir.or(file.data_dir).unwrap_or_else(|| "/var/lib/skerry".into()),
+            socket: flags.socket.or(file.socket).unwrap_or_else(|| "/run/skerry/skerry.sock".into()),
+            containerd_socket: flags.containerd_socket.or(file.containerd_socket).unwrap_or_else(|| "/run/containerd/containerd.sock".into()),
+            containerd_namespace: flags.containerd_namespace.or(file.containerd_namespace).unwrap_or_else(|| "skerry".into()),
+            node_name,
+            insecure_registries: insecure,
+            image_dir: flags.image_dir.or(file.image_dir),
+            log_level: flags.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+fn read_file(path: &Path, required: bool) -> Result<File, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(File::default()),
+        Err(source) => return Err(ConfigError::Read { path: path.into(), source }),
+    };
+    if text.trim().is_empty() {
+        return Ok(File::default());
+    }
+    serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "data-dir: /srv/skerry\nsocket: /tmp/file.sock\ninsecure-registries: [\"127.0.0.1:5000\"]\n").unwrap();
+        let flags = Flags { config: path.clone(), socket: Some("/tmp/flag.sock".into()), node_name: Some("n1".into()), ..Default::default() };
+        let c = Config::load(flags).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/skerry"));
+        assert_eq!(c.socket, PathBuf::from("/tmp/flag.sock"));
+        assert_eq!(c.containerd_namespace, "skerry");
+        assert_eq!(c.insecure_registries, vec!["127.0.0.1:5000".to_string()]);
+
+        std::fs::write(&path, "data-dir: [oops\n").unwrap();
+        let err = Config::load(Flags { config: path.clone(), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("is not valid"), "{err}");
+        std::fs::write(&path, "colour: red\n").unwrap();
+        assert!(Config::load(Flags { config: path, ..Default::default() }).is_err());
+        let missing = Flags { config: dir.path().join("none.yaml"), ..Default::default() };
+        assert!(Config::load(missing).is_err());
+    }
+}
