@@ -1,0 +1,38 @@
+//! `skerry create -f`: POST every manifest object to its collection.
+
+use std::io::Write;
+
+use hyper::Method;
+
+use super::{finish, json_body, plan_manifests, request, require_files, Ctx};
+use crate::error::{Error, Result};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The files, folders, URLs or `-` (stdin) that contain the objects to create
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<String>,
+    /// Process the folders given with -f recursively
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+}
+
+pub async fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
+    require_files(&args.files)?;
+    let (planned, mut errors) = plan_manifests(ctx, &args.files, args.recursive).await?;
+    if planned.is_empty() && errors.is_empty() {
+        return Err(Error::msg("no objects passed to create"));
+    }
+    for p in planned {
+        let path = p.resource.collection(Some(&p.namespace));
+        match ctx.json(request(Method::POST, &path, json_body(&p.object))).await {
+            Ok(created) => {
+                let name = created["metadata"]["name"].as_str().or(p.name.as_deref()).unwrap_or("").to_string();
+                writeln!(ctx.out, "{}/{name} created", p.resource.kind_label())?;
+            }
+            Err(Error::Status(s)) => errors.push(Error::Status(s.with_source("creating", &p.source))),
+            Err(e) => errors.push(e),
+        }
+    }
+    finish(ctx, errors)
+}
