@@ -12,4 +12,7 @@
 
 pub mod objects;
 pub mod api;
+pub mod config;
+pub mod controllers;
+pub mod events;
 pub mod store;

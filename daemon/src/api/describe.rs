@@ -7,7 +7,6 @@ use serde_json::Value;
 use crate::objects::meta;
 
 use super::format::{age, describe_time};
-use super::table::pod_status_reason;
 
 /// A `kubectl describe`-style writer: aligned `Key:  value` lines with indentation.
 struct Out {

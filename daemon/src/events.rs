@@ -1,0 +1,80 @@
+//! Records `Event` objects about other objects, folding repeats into a count as kubelet does.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use crate::objects::{meta, resource};
+use crate::store::{Command, Store};
+
+/// `Normal` or `Warning`, as Kubernetes types events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// Writes events for one component (`kubelet`, `default-scheduler`, ...).
+pub struct Recorder {
+    store: Store,
+    component: &'static str,
+    host: String,
+    /// (object uid, reason, message) → event name, for folding repeats.
+    seen: Mutex<HashMap<(String, String, String), String>>,
+}
+
+impl Recorder {
+    pub fn new(store: Store, component: &'static str, host: String) -> Recorder {
+        Recorder { store, component, host, seen: Mutex::new(HashMap::new()) }
+    }
+
+    /// Records an event about `object`. Failures are logged, never returned: an event is
+    /// never worth failing the work it describes.
+    pub async fn record(&self, object: &Value, kind: EventType, reason: &str, message: &str) {
+        if let Err(e) = self.try_record(object, kind, reason, message).await {
+            tracing::warn!(error = %e, reason, "could not record event");
+        }
+    }
+
+    async fn try_record(&self, object: &Value, kind: EventType, reason: &str, message: &str) -> Result<(), crate::store::StoreError> {
+        let namespace = match meta::namespace(object) {
+            "" => "default",
+            ns => ns,
+        };
+        let key = (meta::uid(object).to_string(), reason.to_string(), message.to_string());
+        let known = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let now = meta::now();
+        if let Some(name) = known {
+            if let Some(mut ev) = self.store.get(&resource::EVENTS.key(), namespace, &name).await? {
+                let count = ev["count"].as_i64().unwrap_or(1) + 1;
+                ev["count"] = json!(count);
+                ev["lastTimestamp"] = json!(now);
+                self.store.apply(Command::Update { resource: resource::EVENTS.key(), object: ev }).await?;
+                return Ok(());
+            }
+        }
+        let name = format!("{}.{}", meta::name(object), &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let event = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": namespace, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now},
+            "involvedObject": {
+                "kind": object["kind"], "namespace": meta::namespace(object), "name": meta::name(object),
+                "uid": meta::uid(object), "apiVersion": object["apiVersion"],
+            },
+            "reason": reason,
+            "message": message,
+            "source": {"component": self.component, "host": self.host},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "type": match kind { EventType::Normal => "Normal", EventType::Warning => "Warning" },
+            "reportingComponent": self.component,
+            "reportingInstance": self.host,
+        });
+        self.store.apply(Command::Create { resource: resource::EVENTS.key(), object: event }).await?;
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(key, name);
+        Ok(())
+    }
+}
