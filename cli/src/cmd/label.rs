@@ -13,7 +13,7 @@ use crate::resources::parse_targets;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// TYPE NAME... KEY=VALUE... KEY-... (or TYPE/NAME)
-    #[arg(required = true, allow_hyphen_values = true)]
+    #[arg(required = true)]
     pub args: Vec<String>,
     /// Allow changing a label that already has a value
     #[arg(long)]
