@@ -149,7 +149,7 @@ pub fn parse(source: &str, text: &str) -> Result<Vec<Value>, String> {
 fn validate(source: &str, obj: &Value) -> Result<(), String> {
     let mut missing = Vec::new();
     for field in ["apiVersion", "kind"] {
-        if !obj.get(field).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+        if obj.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
             missing.push(format!("{field} not set"));
         }
     }

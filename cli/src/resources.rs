@@ -133,12 +133,12 @@ pub fn parse_targets(disc: &Discovery, args: &[String]) -> Result<Targets> {
         let mut targets: Vec<Target> = Vec::new();
         for arg in args {
             let Some((word, name)) = arg.split_once('/') else {
-                return Err(Error::msg(format!(
-                    "there is no need to specify a resource type as a separate argument when passing arguments in resource/name form (e.g. 'skerry get resource/<resource_name>' instead of 'skerry get resource resource/<resource_name>'"
-                )));
+                return Err(Error::msg(
+                    "there is no need to specify a resource type as a separate argument when passing arguments in resource/name form (e.g. 'skerry get resource/<resource_name>' instead of 'skerry get resource resource/<resource_name>'",
+                ));
             };
             if name.is_empty() {
-                return Err(Error::msg(format!("arguments in resource/name form must have a single resource and name")));
+                return Err(Error::msg("arguments in resource/name form must have a single resource and name"));
             }
             let res = disc.resolve(word)?;
             match targets.iter_mut().find(|t| &t.resource == res) {

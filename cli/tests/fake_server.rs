@@ -406,3 +406,55 @@ async fn unreachable_daemon() {
         "error: cannot reach skerryd at /nonexistent/skerry.sock: No such file or directory (os error 2); is skerryd running?\n"
     );
 }
+
+#[tokio::test]
+async fn get_watch_prints_table_then_rows() {
+    let fake = start(|s| {
+        if s.uri.contains("watch=true") {
+            let mut body = String::new();
+            for (ty, name) in [("ADDED", "queue"), ("DELETED", "webapp")] {
+                body.push_str(&json!({"type": ty, "object": pod_table(&[name])}).to_string());
+                body.push('\n');
+            }
+            return Response::new(Full::new(Bytes::from(body)));
+        }
+        json_reply(200, pod_table(&["webapp"]))
+    })
+    .await;
+    let (code, out, err) = fake.run(&["get", "pods", "-w"]).await;
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(
+        out,
+        "NAME     READY   STATUS    RESTARTS   AGE\n\
+         webapp   1/1     Running   0          5m\n\
+         queue    1/1     Running   0          5m\n\
+         webapp   1/1     Running   0          5m\n"
+    );
+    let reqs = fake.requests();
+    assert_eq!(reqs[1].uri, "/api/v1/namespaces/default/pods?watch=true&resourceVersion=42");
+    assert_eq!(reqs[1].headers.get("accept").unwrap(), "application/json;as=Table;v=v1;g=meta.k8s.io");
+
+    let (_, _, _) = fake.run(&["get", "pod", "webapp", "-w"]).await;
+    let reqs = fake.requests();
+    assert_eq!(
+        reqs[3].uri,
+        "/api/v1/namespaces/default/pods?watch=true&fieldSelector=metadata.name%3Dwebapp&resourceVersion=42"
+    );
+}
+
+#[tokio::test]
+async fn get_all_prints_one_table_per_type_with_kinds() {
+    let fake = start(|s| match s.uri.as_str() {
+        "/api/v1/namespaces/default/pods" => json_reply(200, pod_table(&["webapp"])),
+        "/apis/apps/v1/namespaces/default/deployments" => json_reply(200, pod_table(&["api"])),
+        _ => json_reply(200, pod_table(&[])),
+    })
+    .await;
+    let (code, out, _) = fake.run(&["get", "all"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "NAME         READY   STATUS    RESTARTS   AGE\npod/webapp   1/1     Running   0          5m\n\n\
+         NAME                  READY   STATUS    RESTARTS   AGE\ndeployment.apps/api   1/1     Running   0          5m\n"
+    );
+}

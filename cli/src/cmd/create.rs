@@ -8,7 +8,10 @@ use super::{finish, json_body, plan_manifests, request, require_files, Ctx};
 use crate::error::{Error, Result};
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub kind: Option<Kind>,
     /// The files, folders, URLs or `-` (stdin) that contain the objects to create
     #[arg(short = 'f', long = "filename")]
     pub files: Vec<String>,
@@ -17,7 +20,21 @@ pub struct Args {
     pub recursive: bool,
 }
 
+/// Objects created from the command line alone.
+#[derive(Debug, clap::Subcommand)]
+pub enum Kind {
+    /// Create a namespace with the specified name
+    #[command(visible_alias = "ns")]
+    Namespace { name: String },
+}
+
 pub async fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
+    if let Some(Kind::Namespace { name }) = args.kind {
+        let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        ctx.json(request(Method::POST, "/api/v1/namespaces", json_body(&ns))).await?;
+        writeln!(ctx.out, "namespace/{name} created")?;
+        return Ok(());
+    }
     require_files(&args.files)?;
     let (planned, mut errors) = plan_manifests(ctx, &args.files, args.recursive).await?;
     if planned.is_empty() && errors.is_empty() {

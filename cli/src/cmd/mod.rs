@@ -1,5 +1,6 @@
 //! The command line (clap definitions), the per-invocation context, and dispatch to one module per subcommand.
 
+pub mod api_resources;
 pub mod apply;
 pub mod cluster_info;
 pub mod completion;
@@ -70,6 +71,8 @@ pub enum Command {
     /// Manage images on this node
     #[command(subcommand, visible_alias = "images")]
     Image(image::Command),
+    /// Print the supported API resources on the server
+    ApiResources(api_resources::Args),
     /// Output shell completion code for the specified shell (bash, zsh or fish)
     Completion(completion::Args),
 }
@@ -145,6 +148,7 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Version(a) => version::run(ctx, a).await,
         Command::ClusterInfo(a) => cluster_info::run(ctx, a).await,
         Command::Image(c) => image::run(ctx, c).await,
+        Command::ApiResources(a) => api_resources::run(ctx, a).await,
         Command::Completion(a) => completion::run(ctx, a),
     }
 }
