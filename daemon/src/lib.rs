@@ -11,8 +11,10 @@
 //! - [`daemon`]: wires the parts together and owns start-up and shutdown.
 
 pub mod objects;
+pub mod agent;
 pub mod api;
 pub mod config;
 pub mod controllers;
+pub mod daemon;
 pub mod events;
 pub mod store;

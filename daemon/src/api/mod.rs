@@ -13,7 +13,7 @@ mod crud;
 mod describe;
 mod error;
 mod format;
-mod node;
+pub mod node;
 mod path;
 mod table;
 mod watch;

@@ -1,0 +1,175 @@
+//! The node's side of the API (`api::NodeOps`): images, logs and exec through the runtime and
+//! the agent's log files.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::{container_id, log_path, Context};
+use crate::api::node::{BoxFuture, ExecStreams, LogOptions, NodeOps};
+use crate::api::ApiError;
+use crate::objects::{meta, resource};
+use crate::runtime::{ExecRequest, ImageInfo, RuntimeError};
+
+pub struct Node {
+    pub ctx: Arc<Context>,
+    pub shutdown: CancellationToken,
+}
+
+fn runtime_error(e: RuntimeError) -> ApiError {
+    match &e {
+        RuntimeError::ImageNotFound(_) | RuntimeError::ContainerNotFound(_) => {
+            ApiError::new(axum::http::StatusCode::NOT_FOUND, "NotFound", e.to_string())
+        }
+        RuntimeError::InvalidArchive { .. } | RuntimeError::InvalidReference { .. } | RuntimeError::InvalidImage { .. } => {
+            ApiError::bad_request(e.to_string())
+        }
+        RuntimeError::Connect { .. } => ApiError::unavailable(e.to_string()),
+        RuntimeError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => ApiError::new(
+            axum::http::StatusCode::INSUFFICIENT_STORAGE,
+            "InsufficientStorage",
+            format!("{e}; free some disk space and try again"),
+        ),
+        _ => ApiError::internal(e.to_string()),
+    }
+}
+
+fn image_json(i: &ImageInfo) -> Value {
+    json!({"name": i.name, "digest": i.digest, "size": i.size, "created": i.created.map(meta::timestamp)})
+}
+
+impl NodeOps for Node {
+    fn containerd_version(&self) -> BoxFuture<'_, Result<String, ApiError>> {
+        Box::pin(async move { self.ctx.runtime.version().await.map_err(runtime_error) })
+    }
+
+    fn list_images(&self) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
+        Box::pin(async move {
+            let images = self.ctx.runtime.list_images().await.map_err(runtime_error)?;
+            Ok(images.iter().map(image_json).collect())
+        })
+    }
+
+    fn remove_image(&self, name: String) -> BoxFuture<'_, Result<(), ApiError>> {
+        Box::pin(async move { self.ctx.runtime.remove_image(&name).await.map_err(runtime_error) })
+    }
+
+    fn import_image(&self, file: PathBuf) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
+        Box::pin(async move {
+            let images = self.ctx.runtime.import_archive(&file).await.map_err(runtime_error)?;
+            Ok(images.iter().map(image_json).collect())
+        })
+    }
+
+    fn pull_image(
+        &self,
+        image: String,
+        auth: Option<(String, String)>,
+        progress: tokio::sync::mpsc::UnboundedSender<Value>,
+    ) -> BoxFuture<'_, Result<Value, ApiError>> {
+        Box::pin(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let forward = tokio::spawn(async move {
+                while let Some(p) = rx.recv().await {
+                    let p: crate::runtime::PullProgress = p;
+                    let _ = progress.send(json!({"layer": p.layer, "current": p.current, "total": p.total, "status": p.status}));
+                }
+            });
+            let result = self.ctx.runtime.pull(&image, auth, &self.ctx.insecure_registries, tx).await;
+            let _ = forward.await;
+            let info = result.map_err(runtime_error)?;
+            Ok(image_json(&info))
+        })
+    }
+
+    fn logs(&self, pod: Value, o: LogOptions) -> BoxFuture<'_, Result<BoxStream<'static, Bytes>, ApiError>> {
+        Box::pin(async move {
+            let status = pod
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().find(|c| c["name"].as_str() == Some(&o.container)))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let restarts = status["restartCount"].as_i64().unwrap_or(0);
+            let run = if o.previous { restarts - 1 } else { restarts };
+            let path = log_path(&self.ctx.data_dir, meta::uid(&pod), &o.container, run);
+            if run < 0 || !path.exists() {
+                let what = if o.previous { "previous terminated container" } else { "container" };
+                let waiting = status.pointer("/state/waiting/reason").and_then(Value::as_str);
+                let msg = match waiting {
+                    Some(reason) if !o.previous => format!(
+                        "container {:?} in pod {:?} is waiting to start: {}",
+                        o.container,
+                        meta::name(&pod),
+                        reason
+                    ),
+                    _ => format!("{what} {:?} in pod {:?} not found", o.container, meta::name(&pod)),
+                };
+                return Err(ApiError::bad_request(msg));
+            }
+            if !o.follow {
+                let text = tokio::task::spawn_blocking(move || crate::runtime::logger::read_log(&path, o.tail, o.timestamps))
+                    .await
+                    .map_err(|e| ApiError::internal(e.to_string()))?
+                    .map_err(|e| ApiError::internal(format!("reading the log: {e}")))?;
+                return Ok(futures::stream::once(async move { Bytes::from(text) }).boxed());
+            }
+            let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
+            let stop = self.shutdown.child_token();
+            tokio::spawn(crate::runtime::logger::follow_log(path, o.tail, o.timestamps, tx, stop.clone()));
+            // Following ends when that run of the container ends, as with kubectl.
+            let store = self.ctx.store.clone();
+            let (ns, name, uid) = (meta::namespace(&pod).to_string(), meta::name(&pod).to_string(), meta::uid(&pod).to_string());
+            let container = o.container.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    }
+                    let current = store.get(&resource::PODS.key(), &ns, &name).await.ok().flatten().filter(|p| meta::uid(p) == uid);
+                    let still = current.as_ref().and_then(|p| {
+                        p.pointer("/status/containerStatuses")?.as_array()?.iter().find(|c| c["name"].as_str() == Some(&container)).map(|c| {
+                            c["restartCount"].as_i64() == Some(run) && !c["state"]["terminated"].is_object() && !c["state"]["waiting"].is_object()
+                        })
+                    });
+                    if still != Some(true) {
+                        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                        stop.cancel();
+                        return;
+                    }
+                }
+            });
+            Ok(tokio_stream::wrappers::ReceiverStream::new(rx).map(Bytes::from).boxed())
+        })
+    }
+
+    fn exec(&self, pod: Value, container: String, command: Vec<String>, tty: bool, stdin: bool) -> BoxFuture<'_, Result<ExecStreams, ApiError>> {
+        Box::pin(async move {
+            let id = container_id(meta::uid(&pod), &container);
+            let req = ExecRequest { args: command, env: Vec::new(), tty, stdin, cwd: None };
+            let session = self.ctx.runtime.exec(&id, &req).await.map_err(runtime_error)?;
+            let session = Arc::new(tokio::sync::Mutex::new(session));
+            let mut guard = session.lock().await;
+            let stdin: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>> = guard.stdin.take().map(|s| Box::new(s) as _);
+            let stdout: Box<dyn tokio::io::AsyncRead + Send + Unpin> = Box::new(guard.take_stdout());
+            let stderr: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = guard.stderr.take().map(|s| Box::new(s) as _);
+            drop(guard);
+            let for_resize = session.clone();
+            let resize = Box::new(move |cols: u16, rows: u16| -> BoxFuture<'static, ()> {
+                let s = for_resize.clone();
+                Box::pin(async move {
+                    let _ = s.lock().await.resize(cols, rows).await;
+                })
+            });
+            let wait: BoxFuture<'static, Result<i32, ApiError>> =
+                Box::pin(async move { session.lock().await.wait().await.map_err(runtime_error) });
+            Ok(ExecStreams { stdin, stdout, stderr, resize, wait })
+        })
+    }
+}

@@ -1,0 +1,469 @@
+//! One pod's worker: reconciles the pod's sandbox and containers toward its spec, and its
+//! status toward what runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::sandbox::Sandbox;
+use super::status::{self, Decision, Observed};
+use super::{container_id, log_path, Context, LABEL_CONTAINER, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
+use crate::events::EventType;
+use crate::objects::{meta, resource};
+use crate::runtime::{self, ContainerRun, RuntimeError, TaskState};
+use crate::store::{Command, StoreError};
+
+/// What the worker remembers about one container between reconciles.
+#[derive(Debug, Default, Clone)]
+struct Memo {
+    restart_count: i64,
+    backoff_steps: u32,
+    started_at: Option<jiff::Timestamp>,
+    last_state: Value,
+    image_id: String,
+    /// Why the container is waiting, when starting it failed: (reason, message).
+    waiting: Option<(String, String)>,
+    /// No new start attempt before this instant (failed pulls and starts).
+    next_attempt: Option<Instant>,
+    attempts: u32,
+    /// A task is waiting on this container's exit.
+    watching: bool,
+}
+
+pub struct Worker {
+    ctx: Arc<Context>,
+    uid: String,
+    namespace: String,
+    name: String,
+    memos: HashMap<String, Memo>,
+    sandbox: Sandbox,
+    term_sent: bool,
+    poke: Option<mpsc::Sender<()>>,
+}
+
+enum Next {
+    /// Reconcile again after at most this long.
+    After(Duration),
+    /// The pod is gone and cleaned up.
+    Done,
+}
+
+impl Worker {
+    pub fn new(ctx: Arc<Context>, pod: &Value) -> Worker {
+        let uid = meta::uid(pod).to_string();
+        let sandbox = Sandbox::at(ctx.pod_dir(&uid).join("ns"));
+        let mut memos = HashMap::new();
+        // Pick up what the stored status says, so a restarted daemon keeps counting.
+        for cs in pod.pointer("/status/containerStatuses").and_then(Value::as_array).into_iter().flatten() {
+            let name = cs["name"].as_str().unwrap_or("").to_string();
+            let restarts = cs["restartCount"].as_i64().unwrap_or(0);
+            memos.insert(
+                name,
+                Memo {
+                    restart_count: restarts,
+                    backoff_steps: restarts.clamp(0, 16) as u32,
+                    started_at: meta::parse_time(cs.pointer("/state/running/startedAt"))
+                        .or_else(|| meta::parse_time(cs.pointer("/state/terminated/startedAt"))),
+                    last_state: cs.get("lastState").cloned().unwrap_or(json!({})),
+                    image_id: cs["imageID"].as_str().unwrap_or("").to_string(),
+                    ..Memo::default()
+                },
+            );
+        }
+        Worker {
+            ctx,
+            uid,
+            namespace: meta::namespace(pod).to_string(),
+            name: meta::name(pod).to_string(),
+            memos,
+            sandbox,
+            term_sent: false,
+            poke: None,
+        }
+    }
+
+    pub async fn run(mut self, mut poke: mpsc::Receiver<()>, shutdown: CancellationToken) {
+        let (tx, mut self_poke) = mpsc::channel(1);
+        self.poke = Some(tx);
+        loop {
+            let wait = match self.reconcile().await {
+                Ok(Next::Done) => return,
+                Ok(Next::After(d)) => d,
+                Err(e) => {
+                    tracing::warn!(pod = %self.name, namespace = %self.namespace, error = %e, "reconcile failed; retrying");
+                    Duration::from_secs(2)
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = poke.recv() => {}
+                _ = self_poke.recv() => {}
+                _ = tokio::time::sleep(wait.min(Duration::from_secs(5))) => {}
+            }
+        }
+    }
+
+    async fn current(&self) -> Result<Option<Value>, StoreError> {
+        let pod = self.ctx.store.get(&resource::PODS.key(), &self.namespace, &self.name).await?;
+        Ok(pod.filter(|p| meta::uid(p) == self.uid))
+    }
+
+    async fn reconcile(&mut self) -> Result<Next, Box<dyn std::error::Error + Send + Sync>> {
+        let Some(pod) = self.current().await? else {
+            self.teardown(&containers_of_memos(&self.memos)).await;
+            return Ok(Next::Done);
+        };
+        let names: Vec<String> = spec_containers(&pod).iter().map(|c| c["name"].as_str().unwrap_or("").to_string()).collect();
+        if meta::is_deleting(&pod) {
+            return self.terminate(&pod, &names).await;
+        }
+        if let Err(e) = self.ensure_sandbox(&pod) {
+            self.ctx.recorder.record(&pod, EventType::Warning, "FailedCreatePodSandBox", &e.to_string()).await;
+            return Ok(Next::After(Duration::from_secs(5)));
+        }
+        let policy = pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always").to_string();
+        let mut wake = Duration::from_secs(5);
+        for c in spec_containers(&pod) {
+            if let Some(d) = self.reconcile_container(&pod, &c, &policy).await? {
+                wake = wake.min(d);
+            }
+        }
+        self.write_status(&pod, &policy).await?;
+        Ok(Next::After(wake))
+    }
+
+    fn ensure_sandbox(&self, pod: &Value) -> Result<(), super::sandbox::SandboxError> {
+        let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or(meta::name(pod));
+        let hostname: String = hostname.chars().take(63).collect();
+        self.sandbox.create(&hostname)
+    }
+
+    /// Observes one container and starts it when its policy says so. Returns when to look again.
+    async fn reconcile_container(&mut self, pod: &Value, c: &Value, policy: &str) -> Result<Option<Duration>, RuntimeError> {
+        let name = c["name"].as_str().unwrap_or("").to_string();
+        let id = container_id(&self.uid, &name);
+        let state = self.ctx.runtime.state(&id).await?;
+        let memo = self.memos.entry(name.clone()).or_default();
+        let observed = match &state {
+            Some(TaskState::Running { .. }) => Observed::Running { started_at: *memo.started_at.get_or_insert_with(jiff::Timestamp::now) },
+            Some(TaskState::Exited(exit)) => Observed::Exited {
+                code: exit.code,
+                signal: exit.signal,
+                started_at: memo.started_at,
+                finished_at: exit.exited_at,
+                oom: false,
+            },
+            Some(TaskState::Created) | None => Observed::Absent,
+        };
+        if matches!(observed, Observed::Running { .. }) && !memo.watching {
+            memo.watching = true;
+            let rt = self.ctx.runtime.clone();
+            let poke = self.poke.clone();
+            let wid = id.clone();
+            tokio::spawn(async move {
+                let _ = rt.wait(&wid).await;
+                if let Some(p) = poke {
+                    let _ = p.try_send(());
+                }
+            });
+        }
+        if !matches!(observed, Observed::Running { .. }) {
+            memo.watching = false;
+        }
+        let now = jiff::Timestamp::now();
+        match status::decide(policy, &observed, memo.backoff_steps, now) {
+            Decision::Keep => Ok(None),
+            Decision::Wait(d) => {
+                memo.waiting = Some((
+                    "CrashLoopBackOff".into(),
+                    format!("back-off {} restarting failed container={name} pod={}_{}({})", fmt_secs(status::backoff(memo.backoff_steps)), self.name, self.namespace, self.uid),
+                ));
+                if let Observed::Exited { .. } = observed {
+                    memo.last_state = status::state_json(&observed, &format!("containerd://{id}"));
+                }
+                Ok(Some(d))
+            }
+            Decision::Start => {
+                if memo.next_attempt.is_some_and(|t| Instant::now() < t) {
+                    return Ok(Some(memo.next_attempt.unwrap().saturating_duration_since(Instant::now())));
+                }
+                let restart = matches!(observed, Observed::Exited { .. });
+                if let Observed::Exited { started_at, finished_at, .. } = &observed {
+                    memo.last_state = status::state_json(&observed, &format!("containerd://{id}"));
+                    memo.restart_count += 1;
+                    let ran = started_at.map(|s| finished_at.duration_since(s).unsigned_abs()).unwrap_or_default();
+                    memo.backoff_steps = if ran >= status::BACKOFF_RESET { 0 } else { memo.backoff_steps + 1 };
+                    memo.started_at = None;
+                }
+                if restart || state.is_some() {
+                    self.ctx.runtime.remove(&id).await?;
+                }
+                match self.start(pod, c, &id).await {
+                    Ok(()) => {
+                        let memo = self.memos.get_mut(&name).expect("memo");
+                        memo.waiting = None;
+                        memo.attempts = 0;
+                        memo.next_attempt = None;
+                        memo.started_at = Some(jiff::Timestamp::now());
+                        Ok(Some(Duration::from_millis(500)))
+                    }
+                    Err((reason, message)) => {
+                        let memo = self.memos.get_mut(&name).expect("memo");
+                        let delay = status::backoff(memo.attempts);
+                        memo.attempts += 1;
+                        memo.next_attempt = Some(Instant::now() + delay);
+                        memo.waiting = Some((reason, message));
+                        Ok(Some(delay))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ensures the image, builds the spec and starts the container. Errors are
+    /// (waiting reason, message) as Kubernetes shows them.
+    async fn start(&mut self, pod: &Value, c: &Value, id: &str) -> Result<(), (String, String)> {
+        let name = c["name"].as_str().unwrap_or("");
+        let image = c["image"].as_str().unwrap_or("");
+        let config = self.ensure_image(pod, c).await?;
+        self.memos.get_mut(name).expect("memo").image_id = config.image_id.clone();
+        let strings = |v: &Value| -> Vec<String> { v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect() };
+        let fail = |e: RuntimeError| ("CreateContainerError".to_string(), e.to_string());
+        let args = runtime::merge_command(&config, &strings(&c["command"]), &strings(&c["args"])).map_err(fail)?;
+        let env: Vec<String> = c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some(format!("{}={}", e["name"].as_str()?, e["value"].as_str().unwrap_or(""))))
+            .collect();
+        let env = runtime::merge_env(&config.env, &env);
+        let cwd = c["workingDir"].as_str().map(String::from).unwrap_or(config.working_dir.clone());
+        let user = pod
+            .pointer("/spec/securityContext/runAsUser")
+            .and_then(Value::as_i64)
+            .map(|u| u.to_string())
+            .or_else(|| (!config.user.is_empty()).then(|| config.user.clone()));
+        let input = runtime::SpecInput {
+            args,
+            env,
+            cwd,
+            user,
+            hostname: pod.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or(&self.name).chars().take(63).collect(),
+            netns: Some(self.sandbox.netns()),
+            ipcns: Some(self.sandbox.ipcns()),
+            utsns: Some(self.sandbox.utsns()),
+            ..Default::default()
+        };
+        let spec = runtime::build_spec(&input);
+        let restart = self.memos[name].restart_count;
+        let log = log_path(&self.ctx.data_dir, &self.uid, name, restart);
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| ("CreateContainerError".to_string(), format!("creating {}: {e}", dir.display())))?;
+        }
+        let labels = HashMap::from([
+            (LABEL_POD_UID.to_string(), self.uid.clone()),
+            (LABEL_POD_NAME.to_string(), self.name.clone()),
+            (LABEL_POD_NAMESPACE.to_string(), self.namespace.clone()),
+            (LABEL_CONTAINER.to_string(), name.to_string()),
+        ]);
+        let run = ContainerRun { id: id.to_string(), image: image.to_string(), spec, labels, log_path: log };
+        self.ctx.recorder.record(pod, EventType::Normal, "Created", &format!("Created container: {name}")).await;
+        if let Err(e) = self.ctx.runtime.run(&run).await {
+            let _ = self.ctx.runtime.remove(id).await;
+            let msg = e.to_string();
+            self.ctx.recorder.record(pod, EventType::Warning, "Failed", &format!("Error: {msg}")).await;
+            let reason = if matches!(e, RuntimeError::NoCommand | RuntimeError::InvalidImage { .. }) { "CreateContainerError" } else { "RunContainerError" };
+            return Err((reason.into(), msg));
+        }
+        self.ctx.recorder.record(pod, EventType::Normal, "Started", &format!("Started container {name}")).await;
+        Ok(())
+    }
+
+    async fn ensure_image(&mut self, pod: &Value, c: &Value) -> Result<runtime::ImageConfig, (String, String)> {
+        let image = c["image"].as_str().unwrap_or("");
+        let policy = c["imagePullPolicy"].as_str().unwrap_or("IfNotPresent");
+        let present = self.ctx.runtime.image_config(image).await.map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?;
+        let rec = &self.ctx.recorder;
+        match (policy, present) {
+            ("Never", Some(config)) | ("IfNotPresent", Some(config)) => {
+                rec.record(pod, EventType::Normal, "Pulled", &format!("Container image {image:?} already present on machine")).await;
+                return Ok(config);
+            }
+            ("Never", None) => {
+                let msg = format!("Container image {image:?} is not present with pull policy of Never");
+                rec.record(pod, EventType::Warning, "ErrImageNeverPull", &msg).await;
+                return Err(("ErrImageNeverPull".into(), msg));
+            }
+            (_, present) => {
+                let name = c["name"].as_str().unwrap_or("");
+                let attempts = self.memos.get(name).map_or(0, |m| m.attempts);
+                rec.record(pod, EventType::Normal, "Pulling", &format!("Pulling image {image:?}")).await;
+                let started = Instant::now();
+                let (tx, _rx) = mpsc::unbounded_channel();
+                match self.ctx.runtime.pull(image, None, &self.ctx.insecure_registries, tx).await {
+                    Ok(_) => {
+                        let msg = format!("Successfully pulled image {image:?} in {:.3}s", started.elapsed().as_secs_f64());
+                        rec.record(pod, EventType::Normal, "Pulled", &msg).await;
+                    }
+                    Err(e) => {
+                        if let Some(config) = present {
+                            // Offline edge host: the local copy serves when the registry is out of reach.
+                            let msg = format!("Failed to pull image {image:?}: {e}; using the image already present on the node");
+                            rec.record(pod, EventType::Warning, "Failed", &msg).await;
+                            return Ok(config);
+                        }
+                        let msg = format!("Failed to pull image {image:?}: {e}");
+                        rec.record(pod, EventType::Warning, "Failed", &msg).await;
+                        let reason = if attempts == 0 { "ErrImagePull" } else { "ImagePullBackOff" };
+                        return Err((reason.into(), msg));
+                    }
+                }
+            }
+        }
+        match self.ctx.runtime.image_config(image).await {
+            Ok(Some(config)) => Ok(config),
+            Ok(None) => Err(("ErrImagePull".into(), format!("image {image:?} is missing after the pull"))),
+            Err(e) => Err(("ErrImagePull".into(), e.to_string())),
+        }
+    }
+
+    /// Graceful stop: SIGTERM, then SIGKILL at the deadline; removes the pod once all is gone.
+    async fn terminate(&mut self, pod: &Value, names: &[String]) -> Result<Next, Box<dyn std::error::Error + Send + Sync>> {
+        let deadline = meta::parse_time(pod.pointer("/metadata/deletionTimestamp")).unwrap_or_else(jiff::Timestamp::now);
+        let mut running = Vec::new();
+        for name in names {
+            let id = container_id(&self.uid, name);
+            if let Some(TaskState::Running { .. }) = self.ctx.runtime.state(&id).await? {
+                running.push((name.clone(), id));
+            }
+        }
+        if !running.is_empty() {
+            let now = jiff::Timestamp::now();
+            if !self.term_sent {
+                self.term_sent = true;
+                for (name, id) in &running {
+                    self.ctx.recorder.record(pod, EventType::Normal, "Killing", &format!("Stopping container {name}")).await;
+                    let _ = self.ctx.runtime.kill(id, libc::SIGTERM).await;
+                }
+                return Ok(Next::After(Duration::from_millis(200)));
+            }
+            if now < deadline {
+                return Ok(Next::After(now.duration_until(deadline).unsigned_abs().min(Duration::from_millis(500))));
+            }
+            for (_, id) in &running {
+                let _ = self.ctx.runtime.kill(id, libc::SIGKILL).await;
+            }
+            return Ok(Next::After(Duration::from_millis(200)));
+        }
+        self.teardown(names).await;
+        let remove = Command::Delete {
+            resource: resource::PODS.key(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            uid: Some(self.uid.clone()),
+        };
+        match self.ctx.store.apply(remove).await {
+            Ok(_) | Err(StoreError::NotFound { .. }) | Err(StoreError::Conflict { .. }) => Ok(Next::Done),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Kills and removes the containers, the sandbox and the pod's files.
+    async fn teardown(&mut self, names: &[String]) {
+        for name in names {
+            let id = container_id(&self.uid, name);
+            if let Err(e) = self.ctx.runtime.remove(&id).await {
+                tracing::warn!(container = id, error = %e, "removing container failed");
+            }
+        }
+        if let Err(e) = self.sandbox.remove() {
+            tracing::warn!(error = %e, "removing sandbox failed");
+            return;
+        }
+        let _ = std::fs::remove_dir_all(self.ctx.pod_dir(&self.uid));
+    }
+
+    async fn write_status(&mut self, pod: &Value, policy: &str) -> Result<(), StoreError> {
+        let now = meta::now();
+        let mut statuses = Vec::new();
+        for c in spec_containers(pod) {
+            let name = c["name"].as_str().unwrap_or("");
+            let id = container_id(&self.uid, name);
+            let memo = self.memos.get(name).cloned().unwrap_or_default();
+            let state = match self.ctx.runtime.state(&id).await {
+                Ok(Some(TaskState::Running { .. })) if memo.waiting.is_none() => {
+                    json!({"running": {"startedAt": memo.started_at.map(meta::timestamp).unwrap_or_else(|| now.clone())}})
+                }
+                Ok(Some(TaskState::Exited(exit))) if memo.waiting.is_none() => status::state_json(
+                    &Observed::Exited { code: exit.code, signal: exit.signal, started_at: memo.started_at, finished_at: exit.exited_at, oom: false },
+                    &format!("containerd://{id}"),
+                ),
+                _ => match &memo.waiting {
+                    Some((reason, message)) => json!({"waiting": {"reason": reason, "message": message}}),
+                    None => json!({"waiting": {"reason": "ContainerCreating"}}),
+                },
+            };
+            let running = state["running"].is_object();
+            let mut cs = json!({
+                "name": name,
+                "state": state,
+                "lastState": memo.last_state,
+                "ready": running,
+                "restartCount": memo.restart_count,
+                "image": c["image"],
+                "imageID": memo.image_id,
+                "started": running,
+            });
+            if memo.started_at.is_some() || !running {
+                cs["containerID"] = json!(format!("containerd://{id}"));
+            }
+            statuses.push(cs);
+        }
+        let mut new = pod.clone();
+        let st = &mut new["status"];
+        let phase = status::phase(policy, &statuses, statuses.len());
+        let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s["ready"] == true);
+        let mut conditions = st["conditions"].as_array().cloned().unwrap_or_default();
+        status::set_condition(&mut conditions, "PodReadyToStartContainers", self.sandbox.exists(), &now);
+        status::set_condition(&mut conditions, "Initialized", true, &now);
+        status::set_condition(&mut conditions, "Ready", all_ready, &now);
+        status::set_condition(&mut conditions, "ContainersReady", all_ready, &now);
+        status::set_condition(&mut conditions, "PodScheduled", true, &now);
+        st["phase"] = json!(phase);
+        st["conditions"] = json!(conditions);
+        st["containerStatuses"] = json!(statuses);
+        if st["startTime"].is_null() {
+            st["startTime"] = json!(now);
+        }
+        if pod.get("status") == new.get("status") {
+            return Ok(());
+        }
+        match self.ctx.store.apply(Command::Update { resource: resource::PODS.key(), object: new }).await {
+            Ok(_) | Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn spec_containers(pod: &Value) -> Vec<Value> {
+    pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default()
+}
+
+fn containers_of_memos(memos: &HashMap<String, Memo>) -> Vec<String> {
+    memos.keys().cloned().collect()
+}
+
+fn fmt_secs(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 && s % 60 == 0 {
+        format!("{}m0s", s / 60)
+    } else if s >= 60 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}

@@ -1,0 +1,144 @@
+//! Wires the parts together: opens state, binds the socket, starts the API, controllers and
+//! agent, and waits for every task on shutdown.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{self, Context, Node};
+use crate::api::{self, ApiState, ServerInfo};
+use crate::config::Config;
+use crate::controllers;
+use crate::events::Recorder;
+use crate::runtime::ContainerdRuntime;
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("preparing {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("another skerryd is already serving {0}; stop it first")]
+    SocketBusy(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::Io { path: path.display().to_string(), source }
+}
+
+/// Runs the daemon until `shutdown` fires, then waits for every task to finish.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(io_err(&config.data_dir))?;
+    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(&config.data_dir))?;
+    let db = config.data_dir.join("state.db");
+    let store = Store::open(&db)?;
+    for file in ["state.db", "state.db-wal", "state.db-shm"] {
+        let p = config.data_dir.join(file);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(io_err(&p))?;
+        }
+    }
+    controllers::namespace::ensure_built_in(&store).await?;
+
+    let runtime = ContainerdRuntime::connect(&config.containerd_socket, &config.containerd_namespace).await?;
+    if let Some(dir) = &config.image_dir {
+        import_folder(&runtime, dir).await;
+    }
+    let ctx = Arc::new(Context {
+        store: store.clone(),
+        runtime: runtime.clone(),
+        node_name: config.node_name.clone(),
+        data_dir: config.data_dir.clone(),
+        insecure_registries: config.insecure_registries.clone(),
+        recorder: Recorder::new(store.clone(), "kubelet", config.node_name.clone()),
+    });
+    let listener = bind_socket(&config.socket)?;
+    let state = ApiState {
+        store: store.clone(),
+        info: Arc::new(ServerInfo {
+            node_name: config.node_name.clone(),
+            socket: config.socket.display().to_string(),
+            containerd_socket: config.containerd_socket.display().to_string(),
+            containerd_namespace: config.containerd_namespace.clone(),
+            data_dir: config.data_dir.display().to_string(),
+        }),
+        node: Arc::new(Node { ctx: ctx.clone(), shutdown: shutdown.clone() }),
+        shutdown: shutdown.clone(),
+    };
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        if let Err(e) = api::serve(listener, state).await {
+            tracing::error!(error = %e, "API server failed");
+        }
+    });
+    tasks.spawn(controllers::scheduler::run(store.clone(), config.node_name.clone(), shutdown.clone()));
+    tasks.spawn(controllers::namespace::run(store.clone(), shutdown.clone()));
+    tasks.spawn(agent::run(ctx, shutdown.clone()));
+    let compactor = store.clone();
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(300)) => {
+                    if let Err(e) = compactor.compact().await {
+                        tracing::warn!(error = %e, "compaction failed");
+                    }
+                }
+            }
+        }
+    });
+    tracing::info!(socket = %config.socket.display(), node = %config.node_name, "skerryd is serving");
+    shutdown.cancelled().await;
+    while tasks.join_next().await.is_some() {}
+    let _ = std::fs::remove_file(&config.socket);
+    tracing::info!("skerryd stopped");
+    Ok(())
+}
+
+/// Binds the API socket: `0660`, owner root, group `skerry` when that group exists.
+fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, DaemonError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::SocketBusy(path.display().to_string()));
+        }
+        std::fs::remove_file(path).map_err(io_err(path))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(io_err(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io_err(path))?;
+    if let Ok(Some(group)) = nix::unistd::Group::from_name("skerry") {
+        nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(group.gid))
+            .map_err(|e| DaemonError::Io { path: path.display().to_string(), source: e.into() })?;
+    }
+    Ok(listener)
+}
+
+/// Imports every archive in `dir` (air-gapped hosts); failures are logged, not fatal.
+async fn import_folder(runtime: &ContainerdRuntime, dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        tracing::warn!(dir = %dir.display(), "image folder is not readable");
+        return;
+    };
+    let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+    paths.sort();
+    for p in paths {
+        match runtime.import_archive(&p).await {
+            Ok(images) => {
+                for i in images {
+                    tracing::info!(image = i.name, file = %p.display(), "imported image");
+                }
+            }
+            Err(e) => tracing::warn!(file = %p.display(), error = %e, "image import failed"),
+        }
+    }
+}
