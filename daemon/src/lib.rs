@@ -1,1 +1,6 @@
-//! skerryd
+//! skerryd: the Skerry node daemon as a library.
+//!
+//! # Layout
+//! - [`runtime`]: the containerd client (images, containers, tasks, exec, logs).
+
+pub mod runtime;
