@@ -3,10 +3,12 @@
 //! # Layout
 //! - [`images`]: deterministic busybox test images (OCI and docker archives).
 //! - [`containerd`]: a private containerd per test, torn down on drop.
+//! - [`registry`]: a private docker-registry on 127.0.0.1 for pull tests.
 //! - [`wait_until`]: poll a condition with a deadline instead of sleeping.
 
 pub mod containerd;
 pub mod images;
+pub mod registry;
 
 use std::time::{Duration, Instant};
 

@@ -25,17 +25,26 @@ const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/
 
 /// A running exec process. Read `stdout` (and `stderr` unless a TTY was
 /// requested) to EOF; `wait` gives the exit code. The process is deleted from
-/// containerd once it exits, whether or not anyone waits.
+/// containerd once it exits, whether or not anyone waits. Destructure it
+/// (`let ExecSession { stdin, stdout, stderr, control } = s;`) to move the
+/// streams into separate tasks and keep `control` for resize and wait.
 pub struct ExecSession {
+    /// Dropping it (or [`ExecControl::close_stdin`]) gives the process EOF.
     pub stdin: Option<pipe::Sender>,
     pub stdout: pipe::Receiver,
     /// None with a TTY: the terminal merges both streams into `stdout`.
     pub stderr: Option<pipe::Receiver>,
+    pub control: ExecControl,
+}
+
+/// Resize, close stdin and wait for an exec process. Cheap to clone.
+#[derive(Clone)]
+pub struct ExecControl {
     rt: ContainerdRuntime,
     container_id: String,
     exec_id: String,
     exit: watch::Receiver<Option<Result<i32, String>>>,
-    _fifos: FifoDir,
+    _fifos: std::sync::Arc<FifoDir>,
 }
 
 /// A private directory of FIFOs, removed on drop (open ends stay valid).
@@ -137,7 +146,8 @@ impl ContainerdRuntime {
             return Err(RuntimeError::grpc("exec start", s));
         }
         let exit = self.watch_exit(id, &exec_id, holders);
-        Ok(ExecSession { stdin, stdout, stderr, rt: self.clone(), container_id: id.into(), exec_id, exit, _fifos: fifos })
+        let control = ExecControl { rt: self.clone(), container_id: id.into(), exec_id, exit, _fifos: std::sync::Arc::new(fifos) };
+        Ok(ExecSession { stdin, stdout, stderr, control })
     }
 
     /// Waits for the exec to exit in the background, then releases our
@@ -165,6 +175,24 @@ impl ContainerdRuntime {
 }
 
 impl ExecSession {
+    /// See [`ExecControl::resize`].
+    pub async fn resize(&self, cols: u16, rows: u16) -> Result<(), RuntimeError> {
+        self.control.resize(cols, rows).await
+    }
+
+    /// Drops `stdin` and tells the shim to close the process's stdin.
+    pub async fn close_stdin(&mut self) -> Result<(), RuntimeError> {
+        self.stdin = None;
+        self.control.close_stdin().await
+    }
+
+    /// See [`ExecControl::wait`].
+    pub async fn wait(&self) -> Result<i32, RuntimeError> {
+        self.control.wait().await
+    }
+}
+
+impl ExecControl {
     /// The exec's id within its container.
     pub fn exec_id(&self) -> &str {
         &self.exec_id
@@ -185,9 +213,8 @@ impl ExecSession {
         Ok(())
     }
 
-    /// Closes the process's stdin (also done by dropping `stdin`).
-    pub async fn close_stdin(&mut self) -> Result<(), RuntimeError> {
-        self.stdin = None;
+    /// Tells the shim to close the process's stdin (drop your `stdin` too).
+    pub async fn close_stdin(&self) -> Result<(), RuntimeError> {
         let req = CloseIoRequest { container_id: self.container_id.clone(), exec_id: self.exec_id.clone(), stdin: true };
         match TasksClient::new(self.rt.channel()).close_io(self.rt.req(req)).await {
             Ok(_) => Ok(()),

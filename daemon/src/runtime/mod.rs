@@ -36,7 +36,7 @@ use tonic::transport::Channel;
 use tonic::Request;
 
 pub use containers::default_logger_path;
-pub use exec::ExecSession;
+pub use exec::{ExecControl, ExecSession};
 pub use reference::normalize_image_name;
 pub use spec::{build_spec, merge_command, merge_env, BindMount, SpecInput};
 
