@@ -76,6 +76,13 @@ impl Containerd {
         &self.dir
     }
 
+    /// A containerd namespace unique to this guard (`sk-…`). runc keeps its
+    /// state in /run/containerd/runc/<namespace>, shared by every containerd
+    /// on the host, so parallel tests must not share a namespace.
+    pub fn namespace(&self) -> String {
+        self.cgroup_parent.trim_start_matches('/').to_lowercase()
+    }
+
     /// A cgroup parent path unique to this guard (e.g. `/sk-ctrd-abc`); it is
     /// removed from every hierarchy on drop.
     pub fn cgroup_parent(&self) -> &str {
@@ -216,6 +223,7 @@ impl Drop for Containerd {
             }
         }
         remove_cgroup(&self.cgroup_parent);
+        let _ = fs::remove_dir_all(Path::new("/run/containerd/runc").join(self.namespace()));
         if let Err(e) = fs::remove_dir_all(&self.dir) {
             eprintln!("warning: could not remove {}: {e}", self.dir.display());
         }

@@ -25,7 +25,7 @@ struct Env {
 
 async fn setup() -> Env {
     let ctrd = Containerd::start();
-    let rt = ContainerdRuntime::connect(ctrd.socket(), "sk-test")
+    let rt = ContainerdRuntime::connect(ctrd.socket(), &ctrd.namespace())
         .await
         .expect("connecting to the test containerd")
         .with_logger(PathBuf::from(env!("CARGO_BIN_EXE_skerry-test-logger")));
@@ -68,9 +68,10 @@ impl Env {
 
 fn wait_for_log(path: &Path, what: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
-    wait_until(deadline, &format!("{} contains {what:?}", path.display()), || {
-        std::fs::read_to_string(path).unwrap_or_default().contains(what)
-    });
+    let content = || std::fs::read_to_string(path).unwrap_or_default();
+    let what_desc = format!("{} contains {what:?}", path.display());
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wait_until(deadline, &what_desc, || content().contains(what))));
+    assert!(found.is_ok(), "{what_desc} timed out; the log holds:\n{}", content());
     std::fs::read_to_string(path).unwrap()
 }
 
@@ -222,18 +223,19 @@ async fn exec_with_pipes_and_tty() {
 
     let s = env.rt.exec("box", &ExecRequest { tty: true, ..req(&["tty"]) }).await.unwrap();
     assert!(s.stderr.is_none());
-    s.resize(100, 40).await.unwrap();
     let ExecSession { stdout: out, control, .. } = s;
     let text = read_all(out).await;
     assert!(text.trim().starts_with("/dev/pts/"), "tty printed {text:?}");
     assert_eq!(exit_code(&control).await, 0);
 
     let s = env.rt.exec("box", &ExecRequest { tty: true, stdin: true, ..req(&["sh"]) }).await.unwrap();
+    s.resize(100, 40).await.unwrap();
     let ExecSession { stdout: out, control, stdin, .. } = s;
     let mut stdin = stdin.unwrap();
     stdin.write_all(b"stty size; exit 5\n").await.unwrap();
     let text = read_all(out).await;
     assert!(text.contains("exit 5"), "tty echo missing: {text:?}");
+    assert!(text.contains("40 100"), "resize not seen by stty: {text:?}");
     assert_eq!(exit_code(&control).await, 5);
 
     let missing = env.rt.exec("nope", &req(&["true"])).await.err().expect("exec into a missing container");

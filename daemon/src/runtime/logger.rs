@@ -10,11 +10,12 @@
 //! EOF so the last lines are not lost.
 //!
 //! Each line is written as `<RFC3339 nanos> <stdout|stderr> <F|P> <text>` and
-//! flushed at once. `P` marks a piece of a line longer than 16 KiB or a last
-//! line without a newline.
+//! flushed at once. `P` marks a piece of a line: longer than 16 KiB, a last
+//! line without a newline, or an unterminated line that saw no more data for
+//! [`PARTIAL_FLUSH`] (readers join pieces, so this only affects timing).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_LINE: usize = 16 * 1024;
 /// How often `follow_log` looks for new data.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(150);
+/// How long an unterminated line may wait for the rest before it is written
+/// as a partial record.
+pub const PARTIAL_FLUSH: Duration = Duration::from_millis(250);
 
 /// Errors of the logger binary.
 #[derive(Debug, thiserror::Error)]
@@ -68,41 +72,63 @@ pub fn format_record(time: jiff::Timestamp, stream: Stream, partial: bool, text:
 }
 
 /// Splits a stream into records and hands each to `emit(partial, text)`.
-pub fn split_records(input: impl Read, mut emit: impl FnMut(bool, &[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
-    let mut reader = BufReader::with_capacity(64 * 1024, input);
-    let mut line = Vec::with_capacity(MAX_LINE);
+/// Before blocking for more input while holding an unterminated line, it asks
+/// `quiet()`; if nothing more is coming soon, the piece is written as a
+/// partial record so output like `printf hello` shows up without waiting for
+/// the pipe to close (the shim only closes it when the task is deleted).
+pub fn split_records(
+    mut input: impl Read,
+    mut quiet: impl FnMut() -> bool,
+    mut emit: impl FnMut(bool, &[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut line: Vec<u8> = Vec::with_capacity(MAX_LINE);
     loop {
-        let buf = match reader.fill_buf() {
-            Ok(b) => b,
+        if !line.is_empty() && quiet() {
+            emit(true, &line)?;
+            line.clear();
+        }
+        let n = match input.read(&mut buf) {
+            Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if buf.is_empty() {
+        if n == 0 {
             if !line.is_empty() {
                 emit(true, &line)?;
             }
             return Ok(());
         }
-        let room = MAX_LINE - line.len();
-        let window = &buf[..buf.len().min(room)];
-        match window.iter().position(|b| *b == b'\n') {
-            Some(i) => {
-                line.extend_from_slice(&window[..i]);
-                reader.consume(i + 1);
-                emit(false, &line)?;
-                line.clear();
-            }
-            None => {
-                let n = window.len();
-                line.extend_from_slice(window);
-                reader.consume(n);
-                if line.len() >= MAX_LINE {
-                    emit(true, &line)?;
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let window = &rest[..rest.len().min(MAX_LINE - line.len())];
+            match window.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    line.extend_from_slice(&window[..i]);
+                    emit(false, &line)?;
                     line.clear();
+                    rest = &rest[i + 1..];
+                }
+                None => {
+                    line.extend_from_slice(window);
+                    rest = &rest[window.len()..];
+                    if line.len() >= MAX_LINE {
+                        emit(true, &line)?;
+                        line.clear();
+                    }
                 }
             }
         }
     }
+}
+
+/// True when `fd` has no data within [`PARTIAL_FLUSH`].
+fn no_data_soon(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, PARTIAL_FLUSH.as_millis() as i32) };
+    n == 0
 }
 
 /// The logger's main: copies fds 3 and 4 into the CRI log named by `path`.
@@ -143,7 +169,9 @@ pub fn run_logger(args: &[String]) -> Result<(), LoggerError> {
 }
 
 fn copy_stream(input: File, stream: Stream, out: &Mutex<File>) -> std::io::Result<()> {
-    split_records(input, |partial, text| {
+    use std::os::fd::AsFd;
+    let probe = input.try_clone()?;
+    split_records(input, || no_data_soon(probe.as_fd()), |partial, text| {
         let record = format_record(jiff::Timestamp::now(), stream, partial, text);
         let mut f = out.lock().unwrap_or_else(|p| p.into_inner());
         f.write_all(&record)?;
@@ -295,7 +323,7 @@ mod tests {
 
     fn records(input: &[u8]) -> Vec<(bool, Vec<u8>)> {
         let mut out = Vec::new();
-        split_records(input, |p, t| {
+        split_records(input, || false, |p, t| {
             out.push((p, t.to_vec()));
             Ok(())
         })
