@@ -1,0 +1,254 @@
+//! Exec: run a process inside a running container with FIFO (or TTY) stdio.
+//!
+//! The shim opens the FIFOs itself. The trap (see FIELD-NOTES) is that a
+//! non-blocking FIFO reader sees EOF while no writer is connected, and the
+//! shim connects its writer asynchronously. So each output FIFO is opened
+//! non-blocking for reading and we also hold a writer of our own until the
+//! process has exited; after that only the shim's writer keeps it open, and the
+//! reader sees EOF exactly when the shim has copied everything. Stdin is opened
+//! read-write so opening never blocks; dropping it gives the process EOF.
+
+use std::path::{Path, PathBuf};
+
+use containerd_client::services::v1::tasks_client::TasksClient;
+use containerd_client::services::v1::{
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, ResizePtyRequest, StartRequest,
+};
+use nix::sys::stat::Mode;
+use tokio::net::unix::pipe;
+use tokio::sync::watch;
+
+use super::spec::merge_env;
+use super::{ContainerdRuntime, ExecRequest, RuntimeError};
+
+const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+
+/// A running exec process. Read `stdout` (and `stderr` unless a TTY was
+/// requested) to EOF; `wait` gives the exit code. The process is deleted from
+/// containerd once it exits, whether or not anyone waits. Destructure it
+/// (`let ExecSession { stdin, stdout, stderr, control } = s;`) to move the
+/// streams into separate tasks and keep `control` for resize and wait.
+pub struct ExecSession {
+    /// Dropping it (or [`ExecControl::close_stdin`]) gives the process EOF.
+    pub stdin: Option<pipe::Sender>,
+    pub stdout: pipe::Receiver,
+    /// None with a TTY: the terminal merges both streams into `stdout`.
+    pub stderr: Option<pipe::Receiver>,
+    pub control: ExecControl,
+}
+
+/// Resize, close stdin and wait for an exec process. Cheap to clone.
+#[derive(Clone)]
+pub struct ExecControl {
+    rt: ContainerdRuntime,
+    container_id: String,
+    exec_id: String,
+    exit: watch::Receiver<Option<Result<i32, String>>>,
+    _fifos: std::sync::Arc<FifoDir>,
+}
+
+/// A private directory of FIFOs, removed on drop (open ends stay valid).
+struct FifoDir(PathBuf);
+
+impl Drop for FifoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl FifoDir {
+    fn create() -> Result<Self, RuntimeError> {
+        let dir = std::env::temp_dir().join(format!("skerry-exec-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir(&dir).map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
+        Ok(FifoDir(dir))
+    }
+
+    fn fifo(&self, name: &str) -> Result<PathBuf, RuntimeError> {
+        let path = self.0.join(name);
+        nix::unistd::mkfifo(&path, Mode::S_IRUSR | Mode::S_IWUSR)
+            .map_err(|e| RuntimeError::io(format!("creating fifo {}", path.display()), e.into()))?;
+        Ok(path)
+    }
+}
+
+fn open_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+    move |e| RuntimeError::io(format!("opening fifo {}", path.display()), e)
+}
+
+/// Opens an output FIFO: our non-blocking reader plus a placeholder writer.
+fn open_output(path: &Path) -> Result<(pipe::Receiver, pipe::Sender), RuntimeError> {
+    let reader = pipe::OpenOptions::new().open_receiver(path).map_err(open_err(path))?;
+    let holder = pipe::OpenOptions::new().open_sender(path).map_err(open_err(path))?;
+    Ok((reader, holder))
+}
+
+/// The container's process spec with the exec's args, env, terminal and cwd.
+fn exec_process(container_spec: &serde_json::Value, e: &ExecRequest) -> serde_json::Value {
+    let mut process = container_spec["process"].clone();
+    let base_env: Vec<String> = serde_json::from_value(process["env"].clone()).unwrap_or_default();
+    process["args"] = serde_json::json!(e.args);
+    process["env"] = serde_json::json!(merge_env(&base_env, &e.env));
+    process["terminal"] = serde_json::json!(e.tty);
+    if let Some(cwd) = &e.cwd {
+        process["cwd"] = serde_json::json!(cwd);
+    }
+    process
+}
+
+impl ContainerdRuntime {
+    /// Starts `e.args` in the running container `id`.
+    pub async fn exec(&self, id: &str, e: &ExecRequest) -> Result<ExecSession, RuntimeError> {
+        if e.args.is_empty() {
+            return Err(RuntimeError::NoCommand);
+        }
+        let spec = self.container_spec(id).await?;
+        let process = exec_process(&spec, e);
+        let fifos = FifoDir::create()?;
+        let stdout_path = fifos.fifo("stdout")?;
+        let (stdout, stdout_holder) = open_output(&stdout_path)?;
+        let mut holders = vec![stdout_holder];
+        let (stderr, stderr_path) = if e.tty {
+            (None, String::new())
+        } else {
+            let path = fifos.fifo("stderr")?;
+            let (reader, holder) = open_output(&path)?;
+            holders.push(holder);
+            (Some(reader), path.to_string_lossy().into_owned())
+        };
+        let (stdin, stdin_path) = if e.stdin {
+            let path = fifos.fifo("stdin")?;
+            let sender = pipe::OpenOptions::new().read_write(true).open_sender(&path).map_err(open_err(&path))?;
+            (Some(sender), path.to_string_lossy().into_owned())
+        } else {
+            (None, String::new())
+        };
+        let exec_id = format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let req = ExecProcessRequest {
+            container_id: id.to_string(),
+            stdin: stdin_path,
+            stdout: stdout_path.to_string_lossy().into_owned(),
+            stderr: stderr_path,
+            terminal: e.tty,
+            spec: Some(prost_types::Any {
+                type_url: PROCESS_TYPE_URL.into(),
+                value: serde_json::to_vec(&process).expect("serializing a JSON value"),
+            }),
+            exec_id: exec_id.clone(),
+        };
+        let mut tasks = TasksClient::new(self.channel());
+        tasks.exec(self.req(req)).await.map_err(|s| match s.code() {
+            tonic::Code::NotFound => RuntimeError::ContainerNotFound(id.to_string()),
+            _ => RuntimeError::grpc("exec", s),
+        })?;
+        let start = StartRequest { container_id: id.to_string(), exec_id: exec_id.clone() };
+        if let Err(s) = tasks.start(self.req(start)).await {
+            self.delete_process(id, &exec_id).await;
+            return Err(RuntimeError::grpc("exec start", s));
+        }
+        let exit = self.watch_exit(id, &exec_id, holders);
+        let control = ExecControl { rt: self.clone(), container_id: id.into(), exec_id, exit, _fifos: std::sync::Arc::new(fifos) };
+        Ok(ExecSession { stdin, stdout, stderr, control })
+    }
+
+    /// Waits for the exec to exit in the background, then releases our
+    /// placeholder writers and deletes the process.
+    fn watch_exit(&self, id: &str, exec_id: &str, holders: Vec<pipe::Sender>) -> watch::Receiver<Option<Result<i32, String>>> {
+        let (tx, rx) = watch::channel(None);
+        let (rt, id, exec_id) = (self.clone(), id.to_string(), exec_id.to_string());
+        tokio::spawn(async move {
+            let result = rt.wait_process(&id, &exec_id).await;
+            drop(holders);
+            rt.delete_process(&id, &exec_id).await;
+            let _ = tx.send(Some(result.map(|e| e.code).map_err(|e| e.to_string())));
+        });
+        rx
+    }
+
+    async fn delete_process(&self, id: &str, exec_id: &str) {
+        let req = DeleteProcessRequest { container_id: id.to_string(), exec_id: exec_id.to_string() };
+        if let Err(s) = TasksClient::new(self.channel()).delete_process(self.req(req)).await {
+            if s.code() != tonic::Code::NotFound {
+                tracing::warn!(id, exec_id, error = %s.message(), "could not delete exec process");
+            }
+        }
+    }
+}
+
+impl ExecSession {
+    /// See [`ExecControl::resize`].
+    pub async fn resize(&self, cols: u16, rows: u16) -> Result<(), RuntimeError> {
+        self.control.resize(cols, rows).await
+    }
+
+    /// Drops `stdin` and tells the shim to close the process's stdin.
+    pub async fn close_stdin(&mut self) -> Result<(), RuntimeError> {
+        self.stdin = None;
+        self.control.close_stdin().await
+    }
+
+    /// See [`ExecControl::wait`].
+    pub async fn wait(&self) -> Result<i32, RuntimeError> {
+        self.control.wait().await
+    }
+}
+
+impl ExecControl {
+    /// The exec's id within its container.
+    pub fn exec_id(&self) -> &str {
+        &self.exec_id
+    }
+
+    /// Resizes the TTY (no effect without one).
+    pub async fn resize(&self, cols: u16, rows: u16) -> Result<(), RuntimeError> {
+        let req = ResizePtyRequest {
+            container_id: self.container_id.clone(),
+            exec_id: self.exec_id.clone(),
+            width: cols as u32,
+            height: rows as u32,
+        };
+        TasksClient::new(self.rt.channel())
+            .resize_pty(self.rt.req(req))
+            .await
+            .map_err(|s| RuntimeError::grpc("resize pty", s))?;
+        Ok(())
+    }
+
+    /// Tells the shim to close the process's stdin (drop your `stdin` too).
+    pub async fn close_stdin(&self) -> Result<(), RuntimeError> {
+        let req = CloseIoRequest { container_id: self.container_id.clone(), exec_id: self.exec_id.clone(), stdin: true };
+        match TasksClient::new(self.rt.channel()).close_io(self.rt.req(req)).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(RuntimeError::grpc("close stdin", s)),
+        }
+    }
+
+    /// The exit code, once the process has exited.
+    pub async fn wait(&self) -> Result<i32, RuntimeError> {
+        let mut rx = self.exit.clone();
+        let result = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| RuntimeError::io("waiting for exec", std::io::Error::other("exit watcher stopped")))?
+            .clone()
+            .expect("checked by wait_for");
+        result.map_err(|message| RuntimeError::Containerd { op: "exec wait", code: tonic::Code::Unknown, message })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_process_replaces_args_env_terminal() {
+        let spec = serde_json::json!({"process": {"args": ["sleep"], "env": ["PATH=/bin", "A=1"], "cwd": "/", "user": {"uid": 0, "gid": 0}}});
+        let e = ExecRequest { args: vec!["sh".into()], env: vec!["A=2".into()], tty: true, stdin: true, cwd: Some("/tmp".into()) };
+        let p = exec_process(&spec, &e);
+        assert_eq!(p["args"], serde_json::json!(["sh"]));
+        assert_eq!(p["env"], serde_json::json!(["PATH=/bin", "A=2"]));
+        assert_eq!(p["terminal"], true);
+        assert_eq!(p["cwd"], "/tmp");
+        assert_eq!(p["user"]["uid"], 0);
+    }
+}

@@ -1,0 +1,242 @@
+//! A private containerd for one test: own root, state, sockets; torn down on drop.
+
+use std::fs;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CONTAINERD: &str = "/usr/bin/containerd";
+
+/// Guard owning a running containerd. Dropping it kills containerd and the
+/// shims (and their containers) it started, unmounts everything below its
+/// directory, removes its cgroup parent and deletes the directory.
+pub struct Containerd {
+    child: Option<Child>,
+    dir: PathBuf,
+    socket: PathBuf,
+    cgroup_parent: String,
+}
+
+/// Panics with a clear message unless we are root and containerd and runc exist.
+pub fn require_prerequisites() {
+    assert!(unsafe { libc::geteuid() } == 0, "these tests must run as root (they start containerd and runc)");
+    assert!(Path::new(CONTAINERD).exists(), "{CONTAINERD} is missing; install it with `apt-get install -y containerd`");
+    assert!(
+        ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc", "/usr/local/bin/runc"].iter().any(|p| Path::new(p).exists()),
+        "runc is missing; install it with `apt-get install -y runc`"
+    );
+}
+
+impl Containerd {
+    /// Starts containerd under a fresh `/tmp/sk-ctrd-*` directory and waits
+    /// until its gRPC socket accepts connections.
+    pub fn start() -> Containerd {
+        require_prerequisites();
+        let dir = tempfile::Builder::new().prefix("sk-ctrd-").tempdir_in("/tmp").expect("creating containerd temp dir").keep();
+        let socket = dir.join("c.sock");
+        let config = dir.join("config.toml");
+        fs::write(&config, config_toml(&dir)).expect("writing containerd config");
+        let log = fs::File::create(dir.join("containerd.log")).expect("creating containerd log");
+        let child = Command::new(CONTAINERD)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawning containerd");
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let mut guard = Containerd { child: Some(child), dir, socket, cgroup_parent: format!("/{name}") };
+        guard.wait_ready();
+        guard
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("polling containerd") {
+                panic!("containerd exited early ({status}); log:\n{}", self.log());
+            }
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("containerd did not answer on {} within 30s; log:\n{}", self.socket.display(), self.log());
+    }
+
+    /// The gRPC socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The directory holding root, state, sockets and the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A containerd namespace unique to this guard (`sk-…`). runc keeps its
+    /// state in /run/containerd/runc/<namespace>, shared by every containerd
+    /// on the host, so parallel tests must not share a namespace.
+    pub fn namespace(&self) -> String {
+        self.cgroup_parent.trim_start_matches('/').to_lowercase()
+    }
+
+    /// A cgroup parent path unique to this guard (e.g. `/sk-ctrd-abc`); it is
+    /// removed from every hierarchy on drop.
+    pub fn cgroup_parent(&self) -> &str {
+        &self.cgroup_parent
+    }
+
+    /// containerd's combined output so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    fn shim_pids(&self) -> Vec<i32> {
+        let needle = self.socket.to_string_lossy().into_owned();
+        processes()
+            .into_iter()
+            .filter(|(_, _, cmd)| cmd.iter().any(|a| a.contains("containerd-shim")) && cmd.iter().any(|a| a.contains(&needle)))
+            .map(|(pid, _, _)| pid)
+            .collect()
+    }
+}
+
+/// (pid, ppid, argv) of every process.
+fn processes() -> Vec<(i32, i32, Vec<String>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir("/proc") else { return out };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let ppid = after.split(' ').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let argv = cmd.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+        out.push((pid, ppid, argv));
+    }
+    out
+}
+
+fn descendants(root: i32) -> Vec<i32> {
+    let procs = processes();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(procs.iter().filter(|(_, pp, _)| *pp == parent).map(|(p, _, _)| *p));
+        i += 1;
+    }
+    found
+}
+
+fn kill(pid: i32, sig: i32) {
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+fn config_toml(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "{d}/c.sock"
+
+[ttrpc]
+  address = "{d}/ttrpc.sock"
+
+[debug]
+  address = ""
+  level = "info"
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+"#
+    )
+}
+
+/// Mount points at or below `dir`, deepest first.
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    points
+}
+
+fn remove_cgroup(parent: &str) {
+    let Ok(entries) = fs::read_dir("/sys/fs/cgroup") else { return };
+    let mut roots: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    roots.push(PathBuf::from("/sys/fs/cgroup"));
+    for root in roots {
+        let dir = root.join(parent.trim_start_matches('/'));
+        if dir.is_dir() {
+            // Children first (runc normally removes the containers' own dirs).
+            if let Ok(children) = fs::read_dir(&dir) {
+                for c in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = fs::remove_dir(c.path());
+                }
+            }
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let shims = self.shim_pids();
+        if let Some(mut child) = self.child.take() {
+            kill(child.id() as i32, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let exited = wait_until_quiet(deadline, || matches!(child.try_wait(), Ok(Some(_))));
+            if !exited {
+                kill(child.id() as i32, libc::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+        for shim in shims {
+            // Containers first, so nothing is reparented to init and left running.
+            for pid in descendants(shim).into_iter().rev() {
+                kill(pid, libc::SIGKILL);
+            }
+        }
+        let _ = wait_until_quiet(Instant::now() + Duration::from_secs(5), || self.shim_pids().is_empty());
+        for m in mounts_below(&self.dir) {
+            let c = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()).unwrap();
+            unsafe {
+                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+        remove_cgroup(&self.cgroup_parent);
+        let _ = fs::remove_dir_all(Path::new("/run/containerd/runc").join(self.namespace()));
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            eprintln!("warning: could not remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+fn wait_until_quiet(deadline: Instant, mut cond: impl FnMut() -> bool) -> bool {
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
