@@ -205,10 +205,11 @@ async fn fetch_url(url: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    const CONFORMANCE: &str = "/work/shared/conformance";
-
+    /// `shared/conformance` beside the repository (or `$SKERRY_CONFORMANCE`).
     fn conformance(rel: &str) -> String {
-        let base = std::env::var("SKERRY_CONFORMANCE").unwrap_or_else(|_| CONFORMANCE.to_string());
+        let base = std::env::var("SKERRY_CONFORMANCE")
+            .unwrap_or_else(|_| format!("{}/../../shared/conformance", env!("CARGO_MANIFEST_DIR")));
+        assert!(Path::new(&base).is_dir(), "conformance manifests not found at {base}; set SKERRY_CONFORMANCE");
         format!("{base}/{rel}")
     }
 

@@ -104,6 +104,15 @@ async fn serve(mut req: Request<hyper::body::Incoming>, handler: Handler, seen: 
         return json_reply(200, serde_json::from_str(DISCOVERY).unwrap());
     }
     seen.lock().unwrap().push(s.clone());
+    if s.uri.contains("/exec?") && s.uri.contains("tty=true") {
+        tokio::spawn(interactive_exec(upgrade, seen.clone()));
+        return Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "Upgrade")
+            .header("upgrade", "skerry-exec/1")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+    }
     if s.uri.contains("/exec?") {
         tokio::spawn(async move {
             let mut io = TokioIo::new(upgrade.await.unwrap());
@@ -457,4 +466,82 @@ async fn get_all_prints_one_table_per_type_with_kinds() {
         "NAME         READY   STATUS    RESTARTS   AGE\npod/webapp   1/1     Running   0          5m\n\n\
          NAME                  READY   STATUS    RESTARTS   AGE\ndeployment.apps/api   1/1     Running   0          5m\n"
     );
+}
+
+/// A tty exec: records each client frame as a request named `frame:<channel>`, echoes
+/// stdin back as `ECHO:<data>` on stdout, and exits 0 once it sees `q`.
+async fn interactive_exec(upgrade: hyper::upgrade::OnUpgrade, seen: Arc<Mutex<Vec<Seen>>>) {
+    use skerry_cli::cmd::exec::frame;
+    let mut io = TokioIo::new(upgrade.await.unwrap());
+    let mut dec = frame::Decoder::default();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = io.read(&mut buf).await.unwrap();
+        if n == 0 {
+            return;
+        }
+        dec.push(&buf[..n]);
+        while let Some((ch, payload)) = dec.next_frame().unwrap() {
+            seen.lock().unwrap().push(Seen {
+                method: format!("frame:{ch}"),
+                uri: String::new(),
+                headers: Default::default(),
+                body: payload.clone(),
+            });
+            if ch == frame::STDIN {
+                let mut echo = b"ECHO:".to_vec();
+                echo.extend_from_slice(&payload);
+                io.write_all(&frame::encode(frame::STDOUT, &echo)).await.unwrap();
+                if payload.contains(&b'q') {
+                    io.write_all(&frame::encode(frame::EXIT, br#"{"exitCode":0}"#)).await.unwrap();
+                    io.flush().await.unwrap();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `exec -it` under a real pseudo-terminal (util-linux `script`): raw mode, the
+/// initial resize frame, stdin frames, and the terminal restored afterwards.
+#[tokio::test]
+async fn exec_tty_under_a_pty() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        panic!("this test needs util-linux `script` to get a pseudo-terminal");
+    }
+    let fake = start(|_| status(500, "InternalError", "unexpected")).await;
+    let bin = env!("CARGO_BIN_EXE_skerry");
+    let inner = format!(
+        "stty cols 100 rows 40; {bin} --socket {} exec -it webapp -- sh; rc=$?; echo; echo RC=$rc; stty -a | grep -o -- '-\\?icanon' | head -1",
+        fake.socket.display()
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Type only once the CLI has connected and sent its window size.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !fake.requests().iter().any(|r| r.method == "frame:3") {
+        assert!(std::time::Instant::now() < deadline, "no resize frame arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hi").await.unwrap();
+    stdin.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stdin.write_all(b"q").await.unwrap();
+    stdin.flush().await.unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output()).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ECHO:hi"), "{text}");
+    assert!(text.contains("RC=0"), "{text}");
+    assert!(text.contains("icanon") && !text.contains("-icanon"), "terminal not restored: {text}");
+    let frames = fake.requests();
+    let resize = frames.iter().find(|r| r.method == "frame:3").unwrap();
+    assert_eq!(resize.body.as_ref(), &[0, 100, 0, 40]);
+    assert!(frames.iter().any(|r| r.method == "frame:0" && r.body.as_ref() == b"hi"), "{frames:?}");
+    let exec = frames.iter().find(|r| r.uri.contains("/exec?")).unwrap();
+    assert!(exec.uri.ends_with("command=sh&stdin=true&tty=true"), "{}", exec.uri);
 }
