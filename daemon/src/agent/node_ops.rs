@@ -154,21 +154,19 @@ impl NodeOps for Node {
             let id = container_id(meta::uid(&pod), &container);
             let req = ExecRequest { args: command, env: Vec::new(), tty, stdin, cwd: None };
             let session = self.ctx.runtime.exec(&id, &req).await.map_err(runtime_error)?;
-            let session = Arc::new(tokio::sync::Mutex::new(session));
-            let mut guard = session.lock().await;
-            let stdin: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>> = guard.stdin.take().map(|s| Box::new(s) as _);
-            let stdout: Box<dyn tokio::io::AsyncRead + Send + Unpin> = Box::new(guard.take_stdout());
-            let stderr: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = guard.stderr.take().map(|s| Box::new(s) as _);
-            drop(guard);
-            let for_resize = session.clone();
+            let crate::runtime::ExecSession { stdin, stdout, stderr, control } = session;
+            let stdin: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>> = stdin.map(|s| Box::new(s) as _);
+            let stdout: Box<dyn tokio::io::AsyncRead + Send + Unpin> = Box::new(stdout);
+            let stderr: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = stderr.map(|s| Box::new(s) as _);
+            let control = Arc::new(control);
+            let for_resize = control.clone();
             let resize = Box::new(move |cols: u16, rows: u16| -> BoxFuture<'static, ()> {
-                let s = for_resize.clone();
+                let c = for_resize.clone();
                 Box::pin(async move {
-                    let _ = s.lock().await.resize(cols, rows).await;
+                    let _ = c.resize(cols, rows).await;
                 })
             });
-            let wait: BoxFuture<'static, Result<i32, ApiError>> =
-                Box::pin(async move { session.lock().await.wait().await.map_err(runtime_error) });
+            let wait: BoxFuture<'static, Result<i32, ApiError>> = Box::pin(async move { control.wait().await.map_err(runtime_error) });
             Ok(ExecStreams { stdin, stdout, stderr, resize, wait })
         })
     }

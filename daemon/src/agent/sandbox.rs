@@ -108,7 +108,7 @@ fn loopback_up() -> std::io::Result<()> {
         let task = tokio::spawn(conn);
         let result = async {
             use futures::TryStreamExt;
-            let mut links = handle.link().get().match_name("lo".into()).execute();
+            let mut links = handle.link().get().match_name("lo").execute();
             let link = links.try_next().await.map_err(std::io::Error::other)?.ok_or_else(|| std::io::Error::other("no lo link"))?;
             let msg = rtnetlink::LinkUnspec::new_with_index(link.header.index).up().build();
             handle.link().set(msg).execute().await.map_err(std::io::Error::other)
