@@ -10,6 +10,7 @@
 //! Boundary: talks to containerd only through [`crate::runtime`], writes only pod status,
 //! events and the final removal of a terminated pod through store commands.
 
+mod files;
 mod node_ops;
 pub mod sandbox;
 pub mod status;

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::files;
 use super::sandbox::Sandbox;
 use super::status::{self, Decision, Observed};
 use super::{container_id, log_path, Context, LABEL_CONTAINER, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
@@ -256,6 +257,7 @@ impl Worker {
             netns: Some(self.sandbox.netns()),
             ipcns: Some(self.sandbox.ipcns()),
             utsns: Some(self.sandbox.utsns()),
+            mounts: self.pod_files(pod).map_err(|e| ("CreateContainerError".to_string(), e))?,
             ..Default::default()
         };
         let spec = runtime::build_spec(&input);
@@ -281,6 +283,30 @@ impl Worker {
         }
         self.ctx.recorder.record(pod, EventType::Normal, "Started", &format!("Started container {name}")).await;
         Ok(())
+    }
+
+    /// Writes the pod's `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (once) and returns
+    /// them as bind mounts.
+    fn pod_files(&self, pod: &Value) -> Result<Vec<runtime::BindMount>, String> {
+        let dir = self.ctx.pod_dir(&self.uid).join("etc");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or(&self.name);
+        let ip = pod.pointer("/status/podIP").and_then(Value::as_str);
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let files = [
+            ("hosts", "/etc/hosts", files::hosts(hostname, ip)),
+            ("hostname", "/etc/hostname", format!("{hostname}\n")),
+            ("resolv.conf", "/etc/resolv.conf", resolv),
+        ];
+        let mut mounts = Vec::new();
+        for (file, destination, content) in files {
+            let path = dir.join(file);
+            if !path.exists() {
+                std::fs::write(&path, content).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            }
+            mounts.push(runtime::BindMount { source: path, destination: destination.into(), readonly: false });
+        }
+        Ok(mounts)
     }
 
     async fn ensure_image(&mut self, pod: &Value, c: &Value) -> Result<runtime::ImageConfig, (String, String)> {

@@ -181,7 +181,7 @@ async fn describe_one(st: ApiState, target: Target) -> Result<Response, ApiError
     let (events, _) = st.store.list(&resource::EVENTS.key(), Some(meta::namespace(&obj))).await?;
     let mut events: Vec<Value> =
         events.into_iter().filter(|e| e.pointer("/involvedObject/uid").and_then(Value::as_str) == Some(&uid)).collect();
-    events.sort_by_key(|e| meta::parse_time(e.get("lastTimestamp").or(e.pointer("/metadata/creationTimestamp"))));
+    events.sort_by_key(|e| (meta::parse_time(e.get("firstTimestamp")), meta::resource_version(e).parse::<u64>().unwrap_or(0)));
     let text = describe::describe(target.rt.kind, &obj, &events);
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }

@@ -16,8 +16,14 @@ struct Out {
 impl Out {
     fn line(&mut self, indent: usize, key: &str, value: impl std::fmt::Display) {
         let label = format!("{key}:");
-        let _ = writeln!(self.text, "{:indent$}{label:<width$}{value}", "", width = 18usize.saturating_sub(indent).max(label.len() + 1));
+        let _ = writeln!(self.text, "{:indent$}{label:<width$}{value}", "", width = self.width(indent, &label));
     }
+    /// Values line up in one column per indent level, as kubectl's tab writer lays them out.
+    fn width(&self, indent: usize, label: &str) -> usize {
+        let column: usize = if indent == 0 { 18 } else { 20 };
+        column.saturating_sub(indent).max(label.len() + 2)
+    }
+
     fn raw(&mut self, text: impl std::fmt::Display) {
         let _ = writeln!(self.text, "{text}");
     }
@@ -26,7 +32,7 @@ impl Out {
             self.line(indent, key, "<none>");
             return;
         }
-        let pad = 18usize.saturating_sub(indent).max(key.len() + 2) + indent;
+        let pad = self.width(indent, &format!("{key}:")) + indent;
         for (i, (k, v)) in map.iter().enumerate() {
             if i == 0 {
                 self.line(indent, key, format!("{k}={v}"));
@@ -114,9 +120,9 @@ fn pod(out: &mut Out, pod: &Value) {
         container(out, c, &cs);
     }
     out.raw("Conditions:");
-    out.raw("  Type              Status");
+    out.raw("  Type                        Status");
     for cond in status["conditions"].as_array().into_iter().flatten() {
-        out.raw(format!("  {:<18}{} ", cond["type"].as_str().unwrap_or(""), cond["status"].as_str().unwrap_or("")));
+        out.raw(format!("  {:<28}{} ", cond["type"].as_str().unwrap_or(""), cond["status"].as_str().unwrap_or("")));
     }
     let volumes = spec["volumes"].as_array().map_or(0, Vec::len);
     if volumes == 0 {
@@ -127,17 +133,17 @@ fn pod(out: &mut Out, pod: &Value) {
             out.raw(format!("  {}:", v["name"].as_str().unwrap_or("")));
         }
     }
-    out.line(0, "QoS Class", format!("         {}", status["qosClass"].as_str().unwrap_or("BestEffort")));
+    out.line(0, "QoS Class", status["qosClass"].as_str().unwrap_or("BestEffort"));
     let selectors: std::collections::BTreeMap<String, String> = spec["nodeSelector"]
         .as_object()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
         .unwrap_or_default();
     if selectors.is_empty() {
-        out.line(0, "Node-Selectors", "          <none>");
+        out.line(0, "Node-Selectors", "<none>");
     } else {
         out.map(0, "Node-Selectors", &selectors);
     }
-    out.line(0, "Tolerations", "             <none>");
+    out.line(0, "Tolerations", "<none>");
 }
 
 fn container(out: &mut Out, c: &Value, cs: &Value) {
