@@ -120,6 +120,29 @@ fn processes() -> Vec<(i32, i32, Vec<String>)> {
     out
 }
 
+/// Paths of the listening sockets a process holds (the shim's socket lives in
+/// /run/containerd/s and is left behind when the shim is killed).
+fn socket_paths(pid: i32) -> Vec<PathBuf> {
+    let inodes: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .filter_map(|l| l.to_string_lossy().strip_prefix("socket:[").map(|s| s.trim_end_matches(']').to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let table = fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.len() >= 8 && inodes.iter().any(|i| i == cols[6])).then(|| PathBuf::from(cols[7]))
+        })
+        .filter(|p| p.starts_with("/run/containerd/s"))
+        .collect()
+}
+
 fn descendants(root: i32) -> Vec<i32> {
     let procs = processes();
     let mut found = vec![root];
@@ -200,6 +223,7 @@ fn remove_cgroup(parent: &str) {
 impl Drop for Containerd {
     fn drop(&mut self) {
         let shims = self.shim_pids();
+        let shim_sockets: Vec<PathBuf> = shims.iter().flat_map(|p| socket_paths(*p)).collect();
         if let Some(mut child) = self.child.take() {
             kill(child.id() as i32, libc::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -216,6 +240,9 @@ impl Drop for Containerd {
             }
         }
         let _ = wait_until_quiet(Instant::now() + Duration::from_secs(5), || self.shim_pids().is_empty());
+        for socket in shim_sockets {
+            let _ = fs::remove_file(socket);
+        }
         for m in mounts_below(&self.dir) {
             let c = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()).unwrap();
             unsafe {

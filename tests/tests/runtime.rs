@@ -314,3 +314,20 @@ async fn pulls_from_a_local_registry() {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     assert!(matches!(env.rt.pull(&reference, None, &[], tx).await, Err(RuntimeError::Pull { .. })));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_guard_leaves_nothing_behind() {
+    let env = setup().await;
+    env.import_busybox().await;
+    let pid = env.run("left-running", &["sleep", "1000"]).await;
+    let dir = env.ctrd.dir().to_path_buf();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    drop(env);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_until(deadline, "the container process is gone", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+    });
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&*dir.to_string_lossy()), "mounts left below {}", dir.display());
+    assert!(!dir.exists(), "{} was not removed", dir.display());
+}

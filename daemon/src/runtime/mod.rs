@@ -13,7 +13,8 @@
 //! images and containers reference. Container output never flows through
 //! skerryd: the shim hands it to `skerry-logger`, so logs survive restarts.
 //!
-//! Boundary: callers use [`ContainerdRuntime`] and the plain data types below;
+//! Boundary: callers use [`ContainerdRuntime`] (or the [`Runtime`] trait it
+//! implements, so agent logic can run against a fake) and the data types below;
 //! [`spec::build_spec`], [`spec::merge_command`] and [`spec::merge_env`] are pure
 //! helpers for building the OCI spec; [`logger`] reads CRI log files back.
 //! Pod semantics (restarts, probes, volumes, networking) belong to the agent.
@@ -27,6 +28,7 @@ pub mod logger;
 mod pull;
 mod reference;
 pub mod spec;
+mod traits;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +40,7 @@ use tonic::Request;
 pub use containers::default_logger_path;
 pub use exec::{ExecControl, ExecSession};
 pub use reference::normalize_image_name;
+pub use traits::Runtime;
 pub use spec::{build_spec, merge_command, merge_env, BindMount, SpecInput};
 
 /// Everything that can go wrong talking to containerd or handling images.
