@@ -88,6 +88,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(std::time::Duration::from_secs(300)) => {
+                    if let Err(e) = crate::events::expire(&compactor, crate::events::TTL).await {
+                        tracing::warn!(error = %e, "expiring events failed");
+                    }
                     if let Err(e) = compactor.compact().await {
                         tracing::warn!(error = %e, "compaction failed");
                     }

@@ -78,3 +78,53 @@ impl Recorder {
         Ok(())
     }
 }
+
+/// How long events are kept, as the Kubernetes API server's default `--event-ttl`.
+pub const TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes events whose last occurrence is older than `ttl`.
+pub async fn expire(store: &Store, ttl: std::time::Duration) -> Result<usize, crate::store::StoreError> {
+    let (events, _) = store.list(&resource::EVENTS.key(), None).await?;
+    let cutoff = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ttl).unwrap_or_default();
+    let mut removed = 0;
+    for ev in events {
+        let last = meta::parse_time(ev.get("lastTimestamp")).or_else(|| meta::parse_time(ev.pointer("/metadata/creationTimestamp")));
+        if last.is_some_and(|t| t < cutoff) {
+            let cmd = Command::Delete {
+                resource: resource::EVENTS.key(),
+                namespace: meta::namespace(&ev).to_string(),
+                name: meta::name(&ev).to_string(),
+                uid: Some(meta::uid(&ev).to_string()),
+            };
+            if store.apply(cmd).await.is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn repeats_fold_and_old_events_expire() {
+        let store = Store::in_memory().unwrap();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default", "uid": "u"}});
+        let rec = Recorder::new(store.clone(), "kubelet", "n".into());
+        rec.record(&pod, EventType::Warning, "BackOff", "again").await;
+        rec.record(&pod, EventType::Warning, "BackOff", "again").await;
+        rec.record(&pod, EventType::Normal, "Started", "once").await;
+        let (events, _) = store.list("events", Some("default")).await.unwrap();
+        assert_eq!(events.len(), 2);
+        let backoff = events.iter().find(|e| e["reason"] == "BackOff").unwrap();
+        assert_eq!(backoff["count"], 2);
+        assert_eq!(backoff["involvedObject"]["uid"], "u");
+        assert_eq!(expire(&store, TTL).await.unwrap(), 0);
+        let mut old = events[0].clone();
+        old["lastTimestamp"] = json!("2020-01-01T00:00:00Z");
+        store.apply(Command::Update { resource: "events".into(), object: old }).await.unwrap();
+        assert_eq!(expire(&store, TTL).await.unwrap(), 1);
+    }
+}

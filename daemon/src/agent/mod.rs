@@ -109,17 +109,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         });
     };
     let resync = |workers: &mut HashMap<String, WorkerHandle>, tasks: &mut JoinSet<()>, pods: Vec<Value>, spawn: &mut dyn FnMut(&Value, &mut HashMap<String, WorkerHandle>, &mut JoinSet<()>)| {
-        for pod in pods.iter().filter(|p| bound_here(p, &ctx.node_name)) {
+        let new: Vec<&Value> = pods.iter().filter(|p| bound_here(p, &ctx.node_name) && !workers.contains_key(meta::uid(p))).collect();
+        for pod in new {
             spawn(pod, workers, tasks);
-        }
-        for w in workers.values() {
-            let _ = w.poke.try_send(());
         }
     };
     if let Ok((pods, _)) = ctx.store.list(&key, None).await {
         resync(&mut workers, &mut tasks, pods, &mut spawn);
     }
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -2,6 +2,7 @@
 //! status toward what runs.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,8 +32,9 @@ struct Memo {
     /// No new start attempt before this instant (failed pulls and starts).
     next_attempt: Option<Instant>,
     attempts: u32,
-    /// A task is waiting on this container's exit.
-    watching: bool,
+    /// Set while a task waits on this container's exit (cleared when the wait ends, also when
+    /// containerd restarts and the wait breaks, so a new one is armed).
+    watching: Arc<AtomicBool>,
 }
 
 pub struct Worker {
@@ -160,20 +162,18 @@ impl Worker {
             },
             Some(TaskState::Created) | None => Observed::Absent,
         };
-        if matches!(observed, Observed::Running { .. }) && !memo.watching {
-            memo.watching = true;
+        if matches!(observed, Observed::Running { .. }) && !memo.watching.swap(true, Ordering::SeqCst) {
             let rt = self.ctx.runtime.clone();
             let poke = self.poke.clone();
+            let watching = memo.watching.clone();
             let wid = id.clone();
             tokio::spawn(async move {
                 let _ = rt.wait(&wid).await;
+                watching.store(false, Ordering::SeqCst);
                 if let Some(p) = poke {
                     let _ = p.try_send(());
                 }
             });
-        }
-        if !matches!(observed, Observed::Running { .. }) {
-            memo.watching = false;
         }
         let now = jiff::Timestamp::now();
         match status::decide(policy, &observed, memo.backoff_steps, now) {
@@ -189,8 +189,11 @@ impl Worker {
                 Ok(Some(d))
             }
             Decision::Start => {
-                if memo.next_attempt.is_some_and(|t| Instant::now() < t) {
-                    return Ok(Some(memo.next_attempt.unwrap().saturating_duration_since(Instant::now())));
+                if let Some(t) = memo.next_attempt.filter(|t| Instant::now() < *t) {
+                    if memo.waiting.as_ref().is_some_and(|(r, _)| r == "ErrImagePull") {
+                        memo.waiting = Some(("ImagePullBackOff".into(), format!("Back-off pulling image {:?}", c["image"].as_str().unwrap_or(""))));
+                    }
+                    return Ok(Some(t.saturating_duration_since(Instant::now())));
                 }
                 let restart = matches!(observed, Observed::Exited { .. });
                 if let Observed::Exited { started_at, finished_at, .. } = &observed {
