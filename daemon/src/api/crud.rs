@@ -439,22 +439,14 @@ pub async fn delete_object(st: &ApiState, rt: &ResourceType, obj: Value, grace: 
     };
     match rt.kind {
         "Pod" => {
-            let grace = grace
-                .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
-                .unwrap_or(30)
-                .max(0);
-            let unbound = obj.pointer("/spec/nodeName").is_none();
-            if grace == 0 || unbound {
+            let grace = objects::pod::grace_period(&obj, grace);
+            if grace == 0 || obj.pointer("/spec/nodeName").is_none() {
                 return Ok(st.store.apply(remove()).await?.object);
             }
-            let current = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
-            if current.is_some_and(|c| c <= grace) {
+            let new = objects::pod::begin_deletion(&obj, grace, jiff::Timestamp::now());
+            if new == obj {
                 return Ok(obj);
             }
-            let mut new = obj.clone();
-            let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-            meta::set(&mut new, "deletionTimestamp", meta::timestamp(deadline));
-            meta::set(&mut new, "deletionGracePeriodSeconds", grace);
             Ok(st.store.apply(Command::Update { resource: rt.key(), object: new }).await?.object)
         }
         "Namespace" => {

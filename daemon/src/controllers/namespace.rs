@@ -42,15 +42,12 @@ pub async fn reconcile(store: &Store, ns: &Value) -> Result<(), StoreError> {
             if meta::is_deleting(&obj) {
                 continue;
             }
-            let grace = obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
-            let mut new = obj.clone();
+            let grace = crate::objects::pod::grace_period(&obj, None);
             if obj.pointer("/spec/nodeName").is_none() || grace == 0 {
                 let _ = store.apply(delete(&res, &obj)).await;
                 continue;
             }
-            let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-            meta::set(&mut new, "deletionTimestamp", meta::timestamp(deadline));
-            meta::set(&mut new, "deletionGracePeriodSeconds", grace);
+            let new = crate::objects::pod::begin_deletion(&obj, grace, jiff::Timestamp::now());
             let _ = store.apply(Command::Update { resource: res, object: new }).await;
         } else {
             let _ = store.apply(delete(&res, &obj)).await;

@@ -147,3 +147,46 @@ mod tests {
         assert_eq!(default_pull_policy("app@sha256:abcd"), "IfNotPresent");
     }
 }
+
+/// The pod as it looks once a graceful deletion has begun: `deletionTimestamp` = now + grace.
+/// A deletion already under way is only ever shortened.
+pub fn begin_deletion(pod: &serde_json::Value, grace: i64, now: jiff::Timestamp) -> serde_json::Value {
+    use super::meta;
+    let current = pod.pointer("/metadata/deletionGracePeriodSeconds").and_then(serde_json::Value::as_i64);
+    if current.is_some_and(|c| c <= grace) {
+        return pod.clone();
+    }
+    let mut new = pod.clone();
+    let deadline = now + jiff::SignedDuration::from_secs(grace);
+    meta::set(&mut new, "deletionTimestamp", meta::timestamp(deadline));
+    meta::set(&mut new, "deletionGracePeriodSeconds", grace);
+    new
+}
+
+/// The grace period a delete request gets: the request's, else the pod's own, else 30 s.
+pub fn grace_period(pod: &serde_json::Value, requested: Option<i64>) -> i64 {
+    requested
+        .or_else(|| pod.pointer("/spec/terminationGracePeriodSeconds").and_then(serde_json::Value::as_i64))
+        .unwrap_or(30)
+        .max(0)
+}
+
+#[cfg(test)]
+mod deletion_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn deletion_only_shortens() {
+        let now = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"terminationGracePeriodSeconds": 5}});
+        assert_eq!(grace_period(&pod, None), 5);
+        assert_eq!(grace_period(&pod, Some(-3)), 0);
+        let d = begin_deletion(&pod, 30, now);
+        assert_eq!(d["metadata"]["deletionGracePeriodSeconds"], 30);
+        assert_eq!(begin_deletion(&d, 60, now), d);
+        let shorter = begin_deletion(&d, 1, now);
+        assert_eq!(shorter["metadata"]["deletionGracePeriodSeconds"], 1);
+        assert_eq!(shorter["metadata"]["deletionTimestamp"], "2023-11-14T22:13:21Z");
+    }
+}
