@@ -15,6 +15,9 @@ pub mod resource;
 pub mod selector;
 pub mod validation;
 
+#[cfg(test)]
+mod proptests;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
