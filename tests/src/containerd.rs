@@ -37,19 +37,31 @@ impl Containerd {
         let socket = dir.join("c.sock");
         let config = dir.join("config.toml");
         fs::write(&config, config_toml(&dir)).expect("writing containerd config");
-        let log = fs::File::create(dir.join("containerd.log")).expect("creating containerd log");
-        let child = Command::new(CONTAINERD)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawning containerd");
+        let child = spawn_containerd(&dir, &config);
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let mut guard = Containerd { child: Some(child), dir, socket, cgroup_parent: format!("/{name}") };
         guard.wait_ready();
         guard
+    }
+
+    /// Stops containerd (SIGTERM, waiting for it) and starts a new one with the
+    /// same root, state and socket; shims and containers keep running.
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(child.id() as i32, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            if !wait_until_quiet(deadline, || matches!(child.try_wait(), Ok(Some(_)))) {
+                kill(child.id() as i32, libc::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+        self.child = Some(spawn_containerd(&self.dir, &self.dir.join("config.toml")));
+        self.wait_ready();
+    }
+
+    /// containerd's PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn wait_ready(&mut self) {
@@ -102,6 +114,19 @@ impl Containerd {
             .map(|(pid, _, _)| pid)
             .collect()
     }
+}
+
+/// Starts containerd with `config`, appending its output to `dir/containerd.log`.
+fn spawn_containerd(dir: &Path, config: &Path) -> Child {
+    let log = fs::OpenOptions::new().create(true).append(true).open(dir.join("containerd.log")).expect("opening containerd log");
+    Command::new(CONTAINERD)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawning containerd")
 }
 
 /// (pid, ppid, argv) of every process.

@@ -4,11 +4,19 @@
 //! - [`images`]: deterministic busybox test images (OCI and docker archives).
 //! - [`containerd`]: a private containerd per test, torn down on drop.
 //! - [`registry`]: a private docker-registry on 127.0.0.1 for pull tests.
+//! - [`skerryd`]: a real skerryd per test ([`skerryd::TestNode`] = containerd + skerryd) and the CLI.
+//! - [`standins`]: stand-in images under the names the conformance manifests use.
+//! - [`http`]: raw API requests and watch streams over the daemon's socket.
+//! - [`pty`]: running a command under a pseudo-terminal (`exec -it`).
 //! - [`wait_until`]: poll a condition with a deadline instead of sleeping.
 
 pub mod containerd;
+pub mod http;
 pub mod images;
+pub mod pty;
 pub mod registry;
+pub mod skerryd;
+pub mod standins;
 
 use std::time::{Duration, Instant};
 
@@ -23,4 +31,12 @@ pub fn wait_until<F: FnMut() -> bool>(deadline: Instant, what: &str, mut cond: F
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The path of a folder of `../shared/conformance` (relative to the workspace).
+pub fn conformance(rel: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance");
+    let p = root.join(rel);
+    assert!(p.exists(), "{} is missing (the conformance manifests live in ../shared/conformance)", p.display());
+    p
 }

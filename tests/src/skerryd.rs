@@ -1,0 +1,512 @@
+//! A real `skerryd` for one test, talking to a private containerd, and the `skerry` CLI pointed at it.
+//!
+//! [`TestNode`] owns both guards in the one order that cleans up correctly:
+//! skerryd stops first (so it does not react to its containers dying), then
+//! containerd takes the shims and containers with it.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::containerd::Containerd;
+use crate::http;
+
+/// The node name every test daemon registers.
+pub const NODE_NAME: &str = "sk-node";
+
+/// How long one CLI invocation may take before the test fails.
+const CLI_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `target/debug` (or the profile dir) holding the workspace's binaries: the
+/// test executable lives in its `deps/` folder.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("locating the test executable");
+    exe.parent().and_then(Path::parent).expect("test executable has no target dir").to_path_buf()
+}
+
+/// Path of a workspace binary; panics when it was not built.
+pub fn binary(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.is_file(), "{} is missing; run `cargo build --workspace` first", p.display());
+    p
+}
+
+/// What a CLI run produced.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout ---\n{}--- stderr ---\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// Runs `cmd` with `stdin`, killing it (by PID) if it takes longer than `timeout`.
+pub fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    if let Some(data) = stdin {
+        let mut w = child.stdin.take().unwrap();
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = w.write_all(&data);
+        });
+    }
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waiting for a child") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            kill(child.id() as i32, libc::SIGKILL);
+            let _ = child.wait();
+            let so = String::from_utf8_lossy(&t_out.join().unwrap_or_default()).into_owned();
+            let se = String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned();
+            panic!("{cmd:?} did not finish within {timeout:?}\n--- stdout ---\n{so}--- stderr ---\n{se}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        stdout: String::from_utf8_lossy(&t_out.join().unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned(),
+        code: status.code().unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)),
+    }
+}
+
+fn kill(pid: i32, sig: i32) {
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Guard owning a running `skerryd`. Dropping it stops the daemon (SIGTERM, then
+/// SIGKILL, by PID), unmounts the pod namespace files under its data dir and
+/// deletes its temp dir. Drop it before the [`Containerd`] it uses.
+pub struct Skerryd {
+    child: Option<Child>,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Skerryd {
+    /// Starts skerryd against `ctd` and waits until its API answers.
+    pub fn start(ctd: &Containerd) -> Skerryd {
+        Self::start_with(ctd, &[])
+    }
+
+    /// Like [`Skerryd::start`] with extra flags (e.g. `--insecure-registry 127.0.0.1:PORT`).
+    pub fn start_with(ctd: &Containerd, extra: &[&str]) -> Skerryd {
+        binary("skerry");
+        binary("skerry-logger");
+        let dir = tempfile::Builder::new().prefix("sk-skerryd-").tempdir_in("/tmp").expect("creating skerryd temp dir").keep();
+        // An empty config file, so a host's /etc/skerry/config.yaml cannot leak in.
+        fs::write(dir.join("config.yaml"), "").expect("writing skerryd config");
+        let mut args: Vec<String> = vec![
+            "--config".into(),
+            dir.join("config.yaml").display().to_string(),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+            "--socket".into(),
+            dir.join("skerry.sock").display().to_string(),
+            "--containerd-socket".into(),
+            ctd.socket().display().to_string(),
+            "--containerd-namespace".into(),
+            ctd.namespace(),
+            "--node-name".into(),
+            NODE_NAME.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut d = Skerryd { child: None, dir, args };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "skerryd is already running");
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("opening skerryd log");
+        let child = Command::new(binary("skerryd"))
+            .args(&self.args)
+            .env("SKERRY_LOGGER", binary("skerry-logger"))
+            .env("RUST_BACKTRACE", "1")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawning skerryd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("polling skerryd") {
+                self.child = None;
+                panic!("skerryd exited early ({status}); log:\n{}", self.log());
+            }
+            if let Ok(r) = http::request(&self.socket(), "GET", "/healthz", None) {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!("skerryd did not answer GET /healthz on {} within 60s; log:\n{}", self.socket().display(), self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("skerry.sock")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The temp dir holding the data dir, socket, log and config.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("skerryd.log")
+    }
+
+    /// skerryd's whole output so far (every run of this guard).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the log, for assertion messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The daemon's PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Stops skerryd with SIGTERM (SIGKILL after 20 s) and waits for it.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        kill(child.id() as i32, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill(child.id() as i32, libc::SIGKILL);
+        let _ = child.wait();
+        panic!("skerryd did not stop within 20s of SIGTERM; log tail:\n{}", self.log_tail(40));
+    }
+
+    /// Starts skerryd again after [`Skerryd::stop`], same flags, data dir and socket.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
+    /// Stops and starts skerryd with the same data dir and socket.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// The `skerry` command with `SKERRY_SOCKET` pointing at this daemon.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary("skerry"));
+        cmd.args(args).env("SKERRY_SOCKET", self.socket()).env_remove("KUBECONFIG");
+        cmd
+    }
+
+    /// Runs `skerry ARGS` to completion.
+    pub fn skerry(&self, args: &[&str]) -> Output {
+        run_with_timeout(self.command(args), None, CLI_TIMEOUT)
+    }
+
+    /// Runs `skerry ARGS` with `stdin` as its standard input.
+    pub fn skerry_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        run_with_timeout(self.command(args), Some(stdin), CLI_TIMEOUT)
+    }
+
+    /// Runs `skerry ARGS`, panics (with the output and the daemon's log) unless it exits 0; returns stdout.
+    pub fn skerry_ok(&self, args: &[&str]) -> String {
+        let out = self.skerry(args);
+        assert_eq!(out.code, 0, "`skerry {}` failed:\n{out}\nskerryd log tail:\n{}", args.join(" "), self.log_tail(30));
+        out.stdout
+    }
+
+    /// A raw API request over the socket.
+    pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> http::Response {
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
+        http::request(&self.socket(), method, path, bytes.as_deref())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}; skerryd log tail:\n{}", self.log_tail(30)))
+    }
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    points
+}
+
+/// Detaches every mount at or below `dir`, deepest first.
+pub fn unmount_below(dir: &Path) {
+    for m in mounts_below(dir) {
+        let c = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()).unwrap();
+        unsafe {
+            libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+        }
+    }
+}
+
+impl Drop for Skerryd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(child.id() as i32, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut exited = false;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    exited = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !exited {
+                kill(child.id() as i32, libc::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("skerryd log tail ({}):\n{}", self.dir.display(), self.log_tail(60));
+        }
+        unmount_below(&self.dir);
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            eprintln!("warning: could not remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// One node: a private containerd and a skerryd using it.
+///
+/// Field order is drop order: `skerryd` is declared first so it stops (and its
+/// namespace mounts go) before `ctd` kills the shims and containers; `work`
+/// (manifests written by the test) goes last.
+pub struct TestNode {
+    pub skerryd: Skerryd,
+    pub ctd: Containerd,
+    pub work: tempfile::TempDir,
+}
+
+/// Generous deadline for anything involving containers on a slow CI machine.
+pub fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+impl TestNode {
+    pub fn start() -> TestNode {
+        Self::start_with(&[])
+    }
+
+    /// Starts containerd and skerryd with extra skerryd flags.
+    pub fn start_with(extra: &[&str]) -> TestNode {
+        let ctd = Containerd::start();
+        let skerryd = Skerryd::start_with(&ctd, extra);
+        let work = tempfile::Builder::new().prefix("sk-work-").tempdir_in("/tmp").expect("creating work dir");
+        TestNode { skerryd, ctd, work }
+    }
+
+    pub fn skerry(&self, args: &[&str]) -> Output {
+        self.skerryd.skerry(args)
+    }
+
+    pub fn skerry_ok(&self, args: &[&str]) -> String {
+        self.skerryd.skerry_ok(args)
+    }
+
+    pub fn skerry_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        self.skerryd.skerry_stdin(args, stdin)
+    }
+
+    /// `skerry apply -f -` with `yaml` on stdin; panics unless it succeeds.
+    pub fn apply(&self, yaml: &str) -> String {
+        let out = self.skerry_stdin(&["apply", "-f", "-"], yaml.as_bytes());
+        assert_eq!(out.code, 0, "apply failed:\n{out}\nmanifest:\n{yaml}\nskerryd log tail:\n{}", self.skerryd.log_tail(30));
+        out.stdout
+    }
+
+    /// Writes `contents` to `name` in the work dir and returns its path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.work.path().join(name);
+        fs::write(&p, contents).expect("writing a manifest");
+        p
+    }
+
+    /// Imports an image archive with `skerry image import`; returns stdout.
+    pub fn import(&self, archive: &Path) -> String {
+        self.skerry_ok(&["image", "import", archive.to_str().unwrap()])
+    }
+
+    /// Builds `builder` as an OCI archive in the work dir and imports it.
+    pub fn import_image(&self, builder: &crate::images::ImageBuilder) -> String {
+        let file = self.work.path().join(format!("{}.tar", builder.name().replace(['/', ':'], "_")));
+        builder.write_oci(&file, false).expect("building a test image");
+        self.import(&file)
+    }
+
+    /// `get pod NAME -o json` (namespace `ns`), or `None` when it does not exist.
+    pub fn pod_in(&self, ns: &str, name: &str) -> Option<Value> {
+        let out = self.skerry(&["get", "pod", name, "-n", ns, "-o", "json"]);
+        if out.code != 0 {
+            assert!(out.stderr.contains("NotFound"), "get pod {name} failed unexpectedly:\n{out}");
+            return None;
+        }
+        Some(serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("get -o json is not JSON ({e}):\n{out}")))
+    }
+
+    /// The pod `name` in `default`; panics when it does not exist.
+    pub fn pod(&self, name: &str) -> Value {
+        self.pod_in("default", name).unwrap_or_else(|| panic!("pod {name} does not exist"))
+    }
+
+    /// Polls the pod until `cond` holds (60 s); returns it. Panics with the pod and the log.
+    pub fn wait_pod_in(&self, ns: &str, name: &str, what: &str, mut cond: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = deadline();
+        let mut last = None;
+        loop {
+            if let Some(p) = self.pod_in(ns, name) {
+                if cond(&p) {
+                    return p;
+                }
+                last = Some(p);
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out waiting until pod {ns}/{name} {what}; last seen:\n{}\nskerryd log tail:\n{}",
+                    last.map(|p| serde_json::to_string_pretty(&p["status"]).unwrap()).unwrap_or_else(|| "(absent)".into()),
+                    self.skerryd.log_tail(40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn wait_pod(&self, name: &str, what: &str, cond: impl FnMut(&Value) -> bool) -> Value {
+        self.wait_pod_in("default", name, what, cond)
+    }
+
+    /// Waits until every container of the pod is running and ready.
+    pub fn wait_running(&self, name: &str) -> Value {
+        self.wait_running_in("default", name)
+    }
+
+    pub fn wait_running_in(&self, ns: &str, name: &str) -> Value {
+        self.wait_pod_in(ns, name, "is Running and ready", |p| {
+            p["status"]["phase"] == "Running"
+                && p["status"]["containerStatuses"].as_array().is_some_and(|cs| {
+                    !cs.is_empty() && cs.iter().all(|c| c["ready"] == true && c["state"].get("running").is_some())
+                })
+        })
+    }
+
+    /// Waits until the pod no longer exists.
+    pub fn wait_gone_in(&self, ns: &str, name: &str) {
+        let deadline = deadline();
+        while self.pod_in(ns, name).is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "pod {ns}/{name} still exists after 60s:\n{}\nskerryd log tail:\n{}",
+                self.skerry(&["get", "pod", name, "-n", ns, "-o", "yaml"]).stdout,
+                self.skerryd.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Polls `skerry ARGS` until its output satisfies `cond`; returns the last output.
+    pub fn wait_output(&self, args: &[&str], what: &str, mut cond: impl FnMut(&Output) -> bool) -> Output {
+        let deadline = deadline();
+        loop {
+            let out = self.skerry(args);
+            if cond(&out) {
+                return out;
+            }
+            if Instant::now() >= deadline {
+                panic!("timed out waiting until `skerry {}` {what}; last output:\n{out}\nskerryd log tail:\n{}", args.join(" "), self.skerryd.log_tail(40));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// One cell of a table printed by `get`: the word that starts under the header
+/// `col` in the row whose first word is `row_name`.
+pub fn column(table: &str, row_name: &str, col: &str) -> Option<String> {
+    let mut lines = table.lines();
+    let header = lines.next()?;
+    let at = header.match_indices(col).map(|(i, _)| i).find(|&i| {
+        (i == 0 || header.as_bytes()[i - 1] == b' ')
+            && header.as_bytes().get(i + col.len()).is_none_or(|b| *b == b' ')
+    })?;
+    let row = lines.find(|l| l.split_whitespace().next() == Some(row_name))?;
+    row.get(at..).and_then(|rest| rest.split_whitespace().next()).map(String::from)
+}
+
+/// Checks the socket accepts connections (used where no HTTP is wanted).
+pub fn socket_connects(path: &Path) -> bool {
+    UnixStream::connect(path).is_ok()
+}
+
+/// The busybox test image every non-conformance pod uses.
+pub const BUSYBOX: &str = "skerry-test/busybox:1";
+
+impl TestNode {
+    /// Imports the plain busybox test image as [`BUSYBOX`].
+    pub fn import_busybox(&self) {
+        self.import_image(&crate::images::ImageBuilder::new(BUSYBOX));
+    }
+}
+
+/// A one-container pod manifest running `command` in [`BUSYBOX`] (`imagePullPolicy: Never`).
+pub fn busybox_pod(name: &str, restart_policy: &str, command: &[&str]) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: {restart_policy}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: {name}\n    image: {BUSYBOX}\n    imagePullPolicy: Never\n    command: {}\n",
+        serde_json::to_string(command).unwrap()
+    )
+}
