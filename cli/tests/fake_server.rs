@@ -104,7 +104,7 @@ async fn serve(mut req: Request<hyper::body::Incoming>, handler: Handler, seen: 
         return json_reply(200, serde_json::from_str(DISCOVERY).unwrap());
     }
     seen.lock().unwrap().push(s.clone());
-    if s.uri.contains("/exec?") && s.uri.contains("tty=true") {
+    if s.uri.contains("/exec?") && s.uri.contains("stdin=true") {
         tokio::spawn(interactive_exec(upgrade, seen.clone()));
         return Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -469,7 +469,7 @@ async fn get_all_prints_one_table_per_type_with_kinds() {
 }
 
 /// A tty exec: records each client frame as a request named `frame:<channel>`, echoes
-/// stdin back as `ECHO:<data>` on stdout, and exits 0 once it sees `q`.
+/// stdin back as `ECHO:<data>` on stdout, and exits 0 once it sees `q` or stdin's end.
 async fn interactive_exec(upgrade: hyper::upgrade::OnUpgrade, seen: Arc<Mutex<Vec<Seen>>>) {
     use skerry_cli::cmd::exec::frame;
     let mut io = TokioIo::new(upgrade.await.unwrap());
@@ -488,6 +488,11 @@ async fn interactive_exec(upgrade: hyper::upgrade::OnUpgrade, seen: Arc<Mutex<Ve
                 headers: Default::default(),
                 body: payload.clone(),
             });
+            if ch == frame::STDIN_EOF {
+                io.write_all(&frame::encode(frame::EXIT, br#"{"exitCode":0}"#)).await.unwrap();
+                io.flush().await.unwrap();
+                return;
+            }
             if ch == frame::STDIN {
                 let mut echo = b"ECHO:".to_vec();
                 echo.extend_from_slice(&payload);
@@ -544,4 +549,31 @@ async fn exec_tty_under_a_pty() {
     assert!(frames.iter().any(|r| r.method == "frame:0" && r.body.as_ref() == b"hi"), "{frames:?}");
     let exec = frames.iter().find(|r| r.uri.contains("/exec?")).unwrap();
     assert!(exec.uri.ends_with("command=sh&stdin=true&tty=true"), "{}", exec.uri);
+}
+
+/// `exec -i` with piped stdin: data frames, then the stdin-EOF frame when the pipe closes.
+#[tokio::test]
+async fn exec_stdin_pipe_sends_eof() {
+    let fake = start(|_| status(500, "InternalError", "unexpected")).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_skerry"))
+        .args(["--socket", fake.socket.to_str().unwrap(), "exec", "-i", "-t", "webapp", "--", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello\n").await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ECHO:hello\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Unable to use a TTY - input is not a terminal or the right kind of file\n"
+    );
+    let frames: Vec<String> = fake.requests().iter().filter(|r| r.method.starts_with("frame:")).map(|r| r.method.clone()).collect();
+    assert_eq!(frames, ["frame:0", "frame:5"]);
+    let exec = fake.requests().into_iter().find(|r| r.uri.contains("/exec?")).unwrap();
+    assert!(exec.uri.ends_with("command=cat&stdin=true"), "{}", exec.uri);
 }
