@@ -166,8 +166,15 @@ impl NodeOps for Node {
                     let _ = c.resize(cols, rows).await;
                 })
             });
+            let for_close = control.clone();
+            let close_stdin = Box::new(move || -> BoxFuture<'static, ()> {
+                let c = for_close.clone();
+                Box::pin(async move {
+                    let _ = c.close_stdin().await;
+                })
+            });
             let wait: BoxFuture<'static, Result<i32, ApiError>> = Box::pin(async move { control.wait().await.map_err(runtime_error) });
-            Ok(ExecStreams { stdin, stdout, stderr, resize, wait })
+            Ok(ExecStreams { stdin, stdout, stderr, resize, close_stdin, wait })
         })
     }
 }

@@ -40,6 +40,8 @@ pub struct ExecStreams {
     pub stdout: Box<dyn AsyncRead + Send + Unpin>,
     pub stderr: Option<Box<dyn AsyncRead + Send + Unpin>>,
     pub resize: Box<dyn Fn(u16, u16) -> BoxFuture<'static, ()> + Send + Sync>,
+    /// Closes the process's stdin once the client's input ended (after `stdin` is dropped).
+    pub close_stdin: Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>,
     pub wait: BoxFuture<'static, Result<i32, ApiError>>,
 }
 
@@ -287,7 +289,7 @@ pub async fn exec(st: ApiState, target: Target, q: Query, headers: HeaderMap, re
 async fn pump<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(io: S, streams: ExecStreams) -> std::io::Result<()> {
     let (mut rd, wr) = tokio::io::split(io);
     let wr = std::sync::Arc::new(tokio::sync::Mutex::new(wr));
-    let ExecStreams { stdin, stdout, stderr, resize, wait } = streams;
+    let ExecStreams { stdin, stdout, stderr, resize, close_stdin, wait } = streams;
     let copy_out = |mut src: Box<dyn AsyncRead + Send + Unpin>, channel: u8| {
         let wr = wr.clone();
         tokio::spawn(async move {
@@ -328,6 +330,8 @@ async fn pump<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(io: S, streams
                 frame::STDIN_EOF => {
                     if let Some(mut s) = stdin.take() {
                         let _ = s.shutdown().await;
+                        drop(s);
+                        close_stdin().await;
                     }
                 }
                 frame::RESIZE if payload.len() == 4 => {
