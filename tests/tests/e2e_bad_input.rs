@@ -1,0 +1,120 @@
+//! Bad manifests, bad names, missing namespaces, missing images and an unreachable daemon: clear errors, nothing half-done.
+
+use std::collections::BTreeSet;
+
+use skerry_tests::conformance;
+use skerry_tests::skerryd::{busybox_pod, column, TestNode, BUSYBOX};
+
+fn assert_no_pods(node: &TestNode) {
+    let out = node.skerry(&["get", "pods"]);
+    assert_eq!(out.stdout, "", "nothing was created:\n{out}");
+}
+
+#[test]
+fn malformed_and_invalid_manifests_change_nothing() {
+    let node = TestNode::start();
+
+    // A conformance file that is not valid YAML: the file and a line are named.
+    let bad = conformance("seed-head/_invalid/stateful_applications/persistent-volume.yaml");
+    let bad = bad.to_str().unwrap();
+    let out = node.skerry(&["apply", "-f", bad]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains(bad), "stderr names the file:\n{out}");
+    assert!(out.stderr.contains("line 29"), "stderr names the line:\n{out}");
+
+    // A valid pod followed by a malformed document: nothing from the file is applied.
+    let pvc = std::fs::read_to_string(conformance(
+        "seed-head/_invalid/Kubernetes_patterns/Foundational-Patterns/predictable_demands/volumes_pvc.yaml",
+    ))
+    .unwrap();
+    let mixed = node.write("mixed.yaml", &format!("{}---\n{pvc}", busybox_pod("first", "Always", &["sleep", "60"])));
+    let out = node.skerry(&["apply", "-f", mixed.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains(mixed.to_str().unwrap()), "{out}");
+    assert!(out.stderr.contains("line "), "{out}");
+    assert!(!out.stdout.contains("first"), "{out}");
+    assert!(node.pod_in("default", "first").is_none(), "the valid first document was not applied");
+
+    // The whole _invalid folder: every file reported, nothing applied.
+    let out = node.skerry(&["apply", "-R", "-f", conformance("seed-head/_invalid").to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.stderr.lines().filter(|l| l.starts_with("error")).count(), 5, "one error per file:\n{out}");
+    assert!(out.stderr.contains("apiVersion not set"), "job.yaml has no apiVersion:\n{out}");
+    assert_no_pods(&node);
+
+    // Unknown kind.
+    let out = node.skerry_stdin(&["apply", "-f", "-"], b"apiVersion: v1\nkind: Frobnicator\nmetadata:\n  name: x\n");
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("no matches for kind \"Frobnicator\" in version \"v1\""), "{out}");
+
+    // Invalid objects: the server's Invalid status naming the field.
+    let bad_name = busybox_pod("Web_App", "Always", &["sleep", "60"]);
+    let bad_label = busybox_pod("labelled", "Always", &["sleep", "60"]).replace("spec:\n", "  labels:\n    app: \"not a valid value!\"\nspec:\n");
+    let no_containers = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: empty\nspec:\n  restartPolicy: Always\n";
+    for (yaml, field) in [(bad_name.as_str(), "metadata.name"), (bad_label.as_str(), "metadata.labels"), (no_containers, "spec.containers")] {
+        let out = node.skerry_stdin(&["apply", "-f", "-"], yaml.as_bytes());
+        assert_eq!(out.code, 1, "{out}");
+        assert!(out.stderr.starts_with("Error from server (Invalid)"), "{out}");
+        assert!(out.stderr.contains(field), "the error names {field}:\n{out}");
+    }
+    let out = node.skerry_stdin(&["create", "-f", "-"], bad_name.as_bytes());
+    assert!(out.code == 1 && out.stderr.contains("Error from server (Invalid)") && out.stderr.contains("metadata.name"), "{out}");
+
+    // A namespace that does not exist.
+    let out = node.skerry_stdin(&["apply", "-n", "nope", "-f", "-"], busybox_pod("lost", "Always", &["sleep", "60"]).as_bytes());
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("Error from server (NotFound)") && out.stderr.contains("namespaces \"nope\" not found"), "{out}");
+    let out = node.skerry(&["get", "pods", "-n", "nope"]);
+    assert_eq!(out.stderr, "No resources found in nope namespace.\n", "{out}");
+    assert_no_pods(&node);
+
+    // Unknown fields: accepted with a warning, kept.
+    let extra = busybox_pod("extra", "Always", &["sleep", "60"]).replace("spec:\n", "spec:\n  frobnicate: yes-please\n");
+    let out = node.skerry_stdin(&["apply", "-f", "-"], extra.as_bytes());
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout, "pod/extra created\n", "{out}");
+    assert!(out.stderr.starts_with("Warning:") && out.stderr.contains("spec.frobnicate"), "a warning names the field:\n{out}");
+    assert_eq!(node.pod("extra")["spec"]["frobnicate"], "yes-please", "the unknown field is preserved");
+}
+
+#[test]
+fn unreachable_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("missing.sock");
+    let mut cmd = std::process::Command::new(skerry_tests::skerryd::binary("skerry"));
+    cmd.args(["get", "pods"]).env("SKERRY_SOCKET", &socket);
+    let out = skerry_tests::skerryd::run_with_timeout(cmd, None, std::time::Duration::from_secs(30));
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains(socket.to_str().unwrap()), "{out}");
+    assert!(out.stderr.contains("is skerryd running?"), "{out}");
+}
+
+#[test]
+fn missing_images_report_pull_errors() {
+    let node = TestNode::start();
+    node.import_busybox();
+    // Never pull and not present.
+    node.apply(&busybox_pod("never", "Always", &["sleep", "60"]).replace(BUSYBOX, "skerry-test/absent:1"));
+    let p = node.wait_pod("never", "waits with ErrImageNeverPull", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImageNeverPull"
+    });
+    assert_eq!(p["status"]["phase"], "Pending", "{p:#}");
+    node.wait_output(&["get", "pods"], "shows ErrImageNeverPull", |o| column(&o.stdout, "never", "STATUS").as_deref() == Some("ErrImageNeverPull"));
+
+    // A registry that refuses connections (a closed loopback port).
+    let yaml = busybox_pod("unpullable", "Always", &["sleep", "60"])
+        .replace(BUSYBOX, "127.0.0.1:1/nope:1")
+        .replace("imagePullPolicy: Never", "imagePullPolicy: IfNotPresent");
+    node.apply(&yaml);
+    let mut seen = BTreeSet::new();
+    node.wait_output(&["get", "pods"], "showed ErrImagePull and then ImagePullBackOff", |o| {
+        if let Some(s) = column(&o.stdout, "unpullable", "STATUS") {
+            seen.insert(s);
+        }
+        seen.contains("ErrImagePull") && seen.contains("ImagePullBackOff")
+    });
+    let d = node.skerry_ok(&["describe", "pod", "unpullable"]);
+    assert!(d.contains("Failed to pull image \"127.0.0.1:1/nope:1\""), "describe shows the pull failure:\n{d}");
+    assert!(d.contains("Back-off pulling image \"127.0.0.1:1/nope:1\""), "describe shows the back-off:\n{d}");
+    assert!(d.contains("Reason:       ImagePullBackOff") || d.contains("Reason:       ErrImagePull"), "{d}");
+}
