@@ -379,8 +379,7 @@ async fn exec_relays_output_and_exit_code() {
     assert_eq!(out, "hello\n");
     assert_eq!(err, "oops\ncommand terminated with exit code 3\n");
     assert_eq!(code, 3);
-    let req = &fake.requests()[0];
-    assert_eq!(req.method, "POST");
+    let req = fake.requests().into_iter().find(|r| r.method == "POST").expect("an exec request");
     assert_eq!(req.uri, "/api/v1/namespaces/default/pods/webapp/exec?command=sh&command=-c&command=exit%203");
     assert_eq!(req.headers.get("upgrade").unwrap(), "skerry-exec/1");
 }

@@ -148,7 +148,11 @@ pub async fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
         writeln!(ctx.err, "Unable to use a TTY - input is not a terminal or the right kind of file")?;
         tty = false;
     }
-    let path = exec_path(&ctx.namespace, &pod, args.container.as_deref(), &args.command, args.stdin, tty);
+    let container = match args.container.clone() {
+        Some(c) => Some(c),
+        None => ctx.default_container(&pod).await?,
+    };
+    let path = exec_path(&ctx.namespace, &pod, container.as_deref(), &args.command, args.stdin, tty);
     let mut req = request(Method::POST, &path, client::empty());
     let h = req.headers_mut();
     h.insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("Upgrade"));

@@ -63,8 +63,11 @@ pub fn pod_name(arg: &str) -> Result<&str> {
     }
 }
 
-pub async fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
+pub async fn run(ctx: &mut Ctx, mut args: Args) -> Result<()> {
     let pod = pod_name(&args.pod)?.to_string();
+    if args.container.is_none() && args.container_arg.is_none() {
+        args.container = ctx.default_container(&pod).await?;
+    }
     let path = log_path(&ctx.namespace, &pod, &args);
     let resp = ctx.call(request(Method::GET, &path, client::empty())).await?;
     let mut body = resp.into_body();

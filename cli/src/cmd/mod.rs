@@ -209,6 +209,34 @@ impl Ctx {
         Ok(self.discovery.as_ref().expect("set above"))
     }
 
+    /// The container `logs` and `exec` use when `-c` is not given: kubectl's rule — the
+    /// `kubectl.kubernetes.io/default-container` annotation, else the first container, with a
+    /// note on stderr when the pod has several.
+    pub async fn default_container(&mut self, pod: &str) -> Result<Option<String>> {
+        let path = format!("/api/v1/namespaces/{}/pods/{}", self.namespace, client::encode(pod));
+        // If the pod cannot be read, the real request reports why.
+        let Ok(obj) = self.get_json(&path, false).await else { return Ok(None) };
+        let names: Vec<String> = obj
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(String::from))
+            .collect();
+        if names.len() < 2 {
+            return Ok(None);
+        }
+        let annotated = obj
+            .pointer("/metadata/annotations/kubectl.kubernetes.io~1default-container")
+            .and_then(Value::as_str)
+            .filter(|a| names.iter().any(|n| n == a));
+        let chosen = annotated.map(str::to_string).unwrap_or_else(|| names[0].clone());
+        if annotated.is_none() {
+            writeln!(self.err, "Defaulted container {chosen:?} out of: {}", names.join(", "))?;
+        }
+        Ok(Some(chosen))
+    }
+
     /// Prints an error line without stopping (kubectl keeps going over several objects).
     pub fn report(&mut self, e: &Error) {
         let _ = writeln!(self.err, "{e}");
