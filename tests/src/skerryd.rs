@@ -364,6 +364,11 @@ impl TestNode {
         self.skerryd.skerry_stdin(args, stdin)
     }
 
+    /// A raw API request to this node's skerryd.
+    pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> crate::http::Response {
+        self.skerryd.api(method, path, body)
+    }
+
     /// `skerry apply -f -` with `yaml` on stdin; panics unless it succeeds.
     pub fn apply(&self, yaml: &str) -> String {
         let out = self.skerry_stdin(&["apply", "-f", "-"], yaml.as_bytes());

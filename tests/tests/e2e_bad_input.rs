@@ -1,9 +1,7 @@
 //! Bad manifests, bad names, missing namespaces, missing images and an unreachable daemon: clear errors, nothing half-done.
 
-use std::collections::BTreeSet;
-
 use skerry_tests::conformance;
-use skerry_tests::skerryd::{busybox_pod, column, TestNode, BUSYBOX};
+use skerry_tests::skerryd::{busybox_pod, column, deadline, TestNode, BUSYBOX};
 
 fn assert_no_pods(node: &TestNode) {
     let out = node.skerry(&["get", "pods"]);
@@ -105,14 +103,27 @@ fn missing_images_report_pull_errors() {
     let yaml = busybox_pod("unpullable", "Always", &["sleep", "60"])
         .replace(BUSYBOX, "127.0.0.1:1/nope:1")
         .replace("imagePullPolicy: Never", "imagePullPolicy: IfNotPresent");
+    // Every status the pod goes through, from a watch opened before it exists.
+    let mut watch = skerry_tests::http::stream(&node.skerryd.socket(), "/api/v1/namespaces/default/pods?watch=true").unwrap();
+    assert_eq!(watch.status, 200);
     node.apply(&yaml);
-    let mut seen = BTreeSet::new();
-    node.wait_output(&["get", "pods"], "showed ErrImagePull and then ImagePullBackOff", |o| {
-        if let Some(s) = column(&o.stdout, "unpullable", "STATUS") {
-            seen.insert(s);
+    let mut reasons: Vec<String> = Vec::new();
+    let d = deadline();
+    while !(reasons.iter().any(|r| r == "ErrImagePull") && reasons.last().is_some_and(|r| r == "ImagePullBackOff")) {
+        let line = watch.next_line(d).unwrap_or_else(|| panic!("the pod never went ErrImagePull → ImagePullBackOff; reasons seen: {reasons:?}"));
+        let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if ev["object"]["metadata"]["name"] != "unpullable" {
+            continue;
         }
-        seen.contains("ErrImagePull") && seen.contains("ImagePullBackOff")
-    });
+        if let Some(r) = ev["object"]["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].as_str() {
+            if reasons.last().map(String::as_str) != Some(r) {
+                reasons.push(r.to_string());
+            }
+        }
+    }
+    let first = reasons.iter().position(|r| r.contains("ImagePull")).unwrap();
+    assert_eq!(reasons[first], "ErrImagePull", "a failed pull shows ErrImagePull before the back-off: {reasons:?}");
+    node.wait_output(&["get", "pods"], "shows ImagePullBackOff", |o| column(&o.stdout, "unpullable", "STATUS").as_deref() == Some("ImagePullBackOff"));
     let d = node.skerry_ok(&["describe", "pod", "unpullable"]);
     assert!(d.contains("Failed to pull image \"127.0.0.1:1/nope:1\""), "describe shows the pull failure:\n{d}");
     assert!(d.contains("Back-off pulling image \"127.0.0.1:1/nope:1\""), "describe shows the back-off:\n{d}");
