@@ -1,14 +1,21 @@
-//! `skerry-cni`: the CNI plugin (pod networking issue). Until then it answers VERSION only.
+//! `skerry-cni` binary: reads the CNI environment and stdin, runs the command, prints JSON.
+
+use std::io::Read;
+
+use skerry_cni::{cmd, config, result};
 
 fn main() {
-    let command = std::env::var("CNI_COMMAND").unwrap_or_default();
-    if command == "VERSION" {
-        println!(r#"{{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}}"#);
-        return;
+    let mut stdin = Vec::new();
+    // VERSION may come without stdin; an unreadable stdin then reads as empty.
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let env = cmd::Env::from_process();
+    match cmd::run(&env, &stdin) {
+        Ok(Some(output)) => println!("{output}"),
+        Ok(None) => {}
+        Err(e) => {
+            let version = config::requested_version(&stdin).unwrap_or_else(|| "1.1.0".to_owned());
+            println!("{}", result::render_error(&version, e.code(), &e.to_string(), &e.details()));
+            std::process::exit(1);
+        }
     }
-    println!(
-        "{}",
-        serde_json::json!({"cniVersion": "1.0.0", "code": 4, "msg": "skerry-cni is not implemented yet", "details": "only VERSION is supported"})
-    );
-    std::process::exit(1);
 }
