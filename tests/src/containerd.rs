@@ -245,8 +245,23 @@ fn remove_cgroup(parent: &str) {
     }
 }
 
+/// IDs of the containers with a task directory in this containerd's state (all namespaces).
+fn task_ids(dir: &Path) -> Vec<String> {
+    let tasks = dir.join("state/io.containerd.runtime.v2.task");
+    let mut ids = Vec::new();
+    for ns in fs::read_dir(tasks).into_iter().flatten().flatten() {
+        for c in fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+            ids.push(c.file_name().to_string_lossy().into_owned());
+        }
+    }
+    ids
+}
+
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // Containers whose spec has no cgroupsPath get `/<id>` in every hierarchy; runc never
+        // deletes the ones killed below, so remember them.
+        let tasks = task_ids(&self.dir);
         let shims = self.shim_pids();
         let shim_sockets: Vec<PathBuf> = shims.iter().flat_map(|p| socket_paths(*p)).collect();
         if let Some(mut child) = self.child.take() {
@@ -275,6 +290,9 @@ impl Drop for Containerd {
             }
         }
         remove_cgroup(&self.cgroup_parent);
+        for id in tasks {
+            remove_cgroup(&format!("/{id}"));
+        }
         let _ = fs::remove_dir_all(Path::new("/run/containerd/runc").join(self.namespace()));
         if let Err(e) = fs::remove_dir_all(&self.dir) {
             eprintln!("warning: could not remove {}: {e}", self.dir.display());
