@@ -385,7 +385,8 @@ mod tests {
 
     #[test]
     fn errors_carry_the_right_kind() {
-        let cases: &[(&str, fn(&ConfigError) -> bool)] = &[
+        type IsExpected = fn(&ConfigError) -> bool;
+        let cases: &[(&str, IsExpected)] = &[
             ("not json", |e| matches!(e, ConfigError::Decode(_))),
             ("[1,2]", |e| matches!(e, ConfigError::Decode(_))),
             (r#"{"name":"n","type":"t"}"#, |e| matches!(e, ConfigError::Invalid(_))),

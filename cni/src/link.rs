@@ -189,7 +189,18 @@ pub async fn ensure_bridge(h: &Handle, name: &str, mtu: u32, address: Option<(Ip
                 Err(e) if errno(&e) != libc::EEXIST => return Err(nl(format!("creating bridge {name}"))(e)),
                 _ => {}
             }
-            must_get(h, name).await?
+            let bridge = must_get(h, name).await?;
+            // Pin the bridge's MAC: otherwise the kernel gives it the lowest MAC of its ports,
+            // and the pods' gateway MAC changes whenever a pod comes or goes.
+            let mac: Vec<u8> = bridge.mac.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
+            if mac.len() == 6 {
+                h.link()
+                    .set(LinkUnspec::new_with_index(bridge.index).address(mac).build())
+                    .execute()
+                    .await
+                    .map_err(nl(format!("pinning the MAC address of bridge {name}")))?;
+            }
+            bridge
         }
     };
     if bridge.kind.as_deref() != Some("bridge") {
