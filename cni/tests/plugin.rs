@@ -351,3 +351,56 @@ fn version_and_bad_input() {
     let (code, out) = run_plugin("ADD", &[], r#"{"cniVersion":"1.0.0","name":"x","type":"skerry-cni"}"#);
     assert_eq!((code, json_of(&out)["code"].clone()), (1, json!(4)), "missing CNI_CONTAINERID");
 }
+
+/// The daemon's conflist shape, with `type` switched, also drives Debian's reference
+/// `bridge` + `host-local` plugins (containernetworking-plugins); both keep IPAM state in the
+/// same layout. The reference plugin turns on ip_forward, so it runs inside a "node"
+/// namespace the test owns, never in the host's.
+#[test]
+fn reference_bridge_and_host_local_accept_the_same_config() {
+    require_root();
+    const REFERENCE: &str = "/usr/lib/cni/bridge";
+    assert!(
+        Path::new(REFERENCE).exists() && Path::new("/usr/lib/cni/host-local").exists(),
+        "install containernetworking-plugins (Debian) for {REFERENCE} and host-local"
+    );
+    let (node, pod) = (TestNetns::new(), TestNetns::new());
+    let data = tempfile::tempdir().unwrap();
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "sktest", "type": "bridge", "bridge": "skerry0",
+        "isGateway": true, "isDefaultGateway": true, "hairpinMode": true, "mtu": 1500,
+        "ipam": {"type": "host-local", "subnet": "10.42.0.0/24", "dataDir": data.path()},
+    });
+    let node_file = File::open(&node.path).unwrap();
+    let run_in_node = |command: &str| {
+        use std::os::unix::process::CommandExt;
+        let node_fd = node_file.try_clone().unwrap();
+        let mut cmd = Command::new(REFERENCE);
+        cmd.env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", "ref-pod")
+            .env("CNI_NETNS", &pod.path)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        // SAFETY: only setns, async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || setns(&node_fd, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from));
+        }
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap())
+    };
+    let (code, out) = run_in_node("ADD");
+    assert_eq!(code, 0, "reference ADD failed: {out}");
+    let result = json_of(&out);
+    assert_eq!(result["ips"][0]["address"], "10.42.0.2/24");
+    // skerry-cni's IPAM reads what host-local wrote.
+    let store = skerry_cni::ipam::FileStore::open(data.path(), "sktest").unwrap();
+    let held = skerry_cni::ipam::find(&store.lock().unwrap(), &Owner::new("ref-pod", "eth0")).unwrap();
+    assert_eq!(held, Some(Ipv4Addr::new(10, 42, 0, 2)));
+    let (code, out) = run_in_node("DEL");
+    assert_eq!(code, 0, "reference DEL failed: {out}");
+    assert!(!data.path().join("sktest/10.42.0.2").exists());
+}
