@@ -404,3 +404,23 @@ fn reference_bridge_and_host_local_accept_the_same_config() {
     assert_eq!(code, 0, "reference DEL failed: {out}");
     assert!(!data.path().join("sktest/10.42.0.2").exists());
 }
+
+#[test]
+fn a_failed_add_rolls_back_the_veth_and_the_address() {
+    let mut net = TestNet::new();
+    let ns = TestNetns::new();
+    // The pod already has an eth0, so the pod side of ADD fails after the veth and the
+    // address were made.
+    link::in_netns(&Netns::open(&ns.path).unwrap(), |h| async move {
+        h.link().add(rtnetlink::LinkBridge::new("eth0").build()).execute().await.map_err(|e| {
+            link::LinkError::State(e.to_string())
+        })
+    })
+    .unwrap();
+    let (code, out) = net.run("ADD", "pod-x", &ns.path, &net.conf(json!({})));
+    assert_ne!(code, 0);
+    let err = json_of(&out);
+    assert!(err["msg"].as_str().unwrap().contains("already has an interface named eth0"), "{err}");
+    assert!(!host_link_exists(&host_veth_name(&Owner::new("pod-x", "eth0"))), "veth not rolled back");
+    assert!(!net.ipam_dir().join(net.ip(2).to_string()).exists(), "address not released");
+}
