@@ -74,6 +74,10 @@ struct AllArgs {
     /// and Running (the watch itself costs skerryd a little).
     #[arg(long)]
     timeline: bool,
+    /// Extra environment for skerryd (KEY=VALUE, repeatable), e.g. MALLOC_ARENA_MAX=2 to
+    /// check how much of its RSS is allocator arenas.
+    #[arg(long = "skerryd-env")]
+    skerryd_env: Vec<String>,
     /// Copy skerryd's log here at the end (also on failure).
     #[arg(long)]
     keep_log: Option<PathBuf>,
@@ -217,7 +221,7 @@ impl Drop for Skerryd {
 }
 
 impl Skerryd {
-    async fn start(env: &Env, log_level: &str) -> Result<Skerryd> {
+    async fn start(env: &Env, log_level: &str, extra_env: &[String]) -> Result<Skerryd> {
         let dir = env.scratch.dir.join("skerry");
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("config.yaml");
@@ -225,6 +229,8 @@ impl Skerryd {
         let socket = dir.join("skerry.sock");
         let log = dir.join("skerryd.log");
         let namespace = env.containerd.namespace();
+        // skerryd logs to stderr; stdout and stderr share one file.
+        let log_file = std::fs::File::create(&log)?;
         let child = std::process::Command::new(&env.bins.skerryd)
             .arg("--config")
             .arg(&config)
@@ -241,9 +247,10 @@ impl Skerryd {
             .arg("--log-level")
             .arg(log_level)
             .env("SKERRY_LOGGER", &env.bins.logger)
+            .envs(extra_env.iter().filter_map(|kv| kv.split_once('=')))
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log)?)
-            .stderr(std::fs::File::create(dir.join("skerryd.stderr"))?)
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
             .spawn()
             .context("spawning skerryd")?;
         let runtime = ContainerdRuntime::connect(env.containerd.socket(), &namespace).await?;
@@ -268,9 +275,7 @@ impl Skerryd {
     }
 
     fn logs(&self) -> String {
-        let out = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let err = std::fs::read_to_string(self.log.with_file_name("skerryd.stderr")).unwrap_or_default();
-        let all = format!("{out}{err}");
+        let all = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = all.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
@@ -521,7 +526,7 @@ async fn all(args: AllArgs) -> Result<()> {
     let env = Env::start().await?;
     let floor = env.floor().await?;
     let containerd_version = floor.version().await?;
-    let skerryd = Skerryd::start(&env, &args.log_level).await?;
+    let skerryd = Skerryd::start(&env, &args.log_level, &args.skerryd_env).await?;
     let result = measure(&args, &env, &floor, &skerryd, &containerd_version).await;
     if let Some(keep) = &args.keep_log {
         if let Some(dir) = keep.parent() {
