@@ -164,6 +164,9 @@ struct Env {
     scratch: Scratch,
     bins: Bins,
     image_archive: PathBuf,
+    /// Dropped last: removes the floor's cgroup parent should the containerd guard have met
+    /// it still busy (killed processes leave their cgroup a moment later).
+    _cgroups: sys::CgroupParent,
 }
 
 impl Env {
@@ -174,7 +177,8 @@ impl Env {
         ImageBuilder::new(IMAGE).cmd(["sleep", "3600"]).write_oci(&image_archive, false)?;
         let containerd = tokio::task::spawn_blocking(Containerd::start).await.context("starting containerd")?;
         scratch.extra.push(Path::new("/run/containerd/runc").join(floor_namespace(&containerd)));
-        Ok(Env { containerd, scratch, bins, image_archive })
+        let cgroups = sys::CgroupParent(containerd.cgroup_parent().to_string());
+        Ok(Env { containerd, scratch, bins, image_archive, _cgroups: cgroups })
     }
 
     /// A runtime client in the floor's own namespace, with the image imported.

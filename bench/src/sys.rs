@@ -148,3 +148,40 @@ impl Drop for Scratch {
         }
     }
 }
+
+/// A cgroup parent (`/sk-ctrd-…`) removed from every hierarchy on drop, retrying for a moment.
+pub struct CgroupParent(pub String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        let rel = self.0.trim_start_matches('/');
+        if rel.is_empty() {
+            return;
+        }
+        let mut dirs: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
+            .map(|d| d.flatten().map(|e| e.path().join(rel)).collect())
+            .unwrap_or_default();
+        dirs.push(Path::new("/sys/fs/cgroup").join(rel));
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            dirs.retain(|d| {
+                if !d.is_dir() {
+                    return false;
+                }
+                if let Ok(children) = fs::read_dir(d) {
+                    for c in children.flatten().filter(|c| c.path().is_dir()) {
+                        let _ = fs::remove_dir(c.path());
+                    }
+                }
+                fs::remove_dir(d).is_err()
+            });
+            if dirs.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for d in dirs {
+            eprintln!("warning: could not remove cgroup {}", d.display());
+        }
+    }
+}
