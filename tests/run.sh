@@ -9,4 +9,4 @@ source packaging/install-deps.sh
 
 cargo build --workspace --bins --tests --locked
 # Two test binaries at a time keep a 2-core machine responsive; tests inside a binary share it.
-cargo test --workspace --locked -j 2 -- --test-threads="${SKERRY_TEST_THREADS:-4}"
+cargo test --workspace --locked --no-fail-fast -j 2 -- --test-threads="${SKERRY_TEST_THREADS:-4}"

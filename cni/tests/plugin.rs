@@ -23,6 +23,14 @@ use skerry_cni::link::{self, Netns};
 
 const BIN: &str = env!("CARGO_BIN_EXE_skerry-cni");
 
+
+/// Host veth names derive from the container ID, and the tests reuse IDs (`pod-a`, `pod-1`):
+/// run them one at a time so two tests never share a host-side link name.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -178,6 +186,7 @@ fn host_link_exists(name: &str) -> bool {
 
 #[test]
 fn add_check_del_round_trip_with_tcp_reachability() {
+    let _serial = serial();
     let mut net = TestNet::new();
     let ns = TestNetns::new();
     let conf = net.conf(json!({}));
@@ -253,6 +262,7 @@ fn add_check_del_round_trip_with_tcp_reachability() {
 
 #[test]
 fn concurrent_adds_from_separate_processes_get_distinct_addresses() {
+    let _serial = serial();
     let mut net = TestNet::new();
     let namespaces: Vec<TestNetns> = (0..4).map(|_| TestNetns::new()).collect();
     let conf = net.conf(json!({}));
@@ -284,6 +294,7 @@ fn concurrent_adds_from_separate_processes_get_distinct_addresses() {
 
 #[test]
 fn add_fails_with_code_100_when_the_range_is_exhausted_and_rolls_back() {
+    let _serial = serial();
     let mut net = TestNet::new();
     let (ns1, ns2) = (TestNetns::new(), TestNetns::new());
     let conf = net.conf(json!({"ipam": {"subnet": net.subnet().to_string(), "rangeStart": net.ip(2).to_string(),
@@ -299,6 +310,7 @@ fn add_fails_with_code_100_when_the_range_is_exhausted_and_rolls_back() {
 
 #[test]
 fn gc_frees_allocations_not_in_valid_attachments() {
+    let _serial = serial();
     let mut net = TestNet::new();
     let ns = TestNetns::new();
     let conf = net.conf(json!({}));
@@ -324,6 +336,7 @@ fn gc_frees_allocations_not_in_valid_attachments() {
 
 #[test]
 fn version_and_bad_input() {
+    let _serial = serial();
     require_root();
     let (code, out) = run_plugin("VERSION", &[], r#"{"cniVersion":"1.0.0"}"#);
     assert_eq!(code, 0);
@@ -358,6 +371,7 @@ fn version_and_bad_input() {
 /// namespace the test owns, never in the host's.
 #[test]
 fn reference_bridge_and_host_local_accept_the_same_config() {
+    let _serial = serial();
     require_root();
     const REFERENCE: &str = "/usr/lib/cni/bridge";
     assert!(
@@ -407,6 +421,7 @@ fn reference_bridge_and_host_local_accept_the_same_config() {
 
 #[test]
 fn a_failed_add_rolls_back_the_veth_and_the_address() {
+    let _serial = serial();
     let mut net = TestNet::new();
     let ns = TestNetns::new();
     // The pod already has an eth0, so the pod side of ADD fails after the veth and the

@@ -35,6 +35,9 @@ pub struct Flags {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `skerryd=debug`.
     #[arg(long)]
     pub log_level: Option<String>,
+    /// cgroup under which every pod gets `pod<uid>/<container>`.
+    #[arg(long)]
+    pub cgroup_parent: Option<String>,
 }
 
 pub const DEFAULT_CONFIG: &str = "/etc/skerry/config.yaml";
@@ -52,6 +55,7 @@ struct File {
     insecure_registries: Vec<String>,
     image_dir: Option<PathBuf>,
     log_level: Option<String>,
+    cgroup_parent: Option<String>,
 }
 
 /// The resolved configuration.
@@ -65,6 +69,7 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     pub image_dir: Option<PathBuf>,
     pub log_level: String,
+    pub cgroup_parent: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +103,7 @@ impl Config {
             insecure_registries: insecure,
             image_dir: flags.image_dir.or(file.image_dir),
             log_level: flags.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
+            cgroup_parent: flags.cgroup_parent.or(file.cgroup_parent).unwrap_or_else(|| "/skerry".into()),
         })
     }
 }

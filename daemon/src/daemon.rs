@@ -56,6 +56,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         node_name: config.node_name.clone(),
         data_dir: config.data_dir.clone(),
         insecure_registries: config.insecure_registries.clone(),
+        cgroup_parent: config.cgroup_parent.clone(),
         recorder: Recorder::new(store.clone(), "kubelet", config.node_name.clone()),
     });
     let listener = bind_socket(&config.socket)?;

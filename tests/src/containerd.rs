@@ -228,21 +228,7 @@ fn mounts_below(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn remove_cgroup(parent: &str) {
-    let Ok(entries) = fs::read_dir("/sys/fs/cgroup") else { return };
-    let mut roots: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    roots.push(PathBuf::from("/sys/fs/cgroup"));
-    for root in roots {
-        let dir = root.join(parent.trim_start_matches('/'));
-        if dir.is_dir() {
-            // Children first (runc normally removes the containers' own dirs).
-            if let Ok(children) = fs::read_dir(&dir) {
-                for c in children.flatten().filter(|c| c.path().is_dir()) {
-                    let _ = fs::remove_dir(c.path());
-                }
-            }
-            let _ = fs::remove_dir(&dir);
-        }
-    }
+    skerryd::agent::cgroups::remove_tree(parent);
 }
 
 /// IDs of the containers with a task directory in this containerd's state (all namespaces).

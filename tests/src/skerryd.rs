@@ -135,6 +135,9 @@ impl Skerryd {
             ctd.namespace(),
             "--node-name".into(),
             NODE_NAME.into(),
+            // Pods' cgroups go below the containerd guard's parent, which it removes on drop.
+            "--cgroup-parent".into(),
+            ctd.cgroup_parent().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut d = Skerryd { child: None, dir, args };

@@ -10,6 +10,7 @@
 //! Boundary: talks to containerd only through [`crate::runtime`], writes only pod status,
 //! events and the final removal of a terminated pod through store commands.
 
+pub mod cgroups;
 mod files;
 mod node_ops;
 pub mod sandbox;
@@ -46,6 +47,8 @@ pub struct Context {
     pub node_name: String,
     pub data_dir: PathBuf,
     pub insecure_registries: Vec<String>,
+    /// Parent of every pod's cgroup (`/skerry`).
+    pub cgroup_parent: String,
     pub recorder: Recorder,
 }
 
@@ -172,6 +175,7 @@ async fn collect_orphans(ctx: &Context) -> Result<(), Box<dyn std::error::Error 
                 if sb.remove().is_ok() {
                     let _ = std::fs::remove_dir_all(entry.path());
                 }
+                cgroups::remove_tree(&cgroups::pod_path(&ctx.cgroup_parent, &uid));
             }
         }
     }

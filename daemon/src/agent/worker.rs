@@ -32,6 +32,8 @@ struct Memo {
     /// No new start attempt before this instant (failed pulls and starts).
     next_attempt: Option<Instant>,
     attempts: u32,
+    /// When the last start attempt failed.
+    failed_at: Option<Instant>,
     /// Set while a task waits on this container's exit (cleared when the wait ends, also when
     /// containerd restarts and the wait breaks, so a new one is armed).
     watching: Arc<AtomicBool>,
@@ -190,7 +192,9 @@ impl Worker {
             }
             Decision::Start => {
                 if let Some(t) = memo.next_attempt.filter(|t| Instant::now() < *t) {
-                    if memo.waiting.as_ref().is_some_and(|(r, _)| r == "ErrImagePull") {
+                    // Like kubelet, show the failure itself for a moment, then the back-off.
+                    let shown = memo.failed_at.is_some_and(|f| f.elapsed() >= Duration::from_secs(2));
+                    if shown && memo.waiting.as_ref().is_some_and(|(r, _)| r == "ErrImagePull") {
                         memo.waiting = Some(("ImagePullBackOff".into(), format!("Back-off pulling image {:?}", c["image"].as_str().unwrap_or(""))));
                     }
                     return Ok(Some(t.saturating_duration_since(Instant::now())));
@@ -220,8 +224,9 @@ impl Worker {
                         let delay = status::backoff(memo.attempts);
                         memo.attempts += 1;
                         memo.next_attempt = Some(Instant::now() + delay);
+                        memo.failed_at = Some(Instant::now());
                         memo.waiting = Some((reason, message));
-                        Ok(Some(delay))
+                        Ok(Some(delay.min(Duration::from_secs(2))))
                     }
                 }
             }
@@ -261,6 +266,7 @@ impl Worker {
             ipcns: Some(self.sandbox.ipcns()),
             utsns: Some(self.sandbox.utsns()),
             mounts: self.pod_files(pod).map_err(|e| ("CreateContainerError".to_string(), e))?,
+            cgroups_path: super::cgroups::container_path(&self.ctx.cgroup_parent, &self.uid, id),
             ..Default::default()
         };
         let spec = runtime::build_spec(&input);
@@ -328,8 +334,6 @@ impl Worker {
                 return Err(("ErrImageNeverPull".into(), msg));
             }
             (_, present) => {
-                let name = c["name"].as_str().unwrap_or("");
-                let attempts = self.memos.get(name).map_or(0, |m| m.attempts);
                 rec.record(pod, EventType::Normal, "Pulling", &format!("Pulling image {image:?}")).await;
                 let started = Instant::now();
                 let (tx, _rx) = mpsc::unbounded_channel();
@@ -347,8 +351,7 @@ impl Worker {
                         }
                         let msg = format!("Failed to pull image {image:?}: {e}");
                         rec.record(pod, EventType::Warning, "Failed", &msg).await;
-                        let reason = if attempts == 0 { "ErrImagePull" } else { "ImagePullBackOff" };
-                        return Err((reason.into(), msg));
+                        return Err(("ErrImagePull".into(), msg));
                     }
                 }
             }
@@ -414,6 +417,7 @@ impl Worker {
             return;
         }
         let _ = std::fs::remove_dir_all(self.ctx.pod_dir(&self.uid));
+        super::cgroups::remove_tree(&super::cgroups::pod_path(&self.ctx.cgroup_parent, &self.uid));
     }
 
     async fn write_status(&mut self, pod: &Value, policy: &str) -> Result<(), StoreError> {

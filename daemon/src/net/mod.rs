@@ -7,3 +7,5 @@
 //! with [`cni::Cni::add`] and returns it with [`cni::Cni::del`].
 
 pub mod cni;
+pub mod nft;
+pub mod nodeip;
