@@ -15,6 +15,9 @@ pub enum EventType {
     Warning,
 }
 
+/// How many distinct events a recorder remembers for folding repeats.
+const SEEN_LIMIT: usize = 4096;
+
 /// Writes events for one component (`kubelet`, `default-scheduler`, ...).
 pub struct Recorder {
     store: Store,
@@ -74,7 +77,12 @@ impl Recorder {
             "reportingInstance": self.host,
         });
         self.store.apply(Command::Create { resource: resource::EVENTS.key(), object: event }).await?;
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(key, name);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: forgetting only means the next repeat starts a new event.
+        if seen.len() >= SEEN_LIMIT {
+            seen.clear();
+        }
+        seen.insert(key, name);
         Ok(())
     }
 }

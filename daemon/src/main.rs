@@ -5,6 +5,12 @@ use skerryd::config::{Config, Flags};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
+    // glibc gives every thread that allocates its own arena, and keeps the memory; on a small
+    // edge host two arenas are plenty (measured: 100 pods, 75 MiB → 42 MiB RSS).
+    // SAFETY: called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let flags = Flags::parse();
     let config = Config::load(flags)?;
     tracing_subscriber::fmt()

@@ -4,7 +4,7 @@
 //! loopback up) and bind-mounts `/proc/thread-self/ns/*` onto a file under the pod's directory;
 //! containers join the namespaces by those paths.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -41,7 +41,8 @@ impl Sandbox {
 
     /// True when every namespace file is a live bind mount.
     pub fn exists(&self) -> bool {
-        KINDS.iter().all(|k| is_mount_point(&self.dir.join(k)))
+        let mounts = mount_points();
+        KINDS.iter().all(|k| mounts.contains(&self.dir.join(k)))
     }
 
     /// Creates the namespaces (idempotent: a complete sandbox is left alone).
@@ -84,9 +85,10 @@ impl Sandbox {
 
     /// Unmounts and removes the namespace files; a missing sandbox is fine.
     pub fn remove(&self) -> Result<(), SandboxError> {
+        let mounts = mount_points();
         for k in KINDS {
             let path = self.dir.join(k);
-            if is_mount_point(&path) {
+            if mounts.contains(&path) {
                 umount2(&path, MntFlags::MNT_DETACH)
                     .map_err(|e| SandboxError::Remove { dir: self.dir.clone(), source: std::io::Error::from_raw_os_error(e as i32) })?;
             }
@@ -119,10 +121,8 @@ fn loopback_up() -> std::io::Result<()> {
     })
 }
 
-/// True when `path` is a mount point (its device differs from its parent's, or mountinfo
-/// lists it — bind-mounted nsfs files sit on the nsfs device).
-pub fn is_mount_point(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let Some(p) = path.to_str() else { return false };
-    info.lines().any(|l| l.split(' ').nth(4) == Some(p))
+/// Every mount point of this mount namespace (`/proc/self/mountinfo`, field 5).
+fn mount_points() -> std::collections::HashSet<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Default::default() };
+    info.lines().filter_map(|l| l.split(' ').nth(4)).map(PathBuf::from).collect()
 }

@@ -46,6 +46,8 @@ pub struct Worker {
     name: String,
     memos: HashMap<String, Memo>,
     sandbox: Sandbox,
+    /// The sandbox was created (or found complete) by this worker.
+    sandbox_ready: bool,
     term_sent: bool,
     poke: Option<mpsc::Sender<()>>,
 }
@@ -86,6 +88,7 @@ impl Worker {
             name: meta::name(pod).to_string(),
             memos,
             sandbox,
+            sandbox_ready: false,
             term_sent: false,
             poke: None,
         }
@@ -126,7 +129,7 @@ impl Worker {
         if meta::is_deleting(&pod) {
             return self.terminate(&pod, &names).await;
         }
-        if let Err(e) = self.ensure_sandbox(&pod) {
+        if let Err(e) = self.ensure_sandbox(&pod).await {
             self.ctx.recorder.record(&pod, EventType::Warning, "FailedCreatePodSandBox", &e.to_string()).await;
             return Ok(Next::After(Duration::from_secs(5)));
         }
@@ -141,10 +144,20 @@ impl Worker {
         Ok(Next::After(wake))
     }
 
-    fn ensure_sandbox(&self, pod: &Value) -> Result<(), super::sandbox::SandboxError> {
+    /// Creates the sandbox once per worker (mount-table reads and namespace creation run off
+    /// the async threads).
+    async fn ensure_sandbox(&mut self, pod: &Value) -> Result<(), super::sandbox::SandboxError> {
+        if self.sandbox_ready {
+            return Ok(());
+        }
         let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or(meta::name(pod));
         let hostname: String = hostname.chars().take(63).collect();
-        self.sandbox.create(&hostname)
+        let sandbox = self.sandbox.clone();
+        tokio::task::spawn_blocking(move || sandbox.create(&hostname))
+            .await
+            .unwrap_or_else(|e| Err(super::sandbox::SandboxError::Create { dir: self.sandbox.dir.clone(), step: "namespace task", source: std::io::Error::other(e.to_string()) }))?;
+        self.sandbox_ready = true;
+        Ok(())
     }
 
     /// Observes one container and starts it when its policy says so. Returns when to look again.
@@ -412,7 +425,10 @@ impl Worker {
                 tracing::warn!(container = id, error = %e, "removing container failed");
             }
         }
-        if let Err(e) = self.sandbox.remove() {
+        self.sandbox_ready = false;
+        let sandbox = self.sandbox.clone();
+        let removed = tokio::task::spawn_blocking(move || sandbox.remove()).await.unwrap_or(Ok(()));
+        if let Err(e) = removed {
             tracing::warn!(error = %e, "removing sandbox failed");
             return;
         }
@@ -461,7 +477,7 @@ impl Worker {
         let phase = status::phase(policy, &statuses, statuses.len());
         let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s["ready"] == true);
         let mut conditions = st["conditions"].as_array().cloned().unwrap_or_default();
-        status::set_condition(&mut conditions, "PodReadyToStartContainers", self.sandbox.exists(), &now);
+        status::set_condition(&mut conditions, "PodReadyToStartContainers", self.sandbox_ready, &now);
         status::set_condition(&mut conditions, "Initialized", true, &now);
         status::set_condition(&mut conditions, "Ready", all_ready, &now);
         status::set_condition(&mut conditions, "ContainersReady", all_ready, &now);

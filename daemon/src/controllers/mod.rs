@@ -12,6 +12,7 @@ pub mod scheduler;
 use std::future::Future;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
@@ -35,26 +36,37 @@ where
     };
     reconcile().await;
     loop {
-        let changed = tokio::select! {
+        let mut changed = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(RESYNC) => true,
-            e = watcher.next() => match e {
-                Ok(ev) => resources.contains(&ev.resource.as_str()),
-                Err(_) => {
-                    // Fell behind compaction: start again from now.
-                    if let Ok(rev) = store.revision().await {
-                        if let Ok(w) = store.watch(rev).await {
-                            watcher = w;
-                        }
-                    }
-                    true
-                }
-            },
+            e = watcher.next() => relevant(Some(e), resources, &store, &mut watcher).await,
         };
+        // Take every change already queued, then reconcile once for the whole burst.
+        while let Some(e) = watcher.next().now_or_never() {
+            changed |= relevant(Some(e), resources, &store, &mut watcher).await;
+        }
         if changed {
-            // Let a burst of changes land before reconciling once.
-            tokio::time::sleep(Duration::from_millis(20)).await;
             reconcile().await;
+        }
+    }
+}
+
+/// Whether a watch event concerns `resources`; on a broken watch, starts again from now.
+async fn relevant(
+    event: Option<Result<std::sync::Arc<crate::store::Event>, crate::store::StoreError>>,
+    resources: &[&str],
+    store: &Store,
+    watcher: &mut crate::store::Watcher,
+) -> bool {
+    match event {
+        Some(Ok(ev)) => resources.contains(&ev.resource.as_str()),
+        _ => {
+            if let Ok(rev) = store.revision().await {
+                if let Ok(w) = store.watch(rev).await {
+                    *watcher = w;
+                }
+            }
+            true
         }
     }
 }

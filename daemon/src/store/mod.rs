@@ -15,11 +15,11 @@ mod schema;
 mod watch;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 
 use crate::objects::meta;
 
@@ -105,51 +105,91 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// Work for the store's threads.
+enum Job {
+    /// A command; consecutive commands share one transaction (group commit).
+    Apply(Command, oneshot::Sender<Result<Applied, StoreError>>),
+    /// Any other use of the connection (reads on the reader; compaction on the writer).
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
 struct Inner {
-    conn: Mutex<Connection>,
+    /// The writer thread: the one place commands are applied.
+    writer: std::sync::mpsc::Sender<Job>,
+    /// The reader thread (its own connection; WAL lets it read while the writer writes). For an
+    /// in-memory store this is the writer's channel, as there is only one connection.
+    reader: std::sync::mpsc::Sender<Job>,
     events: broadcast::Sender<Arc<Event>>,
 }
+
+/// The most commands one transaction carries.
+const GROUP: usize = 128;
 
 impl Store {
     /// Opens (creating when needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(path)?;
-        schema::prepare(&conn)?;
-        Ok(Store::with_connection(conn))
+        let writer = Connection::open(path)?;
+        schema::prepare(&writer)?;
+        let reader = Connection::open(path)?;
+        reader.pragma_update(None, "query_only", true)?;
+        Ok(Store::start(writer, Some(reader)))
     }
 
     /// An in-memory store for tests.
     pub fn in_memory() -> Result<Store, StoreError> {
         let conn = Connection::open_in_memory()?;
         schema::prepare(&conn)?;
-        Ok(Store::with_connection(conn))
+        Ok(Store::start(conn, None))
     }
 
-    fn with_connection(conn: Connection) -> Store {
+    fn start(writer: Connection, reader: Option<Connection>) -> Store {
         let (events, _) = broadcast::channel(4096);
-        Store { inner: Arc::new(Inner { conn: Mutex::new(conn), events }) }
+        let (wtx, wrx) = std::sync::mpsc::channel::<Job>();
+        let broadcast = events.clone();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || write_loop(writer, wrx, broadcast))
+            .expect("spawning the store writer thread");
+        let rtx = match reader {
+            Some(conn) => {
+                let (rtx, rrx) = std::sync::mpsc::channel::<Job>();
+                std::thread::Builder::new()
+                    .name("store-reader".into())
+                    .spawn(move || read_loop(conn, rrx))
+                    .expect("spawning the store reader thread");
+                rtx
+            }
+            None => wtx.clone(),
+        };
+        Store { inner: Arc::new(Inner { writer: wtx, reader: rtx, events }) }
     }
 
+    async fn run_on<T: Send + 'static>(
+        queue: &std::sync::mpsc::Sender<Job>,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        queue
+            .send(Job::Run(Box::new(move |conn| {
+                let _ = tx.send(f(conn));
+            })))
+            .map_err(|_| StoreError::Task("the store has stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Task("the store has stopped".into()))?
+    }
+
+    /// Runs a read on the reader connection.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        Store::run_on(&self.inner.reader, f).await
     }
 
     /// Applies one command durably and tells watchers. The only way state changes.
     pub async fn apply(&self, command: Command) -> Result<Applied, StoreError> {
-        let inner = self.inner.clone();
-        let (applied, event) = self.blocking(move |conn| apply_command(conn, command)).await?;
-        // No receivers is fine: nobody is watching.
-        let _ = inner.events.send(Arc::new(event));
-        Ok(applied)
+        let (tx, rx) = oneshot::channel();
+        self.inner.writer.send(Job::Apply(command, tx)).map_err(|_| StoreError::Task("the store has stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Task("the store has stopped".into()))?
     }
 
     pub async fn get(&self, resource: &str, namespace: &str, name: &str) -> Result<Option<Value>, StoreError> {
@@ -208,7 +248,7 @@ impl Store {
 
     /// Drops change-log entries older than the kept history and checkpoints the WAL.
     pub async fn compact(&self) -> Result<(), StoreError> {
-        self.blocking(|conn| {
+        Store::run_on(&self.inner.writer, |conn| {
             let revision = schema::revision(conn)?;
             if revision > HISTORY {
                 let cut = revision - HISTORY;
@@ -256,22 +296,22 @@ pub(crate) fn changes_since(conn: &Connection, from: u64) -> Result<Vec<Arc<Even
     Ok(out)
 }
 
-fn apply_command(conn: &mut Connection, command: Command) -> Result<(Applied, Event), StoreError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let revision = schema::revision(&tx)? + 1;
+/// Applies one command inside the writer's open transaction.
+fn apply_command(tx: &Connection, command: Command) -> Result<(Applied, Event), StoreError> {
+    let revision = schema::revision(tx)? + 1;
     let (resource, kind, object) = match command {
         Command::Create { resource, mut object } => {
             let (ns, name) = (meta::namespace(&object).to_string(), meta::name(&object).to_string());
-            if get_object(&tx, &resource, &ns, &name)?.is_some() {
+            if get_object(tx, &resource, &ns, &name)?.is_some() {
                 return Err(StoreError::AlreadyExists { resource, name });
             }
             meta::set(&mut object, "resourceVersion", revision.to_string());
-            write_object(&tx, &resource, &object, revision)?;
+            write_object(tx, &resource, &object, revision)?;
             (resource, EventType::Added, object)
         }
         Command::Update { resource, mut object } => {
             let (ns, name) = (meta::namespace(&object).to_string(), meta::name(&object).to_string());
-            let Some(current) = get_object(&tx, &resource, &ns, &name)? else {
+            let Some(current) = get_object(tx, &resource, &ns, &name)? else {
                 return Err(StoreError::NotFound { resource, name });
             };
             let expected = meta::resource_version(&object);
@@ -279,11 +319,11 @@ fn apply_command(conn: &mut Connection, command: Command) -> Result<(Applied, Ev
                 return Err(StoreError::Conflict { resource, name });
             }
             meta::set(&mut object, "resourceVersion", revision.to_string());
-            write_object(&tx, &resource, &object, revision)?;
+            write_object(tx, &resource, &object, revision)?;
             (resource, EventType::Modified, object)
         }
         Command::Delete { resource, namespace, name, uid } => {
-            let Some(mut current) = get_object(&tx, &resource, &namespace, &name)? else {
+            let Some(mut current) = get_object(tx, &resource, &namespace, &name)? else {
                 return Err(StoreError::NotFound { resource, name });
             };
             if uid.as_deref().is_some_and(|u| u != meta::uid(&current)) {
@@ -301,10 +341,85 @@ fn apply_command(conn: &mut Connection, command: Command) -> Result<(Applied, Ev
         "INSERT INTO changes (revision, resource, type, data) VALUES (?1, ?2, ?3, ?4)",
         params![revision as i64, resource, kind.as_str(), serde_json::to_string(&object)?],
     )?;
-    schema::set_meta(&tx, "revision", revision)?;
-    tx.commit()?;
+    schema::set_meta(tx, "revision", revision)?;
     let event = Event { revision, resource, kind, object: object.clone() };
     Ok((Applied { revision, object }, event))
+}
+
+/// The writer thread: takes whatever commands are queued (up to [`GROUP`]), applies each in a
+/// savepoint of one transaction, commits once, then tells watchers and callers — a command is
+/// acknowledged only after the commit is durable.
+fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>, events: broadcast::Sender<Arc<Event>>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < GROUP {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut commands = Vec::new();
+        for job in batch {
+            match job {
+                Job::Apply(cmd, reply) => commands.push((cmd, reply)),
+                Job::Run(f) => {
+                    commit_group(&mut conn, std::mem::take(&mut commands), &events);
+                    f(&mut conn);
+                }
+            }
+        }
+        commit_group(&mut conn, commands, &events);
+    }
+}
+
+type Reply = oneshot::Sender<Result<Applied, StoreError>>;
+
+fn commit_group(conn: &mut Connection, commands: Vec<(Command, Reply)>, events: &broadcast::Sender<Arc<Event>>) {
+    if commands.is_empty() {
+        return;
+    }
+    let mut outcomes: Vec<(Reply, Result<(Applied, Event), StoreError>)> = Vec::with_capacity(commands.len());
+    let result = (|| -> Result<(), StoreError> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for (cmd, reply) in commands {
+            tx.execute_batch("SAVEPOINT command")?;
+            let outcome = apply_command(&tx, cmd);
+            if outcome.is_ok() {
+                tx.execute_batch("RELEASE command")?;
+            } else {
+                tx.execute_batch("ROLLBACK TO command; RELEASE command")?;
+            }
+            outcomes.push((reply, outcome));
+        }
+        tx.commit()?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            for (reply, outcome) in outcomes {
+                let answer = outcome.map(|(applied, event)| {
+                    // No receivers is fine: nobody is watching.
+                    let _ = events.send(Arc::new(event));
+                    applied
+                });
+                let _ = reply.send(answer);
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for (reply, _) in outcomes {
+                let _ = reply.send(Err(StoreError::Task(format!("the transaction failed: {message}"))));
+            }
+        }
+    }
+}
+
+fn read_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        if let Job::Run(f) = job {
+            f(&mut conn);
+        }
+    }
 }
 
 fn write_object(conn: &Connection, resource: &str, object: &Value, revision: u64) -> Result<(), StoreError> {
