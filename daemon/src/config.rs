@@ -38,6 +38,24 @@ pub struct Flags {
     /// cgroup under which every pod gets `pod<uid>/<container>`.
     #[arg(long)]
     pub cgroup_parent: Option<String>,
+    /// This node's address (default: the address of the interface holding the default route).
+    #[arg(long)]
+    pub node_ip: Option<std::net::Ipv4Addr>,
+    /// The pod network of this node.
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
+    /// Where CNI network configurations live (skerryd writes its default when none exists).
+    #[arg(long)]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// `:`-separated directories searched for CNI plugin binaries.
+    #[arg(long)]
+    pub cni_bin_dir: Option<String>,
+    /// Masquerade pod traffic leaving the pod network (`--masquerade=false` to turn off).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub masquerade: Option<bool>,
+    /// Remove Skerry's nftables table and exit.
+    #[arg(long)]
+    pub cleanup: bool,
 }
 
 pub const DEFAULT_CONFIG: &str = "/etc/skerry/config.yaml";
@@ -56,6 +74,11 @@ struct File {
     image_dir: Option<PathBuf>,
     log_level: Option<String>,
     cgroup_parent: Option<String>,
+    node_ip: Option<std::net::Ipv4Addr>,
+    pod_cidr: Option<String>,
+    cni_conf_dir: Option<PathBuf>,
+    cni_bin_dir: Option<String>,
+    masquerade: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -70,6 +93,12 @@ pub struct Config {
     pub image_dir: Option<PathBuf>,
     pub log_level: String,
     pub cgroup_parent: String,
+    /// `None`: detect at start.
+    pub node_ip: Option<std::net::Ipv4Addr>,
+    pub pod_cidr: String,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dir: String,
+    pub masquerade: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +109,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("node name {0:?} is not a valid DNS-1123 subdomain; pass --node-name")]
     NodeName(String),
+    #[error("pod CIDR {0:?} is not an IPv4 network like 10.42.0.0/24")]
+    PodCidr(String),
 }
 
 impl Config {
@@ -92,6 +123,10 @@ impl Config {
         };
         let node_name = flags.node_name.or(file.node_name).unwrap_or_else(hostname);
         crate::objects::validation::dns1123_subdomain(&node_name).map_err(|_| ConfigError::NodeName(node_name.clone()))?;
+        let pod_cidr = flags.pod_cidr.clone().or(file.pod_cidr.clone()).unwrap_or_else(|| "10.42.0.0/24".into());
+        if crate::net::nft::parse_cidr(&pod_cidr).is_none() {
+            return Err(ConfigError::PodCidr(pod_cidr));
+        }
         let mut insecure = file.insecure_registries;
         insecure.extend(flags.insecure_registries);
         Ok(Config {
@@ -104,6 +139,11 @@ impl Config {
             image_dir: flags.image_dir.or(file.image_dir),
             log_level: flags.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
             cgroup_parent: flags.cgroup_parent.or(file.cgroup_parent).unwrap_or_else(|| "/skerry".into()),
+            node_ip: flags.node_ip.or(file.node_ip),
+            pod_cidr,
+            cni_conf_dir: flags.cni_conf_dir.or(file.cni_conf_dir).unwrap_or_else(|| "/etc/cni/net.d".into()),
+            cni_bin_dir: flags.cni_bin_dir.or(file.cni_bin_dir).unwrap_or_else(|| "/usr/lib/cni:/opt/cni/bin".into()),
+            masquerade: flags.masquerade.or(file.masquerade).unwrap_or(true),
         })
     }
 }

@@ -26,6 +26,8 @@ pub enum DaemonError {
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error("another skerryd is already serving {0}; stop it first")]
     SocketBusy(String),
+    #[error(transparent)]
+    Cni(#[from] crate::net::cni::CniError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
@@ -46,6 +48,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
     controllers::namespace::ensure_built_in(&store).await?;
 
+    let node_ip = match config.node_ip {
+        Some(ip) => ip,
+        None => crate::net::nodeip::detect().await,
+    };
+    let pod_cidr = crate::net::nft::parse_cidr(&config.pod_cidr).expect("validated by config");
+    enable_forwarding();
+    let list = crate::net::cni::load_or_write_default(&config.cni_conf_dir, &config.pod_cidr)?;
+    tracing::info!(network = list.name, config = %list.path.display(), node_ip = %node_ip, "pod network");
+    let cni = crate::net::cni::Cni { list, bin_path: config.cni_bin_dir.clone() };
     let runtime = ContainerdRuntime::connect(&config.containerd_socket, &config.containerd_namespace).await?;
     if let Some(dir) = &config.image_dir {
         import_folder(&runtime, dir).await;
@@ -57,6 +68,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         data_dir: config.data_dir.clone(),
         insecure_registries: config.insecure_registries.clone(),
         cgroup_parent: config.cgroup_parent.clone(),
+        cni,
+        node_ip,
         recorder: Recorder::new(store.clone(), "kubelet", config.node_name.clone()),
     });
     let listener = bind_socket(&config.socket)?;
@@ -82,6 +95,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     tasks.spawn(controllers::scheduler::run(store.clone(), config.node_name.clone(), shutdown.clone()));
     tasks.spawn(controllers::namespace::run(store.clone(), shutdown.clone()));
     tasks.spawn(agent::run(ctx, shutdown.clone()));
+    tasks.spawn(crate::net::hostports::run(store.clone(), config.node_name.clone(), pod_cidr, config.masquerade, shutdown.clone()));
     let compactor = store.clone();
     let stop = shutdown.clone();
     tasks.spawn(async move {
@@ -105,6 +119,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let _ = std::fs::remove_file(&config.socket);
     tracing::info!("skerryd stopped");
     Ok(())
+}
+
+/// Pods reach each other and the outside through this node: forwarding must be on in the
+/// daemon's network namespace (a new namespace's default depends on the host's settings).
+fn enable_forwarding() {
+    if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
+        tracing::warn!(error = %e, "could not enable net.ipv4.ip_forward; pod traffic between interfaces may be dropped");
+    }
+}
+
+/// Removes Skerry's nftables table (`skerryd --cleanup`).
+pub async fn cleanup() -> Result<(), crate::net::nft::NftError> {
+    crate::net::nft::apply(&crate::net::nft::render_cleanup()).await
 }
 
 /// Binds the API socket: `0660`, owner root, group `skerry` when that group exists.

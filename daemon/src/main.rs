@@ -12,12 +12,18 @@ fn main() -> anyhow::Result<()> {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     let flags = Flags::parse();
+    let cleanup = flags.cleanup;
     let config = Config::load(flags)?;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    if cleanup {
+        runtime.block_on(skerryd::daemon::cleanup())?;
+        tracing::info!("removed the nftables table inet skerry");
+        return Ok(());
+    }
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();

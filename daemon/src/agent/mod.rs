@@ -49,6 +49,9 @@ pub struct Context {
     pub insecure_registries: Vec<String>,
     /// Parent of every pod's cgroup (`/skerry`).
     pub cgroup_parent: String,
+    /// The pod network (CNI plugins from the configured list).
+    pub cni: crate::net::cni::Cni,
+    pub node_ip: std::net::Ipv4Addr,
     pub recorder: Recorder,
 }
 
@@ -67,6 +70,35 @@ pub fn container_id(pod_uid: &str, container: &str) -> String {
 /// The log file of one run of a container.
 pub fn log_path(data_dir: &std::path::Path, pod_uid: &str, container: &str, restart: i64) -> PathBuf {
     data_dir.join("pods").join(pod_uid).join("logs").join(container).join(format!("{restart}.log"))
+}
+
+/// The CNI attachment of a pod: one `eth0` in its sandbox's network namespace.
+pub fn attachment(uid: &str, namespace: &str, name: &str, netns: PathBuf) -> crate::net::cni::Attachment {
+    crate::net::cni::Attachment {
+        container_id: uid.to_string(),
+        netns,
+        ifname: "eth0".into(),
+        args: vec![
+            ("K8S_POD_NAMESPACE".into(), namespace.to_string()),
+            ("K8S_POD_NAME".into(), name.to_string()),
+            ("K8S_POD_INFRA_CONTAINER_ID".into(), uid.to_string()),
+            ("K8S_POD_UID".into(), uid.to_string()),
+        ],
+    }
+}
+
+/// CNI DEL for a pod (with its cached ADD result), before its namespace goes. Failures are
+/// logged: the namespace must go regardless, and GC at the next start frees what is left.
+pub async fn release_network(ctx: &Context, uid: &str, namespace: &str, name: &str) {
+    let dir = ctx.pod_dir(uid);
+    let netns = dir.join("ns").join("net");
+    let cached: Option<Value> = std::fs::read(dir.join("network.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    if cached.is_none() && !netns.exists() {
+        return;
+    }
+    if let Err(e) = ctx.cni.del(&attachment(uid, namespace, name, netns), cached.as_ref()).await {
+        tracing::warn!(pod = name, namespace, error = %e, "CNI DEL failed; the next start's GC will retry");
+    }
 }
 
 fn bound_here(pod: &Value, node: &str) -> bool {
@@ -171,6 +203,7 @@ async fn collect_orphans(ctx: &Context) -> Result<(), Box<dyn std::error::Error 
         for entry in entries.flatten() {
             let uid = entry.file_name().to_string_lossy().to_string();
             if !known.contains(uid.as_str()) {
+                release_network(ctx, &uid, "", "").await;
                 let sb = sandbox::Sandbox::at(entry.path().join("ns"));
                 if sb.remove().is_ok() {
                     let _ = std::fs::remove_dir_all(entry.path());
@@ -178,6 +211,11 @@ async fn collect_orphans(ctx: &Context) -> Result<(), Box<dyn std::error::Error 
                 cgroups::remove_tree(&cgroups::pod_path(&ctx.cgroup_parent, &uid));
             }
         }
+    }
+    // Plugins that speak CNI 1.1 also free anything else that leaked (a crash mid-ADD).
+    let valid: Vec<(String, String)> = known.iter().map(|u| (u.to_string(), "eth0".to_string())).collect();
+    if let Err(e) = ctx.cni.gc(&valid).await {
+        tracing::warn!(error = %e, "CNI GC failed");
     }
     Ok(())
 }

@@ -48,6 +48,8 @@ pub struct Worker {
     sandbox: Sandbox,
     /// The sandbox was created (or found complete) by this worker.
     sandbox_ready: bool,
+    /// The pod's address once its network is up.
+    pod_ip: Option<std::net::Ipv4Addr>,
     term_sent: bool,
     poke: Option<mpsc::Sender<()>>,
 }
@@ -89,6 +91,7 @@ impl Worker {
             memos,
             sandbox,
             sandbox_ready: false,
+            pod_ip: None,
             term_sent: false,
             poke: None,
         }
@@ -134,6 +137,12 @@ impl Worker {
             return Ok(Next::After(Duration::from_secs(5)));
         }
         let policy = pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always").to_string();
+        if let Err(e) = self.ensure_network(&pod).await {
+            let msg = format!("Failed to create pod sandbox: {e}");
+            self.ctx.recorder.record(&pod, EventType::Warning, "FailedCreatePodSandBox", &msg).await;
+            self.write_status(&pod, &policy).await?;
+            return Ok(Next::After(Duration::from_secs(5)));
+        }
         let mut wake = Duration::from_secs(5);
         for c in spec_containers(&pod) {
             if let Some(d) = self.reconcile_container(&pod, &c, &policy).await? {
@@ -142,6 +151,43 @@ impl Worker {
         }
         self.write_status(&pod, &policy).await?;
         Ok(Next::After(wake))
+    }
+
+    /// Wires the pod's network through CNI once (a cached result means it is already wired,
+    /// e.g. before a daemon restart); host-network pods use the node's address.
+    async fn ensure_network(&mut self, pod: &Value) -> Result<(), crate::net::cni::CniError> {
+        if self.pod_ip.is_some() {
+            return Ok(());
+        }
+        if host_network(pod) {
+            self.pod_ip = Some(self.ctx.node_ip);
+            return Ok(());
+        }
+        let cache = self.network_cache();
+        if let Some(ip) = std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()).and_then(|r| crate::net::cni::result_ip(&r)) {
+            self.pod_ip = ip.parse().ok();
+            if self.pod_ip.is_some() {
+                return Ok(());
+            }
+        }
+        let result = self.ctx.cni.add(&self.attachment()).await?;
+        let ip = crate::net::cni::result_ip(&result).and_then(|ip| ip.parse().ok()).ok_or_else(|| crate::net::cni::CniError::BadResult {
+            plugin: self.ctx.cni.list.name.clone(),
+            message: "the result has no IPv4 address".into(),
+        })?;
+        if let Err(e) = std::fs::write(&cache, serde_json::to_vec(&result).expect("json")) {
+            tracing::warn!(error = %e, path = %cache.display(), "could not cache the CNI result");
+        }
+        self.pod_ip = Some(ip);
+        Ok(())
+    }
+
+    fn network_cache(&self) -> std::path::PathBuf {
+        self.ctx.pod_dir(&self.uid).join("network.json")
+    }
+
+    fn attachment(&self) -> crate::net::cni::Attachment {
+        super::attachment(&self.uid, &self.namespace, &self.name, self.sandbox.netns())
     }
 
     /// Creates the sandbox once per worker (mount-table reads and namespace creation run off
@@ -276,6 +322,7 @@ impl Worker {
             user,
             hostname: pod.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or(&self.name).chars().take(63).collect(),
             netns: Some(self.sandbox.netns()),
+            host_network: host_network(pod),
             ipcns: Some(self.sandbox.ipcns()),
             utsns: Some(self.sandbox.utsns()),
             mounts: self.pod_files(pod).map_err(|e| ("CreateContainerError".to_string(), e))?,
@@ -313,7 +360,8 @@ impl Worker {
         let dir = self.ctx.pod_dir(&self.uid).join("etc");
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or(&self.name);
-        let ip = pod.pointer("/status/podIP").and_then(Value::as_str);
+        let ip = self.pod_ip.map(|ip| ip.to_string());
+        let ip = ip.as_deref();
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let files = [
             ("hosts", "/etc/hosts", files::hosts(hostname, ip)),
@@ -425,6 +473,8 @@ impl Worker {
                 tracing::warn!(container = id, error = %e, "removing container failed");
             }
         }
+        super::release_network(&self.ctx, &self.uid, &self.namespace, &self.name).await;
+        self.pod_ip = None;
         self.sandbox_ready = false;
         let sandbox = self.sandbox.clone();
         let removed = tokio::task::spawn_blocking(move || sandbox.remove()).await.unwrap_or(Ok(()));
@@ -483,6 +533,13 @@ impl Worker {
         status::set_condition(&mut conditions, "ContainersReady", all_ready, &now);
         status::set_condition(&mut conditions, "PodScheduled", true, &now);
         st["phase"] = json!(phase);
+        let node_ip = self.ctx.node_ip.to_string();
+        st["hostIP"] = json!(node_ip);
+        st["hostIPs"] = json!([{"ip": node_ip}]);
+        if let Some(ip) = self.pod_ip {
+            st["podIP"] = json!(ip.to_string());
+            st["podIPs"] = json!([{"ip": ip.to_string()}]);
+        }
         st["conditions"] = json!(conditions);
         st["containerStatuses"] = json!(statuses);
         if st["startTime"].is_null() {
@@ -496,6 +553,10 @@ impl Worker {
             Err(e) => Err(e),
         }
     }
+}
+
+fn host_network(pod: &Value) -> bool {
+    pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true)
 }
 
 fn spec_containers(pod: &Value) -> Vec<Value> {

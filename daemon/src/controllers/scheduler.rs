@@ -19,6 +19,42 @@ pub fn choose<'a>(pod: &Value, nodes: &'a [String]) -> Option<&'a String> {
     }
 }
 
+/// The (protocol, hostIP, hostPort) triples a pod asks for.
+fn wanted_ports(pod: &Value) -> Vec<(String, String, u64)> {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| {
+            let port = p["hostPort"].as_u64().filter(|h| *h > 0)?;
+            let ip = p["hostIP"].as_str().filter(|h| !h.is_empty()).unwrap_or("0.0.0.0").to_string();
+            Some((p["protocol"].as_str().unwrap_or("TCP").to_string(), ip, port))
+        })
+        .collect()
+}
+
+/// Whether `pod` fits beside the pods already on a node: no hostPort taken twice (an
+/// unspecified hostIP conflicts with every address). Returns kubelet's reason when not.
+pub fn fits(pod: &Value, on_node: &[&Value]) -> Result<(), String> {
+    let used: Vec<(String, String, u64)> = on_node.iter().flat_map(|p| wanted_ports(p)).collect();
+    for (proto, ip, port) in wanted_ports(pod) {
+        let clash = used.iter().any(|(p, i, n)| *p == proto && *n == port && (i == &ip || i == "0.0.0.0" || ip == "0.0.0.0"));
+        if clash {
+            return Err(format!("0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports (hostPort {port}/{proto} is taken)."));
+        }
+    }
+    Ok(())
+}
+
+/// Pods that occupy a node: bound there and not finished.
+fn occupying<'a>(pods: &'a [Value], node: &str) -> Vec<&'a Value> {
+    pods.iter()
+        .filter(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
+        .filter(|p| !matches!(p.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")))
+        .collect()
+}
+
 /// Pods that still need a node: not bound, not being deleted.
 pub fn unbound(pods: &[Value]) -> impl Iterator<Item = &Value> {
     pods.iter().filter(|p| p.pointer("/spec/nodeName").is_none() && !meta::is_deleting(p))
@@ -30,8 +66,16 @@ pub async fn run(store: Store, node: String, shutdown: CancellationToken) {
     let key = resource::PODS.key();
     crate::controllers::run_loop(store.clone(), &[key.as_str()], shutdown, || async {
         let Ok((pods, _)) = store.list(&key, None).await else { return };
+        let mut placed: Vec<Value> = Vec::new();
         for pod in unbound(&pods) {
             let Some(target) = choose(pod, &nodes) else { continue };
+            let mut on_node = occupying(&pods, target);
+            on_node.extend(placed.iter());
+            if let Err(reason) = fits(pod, &on_node) {
+                unschedulable(&store, &recorder, pod, &reason).await;
+                continue;
+            }
+            placed.push(pod.clone());
             let mut bound = pod.clone();
             bound["spec"]["nodeName"] = json!(target);
             let conditions = bound["status"]["conditions"].as_array().cloned().unwrap_or_default();
@@ -50,6 +94,22 @@ pub async fn run(store: Store, node: String, shutdown: CancellationToken) {
     .await;
 }
 
+/// Marks a pod that fits nowhere, as kube-scheduler does: PodScheduled False, Unschedulable.
+async fn unschedulable(store: &Store, recorder: &Recorder, pod: &Value, reason: &str) {
+    let mut new = pod.clone();
+    let mut conditions: Vec<Value> = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let already = conditions.iter().any(|c| c["type"] == "PodScheduled" && c["status"] == "False" && c["message"] == reason);
+    if already {
+        return;
+    }
+    conditions.retain(|c| c["type"] != "PodScheduled");
+    conditions.push(json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": reason, "lastProbeTime": null, "lastTransitionTime": meta::now()}));
+    new["status"]["conditions"] = json!(conditions);
+    if store.apply(Command::Update { resource: resource::PODS.key(), object: new }).await.is_ok() {
+        recorder.record(pod, EventType::Warning, "FailedScheduling", reason).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +122,18 @@ mod tests {
         assert_eq!(choose(&json!({"spec": {"nodeName": "z"}}), &nodes), None);
         let pods = vec![json!({"spec": {"nodeName": "a"}}), json!({"spec": {}}), json!({"metadata": {"deletionTimestamp": "x"}, "spec": {}})];
         assert_eq!(unbound(&pods).count(), 1);
+    }
+
+    #[test]
+    fn host_ports_conflict() {
+        let pod = |port: u64, ip: Option<&str>, proto: &str| json!({"spec": {"containers": [{"ports": [{"containerPort": 80, "hostPort": port, "hostIP": ip, "protocol": proto}]}]}});
+        let a = pod(8080, None, "TCP");
+        assert!(fits(&pod(8080, None, "TCP"), &[&a]).is_err());
+        assert!(fits(&pod(8080, Some("10.0.0.1"), "TCP"), &[&a]).is_err());
+        assert!(fits(&pod(8080, None, "UDP"), &[&a]).is_ok());
+        assert!(fits(&pod(8081, None, "TCP"), &[&a]).is_ok());
+        let b = pod(9090, Some("10.0.0.1"), "TCP");
+        assert!(fits(&pod(9090, Some("10.0.0.2"), "TCP"), &[&b]).is_ok());
+        assert!(fits(&json!({"spec": {"containers": [{"name": "x"}]}}), &[&a, &b]).is_ok());
     }
 }

@@ -7,5 +7,6 @@
 //! with [`cni::Cni::add`] and returns it with [`cni::Cni::del`].
 
 pub mod cni;
+pub mod hostports;
 pub mod nft;
 pub mod nodeip;
