@@ -11,6 +11,8 @@ source packaging/install-deps.sh
 cargo build --release --workspace --bins
 bin=$PWD/target/release
 install -m 0755 "$bin/skerryd" "$bin/skerry" "$bin/skerry-logger" /usr/local/bin/
+install -d -m 0755 /opt/cni/bin
+install -m 0755 "$bin/skerry-cni" /opt/cni/bin/
 install -d -m 0755 /etc/skerry /run/skerry
 [ -f /etc/skerry/config.yaml ] || install -m 0644 packaging/config.yaml /etc/skerry/config.yaml
 getent group skerry >/dev/null || groupadd --system skerry
@@ -54,7 +56,8 @@ for _ in $(seq 300); do
 done
 skerry get pods
 echo
-echo "The demo pod answers inside its namespace:"
-skerry exec demo -- wget -qO- http://localhost:80
+echo "The demo pod answers on its pod IP:"
+ip=$(skerry get pod demo -o json | grep -o '"podIP": *"[0-9.]*"' | grep -o '[0-9.]*$' | head -1)
+skerry exec demo -- wget -qO- "http://$ip:80"
 echo
 echo "Try: skerry get pods -o wide; skerry describe pod demo; skerry logs demo; skerry exec -it demo -- sh"

@@ -12,6 +12,15 @@ pub fn hosts(hostname: &str, pod_ip: Option<&str>) -> String {
     out
 }
 
+/// The host's resolver configuration for pods. With systemd-resolved the stub at 127.0.0.53
+/// is unreachable from a pod's namespace, so its upstream list is used instead (as kubelet does).
+pub fn host_resolv_conf() -> String {
+    ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

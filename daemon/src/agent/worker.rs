@@ -362,7 +362,7 @@ impl Worker {
         let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or(&self.name);
         let ip = self.pod_ip.map(|ip| ip.to_string());
         let ip = ip.as_deref();
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = super::files::host_resolv_conf();
         let files = [
             ("hosts", "/etc/hosts", files::hosts(hostname, ip)),
             ("hostname", "/etc/hostname", format!("{hostname}\n")),
