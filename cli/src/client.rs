@@ -138,3 +138,36 @@ mod tests {
         assert_eq!(query(&[]), "");
     }
 }
+
+/// Reads a newline-delimited JSON stream (watch events, pull progress) one value at a time.
+pub struct JsonLines {
+    body: Incoming,
+    buf: bytes::BytesMut,
+}
+
+impl JsonLines {
+    pub fn new(resp: Response<Incoming>) -> JsonLines {
+        JsonLines { body: resp.into_body(), buf: bytes::BytesMut::new() }
+    }
+
+    /// The next value, or `None` at the end of the stream.
+    pub async fn next(&mut self) -> Result<Option<serde_json::Value>> {
+        loop {
+            while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                let line = self.buf.split_to(nl + 1);
+                let line = std::str::from_utf8(&line).unwrap_or("").trim();
+                if !line.is_empty() {
+                    return Ok(Some(serde_json::from_str(line)?));
+                }
+            }
+            match self.body.frame().await {
+                Some(frame) => {
+                    if let Ok(data) = frame?.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+}

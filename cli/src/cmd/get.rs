@@ -2,8 +2,6 @@
 
 use std::io::Write;
 
-use bytes::BytesMut;
-use http_body_util::BodyExt;
 use hyper::Method;
 use serde_json::Value;
 
@@ -261,40 +259,29 @@ async fn watch(ctx: &mut Ctx, args: &Args, format: Format, t: &Target) -> Result
             .insert(hyper::header::ACCEPT, hyper::header::HeaderValue::from_static(client::ACCEPT_TABLE));
     }
     let resp = ctx.call(req).await?;
-    let mut body = resp.into_body();
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else { continue };
-        buf.extend_from_slice(&data);
-        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-            let line = buf.split_to(nl + 1);
-            let line = std::str::from_utf8(&line).unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let event: Value = serde_json::from_str(line)?;
-            if event["type"] == "ERROR" {
-                let status = crate::error::Status::from_body(500, event["object"].to_string().as_bytes());
-                return Err(Error::Status(status));
-            }
-            let object = event["object"].clone();
-            if tabular {
-                let table: Table = serde_json::from_value(object)?;
-                let mut lines = table.render(&opts);
-                if !header_printed {
-                    widths = output::column_widths(&lines);
-                    header_printed = true;
-                } else if !opts.no_headers && !lines.is_empty() {
-                    lines.remove(0);
-                }
-                for line in &lines {
-                    write!(ctx.out, "{}", output::format_line(line, &widths))?;
-                }
-            } else {
-                print_object(ctx, res, object, format)?;
-            }
-            ctx.out.flush()?;
+    let mut events = client::JsonLines::new(resp);
+    while let Some(event) = events.next().await? {
+        if event["type"] == "ERROR" {
+            let status = crate::error::Status::from_body(500, event["object"].to_string().as_bytes());
+            return Err(Error::Status(status));
         }
+        let object = event["object"].clone();
+        if tabular {
+            let table: Table = serde_json::from_value(object)?;
+            let mut lines = table.render(&opts);
+            if !header_printed {
+                widths = output::column_widths(&lines);
+                header_printed = true;
+            } else if !opts.no_headers && !lines.is_empty() {
+                lines.remove(0);
+            }
+            for line in &lines {
+                write!(ctx.out, "{}", output::format_line(line, &widths))?;
+            }
+        } else {
+            print_object(ctx, res, object, format)?;
+        }
+        ctx.out.flush()?;
     }
     Ok(())
 }

@@ -2,8 +2,6 @@
 
 use std::io::Write;
 
-use bytes::BytesMut;
-use http_body_util::BodyExt;
 use hyper::Method;
 use serde_json::{json, Value};
 
@@ -110,33 +108,22 @@ async fn pull(ctx: &mut Ctx, image: &str, username: Option<String>, password_std
     }
     let resp = ctx.call(request(Method::POST, "/skerry/v1/images/pull", json_body(&body))).await?;
     let mut progress = Progress::new(ctx.tty);
-    let mut stream = resp.into_body();
-    let mut buf = BytesMut::new();
-    while let Some(frame) = stream.frame().await {
-        let Ok(data) = frame?.into_data() else { continue };
-        buf.extend_from_slice(&data);
-        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-            let line = buf.split_to(nl + 1);
-            let line = std::str::from_utf8(&line).unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let msg: Value = serde_json::from_str(line)?;
-            if let Some(p) = msg.get("progress") {
-                let text = progress.update(p);
-                ctx.out.write_all(text.as_bytes())?;
-                ctx.out.flush()?;
-            } else if let Some(done) = msg.get("done") {
-                writeln!(
-                    ctx.out,
-                    "pulled {} ({})",
-                    done["name"].as_str().unwrap_or(image),
-                    done["digest"].as_str().unwrap_or("")
-                )?;
-                return Ok(());
-            } else if let Some(err) = msg.get("error") {
-                return Err(Error::msg(err["message"].as_str().unwrap_or("pull failed").to_string()));
-            }
+    let mut lines = client::JsonLines::new(resp);
+    while let Some(msg) = lines.next().await? {
+        if let Some(p) = msg.get("progress") {
+            let text = progress.update(p);
+            ctx.out.write_all(text.as_bytes())?;
+            ctx.out.flush()?;
+        } else if let Some(done) = msg.get("done") {
+            writeln!(
+                ctx.out,
+                "pulled {} ({})",
+                done["name"].as_str().unwrap_or(image),
+                done["digest"].as_str().unwrap_or("")
+            )?;
+            return Ok(());
+        } else if let Some(err) = msg.get("error") {
+            return Err(Error::msg(err["message"].as_str().unwrap_or("pull failed").to_string()));
         }
     }
     Err(Error::msg(format!("the pull of {image} ended without a result")))

@@ -6,7 +6,6 @@ use hyper::Method;
 use serde_json::{Map, Value};
 
 use super::{json_body, request, Ctx};
-use crate::client::query;
 use crate::error::{Error, Result};
 use crate::resources::parse_targets;
 
@@ -164,16 +163,7 @@ pub async fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
     let mut objects = Vec::new();
     for t in &targets.targets {
         if t.names.is_empty() {
-            if !args.all && args.selector.is_none() {
-                return Err(Error::msg("resource(s) were provided, but no name was specified"));
-            }
-            let mut q = Vec::new();
-            if let Some(l) = &args.selector {
-                q.push(("labelSelector", l.clone()));
-            }
-            let path = format!("{}{}", t.resource.collection(Some(&ctx.namespace)), query(&q));
-            let list = ctx.get_json(&path, false).await?;
-            for item in list["items"].as_array().cloned().unwrap_or_default() {
+            for item in ctx.select(&t.resource, args.all, args.selector.as_ref()).await? {
                 let name = item["metadata"]["name"].as_str().unwrap_or("").to_string();
                 objects.push((t.resource.clone(), name, Some(item)));
             }

@@ -237,6 +237,21 @@ impl Ctx {
         Ok(Some(chosen))
     }
 
+    /// The objects a type-only target means: all of them with `--all`, or those matching `-l`
+    /// (kubectl refuses a bare type otherwise).
+    pub async fn select(&mut self, resource: &ApiResource, all: bool, selector: Option<&String>) -> Result<Vec<Value>> {
+        if !all && selector.is_none() {
+            return Err(Error::msg("resource(s) were provided, but no name was specified"));
+        }
+        let mut q = Vec::new();
+        if let Some(l) = selector {
+            q.push(("labelSelector", l.clone()));
+        }
+        let path = format!("{}{}", resource.collection(Some(&self.namespace)), client::query(&q));
+        let list = self.get_json(&path, false).await?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    }
+
     /// Prints an error line without stopping (kubectl keeps going over several objects).
     pub fn report(&mut self, e: &Error) {
         let _ = writeln!(self.err, "{e}");
