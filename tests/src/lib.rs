@@ -3,8 +3,10 @@
 //! # Layout
 //! - [`images`]: deterministic busybox test images (OCI and docker archives).
 //! - [`containerd`]: a private containerd per test, torn down on drop.
-//! - [`registry`]: a private docker-registry on 127.0.0.1 for pull tests.
-//! - [`skerryd`]: a real skerryd per test ([`skerryd::TestNode`] = containerd + skerryd) and the CLI.
+//! - [`netns`]: a network namespace per test node, joined to the root namespace by a veth pair.
+//! - [`registry`]: a private docker-registry on 127.0.0.1 (of the root or a node's namespace) for pull tests.
+//! - [`skerryd`]: a real skerryd per test, inside its own network namespace with its own CNI
+//!   config ([`skerryd::TestNode`] = containerd + skerryd), and the CLI.
 //! - [`standins`]: stand-in images under the names the conformance manifests use.
 //! - [`http`]: raw API requests and watch streams over the daemon's socket.
 //! - [`pty`]: running a command under a pseudo-terminal (`exec -it`).
@@ -13,6 +15,7 @@
 pub mod containerd;
 pub mod http;
 pub mod images;
+pub mod netns;
 pub mod pty;
 pub mod registry;
 pub mod skerryd;

@@ -1,4 +1,6 @@
-//! A private Docker registry (Debian's `docker-registry`) on 127.0.0.1 for pull tests.
+//! A private Docker registry (Debian's `docker-registry`) on 127.0.0.1 for pull tests: of the
+//! root namespace ([`Registry::start`]) or of a test node's namespace ([`Registry::start_in`],
+//! where that node's skerryd can reach it; skopeo pushes from inside it too).
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -14,6 +16,7 @@ pub struct Registry {
     child: Child,
     dir: tempfile::TempDir,
     addr: String,
+    net: Option<std::path::PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -23,10 +26,23 @@ fn free_port() -> u16 {
 impl Registry {
     /// Starts a registry with storage in a temp dir, plain HTTP on 127.0.0.1:<free port>.
     pub fn start() -> Registry {
+        Self::start_at(None)
+    }
+
+    /// Like [`Registry::start`], on 127.0.0.1 inside `net` (a test node's namespace).
+    pub fn start_in(net: &crate::netns::NodeNet) -> Registry {
+        Self::start_at(Some(net))
+    }
+
+    fn start_at(net: Option<&crate::netns::NodeNet>) -> Registry {
         assert!(Path::new(REGISTRY).exists(), "{REGISTRY} is missing; install it with `apt-get install -y docker-registry`");
         assert!(Path::new(SKOPEO).exists(), "{SKOPEO} is missing; install it with `apt-get install -y skopeo`");
         let dir = tempfile::Builder::new().prefix("sk-registry-").tempdir_in("/tmp").expect("creating registry dir");
-        let addr = format!("127.0.0.1:{}", free_port());
+        let port = match net {
+            Some(n) => n.run(free_port),
+            None => free_port(),
+        };
+        let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
         fs::write(
             &config,
@@ -37,7 +53,11 @@ impl Registry {
         )
         .expect("writing registry config");
         let log = fs::File::create(dir.path().join("registry.log")).expect("creating registry log");
-        let child = Command::new(REGISTRY)
+        let mut cmd = Command::new(REGISTRY);
+        if let Some(n) = net {
+            n.enter_on_spawn(&mut cmd);
+        }
+        let child = cmd
             .arg("serve")
             .arg(&config)
             .stdin(Stdio::null())
@@ -45,7 +65,7 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("spawning docker-registry");
-        let mut reg = Registry { child, dir, addr };
+        let mut reg = Registry { child, dir, addr, net: net.map(|n| n.path()) };
         reg.wait_ready();
         reg
     }
@@ -56,12 +76,28 @@ impl Registry {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("docker-registry exited early ({status}); log:\n{}", self.log());
             }
-            if TcpStream::connect(&self.addr).is_ok() {
+            if self.in_net(|| TcpStream::connect(&self.addr).is_ok()) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("docker-registry did not listen on {} within 20s; log:\n{}", self.addr, self.log());
+    }
+
+    /// Runs `f` in the registry's namespace.
+    fn in_net<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let Some(path) = &self.net else { return f() };
+        let ns = fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                use std::os::fd::AsRawFd;
+                // SAFETY: plain syscall on an open namespace fd, on this thread only.
+                assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
     }
 
     /// `127.0.0.1:PORT`.
@@ -76,7 +112,19 @@ impl Registry {
     /// Pushes an OCI archive as `ADDR/repo:tag` with skopeo; returns the full reference.
     pub fn push_oci_archive(&self, archive: &Path, repo_tag: &str) -> String {
         let reference = format!("{}/{repo_tag}", self.addr);
-        let out = Command::new(SKOPEO)
+        let mut cmd = Command::new(SKOPEO);
+        if let Some(path) = &self.net {
+            let ns = fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+            // SAFETY: setns is async-signal-safe; the closure makes only that syscall.
+            unsafe {
+                use std::os::fd::AsRawFd;
+                use std::os::unix::process::CommandExt;
+                cmd.pre_exec(move || {
+                    if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+                });
+            }
+        }
+        let out = cmd
             .args(["copy", "--quiet", "--dest-tls-verify=false"])
             .arg(format!("oci-archive:{}", archive.display()))
             .arg(format!("docker://{reference}"))

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::containerd::Containerd;
 use crate::http;
+pub use crate::netns::NodeNet;
 
 /// The node name every test daemon registers.
 pub const NODE_NAME: &str = "sk-node";
@@ -31,10 +32,19 @@ pub fn bin_dir() -> PathBuf {
 
 /// Path of a workspace binary; panics when it was not built.
 pub fn binary(name: &str) -> PathBuf {
-    let p = bin_dir().join(name);
-    assert!(p.is_file(), "{} is missing; run `cargo build --workspace` first", p.display());
+    binary_in(&bin_dir(), name)
+}
+
+/// Path of a binary in `dir`; panics when it is not there.
+pub fn binary_in(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    let build = if dir.ends_with("release") { "cargo build --release --workspace" } else { "cargo build --workspace" };
+    assert!(p.is_file(), "{} is missing; run `{build}` first", p.display());
     p
 }
+
+/// Where Debian's reference CNI plugins live (`containernetworking-plugins`).
+pub const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
 
 /// What a CLI run produced.
 #[derive(Debug, Clone)]
@@ -100,13 +110,83 @@ fn kill(pid: i32, sig: i32) {
     }
 }
 
-/// Guard owning a running `skerryd`. Dropping it stops the daemon (SIGTERM, then
-/// SIGKILL, by PID), unmounts the pod namespace files under its data dir and
-/// deletes its temp dir. Drop it before the [`Containerd`] it uses.
+/// Which CNI plugins a test node's network configuration uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CniPlugins {
+    /// `skerry-cni` (built next to skerryd), CNI 1.1.0 so GC runs at start.
+    #[default]
+    SkerryCni,
+    /// Debian's reference plugins: `bridge` + `host-local` from /usr/lib/cni.
+    Reference,
+}
+
+/// The pod network every test node uses (one per namespace, so nodes may share it).
+pub const POD_CIDR: &str = "10.42.0.0/24";
+
+/// A conflist for `plugins` keeping IPAM allocations in `ipam_dir`.
+pub fn conflist(plugins: CniPlugins, ipam_dir: &Path) -> Value {
+    match plugins {
+        CniPlugins::SkerryCni => serde_json::json!({
+            "cniVersion": "1.1.0",
+            "name": "skerry",
+            "plugins": [{
+                "type": "skerry-cni",
+                "bridge": "skerry0",
+                "mtu": 1500,
+                "hairpinMode": true,
+                "isGateway": true,
+                "ipam": {"subnet": POD_CIDR, "dataDir": ipam_dir}
+            }]
+        }),
+        CniPlugins::Reference => serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "skerry-ref",
+            "plugins": [{
+                "type": "bridge",
+                "bridge": "skerry0",
+                "mtu": 1500,
+                "hairpinMode": true,
+                "isGateway": true,
+                "isDefaultGateway": true,
+                "ipam": {"type": "host-local", "subnet": POD_CIDR, "dataDir": ipam_dir}
+            }]
+        }),
+    }
+}
+
+/// How to start a [`Skerryd`]; `Default` is the debug binaries, skerry-cni, a fresh namespace.
+#[derive(Default)]
+pub struct Options {
+    /// Directory holding skerryd, skerry, skerry-logger and skerry-cni (default: [`bin_dir`]).
+    pub bin_dir: Option<PathBuf>,
+    /// Extra flags for skerryd.
+    pub args: Vec<String>,
+    /// Extra environment for skerryd.
+    pub env: Vec<(String, String)>,
+    /// The network namespace to run in (default: a new one).
+    pub net: Option<NodeNet>,
+    pub cni: CniPlugins,
+}
+
+impl Options {
+    pub fn with_args(extra: &[&str]) -> Options {
+        Options { args: extra.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    }
+}
+
+/// Guard owning a running `skerryd` in its own network namespace ([`NodeNet`]). Dropping it
+/// stops the daemon (SIGTERM, then SIGKILL, by PID), unmounts the pod namespace files under its
+/// data dir, deletes its temp dir and then the namespace and veth pair. Drop it before the
+/// [`Containerd`] it uses.
 pub struct Skerryd {
     child: Option<Child>,
     dir: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
+    bins: PathBuf,
+    cni: CniPlugins,
+    /// Declared last: dropped after `drop()` stopped the daemon.
+    net: NodeNet,
 }
 
 impl Skerryd {
@@ -117,11 +197,32 @@ impl Skerryd {
 
     /// Like [`Skerryd::start`] with extra flags (e.g. `--insecure-registry 127.0.0.1:PORT`).
     pub fn start_with(ctd: &Containerd, extra: &[&str]) -> Skerryd {
-        binary("skerry");
-        binary("skerry-logger");
+        Self::start_opts(ctd, Options::with_args(extra))
+    }
+
+    /// Starts skerryd as `opts` says, inside its network namespace, and waits until its API answers.
+    pub fn start_opts(ctd: &Containerd, opts: Options) -> Skerryd {
+        let bins = opts.bin_dir.unwrap_or_else(bin_dir);
+        for b in ["skerryd", "skerry", "skerry-logger", "skerry-cni"] {
+            binary_in(&bins, b);
+        }
+        if opts.cni == CniPlugins::Reference {
+            for p in ["bridge", "host-local"] {
+                let path = Path::new(REFERENCE_PLUGINS).join(p);
+                assert!(path.is_file(), "{} is missing; install it with `apt-get install -y containernetworking-plugins`", path.display());
+            }
+        }
+        assert!(Path::new("/usr/sbin/nft").exists(), "/usr/sbin/nft is missing; install it with `apt-get install -y nftables`");
+        // The namespace first: if anything below panics, dropping it removes it again.
+        let net = opts.net.unwrap_or_else(NodeNet::create);
         let dir = tempfile::Builder::new().prefix("sk-skerryd-").tempdir_in("/tmp").expect("creating skerryd temp dir").keep();
         // An empty config file, so a host's /etc/skerry/config.yaml cannot leak in.
         fs::write(dir.join("config.yaml"), "").expect("writing skerryd config");
+        // The node's own CNI config and IPAM store: GC on one node never touches another's.
+        fs::create_dir_all(dir.join("cni")).expect("creating the CNI config dir");
+        fs::create_dir_all(dir.join("ipam")).expect("creating the IPAM dir");
+        fs::write(dir.join("cni/10-test.conflist"), serde_json::to_vec_pretty(&conflist(opts.cni, &dir.join("ipam"))).unwrap())
+            .expect("writing the CNI config");
         let mut args: Vec<String> = vec![
             "--config".into(),
             dir.join("config.yaml").display().to_string(),
@@ -138,9 +239,13 @@ impl Skerryd {
             // Pods' cgroups go below the containerd guard's parent, which it removes on drop.
             "--cgroup-parent".into(),
             ctd.cgroup_parent().to_string(),
+            "--cni-conf-dir".into(),
+            dir.join("cni").display().to_string(),
+            "--cni-bin-dir".into(),
+            format!("{}:{REFERENCE_PLUGINS}", bins.display()),
         ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut d = Skerryd { child: None, dir, args };
+        args.extend(opts.args);
+        let mut d = Skerryd { child: None, dir, args, env: opts.env, bins, cni: opts.cni, net };
         d.spawn();
         d
     }
@@ -148,16 +253,16 @@ impl Skerryd {
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "skerryd is already running");
         let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("opening skerryd log");
-        let child = Command::new(binary("skerryd"))
-            .args(&self.args)
-            .env("SKERRY_LOGGER", binary("skerry-logger"))
+        let mut cmd = self.net.command(binary_in(&self.bins, "skerryd"));
+        cmd.args(&self.args)
+            .env("SKERRY_LOGGER", binary_in(&self.bins, "skerry-logger"))
             .env("RUST_BACKTRACE", "1")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawning skerryd");
+            .stderr(log);
+        let child = cmd.spawn().expect("spawning skerryd");
         self.child = Some(child);
         self.wait_ready();
     }
@@ -194,7 +299,38 @@ impl Skerryd {
         &self.dir
     }
 
-    fn log_path(&self) -> PathBuf {
+    /// The node's CNI config dir (`--cni-conf-dir`).
+    pub fn cni_dir(&self) -> PathBuf {
+        self.dir.join("cni")
+    }
+
+    /// The IPAM plugin's `dataDir` (allocations live in `<it>/<network name>/`).
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.dir.join("ipam")
+    }
+
+    /// Which plugins the node's conflist uses.
+    pub fn cni_plugins(&self) -> CniPlugins {
+        self.cni
+    }
+
+    /// The node's network namespace.
+    pub fn net(&self) -> &NodeNet {
+        &self.net
+    }
+
+    /// The node's address: `eth0` in its namespace, the source of its default route.
+    pub fn node_ip(&self) -> std::net::Ipv4Addr {
+        self.net.node_ip()
+    }
+
+    /// The directory holding the binaries this daemon runs.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bins
+    }
+
+    /// The log file (stdout and stderr of every run).
+    pub fn log_path(&self) -> PathBuf {
         self.dir.join("skerryd.log")
     }
 
@@ -242,9 +378,23 @@ impl Skerryd {
         self.spawn();
     }
 
+    /// Kills skerryd with SIGKILL (no shutdown at all) and reaps it; [`Skerryd::start_again`] restarts it.
+    pub fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        kill(child.id() as i32, libc::SIGKILL);
+        let _ = child.wait();
+    }
+
+    /// Runs `skerryd ARGS` (e.g. `--cleanup`) to completion inside the node's namespace.
+    pub fn run_skerryd(&self, args: &[&str]) -> Output {
+        let mut cmd = self.net.command(binary_in(&self.bins, "skerryd"));
+        cmd.args(args).env("NO_COLOR", "1");
+        run_with_timeout(cmd, None, CLI_TIMEOUT)
+    }
+
     /// The `skerry` command with `SKERRY_SOCKET` pointing at this daemon.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(binary("skerry"));
+        let mut cmd = Command::new(binary_in(&self.bins, "skerry"));
         cmd.args(args).env("SKERRY_SOCKET", self.socket()).env_remove("KUBECONFIG");
         cmd
     }
@@ -349,10 +499,34 @@ impl TestNode {
 
     /// Starts containerd and skerryd with extra skerryd flags.
     pub fn start_with(extra: &[&str]) -> TestNode {
+        Self::start_opts(Options::with_args(extra))
+    }
+
+    /// Starts containerd and skerryd as `opts` says.
+    pub fn start_opts(opts: Options) -> TestNode {
         let ctd = Containerd::start();
-        let skerryd = Skerryd::start_with(&ctd, extra);
+        let skerryd = Skerryd::start_opts(&ctd, opts);
         let work = tempfile::Builder::new().prefix("sk-work-").tempdir_in("/tmp").expect("creating work dir");
         TestNode { skerryd, ctd, work }
+    }
+
+    /// The node's address (see [`Skerryd::node_ip`]).
+    pub fn node_ip(&self) -> std::net::Ipv4Addr {
+        self.skerryd.node_ip()
+    }
+
+    /// Runs `f` on a thread inside the node's network namespace ("from the node").
+    pub fn in_netns<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> T {
+        self.skerryd.net().run(f)
+    }
+
+    /// `status.podIP` of pod `name` in `default`; panics when it has none.
+    pub fn pod_ip(&self, name: &str) -> std::net::Ipv4Addr {
+        let pod = self.pod(name);
+        pod.pointer("/status/podIP")
+            .and_then(Value::as_str)
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or_else(|| panic!("pod {name} has no status.podIP:\n{}", serde_json::to_string_pretty(&pod["status"]).unwrap()))
     }
 
     pub fn skerry(&self, args: &[&str]) -> Output {

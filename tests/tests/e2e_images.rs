@@ -2,7 +2,7 @@
 
 use skerry_tests::images::ImageBuilder;
 use skerry_tests::registry::Registry;
-use skerry_tests::skerryd::{busybox_pod, column, TestNode, BUSYBOX};
+use skerry_tests::skerryd::{busybox_pod, column, NodeNet, Options, TestNode, BUSYBOX};
 
 /// The `image ls` row for `repo`:`tag`, if any.
 fn listed(ls: &str, repo: &str, tag: &str) -> bool {
@@ -65,8 +65,10 @@ fn import_list_remove() {
 
 #[test]
 fn pull_from_a_local_registry() {
-    let registry = Registry::start();
-    let node = TestNode::start_with(&["--insecure-registry", registry.addr()]);
+    // skerryd pulls from inside its node's namespace: the registry listens on that namespace's loopback.
+    let net = NodeNet::create();
+    let registry = Registry::start_in(&net);
+    let node = TestNode::start_opts(Options { net: Some(net), ..Options::with_args(&["--insecure-registry", registry.addr()]) });
     let archive = node.work.path().join("pushed.tar");
     ImageBuilder::new("skerry-test/pushed:1").file("/hello.txt", b"from the registry\n").write_oci(&archive, false).unwrap();
     let pulled = registry.push_oci_archive(&archive, "pushed:1");

@@ -79,7 +79,9 @@ fn seed_pods_get_describe_exec_label_delete() {
 
     // describe: the fields people read, and the events at the bottom.
     let d = node.skerry_ok(&["describe", "pod", "webapp"]);
-    for (field, value) in [("Name:", "webapp"), ("Namespace:", "default"), ("Node:", NODE_NAME), ("Status:", "Running")] {
+    // kubectl shows the node as NAME/hostIP once the pod has a host IP.
+    let node_field = format!("{NODE_NAME}/{}", node.node_ip());
+    for (field, value) in [("Name:", "webapp"), ("Namespace:", "default"), ("Node:", node_field.as_str()), ("Status:", "Running")] {
         assert!(
             d.lines().any(|l| l.starts_with(field) && l[field.len()..].trim() == value),
             "describe shows {field} {value}:\n{d}"
