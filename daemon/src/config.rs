@@ -53,6 +53,18 @@ pub struct Flags {
     /// Masquerade pod traffic leaving the pod network (`--masquerade=false` to turn off).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub masquerade: Option<bool>,
+    /// The Service network (ClusterIPs are allocated from it).
+    #[arg(long)]
+    pub service_cidr: Option<String>,
+    /// The cluster DNS address (the `kube-system/kube-dns` Service).
+    #[arg(long)]
+    pub cluster_dns: Option<std::net::Ipv4Addr>,
+    /// The cluster domain served by the cluster DNS.
+    #[arg(long)]
+    pub cluster_domain: Option<String>,
+    /// NodePorts are allocated from this range.
+    #[arg(long)]
+    pub node_port_range: Option<String>,
     /// Remove Skerry's nftables table and exit.
     #[arg(long)]
     pub cleanup: bool,
@@ -79,6 +91,10 @@ struct File {
     cni_conf_dir: Option<PathBuf>,
     cni_bin_dir: Option<String>,
     masquerade: Option<bool>,
+    service_cidr: Option<String>,
+    cluster_dns: Option<std::net::Ipv4Addr>,
+    cluster_domain: Option<String>,
+    node_port_range: Option<String>,
 }
 
 /// The resolved configuration.
@@ -99,6 +115,10 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     pub cni_bin_dir: String,
     pub masquerade: bool,
+    pub service_cidr: (std::net::Ipv4Addr, u8),
+    pub cluster_dns: std::net::Ipv4Addr,
+    pub cluster_domain: String,
+    pub node_port_range: (u16, u16),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +131,12 @@ pub enum ConfigError {
     NodeName(String),
     #[error("pod CIDR {0:?} is not an IPv4 network like 10.42.0.0/24")]
     PodCidr(String),
+    #[error("service CIDR {0:?} is not an IPv4 network like 10.43.0.0/16")]
+    ServiceCidr(String),
+    #[error("cluster DNS address {0} is not inside the service CIDR")]
+    ClusterDns(std::net::Ipv4Addr),
+    #[error("node port range {0:?} is not like 30000-32767")]
+    NodePortRange(String),
 }
 
 impl Config {
@@ -127,6 +153,19 @@ impl Config {
         if crate::net::nft::parse_cidr(&pod_cidr).is_none() {
             return Err(ConfigError::PodCidr(pod_cidr));
         }
+        let service_text = flags.service_cidr.clone().or(file.service_cidr.clone()).unwrap_or_else(|| "10.43.0.0/16".into());
+        let service_cidr = crate::net::nft::parse_cidr(&service_text).ok_or(ConfigError::ServiceCidr(service_text))?;
+        let cluster_dns = flags.cluster_dns.or(file.cluster_dns).unwrap_or_else(|| std::net::Ipv4Addr::new(10, 43, 0, 10));
+        let mask = if service_cidr.1 == 0 { 0 } else { u32::MAX << (32 - service_cidr.1) };
+        if u32::from(cluster_dns) & mask != u32::from(service_cidr.0) & mask {
+            return Err(ConfigError::ClusterDns(cluster_dns));
+        }
+        let range_text = flags.node_port_range.clone().or(file.node_port_range.clone()).unwrap_or_else(|| "30000-32767".into());
+        let node_port_range = range_text
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+            .filter(|(a, b)| a <= b && *a > 0)
+            .ok_or(ConfigError::NodePortRange(range_text))?;
         let mut insecure = file.insecure_registries;
         insecure.extend(flags.insecure_registries);
         Ok(Config {
@@ -144,6 +183,10 @@ impl Config {
             cni_conf_dir: flags.cni_conf_dir.or(file.cni_conf_dir).unwrap_or_else(|| "/etc/cni/net.d".into()),
             cni_bin_dir: flags.cni_bin_dir.or(file.cni_bin_dir).unwrap_or_else(|| "/usr/lib/cni:/opt/cni/bin".into()),
             masquerade: flags.masquerade.or(file.masquerade).unwrap_or(true),
+            service_cidr,
+            cluster_dns,
+            cluster_domain: flags.cluster_domain.or(file.cluster_domain).unwrap_or_else(|| "cluster.local".into()),
+            node_port_range,
         })
     }
 }

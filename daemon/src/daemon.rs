@@ -47,6 +47,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         }
     }
     controllers::namespace::ensure_built_in(&store).await?;
+    controllers::endpoints::ensure_kube_dns(&store, config.cluster_dns).await?;
 
     let node_ip = match config.node_ip {
         Some(ip) => ip,
@@ -83,6 +84,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             data_dir: config.data_dir.display().to_string(),
         }),
         node: Arc::new(Node { ctx: ctx.clone(), shutdown: shutdown.clone() }),
+        services: Arc::new(api::services::ServiceNet {
+            cidr: config.service_cidr,
+            dns_ip: config.cluster_dns,
+            node_ports: config.node_port_range,
+            lock: Default::default(),
+        }),
         shutdown: shutdown.clone(),
     };
 
@@ -94,6 +101,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     });
     tasks.spawn(controllers::scheduler::run(store.clone(), config.node_name.clone(), shutdown.clone()));
     tasks.spawn(controllers::namespace::run(store.clone(), shutdown.clone()));
+    tasks.spawn(controllers::endpoints::run(store.clone(), node_ip.to_string(), shutdown.clone()));
     tasks.spawn(agent::run(ctx, shutdown.clone()));
     tasks.spawn(crate::net::hostports::run(store.clone(), config.node_name.clone(), pod_cidr, config.masquerade, shutdown.clone()));
     let compactor = store.clone();

@@ -182,7 +182,11 @@ async fn describe_one(st: ApiState, target: Target) -> Result<Response, ApiError
     let mut events: Vec<Value> =
         events.into_iter().filter(|e| e.pointer("/involvedObject/uid").and_then(Value::as_str) == Some(&uid)).collect();
     events.sort_by_key(|e| (meta::parse_time(e.get("firstTimestamp")), meta::resource_version(e).parse::<u64>().unwrap_or(0)));
-    let text = describe::describe(target.rt.kind, &obj, &events);
+    let related = match target.rt.kind {
+        "Service" => st.store.get(&resource::ENDPOINTS.key(), meta::namespace(&obj), meta::name(&obj)).await?,
+        _ => None,
+    };
+    let text = describe::describe(target.rt.kind, &obj, related.as_ref(), &events);
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
@@ -225,7 +229,7 @@ fn place(rt: &ResourceType, target: &Target, obj: &mut Value) -> Result<(), ApiE
 
 /// Kinds whose status is written only through `/status` (by the system).
 fn has_status_subresource(rt: &ResourceType) -> bool {
-    matches!(rt.kind, "Pod" | "Namespace")
+    matches!(rt.kind, "Pod" | "Namespace" | "Service")
 }
 
 /// Validates, defaults and stores a new object; shared by POST and apply.
@@ -256,6 +260,7 @@ pub async fn create_object(st: &ApiState, target: &Target, mut obj: Value) -> Re
     if rt.namespaced {
         check_namespace(st, meta::namespace(&obj)).await?;
     }
+    let _allocating = allocate(st, rt, &mut obj, None).await?;
     let applied = st.store.apply(Command::Create { resource: rt.key(), object: obj }).await?;
     Ok((applied.object, admitted.warnings))
 }
@@ -301,6 +306,7 @@ async fn replace(st: &ApiState, target: &Target, old: &Value, mut new: Value, st
     }
     let admitted = if status_only { objects::admit(rt, new)? } else { objects::admit_update(rt, old, new)? };
     let mut new = admitted.object;
+    let _allocating = if status_only { None } else { allocate(st, rt, &mut new, Some(old)).await? };
     let rv = if requested_rv.is_empty() { meta::resource_version(old).to_string() } else { requested_rv };
     meta::set(&mut new, "resourceVersion", rv.clone());
     if unchanged(old, &new) {
@@ -312,6 +318,27 @@ async fn replace(st: &ApiState, target: &Target, old: &Value, mut new: Value, st
     }
     let applied = st.store.apply(Command::Update { resource: rt.key(), object: new }).await?;
     Ok((applied.object, admitted.warnings, true))
+}
+
+/// Allocates a Service's ClusterIP and NodePorts; the returned guard must live until the
+/// object is stored, so no other Service write can take the same address meanwhile.
+async fn allocate<'a>(
+    st: &'a ApiState,
+    rt: &ResourceType,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<Option<tokio::sync::MutexGuard<'a, ()>>, ApiError> {
+    if rt.kind != "Service" {
+        return Ok(None);
+    }
+    let guard = st.services.lock.lock().await;
+    let (all, _) = st.store.list(&rt.key(), None).await?;
+    let others: Vec<Value> = all
+        .into_iter()
+        .filter(|o| !(meta::namespace(o) == meta::namespace(obj) && meta::name(o) == meta::name(obj)))
+        .collect();
+    st.services.allocate(obj, old, &others)?;
+    Ok(Some(guard))
 }
 
 fn unchanged(old: &Value, new: &Value) -> bool {

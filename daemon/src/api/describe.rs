@@ -11,6 +11,8 @@ use super::format::{age, describe_time};
 /// A `kubectl describe`-style writer: aligned `Key:  value` lines with indentation.
 struct Out {
     text: String,
+    /// Where top-level values start (kubectl's tab writer: the longest key of the kind + 2).
+    column: usize,
 }
 
 impl Out {
@@ -20,7 +22,7 @@ impl Out {
     }
     /// Values line up in one column per indent level, as kubectl's tab writer lays them out.
     fn width(&self, indent: usize, label: &str) -> usize {
-        let column: usize = if indent == 0 { 18 } else { 20 };
+        let column: usize = if indent == 0 { self.column } else { 20 };
         column.saturating_sub(indent).max(label.len() + 2)
     }
 
@@ -44,14 +46,17 @@ impl Out {
 }
 
 /// Describes any object; pods and namespaces get their full kubectl layout.
-pub fn describe(kind: &str, obj: &Value, events: &[Value]) -> String {
-    let mut out = Out { text: String::new() };
+/// `related` carries what the layout needs besides the object (a Service's Endpoints).
+pub fn describe(kind: &str, obj: &Value, related: Option<&Value>, events: &[Value]) -> String {
+    let column = if kind == "Service" { 26 } else { 18 };
+    let mut out = Out { text: String::new(), column };
     out.line(0, "Name", meta::name(obj));
     if !meta::namespace(obj).is_empty() {
         out.line(0, "Namespace", meta::namespace(obj));
     }
     match kind {
         "Pod" => pod(&mut out, obj),
+        "Service" => service(&mut out, obj, related),
         "Namespace" => {
             out.map(0, "Labels", &meta::labels(obj));
             out.map(0, "Annotations", &meta::string_map(obj, "annotations"));
@@ -144,6 +149,68 @@ fn pod(out: &mut Out, pod: &Value) {
         out.map(0, "Node-Selectors", &selectors);
     }
     out.line(0, "Tolerations", "<none>");
+}
+
+fn service(out: &mut Out, svc: &Value, endpoints: Option<&Value>) {
+    out.map(0, "Labels", &meta::labels(svc));
+    let mut annotations = meta::string_map(svc, "annotations");
+    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    out.map(0, "Annotations", &annotations);
+    let spec = &svc["spec"];
+    let selector: Vec<String> = spec["selector"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
+        .unwrap_or_default();
+    out.line(0, "Selector", if selector.is_empty() { "<none>".into() } else { selector.join(",") });
+    let kind = spec["type"].as_str().unwrap_or("ClusterIP");
+    out.line(0, "Type", kind);
+    if kind == "ExternalName" {
+        out.line(0, "External Name", spec["externalName"].as_str().unwrap_or(""));
+    } else {
+        out.line(0, "IP Family Policy", spec["ipFamilyPolicy"].as_str().unwrap_or("SingleStack"));
+        let families: Vec<&str> = spec["ipFamilies"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        out.line(0, "IP Families", families.join(","));
+        out.line(0, "IP", spec["clusterIP"].as_str().unwrap_or(""));
+        let ips: Vec<&str> = spec["clusterIPs"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        out.line(0, "IPs", ips.join(","));
+    }
+    if let Some(ext) = spec["externalIPs"].as_array().filter(|a| !a.is_empty()) {
+        let ext: Vec<&str> = ext.iter().filter_map(Value::as_str).collect();
+        out.line(0, "External IPs", ext.join(","));
+    }
+    let ingress: Vec<&str> = svc.pointer("/status/loadBalancer/ingress").and_then(Value::as_array).into_iter().flatten().filter_map(|i| i["ip"].as_str()).collect();
+    if !ingress.is_empty() {
+        out.line(0, "LoadBalancer Ingress", ingress.join(", "));
+    }
+    for p in spec["ports"].as_array().into_iter().flatten() {
+        let name = p["name"].as_str().unwrap_or("<unset>");
+        let proto = p["protocol"].as_str().unwrap_or("TCP");
+        out.line(0, "Port", format!("{name}  {}/{proto}", p["port"]));
+        let target = match &p["targetPort"] {
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        out.line(0, "TargetPort", format!("{target}/{proto}"));
+        if let Some(np) = p["nodePort"].as_i64() {
+            out.line(0, "NodePort", format!("{name}  {np}/{proto}"));
+        }
+        let addrs: Vec<String> = endpoints
+            .and_then(|e| e["subsets"].as_array())
+            .into_iter()
+            .flatten()
+            .filter(|s| s["ports"].as_array().into_iter().flatten().any(|sp| sp["name"].as_str().unwrap_or("") == p["name"].as_str().unwrap_or("")))
+            .flat_map(|s| {
+                let port = s["ports"].as_array().into_iter().flatten().find(|sp| sp["name"].as_str().unwrap_or("") == p["name"].as_str().unwrap_or("")).map(|sp| sp["port"].clone());
+                s["addresses"].as_array().cloned().unwrap_or_default().into_iter().map(move |a| format!("{}:{}", a["ip"].as_str().unwrap_or(""), port.clone().unwrap_or_default()))
+            })
+            .collect();
+        out.line(0, "Endpoints", addrs.join(","));
+    }
+    out.line(0, "Session Affinity", spec["sessionAffinity"].as_str().unwrap_or("None"));
+    if let Some(p) = spec["externalTrafficPolicy"].as_str() {
+        out.line(0, "External Traffic Policy", p);
+    }
+    out.line(0, "Internal Traffic Policy", spec["internalTrafficPolicy"].as_str().unwrap_or("Cluster"));
 }
 
 fn container(out: &mut Out, c: &Value, cs: &Value) {

@@ -15,6 +15,7 @@ mod error;
 mod format;
 pub mod node;
 mod path;
+pub mod services;
 mod table;
 mod watch;
 
@@ -36,6 +37,7 @@ pub struct ApiState {
     pub store: Store,
     pub info: Arc<ServerInfo>,
     pub node: Arc<dyn NodeOps>,
+    pub services: Arc<services::ServiceNet>,
     pub shutdown: CancellationToken,
 }
 

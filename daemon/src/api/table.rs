@@ -37,8 +37,20 @@ fn columns(kind: &str) -> &'static [Column] {
         col("Message", "string", 0),
     ];
     const OTHER: &[Column] = &[col("Name", "string", 0), col("Age", "string", 0)];
+    const SERVICE: &[Column] = &[
+        col("Name", "string", 0),
+        col("Type", "string", 0),
+        col("Cluster-IP", "string", 0),
+        col("External-IP", "string", 0),
+        col("Port(s)", "string", 0),
+        col("Age", "string", 0),
+        col("Selector", "string", 1),
+    ];
+    const ENDPOINTS: &[Column] = &[col("Name", "string", 0), col("Endpoints", "string", 0), col("Age", "string", 0)];
     match kind {
         "Pod" => POD,
+        "Service" => SERVICE,
+        "Endpoints" => ENDPOINTS,
         "Namespace" => NAMESPACE,
         "Event" => EVENT,
         _ => OTHER,
@@ -67,7 +79,89 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
                 json!(obj["message"].as_str().unwrap_or("")),
             ]
         }
+        "Service" => service_cells(obj),
+        "Endpoints" => vec![name, json!(endpoints_text(obj)), json!(age(created))],
         _ => vec![name, json!(age(created))],
+    }
+}
+
+/// `80/TCP` or `80:30080/TCP`, comma-separated, as kubectl prints PORT(S).
+pub fn service_ports(svc: &Value) -> String {
+    let ports: Vec<String> = svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let proto = p["protocol"].as_str().unwrap_or("TCP");
+            match p["nodePort"].as_i64() {
+                Some(np) => format!("{}:{np}/{proto}", p["port"]),
+                None => format!("{}/{proto}", p["port"]),
+            }
+        })
+        .collect();
+    if ports.is_empty() { "<none>".into() } else { ports.join(",") }
+}
+
+/// EXTERNAL-IP: load-balancer ingress and external IPs, `<pending>` for a LoadBalancer
+/// without ingress, the name for ExternalName.
+pub fn external_ips(svc: &Value) -> String {
+    let kind = svc.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
+    if kind == "ExternalName" {
+        return svc.pointer("/spec/externalName").and_then(Value::as_str).unwrap_or("<none>").to_string();
+    }
+    let mut ips: Vec<String> = svc
+        .pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()).map(String::from))
+        .collect();
+    for ip in svc.pointer("/spec/externalIPs").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+        if !ips.iter().any(|i| i == ip) {
+            ips.push(ip.to_string());
+        }
+    }
+    match (ips.is_empty(), kind) {
+        (false, _) => ips.join(","),
+        (true, "LoadBalancer") => "<pending>".into(),
+        _ => "<none>".into(),
+    }
+}
+
+fn service_cells(svc: &Value) -> Vec<Value> {
+    let kind = svc.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
+    let cluster_ip = svc.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("<none>");
+    let selector: Vec<String> = svc
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
+        .unwrap_or_default();
+    vec![
+        json!(meta::name(svc)),
+        json!(kind),
+        json!(cluster_ip),
+        json!(external_ips(svc)),
+        json!(service_ports(svc)),
+        json!(age(svc.pointer("/metadata/creationTimestamp"))),
+        json!(if selector.is_empty() { "<none>".into() } else { selector.join(",") }),
+    ]
+}
+
+/// ENDPOINTS: `ip:port` pairs of ready addresses, at most three then `+ N more...`.
+pub fn endpoints_text(ep: &Value) -> String {
+    let mut all = Vec::new();
+    for s in ep["subsets"].as_array().into_iter().flatten() {
+        for a in s["addresses"].as_array().into_iter().flatten() {
+            for p in s["ports"].as_array().into_iter().flatten() {
+                all.push(format!("{}:{}", a["ip"].as_str().unwrap_or(""), p["port"]));
+            }
+        }
+    }
+    match all.len() {
+        0 => "<none>".into(),
+        n if n > 3 => format!("{} + {} more...", all[..3].join(","), n - 3),
+        _ => all.join(","),
     }
 }
 
@@ -185,6 +279,21 @@ mod tests {
         assert_eq!(pod_status_reason(&pod), "Running");
         pod["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         assert_eq!(pod_status_reason(&pod), "Terminating");
+    }
+
+    #[test]
+    fn service_and_endpoints_rows() {
+        let svc = json!({"metadata": {"name": "fleetman-webapp"}, "spec": {"type": "NodePort", "clusterIP": "10.43.0.3", "selector": {"app": "webapp"},
+            "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]}});
+        let cells = service_cells(&svc);
+        assert_eq!(cells[1..5], [json!("NodePort"), json!("10.43.0.3"), json!("<none>"), json!("80:30080/TCP")]);
+        let lb = json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}], "externalIPs": ["192.0.2.9"]}});
+        assert_eq!(external_ips(&lb), "192.0.2.9");
+        assert_eq!(external_ips(&json!({"spec": {"type": "LoadBalancer"}})), "<pending>");
+        assert_eq!(external_ips(&json!({"spec": {"type": "ExternalName", "externalName": "db.example.com"}})), "db.example.com");
+        let ep = json!({"subsets": [{"addresses": [{"ip": "10.42.0.5"}, {"ip": "10.42.0.6"}], "ports": [{"port": 80}, {"port": 81}]}]});
+        assert_eq!(endpoints_text(&ep), "10.42.0.5:80,10.42.0.5:81,10.42.0.6:80 + 1 more...");
+        assert_eq!(endpoints_text(&json!({})), "<none>");
     }
 
     #[test]

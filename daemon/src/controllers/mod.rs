@@ -6,6 +6,7 @@
 //! single-node cluster: always).
 //! Boundary: controllers write only through `store` commands.
 
+pub mod endpoints;
 pub mod namespace;
 pub mod scheduler;
 

@@ -13,6 +13,7 @@ pub mod meta;
 pub mod pod;
 pub mod resource;
 pub mod selector;
+pub mod service;
 pub mod validation;
 
 #[cfg(test)]
@@ -78,6 +79,8 @@ pub fn admit(rt: &ResourceType, mut obj: Value) -> Result<Admitted, ObjectError>
         "Pod" => typed_step::<k8s_openapi::api::core::v1::Pod>(&obj, pod::default, pod::validate),
         "Namespace" => typed_step::<k8s_openapi::api::core::v1::Namespace>(&obj, default_namespace, |_| vec![]),
         "Event" => typed_step::<k8s_openapi::api::core::v1::Event>(&obj, |_| {}, |_| vec![]),
+        "Service" => typed_step::<k8s_openapi::api::core::v1::Service>(&obj, service::default, service::validate),
+        "Endpoints" => typed_step::<k8s_openapi::api::core::v1::Endpoints>(&obj, |_| {}, |_| vec![]),
         other => return Err(ObjectError::BadRequest(format!("kind {other} cannot be created here"))),
     };
     let (typed, more_causes) = typed.map_err(|cause| invalid(rt, &name, vec![cause]))?;

@@ -80,8 +80,30 @@ pub const EVENTS: ResourceType = ResourceType {
     categories: &[],
 };
 
+pub const SERVICES: ResourceType = ResourceType {
+    name: "services",
+    singular_name: "service",
+    short_names: &["svc"],
+    kind: "Service",
+    group: "",
+    version: "v1",
+    namespaced: true,
+    categories: &["all"],
+};
+
+pub const ENDPOINTS: ResourceType = ResourceType {
+    name: "endpoints",
+    singular_name: "endpoints",
+    short_names: &["ep"],
+    kind: "Endpoints",
+    group: "",
+    version: "v1",
+    namespaced: true,
+    categories: &[],
+};
+
 /// Every type the API serves, in discovery order.
-pub const ALL: &[ResourceType] = &[NAMESPACES, PODS, EVENTS];
+pub const ALL: &[ResourceType] = &[NAMESPACES, PODS, EVENTS, SERVICES, ENDPOINTS];
 
 /// Finds a type by group and plural name, as found in a request path.
 pub fn by_path(group: &str, version: &str, name: &str) -> Option<&'static ResourceType> {

@@ -1,0 +1,192 @@
+//! The Service proxy: ClusterIPs, external IPs and NodePorts as nftables rules in Skerry's table
+//! (`inet skerry`), in the shape of kube-proxy's nftables mode.
+//!
+//! Owns, inside `inet skerry` and nothing else: the base chains `proxy-*` (nat on prerouting,
+//! output and postrouting; filter on input, forward and output), the helper chains
+//! `proxy-services`, `proxy-filter`, `proxy-mark-masq` and `proxy-reject`, the verdict maps
+//! `service-ips`, `service-nodeports`, `no-endpoint-services` and `no-endpoint-nodeports`, one
+//! chain `svc-<hash>` per service port with ready endpoints, one chain `ep-<hash>` per ready
+//! endpoint, and one set `aff-<hash>` per endpoint of a service with ClientIP affinity. Other
+//! parts of the table (hostPorts in [`super::nft`]) must not flush these.
+//!
+//! Invariant: the kernel holds exactly what [`render_full`] of the last state given to
+//! [`Proxy::sync`] describes, or `Proxy` knows it does not (after an error) and rebuilds.
+//! Boundary: [`from_objects`] turns stored Services and Endpoints into [`ServicePort`]s;
+//! [`render_full`] and [`render_update`] are pure; [`Proxy::sync`] is the only thing that
+//! touches the kernel, through an [`NftRunner`].
+//!
+//! Layout: `model.rs` (what a state means as maps, chains and sets), `render.rs` (transactions),
+//! `objects.rs` (Kubernetes JSON), `runner.rs` (running `nft`, in this or another namespace),
+//! `netns.rs` (throwaway network namespaces for tests and the benchmark).
+
+mod model;
+pub mod netns;
+mod objects;
+mod render;
+mod runner;
+
+#[cfg(test)]
+mod tests_kernel;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+pub use super::nft::NftError;
+pub use model::{affinity_set_name, endpoint_chain_name, service_chain_name};
+pub use objects::from_objects;
+pub use render::{render_full, render_resync, render_update, Existing};
+pub use runner::{HostNft, NamespaceNft, NftRunner};
+
+/// `TCP`, `UDP` or `SCTP`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// The nftables spelling (`tcp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+
+    /// Kubernetes spelling, any case; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Protocol> {
+        match s.to_ascii_uppercase().as_str() {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+}
+
+/// One port of one Service, with the endpoints behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    pub namespace: String,
+    pub service: String,
+    pub port_name: String,
+    pub protocol: Protocol,
+    /// `None` for headless services (and services not yet given an address).
+    pub cluster_ip: Option<Ipv4Addr>,
+    pub port: u16,
+    pub node_port: Option<u16>,
+    /// `spec.externalIPs` and `status.loadBalancer.ingress[].ip`.
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `Some(seconds)` for `sessionAffinity: ClientIP`.
+    pub affinity_timeout: Option<u32>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl ServicePort {
+    /// `namespace/service:port-name/protocol`, the readable name used in comments.
+    pub fn display_name(&self) -> String {
+        format!("{}/{}:{}/{}", self.namespace, self.service, self.port_name, self.protocol.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub ready: bool,
+}
+
+/// Everything the proxy's part of the table is rendered from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyState {
+    /// `10.43.0.0/16`: any address in it that is not a live VIP and port is rejected.
+    pub service_cidr: (Ipv4Addr, u8),
+    /// Traffic from outside it to a service is masqueraded (use the cluster's pod CIDR).
+    pub pod_cidr: (Ipv4Addr, u8),
+    /// Addresses NodePorts answer on; empty means every local address except 127.0.0.0/8.
+    pub node_ips: Vec<Ipv4Addr>,
+    /// Addresses the node serves itself (the cluster DNS address): never rejected, never DNAT'ed.
+    pub local_ips: Vec<Ipv4Addr>,
+    pub services: Vec<ServicePort>,
+}
+
+/// Keeps the proxy's part of the table in step with the [`ProxyState`] it is given.
+///
+/// The first sync (and the first after a failure) lists the table and rebuilds the proxy's part
+/// over whatever is there ([`render_resync`]); later syncs apply only the difference
+/// ([`render_update`]). Each sync is one `nft` transaction, or none when nothing changed.
+pub struct Proxy {
+    runner: Arc<dyn NftRunner>,
+    applied: Option<ProxyState>,
+}
+
+impl Proxy {
+    /// A proxy for the daemon's own network namespace.
+    pub fn new() -> Proxy {
+        Proxy::with_runner(Arc::new(HostNft))
+    }
+
+    pub fn with_runner(runner: Arc<dyn NftRunner>) -> Proxy {
+        Proxy { runner, applied: None }
+    }
+
+    /// The state the kernel holds, when known.
+    pub fn applied(&self) -> Option<&ProxyState> {
+        self.applied.as_ref()
+    }
+
+    /// Forgets what was applied, so that the next sync rebuilds.
+    pub fn invalidate(&mut self) {
+        self.applied = None;
+    }
+
+    pub async fn sync(&mut self, state: ProxyState) -> Result<(), NftError> {
+        let runner = self.runner.clone();
+        let old = self.applied.take();
+        let (result, state) = tokio::task::spawn_blocking(move || {
+            let r = Proxy::sync_blocking(runner.as_ref(), old.as_ref(), &state);
+            (r, state)
+        })
+        .await
+        .map_err(|e| NftError::Apply(format!("proxy sync task failed: {e}")))?;
+        if result.is_ok() {
+            self.applied = Some(state);
+        }
+        result
+    }
+
+    /// [`Proxy::sync`] for callers on a plain thread (tests, the benchmark).
+    pub fn sync_blocking_now(&mut self, state: ProxyState) -> Result<(), NftError> {
+        let old = self.applied.take();
+        let r = Proxy::sync_blocking(self.runner.as_ref(), old.as_ref(), &state);
+        if r.is_ok() {
+            self.applied = Some(state);
+        }
+        r
+    }
+
+    fn sync_blocking(runner: &dyn NftRunner, old: Option<&ProxyState>, new: &ProxyState) -> Result<(), NftError> {
+        let batch = match old {
+            Some(old) => match render_update(old, new) {
+                Some(b) => b,
+                None => return Ok(()),
+            },
+            None => {
+                let existing = match runner.list_table()? {
+                    Some(listing) => Existing::from_listing(&listing),
+                    None => Existing::default(),
+                };
+                render_resync(new, &existing)
+            }
+        };
+        runner.apply(&batch.to_string())
+    }
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy::new()
+    }
+}
