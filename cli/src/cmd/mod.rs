@@ -8,10 +8,12 @@ pub mod create;
 pub mod delete;
 pub mod describe;
 pub mod exec;
+pub mod expose;
 pub mod get;
 pub mod image;
 pub mod label;
 pub mod logs;
+pub mod patch;
 pub mod version;
 
 use std::ffi::OsString;
@@ -60,6 +62,10 @@ pub enum Command {
     Delete(delete::Args),
     /// Update the labels on a resource
     Label(label::Args),
+    /// Update fields of a resource (strategic merge, JSON merge or JSON patch)
+    Patch(patch::Args),
+    /// Take a pod, deployment, replica set or replication controller and expose it as a new Service
+    Expose(expose::Args),
     /// Print the logs for a container in a pod
     Logs(logs::Args),
     /// Execute a command in a container
@@ -143,6 +149,8 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Describe(a) => describe::run(ctx, a).await,
         Command::Delete(a) => delete::run(ctx, a).await,
         Command::Label(a) => label::run(ctx, a).await,
+        Command::Patch(a) => patch::run(ctx, a).await,
+        Command::Expose(a) => expose::run(ctx, a).await,
         Command::Logs(a) => logs::run(ctx, a).await,
         Command::Exec(a) => exec::run(ctx, a).await,
         Command::Version(a) => version::run(ctx, a).await,

@@ -361,20 +361,22 @@ async fn patch(st: ApiState, target: Target, headers: &HeaderMap, _q: &Query, bo
     let old = fetch(&st, &target).await?;
     let mut new = old.clone();
     match content_type.split(';').next().unwrap_or("") {
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-            objects::merge_patch(&mut new, &patch);
-            // A patch that names no resourceVersion is unconditional.
-            if patch.pointer("/metadata/resourceVersion").is_none() {
-                meta::metadata_mut(&mut new).remove("resourceVersion");
-            }
-        }
+        "application/merge-patch+json" => objects::merge_patch(&mut new, &patch),
+        "application/strategic-merge-patch+json" => objects::patch::strategic_merge(&mut new, &patch),
+        "application/json-patch+json" => objects::patch::json_patch(&mut new, &patch).map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", format!("the JSON patch could not be applied: {e}"))
+        })?,
         other => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",
-                format!("the patch type {other:?} is not supported; use application/merge-patch+json or application/apply-patch+yaml"),
+                format!("the patch type {other:?} is not supported; use application/merge-patch+json, application/strategic-merge-patch+json, application/json-patch+json or application/apply-patch+yaml"),
             ))
         }
+    }
+    // A patch that names no resourceVersion is unconditional.
+    if new.pointer("/metadata/resourceVersion") == old.pointer("/metadata/resourceVersion") {
+        meta::metadata_mut(&mut new).remove("resourceVersion");
     }
     let (obj, warnings, _) = replace(&st, &target, &old, new, false).await?;
     Ok(json_response(StatusCode::OK, &obj, &warnings))

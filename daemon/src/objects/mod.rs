@@ -10,6 +10,7 @@
 //! and [`resource`].
 
 pub mod meta;
+pub mod patch;
 pub mod pod;
 pub mod resource;
 pub mod selector;

@@ -1,0 +1,220 @@
+//! What a [`ProxyState`] means in nftables objects: map elements, per-service and per-endpoint
+//! chains with their rules, and affinity sets. Both renderings are built from this, so a full
+//! rebuild and an update can never disagree.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{Endpoint, Protocol, ProxyState, ServicePort};
+
+/// The packet-mark bit that asks `proxy-postrouting` to masquerade (kube-proxy's bit too).
+pub const MASQ_BIT: u32 = 0x4000;
+
+pub const CHAIN_MARK_MASQ: &str = "proxy-mark-masq";
+pub const CHAIN_REJECT: &str = "proxy-reject";
+
+pub type IpKey = (Ipv4Addr, Protocol, u16);
+pub type PortKey = (Protocol, u16);
+
+/// The state that every rule in the fixed chains depends on; when it changes, everything is
+/// rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Globals {
+    pub service_cidr: (Ipv4Addr, u8),
+    pub pod_cidr: (Ipv4Addr, u8),
+    pub node_ips: Vec<Ipv4Addr>,
+    pub local_ips: Vec<Ipv4Addr>,
+}
+
+/// A map element's value: `goto <chain>`, with the service's readable name as its comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub chain: String,
+    pub comment: String,
+}
+
+/// One rule of a dynamic chain: its expressions and optional comment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub expr: Vec<Value>,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub globals: Globals,
+    pub service_ips: BTreeMap<IpKey, Target>,
+    pub service_nodeports: BTreeMap<PortKey, Target>,
+    /// VIP and port of a service without ready endpoints → the readable name.
+    pub no_endpoint_services: BTreeMap<IpKey, String>,
+    pub no_endpoint_nodeports: BTreeMap<PortKey, String>,
+    /// `svc-*` and `ep-*` chains and their rules.
+    pub chains: BTreeMap<String, Vec<Rule>>,
+    /// `aff-*` sets and their timeout in seconds.
+    pub sets: BTreeMap<String, u32>,
+}
+
+fn short_hash(s: &str) -> String {
+    let digest = Sha256::digest(s.as_bytes());
+    hex::encode(&digest[..8])
+}
+
+fn service_key(sp: &ServicePort) -> String {
+    format!("{}/{}/{}/{}", sp.namespace, sp.service, sp.protocol.as_str(), sp.port_name)
+}
+
+/// `svc-` and 16 hex digits of a hash of namespace, name, protocol and port name (stable across
+/// restarts; 20 characters, within nftables' 31).
+pub fn service_chain_name(sp: &ServicePort) -> String {
+    format!("svc-{}", short_hash(&service_key(sp)))
+}
+
+/// `ep-` and a hash of the service port and the endpoint's address and port.
+pub fn endpoint_chain_name(sp: &ServicePort, ep: &Endpoint) -> String {
+    format!("ep-{}", short_hash(&format!("{}/{}:{}", service_key(sp), ep.ip, ep.port)))
+}
+
+/// `aff-` and a hash of the endpoint and the timeout: a new timeout is a new set, so that a set
+/// that exists is never re-declared (nft 1.0.6 cannot re-declare a set its own batch made
+/// dynamic).
+pub fn affinity_set_name(sp: &ServicePort, ep: &Endpoint, timeout: u32) -> String {
+    format!("aff-{}", short_hash(&format!("{}/{}:{}/{}", service_key(sp), ep.ip, ep.port, timeout)))
+}
+
+/// True for names of chains this module creates per service or endpoint.
+pub fn is_dynamic_chain(name: &str) -> bool {
+    let hash = name.strip_prefix("svc-").or_else(|| name.strip_prefix("ep-"));
+    hash.is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+pub fn is_affinity_set(name: &str) -> bool {
+    name.strip_prefix("aff-").is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+pub fn payload(protocol: &str, field: &str) -> Value {
+    json!({"payload": {"protocol": protocol, "field": field}})
+}
+
+pub fn prefix((addr, len): (Ipv4Addr, u8)) -> Value {
+    json!({"prefix": {"addr": addr.to_string(), "len": len}})
+}
+
+pub fn cmp(op: &str, left: Value, right: Value) -> Value {
+    json!({"match": {"op": op, "left": left, "right": right}})
+}
+
+pub fn jump(target: &str) -> Value {
+    json!({"jump": {"target": target}})
+}
+
+pub fn goto(target: &str) -> Value {
+    json!({"goto": {"target": target}})
+}
+
+fn sorted_unique(v: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
+    let set: BTreeSet<Ipv4Addr> = v.iter().copied().collect();
+    set.into_iter().collect()
+}
+
+impl Model {
+    pub fn build(state: &ProxyState) -> Model {
+        let globals = Globals {
+            service_cidr: state.service_cidr,
+            pod_cidr: state.pod_cidr,
+            node_ips: sorted_unique(&state.node_ips),
+            local_ips: sorted_unique(&state.local_ips),
+        };
+        let mut m = Model {
+            globals,
+            service_ips: BTreeMap::new(),
+            service_nodeports: BTreeMap::new(),
+            no_endpoint_services: BTreeMap::new(),
+            no_endpoint_nodeports: BTreeMap::new(),
+            chains: BTreeMap::new(),
+            sets: BTreeMap::new(),
+        };
+        let mut services: Vec<&ServicePort> = state.services.iter().collect();
+        services.sort_by(|a, b| {
+            (&a.namespace, &a.service, &a.port_name, a.protocol).cmp(&(&b.namespace, &b.service, &b.port_name, b.protocol))
+        });
+        for sp in services {
+            m.add_service(sp);
+        }
+        m
+    }
+
+    /// Adds one service port. When two ports claim the same address and port (or NodePort), the
+    /// first in (namespace, name, port name) order keeps it.
+    fn add_service(&mut self, sp: &ServicePort) {
+        let local = &self.globals.local_ips;
+        let mut vips: Vec<Ipv4Addr> = sp.cluster_ip.into_iter().chain(sp.external_ips.iter().copied()).collect();
+        vips = sorted_unique(&vips);
+        vips.retain(|ip| !local.contains(ip));
+        let ready: BTreeSet<(Ipv4Addr, u16)> = sp.endpoints.iter().filter(|e| e.ready).map(|e| (e.ip, e.port)).collect();
+        let comment = sp.display_name();
+        if ready.is_empty() {
+            for ip in vips {
+                self.no_endpoint_services.entry((ip, sp.protocol, sp.port)).or_insert_with(|| comment.clone());
+            }
+            if let Some(np) = sp.node_port {
+                self.no_endpoint_nodeports.entry((sp.protocol, np)).or_insert_with(|| comment.clone());
+            }
+            return;
+        }
+        let chain = service_chain_name(sp);
+        let target = Target { chain: chain.clone(), comment: comment.clone() };
+        let mut used = false;
+        for ip in vips {
+            if let std::collections::btree_map::Entry::Vacant(e) = self.service_ips.entry((ip, sp.protocol, sp.port)) {
+                e.insert(target.clone());
+                used = true;
+            }
+        }
+        if let Some(np) = sp.node_port {
+            if let std::collections::btree_map::Entry::Vacant(e) = self.service_nodeports.entry((sp.protocol, np)) {
+                e.insert(target.clone());
+                used = true;
+            }
+        }
+        if !used {
+            return;
+        }
+        let endpoints: Vec<Endpoint> = ready.into_iter().map(|(ip, port)| Endpoint { ip, port, ready: true }).collect();
+        let masq = Rule {
+            expr: vec![cmp("!=", payload("ip", "saddr"), prefix(self.globals.pod_cidr)), jump(CHAIN_MARK_MASQ)],
+            comment: None,
+        };
+        let mut svc_rules = vec![masq];
+        let mut vmap = Vec::new();
+        for (i, ep) in endpoints.iter().enumerate() {
+            let ep_chain = endpoint_chain_name(sp, ep);
+            let mut rules = vec![Rule { expr: vec![cmp("==", payload("ip", "saddr"), json!(ep.ip.to_string())), jump(CHAIN_MARK_MASQ)], comment: None }];
+            if let Some(timeout) = sp.affinity_timeout {
+                let set = affinity_set_name(sp, ep, timeout);
+                svc_rules.push(Rule { expr: vec![cmp("==", payload("ip", "saddr"), json!(format!("@{set}"))), goto(&ep_chain)], comment: None });
+                rules.push(Rule {
+                    expr: vec![json!({"set": {"op": "update", "elem": payload("ip", "saddr"), "set": format!("@{set}")}})],
+                    comment: None,
+                });
+                self.sets.insert(set, timeout);
+            }
+            rules.push(Rule {
+                expr: vec![
+                    cmp("==", json!({"meta": {"key": "l4proto"}}), json!(sp.protocol.as_str())),
+                    json!({"dnat": {"family": "ip", "addr": ep.ip.to_string(), "port": ep.port}}),
+                ],
+                comment: Some(format!("{comment} -> {}:{}", ep.ip, ep.port)),
+            });
+            vmap.push(json!([i, goto(&ep_chain)]));
+            self.chains.insert(ep_chain, rules);
+        }
+        svc_rules.push(Rule {
+            expr: vec![json!({"vmap": {"key": {"numgen": {"mode": "random", "mod": endpoints.len(), "offset": 0}}, "data": {"set": vmap}}})],
+            comment: Some(comment),
+        });
+        self.chains.insert(chain, svc_rules);
+    }
+}
