@@ -10,3 +10,4 @@ pub mod cni;
 pub mod hostports;
 pub mod nft;
 pub mod nodeip;
+pub mod proxy;

@@ -85,9 +85,11 @@ pub struct ServicePort {
 }
 
 impl ServicePort {
-    /// `namespace/service:port-name/protocol`, the readable name used in comments.
+    /// `namespace/service:port-name/protocol` (the port number when unnamed), the readable name
+    /// used in comments.
     pub fn display_name(&self) -> String {
-        format!("{}/{}:{}/{}", self.namespace, self.service, self.port_name, self.protocol.as_str())
+        let port = if self.port_name.is_empty() { self.port.to_string() } else { self.port_name.clone() };
+        format!("{}/{}:{}/{}", self.namespace, self.service, port, self.protocol.as_str())
     }
 }
 

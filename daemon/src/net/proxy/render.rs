@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use super::model::{self, cmp, goto, jump, payload, prefix, Globals, IpKey, Model, PortKey, Rule, Target, CHAIN_MARK_MASQ, CHAIN_REJECT, MASQ_BIT};
+use super::model::{self, cmp, goto, jump, payload, prefix, Globals, IpKey, Model, PortKey, Rule, CHAIN_MARK_MASQ, CHAIN_REJECT, MASQ_BIT};
 use super::ProxyState;
 use crate::net::nft::{FAMILY, TABLE};
 
@@ -96,24 +96,32 @@ fn element(key: Value, comment: &str, chain: &str) -> Value {
     json!([{"elem": {"val": key, "comment": comment}}, goto(chain)])
 }
 
-/// The four verdict maps as (name, key type, elements as (key, comment, chain)).
-fn maps(m: &Model) -> [(&'static str, Value, BTreeMap<String, (Value, String, String)>); 4] {
+/// A map's elements by the key's JSON text (so the four maps share one diff): key, comment, chain.
+type Elements = BTreeMap<String, (Value, String, String)>;
+
+/// The four verdict maps as (name, key type, elements).
+fn maps(m: &Model) -> [(&'static str, Value, Elements); 4] {
     let ip_type = json!(["ipv4_addr", "inet_proto", "inet_service"]);
     let port_type = json!(["inet_proto", "inet_service"]);
-    // Keyed by the key's JSON text, so the four maps share one diff.
-    fn ips<'a>(it: impl Iterator<Item = (&'a IpKey, String, String)>) -> BTreeMap<String, (Value, String, String)> {
-        it.map(|(k, c, ch)| (ip_key(k).to_string(), (ip_key(k), c, ch))).collect()
+    let mut e: [Elements; 4] = Default::default();
+    for (k, t) in &m.service_ips {
+        e[0].insert(ip_key(k).to_string(), (ip_key(k), t.comment.clone(), t.chain.clone()));
     }
-    fn ports<'a>(it: impl Iterator<Item = (&'a PortKey, String, String)>) -> BTreeMap<String, (Value, String, String)> {
-        it.map(|(k, c, ch)| (port_key(k).to_string(), (port_key(k), c, ch))).collect()
+    for (k, t) in &m.service_nodeports {
+        e[1].insert(port_key(k).to_string(), (port_key(k), t.comment.clone(), t.chain.clone()));
     }
-    let t = |(k, t): (&IpKey, &Target)| (k, t.comment.clone(), t.chain.clone());
-    let tp = |(k, t): (&PortKey, &Target)| (k, t.comment.clone(), t.chain.clone());
+    for (k, c) in &m.no_endpoint_services {
+        e[2].insert(ip_key(k).to_string(), (ip_key(k), c.clone(), CHAIN_REJECT.to_string()));
+    }
+    for (k, c) in &m.no_endpoint_nodeports {
+        e[3].insert(port_key(k).to_string(), (port_key(k), c.clone(), CHAIN_REJECT.to_string()));
+    }
+    let [a, b, c, d] = e;
     [
-        (MAP_SERVICE_IPS, ip_type.clone(), ips(m.service_ips.iter().map(t))),
-        (MAP_SERVICE_NODEPORTS, port_type.clone(), ports(m.service_nodeports.iter().map(tp))),
-        (MAP_NO_ENDPOINT_SERVICES, ip_type, ips(m.no_endpoint_services.iter().map(|(k, c)| (k, c.clone(), CHAIN_REJECT.to_string())))),
-        (MAP_NO_ENDPOINT_NODEPORTS, port_type, ports(m.no_endpoint_nodeports.iter().map(|(k, c)| (k, c.clone(), CHAIN_REJECT.to_string())))),
+        (MAP_SERVICE_IPS, ip_type.clone(), a),
+        (MAP_SERVICE_NODEPORTS, port_type.clone(), b),
+        (MAP_NO_ENDPOINT_SERVICES, ip_type, c),
+        (MAP_NO_ENDPOINT_NODEPORTS, port_type, d),
     ]
 }
 
@@ -300,4 +308,304 @@ pub fn render_update(old: &ProxyState, new: &ProxyState) -> Option<Value> {
         b.push(cmd("delete", "set", json!({"name": s})));
     }
     (!b.is_empty()).then(|| json!({"nftables": b}))
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::net::proxy::{affinity_set_name, endpoint_chain_name, service_chain_name, Endpoint, Protocol, ServicePort};
+
+    pub fn ip(s: &str) -> std::net::Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    pub fn web(endpoints: &[(&str, bool)]) -> ServicePort {
+        ServicePort {
+            namespace: "default".into(),
+            service: "web".into(),
+            port_name: "http".into(),
+            protocol: Protocol::Tcp,
+            cluster_ip: Some(ip("10.43.0.20")),
+            port: 80,
+            node_port: Some(30080),
+            external_ips: vec![],
+            affinity_timeout: None,
+            endpoints: endpoints.iter().map(|(a, ready)| Endpoint { ip: ip(a), port: 8080, ready: *ready }).collect(),
+        }
+    }
+
+    pub fn dns() -> ServicePort {
+        ServicePort {
+            namespace: "kube-system".into(),
+            service: "db".into(),
+            port_name: "".into(),
+            protocol: Protocol::Udp,
+            cluster_ip: Some(ip("10.43.0.30")),
+            port: 53,
+            node_port: None,
+            external_ips: vec![ip("192.0.2.9")],
+            affinity_timeout: Some(60),
+            endpoints: vec![Endpoint { ip: ip("10.42.0.9"), port: 5353, ready: true }],
+        }
+    }
+
+    pub fn state(services: Vec<ServicePort>) -> ProxyState {
+        ProxyState {
+            service_cidr: (ip("10.43.0.0"), 16),
+            pod_cidr: (ip("10.42.0.0"), 16),
+            node_ips: vec![],
+            local_ips: vec![ip("10.43.0.10")],
+            services,
+        }
+    }
+
+    /// One line per command: `verb kind name`, plus the elements of element commands.
+    pub fn lines(batch: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        for c in batch["nftables"].as_array().unwrap() {
+            let (verb, body) = c.as_object().unwrap().iter().next().unwrap();
+            let (kind, o) = body.as_object().unwrap().iter().next().unwrap();
+            let name = o.get("name").or(o.get("chain")).and_then(Value::as_str).unwrap_or("");
+            let mut line = format!("{verb} {kind} {name}");
+            if kind == "element" {
+                for e in o["elem"].as_array().unwrap() {
+                    let key = if e.is_array() { &e[0] } else { e };
+                    let key = if key.get("elem").is_some() { &key["elem"]["val"] } else { key };
+                    let parts: Vec<String> = key["concat"].as_array().unwrap().iter().map(|p| p.to_string().trim_matches('"').to_string()).collect();
+                    line.push_str(&format!(" [{}", parts.join(" . ")));
+                    if e.is_array() {
+                        line.push_str(&format!(" : {}", e[1]["goto"]["target"].as_str().unwrap()));
+                    }
+                    line.push(']');
+                }
+            }
+            out.push(line);
+        }
+        out
+    }
+
+    #[test]
+    fn full_snapshot() {
+        let s = state(vec![web(&[("10.42.0.5", true), ("10.42.0.6", false)]), dns()]);
+        // One command per line, so that a change reads as a line diff.
+        let cmds: Vec<String> = render_full(&s)["nftables"].as_array().unwrap().iter().map(Value::to_string).collect();
+        let got = format!("{{\"nftables\": [\n{}\n]}}\n", cmds.join(",\n"));
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/net/proxy/testdata/full.json");
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(path, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(path).unwrap();
+        assert_eq!(got, want, "render_full changed; review and re-run with UPDATE_SNAPSHOTS=1");
+    }
+
+    #[test]
+    fn full_shape() {
+        let (w, d) = (web(&[("10.42.0.5", true), ("10.42.0.6", false)]), dns());
+        let s = state(vec![w.clone(), d.clone()]);
+        let l = lines(&render_full(&s));
+        let (svc_w, ep_w) = (service_chain_name(&w), endpoint_chain_name(&w, &w.endpoints[0]));
+        let (svc_d, ep_d) = (service_chain_name(&d), endpoint_chain_name(&d, &d.endpoints[0]));
+        let aff = affinity_set_name(&d, &d.endpoints[0], 60);
+        let pos = |x: &str| l.iter().position(|y| y == x).unwrap_or_else(|| panic!("{x} missing from {l:#?}"));
+        // Chains and sets exist before anything that refers to them.
+        assert!(pos(&format!("add set {aff}")) < pos(&format!("add chain {ep_d}")));
+        for c in [&svc_w, &ep_w, &svc_d, &ep_d] {
+            assert!(pos(&format!("add chain {c}")) < pos(&format!("add rule {c}")));
+        }
+        let elements = pos(&format!("add element service-ips [10.43.0.20 . tcp . 80 : {svc_w}] [10.43.0.30 . udp . 53 : {svc_d}] [192.0.2.9 . udp . 53 : {svc_d}]"));
+        assert!(pos(&format!("add rule {svc_w}")) < elements);
+        pos(&format!("add element service-nodeports [tcp . 30080 : {svc_w}]"));
+        assert!(!l.iter().any(|x| x.contains("no-endpoint") && x.starts_with("add element")));
+        assert!(!l.iter().any(|x| x.contains("10.42.0.6")), "unready endpoints get no chain");
+        assert!(!l.iter().any(|x| x.contains("delete")));
+        // Never the whole table: only the proxy's own chains are flushed.
+        assert!(!l.iter().any(|x| x.starts_with("flush table")));
+        assert!(l.iter().filter(|x| x.starts_with("flush chain")).all(|x| x.contains(" proxy-") || x.contains(" svc-") || x.contains(" ep-")));
+    }
+
+    #[test]
+    fn local_ips_are_neither_dnated_nor_rejected() {
+        let mut d = dns();
+        d.cluster_ip = Some(ip("10.43.0.10"));
+        d.external_ips.clear();
+        d.endpoints.clear();
+        let l = lines(&render_full(&state(vec![d])));
+        assert!(!l.iter().any(|x| x.starts_with("add element")), "{l:#?}");
+        assert!(!l.iter().any(|x| x.starts_with("add chain svc-")));
+        let full = render_full(&state(vec![]));
+        let reject = full["nftables"].as_array().unwrap().iter().find(|c| c["add"]["rule"]["comment"] == "service address or port not allocated").unwrap();
+        assert_eq!(reject["add"]["rule"]["expr"][1], json!({"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"set": ["10.43.0.10"]}}}));
+    }
+
+    #[test]
+    fn update_no_change_is_none() {
+        let s = state(vec![web(&[("10.42.0.5", true)]), dns()]);
+        assert_eq!(render_update(&s, &s.clone()), None);
+        // Order of services and endpoints does not matter.
+        let mut r = s.clone();
+        r.services.reverse();
+        assert_eq!(render_update(&s, &r), None);
+    }
+
+    #[test]
+    fn update_add_service() {
+        let old = state(vec![dns()]);
+        let w = web(&[("10.42.0.5", true)]);
+        let new = state(vec![dns(), w.clone()]);
+        let (svc, ep) = (service_chain_name(&w), endpoint_chain_name(&w, &w.endpoints[0]));
+        assert_eq!(
+            lines(&render_update(&old, &new).unwrap()),
+            vec![
+                format!("add chain {ep}"),
+                format!("add chain {svc}"),
+                format!("add rule {ep}"),
+                format!("add rule {ep}"),
+                format!("add rule {svc}"),
+                format!("add rule {svc}"),
+                format!("add element service-ips [10.43.0.20 . tcp . 80 : {svc}]"),
+                format!("add element service-nodeports [tcp . 30080 : {svc}]"),
+            ]
+        );
+    }
+
+    #[test]
+    fn update_add_endpoint() {
+        let old = state(vec![web(&[("10.42.0.5", true)])]);
+        let w = web(&[("10.42.0.5", true), ("10.42.0.6", true)]);
+        let new = state(vec![w.clone()]);
+        let (svc, ep2) = (service_chain_name(&w), endpoint_chain_name(&w, &w.endpoints[1]));
+        assert_eq!(
+            lines(&render_update(&old, &new).unwrap()),
+            vec![
+                format!("add chain {ep2}"),
+                format!("add rule {ep2}"),
+                format!("add rule {ep2}"),
+                format!("flush chain {svc}"),
+                format!("add rule {svc}"),
+                format!("add rule {svc}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn update_last_endpoint_unready_rejects() {
+        let w = web(&[("10.42.0.5", true)]);
+        let old = state(vec![w.clone()]);
+        let new = state(vec![web(&[("10.42.0.5", false)])]);
+        let (svc, ep) = (service_chain_name(&w), endpoint_chain_name(&w, &w.endpoints[0]));
+        assert_eq!(
+            lines(&render_update(&old, &new).unwrap()),
+            vec![
+                "delete element service-ips [10.43.0.20 . tcp . 80]".to_string(),
+                "delete element service-nodeports [tcp . 30080]".to_string(),
+                "add element no-endpoint-services [10.43.0.20 . tcp . 80 : proxy-reject]".to_string(),
+                "add element no-endpoint-nodeports [tcp . 30080 : proxy-reject]".to_string(),
+                format!("flush chain {ep}"),
+                format!("flush chain {svc}"),
+                format!("delete chain {ep}"),
+                format!("delete chain {svc}"),
+            ]
+        );
+        // And back.
+        assert_eq!(lines(&render_update(&new, &old).unwrap()).iter().filter(|l| l.starts_with("delete element no-endpoint")).count(), 2);
+    }
+
+    #[test]
+    fn update_one_of_two_endpoints_unready() {
+        let w = web(&[("10.42.0.5", true), ("10.42.0.6", true)]);
+        let new = state(vec![web(&[("10.42.0.5", true), ("10.42.0.6", false)])]);
+        let (svc, ep2) = (service_chain_name(&w), endpoint_chain_name(&w, &w.endpoints[1]));
+        assert_eq!(
+            lines(&render_update(&state(vec![w]), &new).unwrap()),
+            vec![format!("flush chain {svc}"), format!("add rule {svc}"), format!("add rule {svc}"), format!("flush chain {ep2}"), format!("delete chain {ep2}")]
+        );
+    }
+
+    #[test]
+    fn update_remove_service_with_affinity() {
+        let d = dns();
+        let old = state(vec![web(&[("10.42.0.5", true)]), d.clone()]);
+        let new = state(vec![web(&[("10.42.0.5", true)])]);
+        let (svc, ep, aff) = (service_chain_name(&d), endpoint_chain_name(&d, &d.endpoints[0]), affinity_set_name(&d, &d.endpoints[0], 60));
+        assert_eq!(
+            lines(&render_update(&old, &new).unwrap()),
+            vec![
+                "delete element service-ips [10.43.0.30 . udp . 53] [192.0.2.9 . udp . 53]".to_string(),
+                format!("flush chain {ep}"),
+                format!("flush chain {svc}"),
+                format!("delete chain {ep}"),
+                format!("delete chain {svc}"),
+                format!("delete set {aff}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn update_affinity_timeout_replaces_the_set() {
+        let d = dns();
+        let mut d2 = d.clone();
+        d2.affinity_timeout = Some(120);
+        let (old_aff, new_aff) = (affinity_set_name(&d, &d.endpoints[0], 60), affinity_set_name(&d, &d.endpoints[0], 120));
+        let l = lines(&render_update(&state(vec![d]), &state(vec![d2])).unwrap());
+        assert_eq!(l.first().unwrap(), &format!("add set {new_aff}"));
+        assert_eq!(l.last().unwrap(), &format!("delete set {old_aff}"));
+        assert!(!l.iter().any(|x| x.contains("element")));
+    }
+
+    #[test]
+    fn update_of_globals_rebuilds_over_the_old_objects() {
+        let d = dns();
+        let old = state(vec![d.clone()]);
+        let mut new = old.clone();
+        new.local_ips = vec![];
+        new.services[0].affinity_timeout = None;
+        let l = lines(&render_update(&old, &new).unwrap());
+        let (svc, aff) = (service_chain_name(&d), affinity_set_name(&d, &d.endpoints[0], 60));
+        assert_eq!(l[0], "add table skerry");
+        assert_eq!(l[1], format!("flush chain {}", endpoint_chain_name(&d, &d.endpoints[0])));
+        assert!(l.contains(&format!("flush chain {svc}")));
+        assert!(l.contains(&format!("delete set {aff}")));
+        assert!(!l.iter().any(|x| x.starts_with("delete chain")));
+    }
+
+    #[test]
+    fn conflicting_claims_keep_the_first_service() {
+        let w = web(&[("10.42.0.5", true)]);
+        let mut other = web(&[("10.42.0.7", true)]);
+        other.service = "zeta".into();
+        other.cluster_ip = Some(ip("10.43.0.21"));
+        let l = lines(&render_full(&state(vec![other.clone(), w.clone()])));
+        assert!(l.contains(&format!("add element service-nodeports [tcp . 30080 : {}]", service_chain_name(&w))));
+        assert!(l.iter().any(|x| x.contains(&format!("[10.43.0.21 . tcp . 80 : {}]", service_chain_name(&other)))));
+    }
+
+    #[test]
+    fn resync_deletes_stale_and_keeps_wanted_sets() {
+        let d = dns();
+        let aff = affinity_set_name(&d, &d.endpoints[0], 60);
+        let existing = Existing {
+            chains: ["svc-00000000000000aa".to_string(), service_chain_name(&d)].into(),
+            sets: [aff.clone(), "aff-00000000000000bb".to_string()].into(),
+        };
+        let l = lines(&render_resync(&state(vec![d.clone()]), &existing));
+        assert_eq!(l[1], "flush chain svc-00000000000000aa");
+        let del = l.iter().position(|x| x == "delete chain svc-00000000000000aa").unwrap();
+        assert!(del > l.iter().position(|x| x == "flush map service-ips").unwrap());
+        assert!(l.contains(&"delete set aff-00000000000000bb".to_string()));
+        assert!(!l.contains(&format!("add set {aff}")), "a set that exists is never re-declared");
+        assert!(!l.contains(&format!("delete set {aff}")));
+    }
+
+    #[test]
+    fn names_fit_nftables() {
+        let w = web(&[("10.42.0.5", true)]);
+        for n in [service_chain_name(&w), endpoint_chain_name(&w, &w.endpoints[0]), affinity_set_name(&w, &w.endpoints[0], 10800)] {
+            assert!(n.len() <= 31, "{n}");
+            assert!(super::model::is_dynamic_chain(&n) || super::model::is_affinity_set(&n), "{n}");
+        }
+        assert!(!super::model::is_dynamic_chain("proxy-services"));
+        let listing = json!({"nftables": [{"metainfo": {}}, {"chain": {"family": "inet", "table": "skerry", "name": service_chain_name(&w)}},
+            {"chain": {"family": "inet", "table": "skerry", "name": "hostports"}}, {"set": {"family": "inet", "table": "skerry", "name": "aff-0123456789abcdef"}}]});
+        assert_eq!(Existing::from_listing(&listing), Existing { chains: [service_chain_name(&w)].into(), sets: ["aff-0123456789abcdef".to_string()].into() });
+    }
 }

@@ -1,0 +1,1 @@
+//! Kernel tests (root): the proxy applied through real `nft` in namespaces the tests create.
