@@ -16,6 +16,8 @@ pub struct Containerd {
     dir: PathBuf,
     socket: PathBuf,
     cgroup_parent: String,
+    /// More containerd namespaces whose runc state dir goes on drop (e.g. a benchmark's own).
+    extra_namespaces: Vec<String>,
 }
 
 /// Panics with a clear message unless we are root and containerd and runc exist.
@@ -39,7 +41,7 @@ impl Containerd {
         fs::write(&config, config_toml(&dir)).expect("writing containerd config");
         let child = spawn_containerd(&dir, &config);
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let mut guard = Containerd { child: Some(child), dir, socket, cgroup_parent: format!("/{name}") };
+        let mut guard = Containerd { child: Some(child), dir, socket, cgroup_parent: format!("/{name}"), extra_namespaces: Vec::new() };
         guard.wait_ready();
         guard
     }
@@ -99,6 +101,13 @@ impl Containerd {
     /// removed from every hierarchy on drop.
     pub fn cgroup_parent(&self) -> &str {
         &self.cgroup_parent
+    }
+
+    /// Another containerd namespace used with this containerd; its runc state under
+    /// /run/containerd/runc goes on drop too. Its containers' cgroups must be below
+    /// [`Containerd::cgroup_parent`].
+    pub fn add_namespace(&mut self, ns: &str) {
+        self.extra_namespaces.push(ns.to_string());
     }
 
     /// containerd's combined output so far.
@@ -227,8 +236,30 @@ fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     points
 }
 
+/// Removes a cgroup tree from every hierarchy, retrying for up to 3 s: killed processes
+/// leave their cgroup a moment after they die.
 fn remove_cgroup(parent: &str) {
-    skerryd::agent::cgroups::remove_tree(parent);
+    let rel = parent.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let present = || -> bool {
+        let mut dirs: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup").map(|d| d.flatten().map(|e| e.path().join(rel)).collect()).unwrap_or_default();
+        dirs.push(Path::new("/sys/fs/cgroup").join(rel));
+        dirs.iter().any(|d| d.is_dir())
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        skerryd::agent::cgroups::remove_tree(parent);
+        if !present() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            eprintln!("warning: could not remove cgroup {parent} from every hierarchy");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// IDs of the containers with a task directory in this containerd's state (all namespaces).
@@ -280,6 +311,9 @@ impl Drop for Containerd {
             remove_cgroup(&format!("/{id}"));
         }
         let _ = fs::remove_dir_all(Path::new("/run/containerd/runc").join(self.namespace()));
+        for ns in &self.extra_namespaces {
+            let _ = fs::remove_dir_all(Path::new("/run/containerd/runc").join(ns));
+        }
         if let Err(e) = fs::remove_dir_all(&self.dir) {
             eprintln!("warning: could not remove {}: {e}", self.dir.display());
         }
