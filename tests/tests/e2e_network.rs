@@ -352,6 +352,15 @@ fn deleted_and_crashed_pods_leave_nothing_behind() {
     node.skerryd.start_again();
     let again = node.wait_running("crash-running");
     assert_eq!(ip_of(&again), ip, "a restart keeps the pod's address");
+    // The GC at start kept the running pod's allocation, and its hostPort still answers.
+    let store = node.skerryd.ipam_dir().join("skerry");
+    assert_eq!(allocations(&store), [ip.to_string()], "after the restart's CNI GC, only the running pod's address is allocated");
+    let node_ip = node.node_ip();
+    wait_body("node_ip:30081 after skerryd was killed and restarted", "crash-running\n", || {
+        http_get(SocketAddr::from((node_ip, 30081)), "/", Duration::from_secs(3)).map_err(|e| e.to_string())
+    });
+    let pod_addr = SocketAddr::from((ip, 80));
+    node.in_netns(|| wait_body("the node fetching from the pod after the restart", "crash-running\n", || http_get(pod_addr, "/", Duration::from_secs(3)).map_err(|e| e.to_string())));
     node.skerry_ok(&["delete", "pod", "crash-running"]);
     node.wait_gone_in("default", "crash-running");
     assert_nothing_left(&node, "after a SIGKILL while the pod ran");
@@ -371,4 +380,22 @@ fn cleanup_removes_the_table() {
     let out = node.skerryd.run_skerryd(&["--cleanup", "--config", config.to_str().unwrap()]);
     assert_eq!(out.code, 0, "a second --cleanup:\n{out}");
     node.skerryd.start_again();
+}
+
+#[test]
+fn host_network_pods_use_the_node_address() {
+    let node = TestNode::start();
+    node.import_busybox();
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hostnet\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: skerry-test/busybox:1\n    imagePullPolicy: Never\n    command: [\"sleep\", \"3600\"]\n";
+    node.apply(manifest);
+    let pod = node.wait_running("hostnet");
+    let node_ip = node.node_ip().to_string();
+    assert_eq!(pod["status"]["podIP"], node_ip.as_str(), "a hostNetwork pod's podIP is the node's address: {}", pod["status"]);
+    assert_eq!(pod["status"]["hostIP"], node_ip.as_str());
+    // It sees the node's interfaces and got no pod network (no address, no veth).
+    let addr = node.skerry_ok(&["exec", "hostnet", "--", "ip", "-4", "addr", "show", "eth0"]);
+    assert!(addr.contains(&format!("inet {node_ip}/30")), "{addr}");
+    assert!(allocations(&node.skerryd.ipam_dir().join("skerry")).is_empty(), "no pod address for a hostNetwork pod");
+    node.skerry_ok(&["delete", "pod", "hostnet"]);
+    node.wait_gone_in("default", "hostnet");
 }
