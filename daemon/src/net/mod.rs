@@ -7,6 +7,7 @@
 //! with [`cni::Cni::add`] and returns it with [`cni::Cni::del`].
 
 pub mod cni;
+pub mod dns;
 pub mod hostports;
 pub mod nft;
 pub mod nodeip;
