@@ -321,8 +321,9 @@ impl Worker {
             cwd,
             user,
             hostname: pod.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or(&self.name).chars().take(63).collect(),
-            netns: Some(self.sandbox.netns()),
-            host_network: host_network(pod),
+            // A host-network pod shares the namespace the node's address lives in: skerryd's own
+            // (which is not containerd's when skerryd runs inside a node namespace).
+            netns: Some(if host_network(pod) { format!("/proc/{}/ns/net", std::process::id()).into() } else { self.sandbox.netns() }),
             ipcns: Some(self.sandbox.ipcns()),
             utsns: Some(self.sandbox.utsns()),
             mounts: self.pod_files(pod).map_err(|e| ("CreateContainerError".to_string(), e))?,

@@ -73,19 +73,27 @@ fn prefix((addr, len): (Ipv4Addr, u8)) -> Value {
     json!({"prefix": {"addr": addr.to_string(), "len": len}})
 }
 
-/// The whole table as one transaction: (re)create, flush, then every chain and rule.
+/// The chains this part of the table owns; other parts (the Service proxy) keep their own.
+const CHAINS: &[(&str, Option<(&str, i32)>)] = &[
+    ("nat-prerouting", Some(("prerouting", -100))),
+    ("nat-output", Some(("output", -100))),
+    ("nat-postrouting", Some(("postrouting", 100))),
+    ("hostports", None),
+];
+
+/// This part of the table as one transaction: ensure the table and chains, flush the chains,
+/// then every rule. Chains of other parts of the table are left alone.
 pub fn render(rules: &NodeRules) -> Value {
     let local = eq(json!({"fib": {"result": "type", "flags": ["daddr"]}}), json!("local"));
-    let mut batch = vec![
-        add("table", json!({"family": FAMILY, "name": TABLE})),
-        json!({"flush": {"table": {"family": FAMILY, "name": TABLE}}}),
-        chain("nat-prerouting", Some(("prerouting", -100))),
-        chain("nat-output", Some(("output", -100))),
-        chain("nat-postrouting", Some(("postrouting", 100))),
-        chain("hostports", None),
+    let mut batch = vec![add("table", json!({"family": FAMILY, "name": TABLE}))];
+    for (name, hook) in CHAINS {
+        batch.push(chain(name, *hook));
+        batch.push(json!({"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}}));
+    }
+    batch.extend([
         rule("nat-prerouting", vec![local.clone(), json!({"jump": {"target": "hostports"}})], None),
         rule("nat-output", vec![local, json!({"jump": {"target": "hostports"}})], None),
-    ];
+    ]);
     let mut ports = rules.host_ports.clone();
     ports.sort();
     for hp in &ports {
@@ -161,7 +169,8 @@ mod tests {
         let batch = render(&rules);
         let items = batch["nftables"].as_array().unwrap();
         assert_eq!(items[0], json!({"add": {"table": {"family": "inet", "name": "skerry"}}}));
-        assert_eq!(items[1], json!({"flush": {"table": {"family": "inet", "name": "skerry"}}}));
+        assert_eq!(items[2], json!({"flush": {"chain": {"family": "inet", "table": "skerry", "name": "nat-prerouting"}}}));
+        assert!(!items.iter().any(|i| i.get("flush").and_then(|f| f.get("table")).is_some()), "never flushes the whole table");
         let hostport = items.iter().find(|i| i["add"]["rule"]["chain"] == "hostports").unwrap();
         assert_eq!(
             hostport["add"]["rule"]["expr"],
