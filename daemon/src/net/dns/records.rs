@@ -553,6 +553,16 @@ mod tests {
         assert_eq!(Records::default().lookup("x.cluster.local", RecordType::A), Answer::Forward);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn lookup_never_panics_and_stays_in_its_lane(name in "[a-zA-Z0-9._-]{0,80}", t in 0usize..6) {
+            let r = fixture();
+            let rtype = [RecordType::A, RecordType::AAAA, RecordType::SRV, RecordType::CNAME, RecordType::SOA, RecordType::ANY][t];
+            let answer = r.lookup(&name, rtype);
+            proptest::prop_assert_eq!(matches!(answer, Answer::Forward), !r.is_ours(&name));
+        }
+    }
+
     #[test]
     fn another_domain() {
         let services = vec![svc("default", "web", json!({"clusterIP": "10.43.0.20"}))];

@@ -358,4 +358,13 @@ mod tests {
         assert!(upstreams_from_resolv_conf("").is_empty());
         assert_eq!(upstreams_from_resolv_conf("nameserver 127.0.0.53\n"), vec!["127.0.0.53:53".parse().unwrap()]);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn resolv_conf_parsing_never_panics_and_yields_port_53(text in "(nameserver|search|options|#|;| |\\t|\\n|[0-9a-f.:%]{1,12}){0,40}") {
+            for sa in upstreams_from_resolv_conf(&text) {
+                proptest::prop_assert_eq!(sa.port(), 53);
+            }
+        }
+    }
 }
