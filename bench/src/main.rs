@@ -1,7 +1,8 @@
 //! `skerry-bench`: pod start latency against the raw-containerd floor, and skerryd's memory.
 //!
 //! Everything runs against a private containerd ([`skerry_tests::containerd::Containerd`]) and a
-//! private `skerryd` under a scratch directory; both are torn down on exit, also on failure or
+//! private `skerryd` in its own network namespace ([`skerry_tests::skerryd::Skerryd`], the e2e
+//! tests' harness with the release binaries); both are torn down on exit, also on failure or
 //! Ctrl-C. `bench/run` builds the release binaries and calls `skerry-bench all`. See
 //! bench/README.md for what each figure means.
 
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -23,7 +24,11 @@ use skerry_tests::images::ImageBuilder;
 use skerryd::runtime::{build_spec, ContainerRun, ContainerdRuntime, SpecInput, TaskState};
 use tokio::task::JoinSet;
 
-use sys::{Mem, Scratch};
+use sys::Mem;
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into())
+}
 
 /// The image every pod and floor container runs (imported beforehand, never pulled).
 const IMAGE: &str = "docker.io/library/busybox:bench";
@@ -137,6 +142,7 @@ fn check_prerequisites() -> Result<()> {
 
 /// The binaries under test: next to this executable (target/release).
 struct Bins {
+    dir: PathBuf,
     skerryd: PathBuf,
     skerry: PathBuf,
     logger: PathBuf,
@@ -146,8 +152,9 @@ impl Bins {
     fn find() -> Result<Bins> {
         let exe = std::env::current_exe()?;
         let dir = exe.parent().context("no parent dir of the executable")?;
-        let b = Bins { skerryd: dir.join("skerryd"), skerry: dir.join("skerry"), logger: dir.join("skerry-logger") };
-        for p in [&b.skerryd, &b.skerry, &b.logger] {
+        let b = Bins { dir: dir.to_path_buf(), skerryd: dir.join("skerryd"), skerry: dir.join("skerry"), logger: dir.join("skerry-logger") };
+        let cni = dir.join("skerry-cni");
+        for p in [&b.skerryd, &b.skerry, &b.logger, &cni] {
             if !p.is_file() {
                 bail!("{} is missing; build with `cargo build --release --workspace` (bench/run does)", p.display());
             }
@@ -157,28 +164,28 @@ impl Bins {
 }
 
 /// The private containerd, the scratch dir and the test image. Field order is drop order:
-/// containerd goes first (kills shims and containers), then the scratch dir is unmounted
-/// and removed.
+/// containerd goes first (kills shims and containers, removes its cgroups and the runc state of
+/// both namespaces), then the scratch dir (archive, manifests, floor logs).
 struct Env {
     containerd: Containerd,
-    scratch: Scratch,
+    scratch: tempfile::TempDir,
     bins: Bins,
     image_archive: PathBuf,
-    /// Dropped last: removes the floor's cgroup parent should the containerd guard have met
-    /// it still busy (killed processes leave their cgroup a moment later).
-    _cgroups: sys::CgroupParent,
 }
 
 impl Env {
     async fn start() -> Result<Env> {
         let bins = Bins::find()?;
-        let mut scratch = Scratch::new()?;
-        let image_archive = scratch.dir.join("busybox-bench.tar");
+        let scratch = tempfile::Builder::new().prefix("sk-bench-").tempdir_in("/tmp")?;
+        let image_archive = scratch.path().join("busybox-bench.tar");
         ImageBuilder::new(IMAGE).cmd(["sleep", "3600"]).write_oci(&image_archive, false)?;
-        let containerd = tokio::task::spawn_blocking(Containerd::start).await.context("starting containerd")?;
-        scratch.extra.push(Path::new("/run/containerd/runc").join(floor_namespace(&containerd)));
-        let cgroups = sys::CgroupParent(containerd.cgroup_parent().to_string());
-        Ok(Env { containerd, scratch, bins, image_archive, _cgroups: cgroups })
+        let mut containerd = tokio::task::spawn_blocking(Containerd::start).await.context("starting containerd")?;
+        containerd.add_namespace(&floor_namespace(&containerd));
+        Ok(Env { containerd, scratch, bins, image_archive })
+    }
+
+    fn dir(&self) -> &Path {
+        self.scratch.path()
     }
 
     /// A runtime client in the floor's own namespace, with the image imported.
@@ -188,14 +195,6 @@ impl Env {
             .with_logger(self.bins.logger.clone());
         rt.import_archive(&self.image_archive).await?;
         Ok(rt)
-    }
-
-    fn containerd_pid(&self) -> Option<u32> {
-        let config = self.containerd.dir().join("config.toml").to_string_lossy().into_owned();
-        sys::processes()
-            .into_iter()
-            .find(|(_, argv)| argv[0].ends_with("containerd") && argv.iter().any(|a| *a == config))
-            .map(|(pid, _)| pid)
     }
 
     fn shims(&self) -> (Mem, usize) {
@@ -208,9 +207,11 @@ fn floor_namespace(c: &Containerd) -> String {
     format!("{}-floor", c.namespace())
 }
 
-/// A running skerryd; SIGTERM (then SIGKILL) on drop.
+/// The skerryd under test: the e2e harness's node ([`skerry_tests::skerryd::Skerryd`]) with the
+/// release binaries — its own network namespace, CNI config, data dir and socket, all removed
+/// on drop.
 struct Skerryd {
-    child: Child,
+    node: skerry_tests::skerryd::Skerryd,
     socket: PathBuf,
     log: PathBuf,
     skerry: PathBuf,
@@ -218,70 +219,33 @@ struct Skerryd {
     runtime: ContainerdRuntime,
 }
 
-impl Drop for Skerryd {
-    fn drop(&mut self) {
-        sys::stop_child(&mut self.child, Duration::from_secs(10));
-    }
-}
-
 impl Skerryd {
     async fn start(env: &Env, log_level: &str, extra_env: &[String]) -> Result<Skerryd> {
-        let dir = env.scratch.dir.join("skerry");
-        std::fs::create_dir_all(&dir)?;
-        let config = dir.join("config.yaml");
-        std::fs::write(&config, "")?;
-        let socket = dir.join("skerry.sock");
-        let log = dir.join("skerryd.log");
-        let namespace = env.containerd.namespace();
-        // skerryd logs to stderr; stdout and stderr share one file.
-        let log_file = std::fs::File::create(&log)?;
-        let child = std::process::Command::new(&env.bins.skerryd)
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--containerd-socket")
-            .arg(env.containerd.socket())
-            .arg("--containerd-namespace")
-            .arg(&namespace)
-            .arg("--node-name")
-            .arg("bench-node")
-            .arg("--log-level")
-            .arg(log_level)
-            .env("SKERRY_LOGGER", &env.bins.logger)
-            .envs(extra_env.iter().filter_map(|kv| kv.split_once('=')))
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .spawn()
-            .context("spawning skerryd")?;
-        let runtime = ContainerdRuntime::connect(env.containerd.socket(), &namespace).await?;
-        let mut s = Skerryd { child, socket, log, skerry: env.bins.skerry.clone(), runtime };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = s.child.try_wait()? {
-                bail!("skerryd exited at start ({status}):\n{}", s.logs());
-            }
-            if matches!(http::get(&s.socket, "/healthz").await, Ok((200, _))) {
-                return Ok(s);
-            }
-            if Instant::now() > deadline {
-                bail!("skerryd did not answer on {} within 30s:\n{}", s.socket.display(), s.logs());
-            }
-            tokio::time::sleep(POLL).await;
+        let mut envs = Vec::new();
+        for kv in extra_env {
+            let Some((k, v)) = kv.split_once('=') else { bail!("--skerryd-env {kv:?} is not KEY=VALUE") };
+            envs.push((k.to_string(), v.to_string()));
         }
+        let opts = skerry_tests::skerryd::Options {
+            bin_dir: Some(env.bins.dir.clone()),
+            args: vec!["--log-level".into(), log_level.into()],
+            env: envs,
+            ..Default::default()
+        };
+        // The harness panics with skerryd's log when it does not come up; turn that into an error.
+        let ctd = &env.containerd;
+        let node = std::thread::scope(|s| s.spawn(|| skerry_tests::skerryd::Skerryd::start_opts(ctd, opts)).join())
+            .map_err(|p| anyhow::anyhow!("starting skerryd failed: {}", panic_text(&p)))?;
+        let runtime = ContainerdRuntime::connect(env.containerd.socket(), &env.containerd.namespace()).await?;
+        Ok(Skerryd { socket: node.socket(), log: node.log_path(), skerry: env.bins.skerry.clone(), runtime, node })
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.node.pid().expect("skerryd is running")
     }
 
     fn logs(&self) -> String {
-        let all = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = all.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        self.node.log_tail(40)
     }
 
     /// Runs the CLI against this skerryd; fails with its stderr.
@@ -437,7 +401,7 @@ fn write_manifest(dir: &Path, n: usize) -> Result<PathBuf> {
 /// Raw containerd: create and start `n` containers concurrently through
 /// `ContainerdRuntime::run`, until every task reports Running. Removes them afterwards.
 async fn floor_once(rt: &ContainerdRuntime, env: &Env, n: usize) -> Result<Duration> {
-    let logs = env.scratch.dir.join("floor-logs");
+    let logs = env.dir().join("floor-logs");
     let runs: Vec<ContainerRun> = (0..n)
         .map(|i| {
             let id = format!("floor-{i}");
@@ -560,7 +524,7 @@ async fn measure(args: &AllArgs, env: &Env, floor: &ContainerdRuntime, skerryd: 
     eprintln!("skerryd is up (pid {}); idle memory", skerryd.pid());
     tokio::time::sleep(Duration::from_secs(2)).await;
     mem_rows.push(MemRow { what: "skerryd".into(), state: "idle after start".into(), mem: skerryd.mem()?, target: Some(20 * 1024) });
-    if let Some(pid) = env.containerd_pid() {
+    if let Some(pid) = env.containerd.pid() {
         if let Some(m) = sys::mem_of(pid) {
             mem_rows.push(MemRow { what: "containerd".into(), state: "idle".into(), mem: m, target: None });
         }
@@ -569,14 +533,14 @@ async fn measure(args: &AllArgs, env: &Env, floor: &ContainerdRuntime, skerryd: 
 
     // Warm-up, not counted: unpacks the image's snapshot for both, warms caches and the CLI binary.
     eprintln!("warm-up");
-    let m1 = write_manifest(&env.scratch.dir, 1)?;
+    let m1 = write_manifest(env.dir(), 1)?;
     skerryd.start_pods(&m1, 1, false).await?;
     skerryd.delete_all().await?;
     floor_once(floor, env, 1).await?;
 
     let mut lat = Vec::new();
     for (n, reps) in [(1, args.reps1), (50, args.reps50)] {
-        let manifest = write_manifest(&env.scratch.dir, n)?;
+        let manifest = write_manifest(env.dir(), n)?;
         let mut l = Latency { n, skerry: Vec::new(), floor: Vec::new(), timelines: Vec::new() };
         // Interleaved, so drift on a shared machine hits both alike.
         for rep in 0..reps {
@@ -592,12 +556,12 @@ async fn measure(args: &AllArgs, env: &Env, floor: &ContainerdRuntime, skerryd: 
     }
 
     eprintln!("memory with {} pods", args.mem_pods);
-    let manifest = write_manifest(&env.scratch.dir, args.mem_pods)?;
+    let manifest = write_manifest(env.dir(), args.mem_pods)?;
     let (big_start, _) = skerryd.start_pods(&manifest, args.mem_pods, false).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let label = format!("{} pods running", args.mem_pods);
     mem_rows.push(MemRow { what: "skerryd".into(), state: label.clone(), mem: skerryd.mem()?, target: Some(40 * 1024) });
-    if let Some(pid) = env.containerd_pid() {
+    if let Some(pid) = env.containerd.pid() {
         if let Some(m) = sys::mem_of(pid) {
             mem_rows.push(MemRow { what: "containerd".into(), state: label.clone(), mem: m, target: None });
         }
