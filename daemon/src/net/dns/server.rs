@@ -286,10 +286,13 @@ pub async fn serve(
     upstreams: Vec<SocketAddr>,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
+    // A host whose resolv.conf names the cluster DNS itself would make us ask ourselves.
+    let me = udp.local_addr()?;
+    let upstreams: Vec<SocketAddr> = upstreams.into_iter().filter(|u| *u != me).collect();
     if upstreams.is_empty() {
         tracing::warn!("no upstream DNS servers; names outside the cluster domain will get SERVFAIL");
     }
-    tracing::info!(udp = ?udp.local_addr().ok(), ?upstreams, "cluster DNS serving");
+    tracing::info!(listen = %me, ?upstreams, "cluster DNS serving");
     let mut server = Server::new(DnsServer::new(records, upstreams));
     server.register_socket(udp);
     server.register_listener(tcp, TCP_IDLE, 64);

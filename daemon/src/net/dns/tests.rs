@@ -233,6 +233,16 @@ async fn silent_upstreams_give_servfail() {
     // Cluster names do not depend on the upstreams.
     let (code, _, _, _) = ask(&mut client, "fleetman-webapp.default.svc.cluster.local.", RecordType::A).await;
     assert_eq!(code, ResponseCode::NoError);
+    // Itself as the only upstream is no upstream: SERVFAIL at once, no loop.
+    let (udp, tcp) = bind_pair("127.0.0.1:0".parse().unwrap()).await;
+    let me = udp.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let selfish = tokio::spawn(serve(udp, tcp, shared("cluster.local"), vec![me], stop.clone()));
+    let mut client = udp_client(me).await;
+    let (code, _, _, _) = ask(&mut client, "outside.example.", RecordType::A).await;
+    assert_eq!(code, ResponseCode::ServFail);
+    stop.cancel();
+    selfish.await.unwrap().unwrap();
     // No upstream at all: SERVFAIL at once.
     let lonely = start(vec![]).await;
     let mut client = udp_client(lonely.addr).await;
