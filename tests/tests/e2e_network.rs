@@ -399,3 +399,39 @@ fn host_network_pods_use_the_node_address() {
     node.skerry_ok(&["delete", "pod", "hostnet"]);
     node.wait_gone_in("default", "hostnet");
 }
+
+#[test]
+fn each_node_is_its_own_namespace_and_leaves_the_root_one_alone() {
+    let root_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let root_has_bridge = || Command::new("ip").args(["link", "show", "dev", "skerry0"]).output().is_ok_and(|o| o.status.success());
+    let root_bridge_before = root_has_bridge();
+    let (name, veth, root_ip);
+    {
+        let node = TestNode::start();
+        let net = node.skerryd.net();
+        (name, veth, root_ip) = (net.name().to_string(), net.root_veth().to_string(), net.root_ip());
+        assert_eq!(u32::from(net.node_ip()), u32::from(root_ip) + 1);
+        assert!(name.starts_with("sk-n") && name.len() == 10, "{name}");
+        // skerryd turned forwarding on in its namespace only.
+        let fwd = node.in_netns(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap());
+        assert_eq!(fwd.trim(), "1", "net.ipv4.ip_forward in the node's namespace");
+        assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), root_forward, "the root namespace's ip_forward is untouched");
+        // The root namespace holds nothing but the connected /30 towards the node.
+        let routes = Command::new("ip").args(["-4", "route", "show", "dev", &veth]).output().unwrap();
+        let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+        assert_eq!(routes.lines().count(), 1, "{routes}");
+        assert!(routes.starts_with(&format!("{}/30 ", Ipv4Addr::from(u32::from(root_ip) - 1))), "{routes}");
+        let default = net.ip(&["-4", "route", "show", "default"]);
+        assert!(default.contains(&format!("via {root_ip} dev eth0")), "{default}");
+        // The skerry0 bridge appears in the node's namespace once a pod is wired, never in the root one.
+        node.import_busybox();
+        node.apply(&client_pod("c"));
+        node.wait_running("c");
+        assert!(net.links().iter().any(|l| l == "skerry0"), "{:?}", net.links());
+        assert_eq!(root_has_bridge(), root_bridge_before, "the node's pod left the root namespace's bridges alone");
+    }
+    // Dropping the node removed its namespace and veth pair.
+    assert!(!Path::new("/run/netns").join(&name).exists(), "{name} is still there");
+    let gone = Command::new("ip").args(["link", "show", &veth]).output().unwrap();
+    assert!(!gone.status.success(), "{veth} is still there");
+}
