@@ -71,6 +71,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         cgroup_parent: config.cgroup_parent.clone(),
         cni,
         node_ip,
+        cluster_dns: config.cluster_dns,
+        cluster_domain: config.cluster_domain.clone(),
         recorder: Recorder::new(store.clone(), "kubelet", config.node_name.clone()),
     });
     let listener = bind_socket(&config.socket)?;
@@ -121,6 +123,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             }
         }
     });
+    // Cluster DNS: the address on this node, the records from the store, the server.
+    match crate::net::dns::ensure_dns_address(config.cluster_dns).await {
+        Ok(_) => {
+            let records = crate::net::dns::shared(&config.cluster_domain);
+            tasks.spawn(crate::net::dns::run_records(store.clone(), config.cluster_domain.clone(), records.clone(), shutdown.clone()));
+            let listen = std::net::SocketAddr::from((config.cluster_dns, 53));
+            let upstreams = crate::net::dns::host_upstreams();
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = crate::net::dns::run(listen, records, upstreams, stop).await {
+                    tracing::error!(error = %e, "cluster DNS stopped; pods cannot resolve service names");
+                }
+            });
+        }
+        Err(e) => tracing::error!(error = %e, address = %config.cluster_dns, "could not put the cluster DNS address on this node; running without cluster DNS"),
+    }
     tracing::info!(socket = %config.socket.display(), node = %config.node_name, "skerryd is serving");
     shutdown.cancelled().await;
     while tasks.join_next().await.is_some() {}
@@ -139,6 +157,9 @@ fn enable_forwarding() {
 
 /// Removes Skerry's nftables table (`skerryd --cleanup`).
 pub async fn cleanup() -> Result<(), crate::net::nft::NftError> {
+    if let Err(e) = crate::net::dns::remove_dns_address().await {
+        tracing::warn!(error = %e, "could not remove the cluster DNS address");
+    }
     crate::net::nft::apply(&crate::net::nft::render_cleanup()).await
 }
 

@@ -52,6 +52,8 @@ pub struct Context {
     /// The pod network (CNI plugins from the configured list).
     pub cni: crate::net::cni::Cni,
     pub node_ip: std::net::Ipv4Addr,
+    pub cluster_dns: std::net::Ipv4Addr,
+    pub cluster_domain: String,
     pub recorder: Recorder,
 }
 

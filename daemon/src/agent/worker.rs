@@ -363,7 +363,17 @@ impl Worker {
         let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or(&self.name);
         let ip = self.pod_ip.map(|ip| ip.to_string());
         let ip = ip.as_deref();
-        let resolv = super::files::host_resolv_conf();
+        let policy = pod.pointer("/spec/dnsPolicy").and_then(Value::as_str).unwrap_or("ClusterFirst");
+        let cluster_dns = match policy {
+            "ClusterFirstWithHostNet" => true,
+            "ClusterFirst" => !host_network(pod),
+            _ => false,
+        };
+        let resolv = if cluster_dns {
+            crate::net::dns::pod_resolv_conf(&self.namespace, self.ctx.cluster_dns, &self.ctx.cluster_domain)
+        } else {
+            super::files::host_resolv_conf()
+        };
         let files = [
             ("hosts", "/etc/hosts", files::hosts(hostname, ip)),
             ("hostname", "/etc/hostname", format!("{hostname}\n")),
