@@ -1,5 +1,12 @@
 //! A real `skerryd` for one test, talking to a private containerd, and the `skerry` CLI pointed at it.
 //!
+//! Each skerryd runs inside its own network namespace ([`NodeNet`]: `sk-n<6 hex>`, veth to the
+//! root namespace, node address `10.250.X.Y`) entered by a `pre_exec` `setns`; containerd stays
+//! in the root namespace. Each has its own CNI config dir (`skerry-cni` or the reference
+//! plugins, [`CniPlugins`]) and IPAM data dir in its temp dir, so nothing touches the host's
+//! `/etc/cni/net.d`, `/var/lib/cni` or root namespace. [`Options::bin_dir`] picks the binaries
+//! (the benchmark uses `target/release`).
+//!
 //! [`TestNode`] owns both guards in the one order that cleans up correctly:
 //! skerryd stops first (so it does not react to its containers dying), then
 //! containerd takes the shims and containers with it.
