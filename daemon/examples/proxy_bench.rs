@@ -6,11 +6,13 @@
 //! (default sizes: 100 1000 5000 services, 10 endpoints each).
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use skerryd::net::proxy::netns::NetNs;
-use skerryd::net::proxy::{render_full, render_update, service_chain_name, Endpoint, NamespaceNft, NftRunner, Protocol, ProxyState, ServicePort};
+
+use skerryd::net::proxy::{render_full, render_update, service_chain_name, Endpoint, NamespaceNft, NftRunner, Protocol, Proxy, ProxyState, ServicePort};
 
 const ENDPOINTS: usize = 10;
 const REPEAT: usize = 5;
@@ -65,47 +67,46 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 fn main() {
     let sizes: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("sizes are numbers of services")).collect();
     let sizes = if sizes.is_empty() { vec![100, 1000, 5000] } else { sizes };
-    println!("services x{ENDPOINTS} eps | full: render ms, apply ms | 1 change: render ms, apply ms (median of {REPEAT}) | 100 changes: 1 tx ms, 3 tx ms | floor: 1 element ms (median of {REPEAT})");
+    println!("| services × endpoints | full sync ms (render_full alone) | 1 endpoint change ms, median of {REPEAT} (render_update alone) | 100 changes, 1 sync ms | 100 changes, 3 syncs ms | floor: bare 1-element nft -j -f ms, median of {REPEAT} |");
+    println!("|---|---|---|---|---|---|");
     for n in sizes {
         let ns = NetNs::new().expect("creating a network namespace needs root");
         let nft = NamespaceNft { path: ns.path().to_path_buf() };
+        let mut proxy = Proxy::with_runner(Arc::new(nft.clone()));
         let mut st = state(n);
 
-        let (full, full_render) = timed(|| render_full(&st).to_string());
-        let (r, full_apply) = timed(|| nft.apply(&full));
+        // What the daemon pays: Proxy::sync end to end (render, then one nft transaction).
+        let (r, full) = timed(|| proxy.sync_blocking_now(st.clone()));
         r.expect("full build");
+        let (_, full_render) = timed(|| render_full(&st).to_string());
 
         let mut generation = 0;
-        let (mut one_render, mut one_apply) = (vec![], vec![]);
+        let (mut one, mut one_render) = (vec![], vec![]);
         for k in 0..REPEAT {
             let old = st.clone();
             generation += 1;
             change(&mut st, (k * 7919) % n, generation);
-            let (batch, d) = timed(|| render_update(&old, &st).expect("a change").to_string());
-            one_render.push(d);
-            let (r, d) = timed(|| nft.apply(&batch));
+            one_render.push(timed(|| render_update(&old, &st)).1);
+            let (r, d) = timed(|| proxy.sync_blocking_now(st.clone()));
             r.expect("one change");
-            one_apply.push(d);
+            one.push(d);
         }
 
-        let old = st.clone();
         generation += 1;
         for k in 0..100.min(n) {
             change(&mut st, (k * 37) % n, generation);
         }
-        let (r, burst_one) = timed(|| nft.apply(&render_update(&old, &st).expect("a burst").to_string()));
+        let (r, burst_one) = timed(|| proxy.sync_blocking_now(st.clone()));
         r.expect("burst in one transaction");
 
-        // The same burst size delivered in three slices, each synced as it arrives.
+        // The same burst size arriving in three slices, each synced as it arrives.
         let mut burst_three = Duration::ZERO;
         generation += 1;
         for slice in 0..3 {
-            let old = st.clone();
             for k in (slice * 34)..((slice + 1) * 34).min(100).min(n) {
                 change(&mut st, (k * 37) % n, generation);
             }
-            let Some(batch) = render_update(&old, &st) else { continue };
-            let (r, d) = timed(|| nft.apply(&batch.to_string()));
+            let (r, d) = timed(|| proxy.sync_blocking_now(st.clone()));
             r.expect("burst slice");
             burst_three += d;
         }
@@ -123,11 +124,11 @@ fn main() {
         }
 
         println!(
-            "{n:>5} x{ENDPOINTS} | full {} , {} | 1 change {} , {} | 100 changes {} , {} | floor {}",
+            "| {n} × {ENDPOINTS} | {} ({}) | {} ({}) | {} | {} | {} |",
+            ms(full),
             ms(full_render),
-            ms(full_apply),
+            ms(median(one)),
             ms(median(one_render)),
-            ms(median(one_apply)),
             ms(burst_one),
             ms(burst_three),
             ms(median(floor)),

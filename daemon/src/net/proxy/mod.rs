@@ -121,7 +121,8 @@ pub struct ProxyState {
 /// ([`render_update`]). Each sync is one `nft` transaction, or none when nothing changed.
 pub struct Proxy {
     runner: Arc<dyn NftRunner>,
-    applied: Option<ProxyState>,
+    /// What the kernel holds, when known, with its model (so an update builds only the new one).
+    applied: Option<(ProxyState, model::Model)>,
 }
 
 impl Proxy {
@@ -136,7 +137,7 @@ impl Proxy {
 
     /// The state the kernel holds, when known.
     pub fn applied(&self) -> Option<&ProxyState> {
-        self.applied.as_ref()
+        self.applied.as_ref().map(|(s, _)| s)
     }
 
     /// Forgets what was applied, so that the next sync rebuilds.
@@ -144,46 +145,48 @@ impl Proxy {
         self.applied = None;
     }
 
+    /// Brings the kernel to `state` in one transaction (none when nothing changed). After an
+    /// error the next sync rebuilds from a listing of the table.
     pub async fn sync(&mut self, state: ProxyState) -> Result<(), NftError> {
         let runner = self.runner.clone();
         let old = self.applied.take();
-        let (result, state) = tokio::task::spawn_blocking(move || {
-            let r = Proxy::sync_blocking(runner.as_ref(), old.as_ref(), &state);
-            (r, state)
-        })
-        .await
-        .map_err(|e| NftError::Apply(format!("proxy sync task failed: {e}")))?;
-        if result.is_ok() {
-            self.applied = Some(state);
-        }
+        let (result, applied) = tokio::task::spawn_blocking(move || Proxy::step(runner.as_ref(), old, state))
+            .await
+            .map_err(|e| NftError::Apply(format!("proxy sync task failed: {e}")))?;
+        self.applied = applied;
         result
     }
 
     /// [`Proxy::sync`] for callers on a plain thread (tests, the benchmark).
     pub fn sync_blocking_now(&mut self, state: ProxyState) -> Result<(), NftError> {
-        let old = self.applied.take();
-        let r = Proxy::sync_blocking(self.runner.as_ref(), old.as_ref(), &state);
-        if r.is_ok() {
-            self.applied = Some(state);
-        }
-        r
+        let (result, applied) = Proxy::step(self.runner.as_ref(), self.applied.take(), state);
+        self.applied = applied;
+        result
     }
 
-    fn sync_blocking(runner: &dyn NftRunner, old: Option<&ProxyState>, new: &ProxyState) -> Result<(), NftError> {
-        let batch = match old {
-            Some(old) => match render_update(old, new) {
-                Some(b) => b,
-                None => return Ok(()),
-            },
-            None => {
-                let existing = match runner.list_table()? {
-                    Some(listing) => Existing::from_listing(&listing),
-                    None => Existing::default(),
-                };
-                render_resync(new, &existing)
+    fn step(runner: &dyn NftRunner, old: Option<(ProxyState, model::Model)>, new: ProxyState) -> (Result<(), NftError>, Option<(ProxyState, model::Model)>) {
+        let model = model::Model::build(&new);
+        let mut batch = render::Batch::text();
+        match &old {
+            Some((_, old_model)) => {
+                render::render_update_models(old_model, &model, &mut batch);
+                if batch.is_empty() {
+                    return (Ok(()), Some((new, model)));
+                }
             }
-        };
-        runner.apply(&batch.to_string())
+            None => {
+                let existing = match runner.list_table() {
+                    Ok(Some(listing)) => Existing::from_listing(&listing),
+                    Ok(None) => Existing::default(),
+                    Err(e) => return (Err(e), None),
+                };
+                render::render_resync_model(&model, &existing, &mut batch);
+            }
+        }
+        match runner.apply(&batch.into_text()) {
+            Ok(()) => (Ok(()), Some((new, model))),
+            Err(e) => (Err(e), None),
+        }
     }
 }
 

@@ -36,26 +36,38 @@ pub struct Target {
     pub comment: String,
 }
 
-/// One rule of a dynamic chain: its expressions and optional comment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
-    pub expr: Vec<Value>,
-    pub comment: Option<String>,
+/// A per-service or per-endpoint chain, as data; its rules are built only when rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainSpec {
+    /// Masquerade traffic from outside the pod CIDR, honour affinity, pick a ready endpoint.
+    Service { comment: String, endpoints: Vec<(String, Option<String>)> },
+    /// Masquerade hairpin traffic, remember the client for affinity, DNAT.
+    Endpoint { ip: Ipv4Addr, port: u16, protocol: Protocol, affinity: Option<String>, comment: String },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A verdict-map key: address, protocol and port, or (NodePorts) protocol and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MapKey {
+    Ip(IpKey),
+    Port(PortKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Model {
     pub globals: Globals,
-    pub service_ips: BTreeMap<IpKey, Target>,
-    pub service_nodeports: BTreeMap<PortKey, Target>,
-    /// VIP and port of a service without ready endpoints → the readable name.
-    pub no_endpoint_services: BTreeMap<IpKey, String>,
-    pub no_endpoint_nodeports: BTreeMap<PortKey, String>,
-    /// `svc-*` and `ep-*` chains and their rules.
-    pub chains: BTreeMap<String, Vec<Rule>>,
+    /// `service-ips`, `service-nodeports`, `no-endpoint-services`, `no-endpoint-nodeports`.
+    pub maps: [BTreeMap<MapKey, Target>; 4],
+    /// `svc-*` and `ep-*` chains.
+    pub chains: BTreeMap<String, ChainSpec>,
     /// `aff-*` sets and their timeout in seconds.
     pub sets: BTreeMap<String, u32>,
 }
+
+pub const MAP_NAMES: [&str; 4] = ["service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports"];
+const SERVICE_IPS: usize = 0;
+const SERVICE_NODEPORTS: usize = 1;
+const NO_ENDPOINT_SERVICES: usize = 2;
+const NO_ENDPOINT_NODEPORTS: usize = 3;
 
 fn short_hash(s: &str) -> String {
     let digest = Sha256::digest(s.as_bytes());
@@ -127,15 +139,7 @@ impl Model {
             node_ips: sorted_unique(&state.node_ips),
             local_ips: sorted_unique(&state.local_ips),
         };
-        let mut m = Model {
-            globals,
-            service_ips: BTreeMap::new(),
-            service_nodeports: BTreeMap::new(),
-            no_endpoint_services: BTreeMap::new(),
-            no_endpoint_nodeports: BTreeMap::new(),
-            chains: BTreeMap::new(),
-            sets: BTreeMap::new(),
-        };
+        let mut m = Model { globals, maps: Default::default(), chains: BTreeMap::new(), sets: BTreeMap::new() };
         let mut services: Vec<&ServicePort> = state.services.iter().collect();
         services.sort_by(|a, b| {
             (&a.namespace, &a.service, &a.port_name, a.protocol).cmp(&(&b.namespace, &b.service, &b.port_name, b.protocol))
@@ -155,26 +159,21 @@ impl Model {
         vips.retain(|ip| !local.contains(ip));
         let ready: BTreeSet<(Ipv4Addr, u16)> = sp.endpoints.iter().filter(|e| e.ready).map(|e| (e.ip, e.port)).collect();
         let comment = sp.display_name();
+        let keys = vips.iter().map(|ip| MapKey::Ip((*ip, sp.protocol, sp.port))).chain(sp.node_port.map(|np| MapKey::Port((sp.protocol, np))));
         if ready.is_empty() {
-            for ip in vips {
-                self.no_endpoint_services.entry((ip, sp.protocol, sp.port)).or_insert_with(|| comment.clone());
-            }
-            if let Some(np) = sp.node_port {
-                self.no_endpoint_nodeports.entry((sp.protocol, np)).or_insert_with(|| comment.clone());
+            let target = Target { chain: CHAIN_REJECT.to_string(), comment };
+            for key in keys {
+                let map = if matches!(key, MapKey::Ip(_)) { NO_ENDPOINT_SERVICES } else { NO_ENDPOINT_NODEPORTS };
+                self.maps[map].entry(key).or_insert_with(|| target.clone());
             }
             return;
         }
         let chain = service_chain_name(sp);
         let target = Target { chain: chain.clone(), comment: comment.clone() };
         let mut used = false;
-        for ip in vips {
-            if let std::collections::btree_map::Entry::Vacant(e) = self.service_ips.entry((ip, sp.protocol, sp.port)) {
-                e.insert(target.clone());
-                used = true;
-            }
-        }
-        if let Some(np) = sp.node_port {
-            if let std::collections::btree_map::Entry::Vacant(e) = self.service_nodeports.entry((sp.protocol, np)) {
+        for key in keys {
+            let map = if matches!(key, MapKey::Ip(_)) { SERVICE_IPS } else { SERVICE_NODEPORTS };
+            if let std::collections::btree_map::Entry::Vacant(e) = self.maps[map].entry(key) {
                 e.insert(target.clone());
                 used = true;
             }
@@ -182,39 +181,53 @@ impl Model {
         if !used {
             return;
         }
-        let endpoints: Vec<Endpoint> = ready.into_iter().map(|(ip, port)| Endpoint { ip, port, ready: true }).collect();
-        let masq = Rule {
-            expr: vec![cmp("!=", payload("ip", "saddr"), prefix(self.globals.pod_cidr)), jump(CHAIN_MARK_MASQ)],
-            comment: None,
-        };
-        let mut svc_rules = vec![masq];
-        let mut vmap = Vec::new();
-        for (i, ep) in endpoints.iter().enumerate() {
-            let ep_chain = endpoint_chain_name(sp, ep);
-            let mut rules = vec![Rule { expr: vec![cmp("==", payload("ip", "saddr"), json!(ep.ip.to_string())), jump(CHAIN_MARK_MASQ)], comment: None }];
-            if let Some(timeout) = sp.affinity_timeout {
-                let set = affinity_set_name(sp, ep, timeout);
-                svc_rules.push(Rule { expr: vec![cmp("==", payload("ip", "saddr"), json!(format!("@{set}"))), goto(&ep_chain)], comment: None });
-                rules.push(Rule {
-                    expr: vec![json!({"set": {"op": "update", "elem": payload("ip", "saddr"), "set": format!("@{set}")}})],
-                    comment: None,
-                });
-                self.sets.insert(set, timeout);
-            }
-            rules.push(Rule {
-                expr: vec![
-                    cmp("==", json!({"meta": {"key": "l4proto"}}), json!(sp.protocol.as_str())),
-                    json!({"dnat": {"family": "ip", "addr": ep.ip.to_string(), "port": ep.port}}),
-                ],
-                comment: Some(format!("{comment} -> {}:{}", ep.ip, ep.port)),
+        let mut endpoints = Vec::new();
+        for (ip, port) in ready {
+            let ep = Endpoint { ip, port, ready: true };
+            let ep_chain = endpoint_chain_name(sp, &ep);
+            let affinity = sp.affinity_timeout.map(|t| {
+                let set = affinity_set_name(sp, &ep, t);
+                self.sets.insert(set.clone(), t);
+                set
             });
-            vmap.push(json!([i, goto(&ep_chain)]));
-            self.chains.insert(ep_chain, rules);
+            let spec = ChainSpec::Endpoint { ip, port, protocol: sp.protocol, affinity: affinity.clone(), comment: format!("{comment} -> {ip}:{port}") };
+            self.chains.insert(ep_chain.clone(), spec);
+            endpoints.push((ep_chain, affinity));
         }
-        svc_rules.push(Rule {
-            expr: vec![json!({"vmap": {"key": {"numgen": {"mode": "random", "mod": endpoints.len(), "offset": 0}}, "data": {"set": vmap}}})],
-            comment: Some(comment),
-        });
-        self.chains.insert(chain, svc_rules);
+        self.chains.insert(chain, ChainSpec::Service { comment, endpoints });
+    }
+}
+
+impl ChainSpec {
+    /// The chain's rules, as `(expressions, comment)`.
+    pub fn rules(&self, g: &Globals) -> Vec<(Vec<Value>, Option<&str>)> {
+        match self {
+            ChainSpec::Service { comment, endpoints } => {
+                let mut out = vec![(vec![cmp("!=", payload("ip", "saddr"), prefix(g.pod_cidr)), jump(CHAIN_MARK_MASQ)], None)];
+                for (ep, aff) in endpoints {
+                    if let Some(set) = aff {
+                        out.push((vec![cmp("==", payload("ip", "saddr"), json!(format!("@{set}"))), goto(ep)], None));
+                    }
+                }
+                let vmap: Vec<Value> = endpoints.iter().enumerate().map(|(i, (ep, _))| json!([i, goto(ep)])).collect();
+                let numgen = json!({"vmap": {"key": {"numgen": {"mode": "random", "mod": endpoints.len(), "offset": 0}}, "data": {"set": vmap}}});
+                out.push((vec![numgen], Some(comment.as_str())));
+                out
+            }
+            ChainSpec::Endpoint { ip, port, protocol, affinity, comment } => {
+                let mut out = vec![(vec![cmp("==", payload("ip", "saddr"), json!(ip.to_string())), jump(CHAIN_MARK_MASQ)], None)];
+                if let Some(set) = affinity {
+                    out.push((vec![json!({"set": {"op": "update", "elem": payload("ip", "saddr"), "set": format!("@{set}")}})], None));
+                }
+                out.push((
+                    vec![
+                        cmp("==", json!({"meta": {"key": "l4proto"}}), json!(protocol.as_str())),
+                        json!({"dnat": {"family": "ip", "addr": ip.to_string(), "port": port}}),
+                    ],
+                    Some(comment.as_str()),
+                ));
+                out
+            }
+        }
     }
 }

@@ -5,18 +5,13 @@
 //! elements that refer to them, and a chain or set is deleted only after every rule and map
 //! element that referred to it was flushed or deleted earlier in the same transaction.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use super::model::{self, cmp, goto, jump, payload, prefix, Globals, IpKey, Model, PortKey, Rule, CHAIN_MARK_MASQ, CHAIN_REJECT, MASQ_BIT};
+use super::model::{self, cmp, goto, jump, payload, prefix, ChainSpec, Globals, MapKey, Model, Target, CHAIN_MARK_MASQ, CHAIN_REJECT, MAP_NAMES, MASQ_BIT};
 use super::ProxyState;
 use crate::net::nft::{FAMILY, TABLE};
-
-pub const MAP_SERVICE_IPS: &str = "service-ips";
-pub const MAP_SERVICE_NODEPORTS: &str = "service-nodeports";
-pub const MAP_NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
-pub const MAP_NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 
 const CHAIN_SERVICES: &str = "proxy-services";
 const CHAIN_FILTER: &str = "proxy-filter";
@@ -55,74 +50,104 @@ impl Existing {
         e
     }
 
-    fn of(m: &Model) -> Existing {
+    pub(super) fn of(m: &Model) -> Existing {
         Existing { chains: m.chains.keys().cloned().collect(), sets: m.sets.keys().cloned().collect() }
     }
 }
 
-fn obj(body: Value) -> Value {
-    let mut o = json!({"family": FAMILY, "table": TABLE});
-    if let (Some(o), Value::Object(b)) = (o.as_object_mut(), body) {
-        o.extend(b);
+/// Where rendered commands go: kept as values (the public renderers, tests) or written out as
+/// `nft -j` text at once (the applier; building a whole batch as one `Value` tree costs several
+/// times more than the text, at thousands of services).
+pub(super) enum Batch {
+    Values(Vec<Value>),
+    Text { text: String, empty: bool },
+}
+
+impl Batch {
+    pub(super) fn text() -> Batch {
+        Batch::Text { text: String::from("{\"nftables\":["), empty: true }
     }
-    o
+
+    fn push(&mut self, cmd: Value) {
+        match self {
+            Batch::Values(v) => v.push(cmd),
+            Batch::Text { text, empty } => {
+                if !*empty {
+                    text.push(',');
+                }
+                *empty = false;
+                text.push_str(&cmd.to_string());
+            }
+        }
+    }
+
+    fn extend(&mut self, cmds: impl IntoIterator<Item = Value>) {
+        for c in cmds {
+            self.push(c);
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        match self {
+            Batch::Values(v) => v.is_empty(),
+            Batch::Text { empty, .. } => *empty,
+        }
+    }
+
+    fn into_value(self) -> Value {
+        match self {
+            Batch::Values(v) => json!({"nftables": v}),
+            Batch::Text { text, .. } => serde_json::from_str(&(text + "]}")).expect("rendered JSON"),
+        }
+    }
+
+    pub(super) fn into_text(self) -> String {
+        match self {
+            Batch::Values(v) => json!({"nftables": v}).to_string(),
+            Batch::Text { text, .. } => text + "]}",
+        }
+    }
 }
 
 fn cmd(verb: &str, kind: &str, body: Value) -> Value {
-    json!({ verb: { kind: obj(body) } })
+    let mut o = serde_json::Map::new();
+    o.insert("family".into(), json!(FAMILY));
+    o.insert("table".into(), json!(TABLE));
+    if let Value::Object(b) = body {
+        o.extend(b);
+    }
+    json!({ verb: { kind: o } })
 }
 
-fn rule(chain: &str, r: &Rule) -> Value {
-    let mut body = json!({"chain": chain, "expr": r.expr});
-    if let Some(c) = &r.comment {
+fn rule(chain: &str, expr: Vec<Value>, comment: Option<&str>) -> Value {
+    let mut body = json!({"chain": chain, "expr": expr});
+    if let Some(c) = comment {
         body["comment"] = json!(c);
     }
     cmd("add", "rule", body)
 }
 
-fn fixed_rule(chain: &str, expr: Vec<Value>, comment: Option<&str>) -> Value {
-    rule(chain, &Rule { expr, comment: comment.map(str::to_string) })
+fn chain_rules<'a>(name: &'a str, spec: &'a ChainSpec, g: &Globals) -> impl Iterator<Item = Value> + 'a {
+    spec.rules(g).into_iter().map(move |(expr, comment)| rule(name, expr, comment))
 }
 
-fn ip_key((ip, proto, port): &IpKey) -> Value {
-    json!({"concat": [ip.to_string(), proto.as_str(), port]})
+fn key_json(k: &MapKey) -> Value {
+    match k {
+        MapKey::Ip((ip, proto, port)) => json!({"concat": [ip.to_string(), proto.as_str(), port]}),
+        MapKey::Port((proto, port)) => json!({"concat": [proto.as_str(), port]}),
+    }
 }
 
-fn port_key((proto, port): &PortKey) -> Value {
-    json!({"concat": [proto.as_str(), port]})
+fn element(k: &MapKey, t: &Target) -> Value {
+    json!([{"elem": {"val": key_json(k), "comment": t.comment}}, goto(&t.chain)])
 }
 
-fn element(key: Value, comment: &str, chain: &str) -> Value {
-    json!([{"elem": {"val": key, "comment": comment}}, goto(chain)])
-}
-
-/// A map's elements by the key's JSON text (so the four maps share one diff): key, comment, chain.
-type Elements = BTreeMap<String, (Value, String, String)>;
-
-/// The four verdict maps as (name, key type, elements).
-fn maps(m: &Model) -> [(&'static str, Value, Elements); 4] {
-    let ip_type = json!(["ipv4_addr", "inet_proto", "inet_service"]);
-    let port_type = json!(["inet_proto", "inet_service"]);
-    let mut e: [Elements; 4] = Default::default();
-    for (k, t) in &m.service_ips {
-        e[0].insert(ip_key(k).to_string(), (ip_key(k), t.comment.clone(), t.chain.clone()));
+fn map_type(i: usize) -> Value {
+    if i % 2 == 0 {
+        json!(["ipv4_addr", "inet_proto", "inet_service"])
+    } else {
+        json!(["inet_proto", "inet_service"])
     }
-    for (k, t) in &m.service_nodeports {
-        e[1].insert(port_key(k).to_string(), (port_key(k), t.comment.clone(), t.chain.clone()));
-    }
-    for (k, c) in &m.no_endpoint_services {
-        e[2].insert(ip_key(k).to_string(), (ip_key(k), c.clone(), CHAIN_REJECT.to_string()));
-    }
-    for (k, c) in &m.no_endpoint_nodeports {
-        e[3].insert(port_key(k).to_string(), (port_key(k), c.clone(), CHAIN_REJECT.to_string()));
-    }
-    let [a, b, c, d] = e;
-    [
-        (MAP_SERVICE_IPS, ip_type.clone(), a),
-        (MAP_SERVICE_NODEPORTS, port_type.clone(), b),
-        (MAP_NO_ENDPOINT_SERVICES, ip_type, c),
-        (MAP_NO_ENDPOINT_NODEPORTS, port_type, d),
-    ]
 }
 
 /// `fib daddr type local` plus the NodePort address restriction.
@@ -149,12 +174,13 @@ fn dispatch(map: &str, with_addr: bool) -> Value {
 
 /// Rules of the fixed chains (flushed and re-added by every full build).
 fn fixed_rules(g: &Globals) -> Vec<Value> {
+    let [service_ips, service_nodeports, no_endpoint_services, no_endpoint_nodeports] = MAP_NAMES;
     let ct_new = json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}});
     let mark = json!({"meta": {"key": "mark"}});
     let mut out = vec![
-        fixed_rule("proxy-prerouting", vec![jump(CHAIN_SERVICES)], None),
-        fixed_rule("proxy-output", vec![jump(CHAIN_SERVICES)], None),
-        fixed_rule(
+        rule("proxy-prerouting", vec![jump(CHAIN_SERVICES)], None),
+        rule("proxy-output", vec![jump(CHAIN_SERVICES)], None),
+        rule(
             "proxy-postrouting",
             vec![
                 cmp("==", json!({"&": [mark, MASQ_BIT]}), json!(MASQ_BIT)),
@@ -165,32 +191,32 @@ fn fixed_rules(g: &Globals) -> Vec<Value> {
         ),
     ];
     for (chain, _, _, _) in &BASE_CHAINS[3..] {
-        out.push(fixed_rule(chain, vec![ct_new.clone(), jump(CHAIN_FILTER)], None));
+        out.push(rule(chain, vec![ct_new.clone(), jump(CHAIN_FILTER)], None));
     }
-    out.push(fixed_rule(CHAIN_SERVICES, vec![dispatch(MAP_SERVICE_IPS, true)], None));
+    out.push(rule(CHAIN_SERVICES, vec![dispatch(service_ips, true)], None));
     let mut np = nodeport_match(g);
-    np.push(dispatch(MAP_SERVICE_NODEPORTS, false));
-    out.push(fixed_rule(CHAIN_SERVICES, np, None));
+    np.push(dispatch(service_nodeports, false));
+    out.push(rule(CHAIN_SERVICES, np, None));
 
-    out.push(fixed_rule(CHAIN_FILTER, vec![dispatch(MAP_NO_ENDPOINT_SERVICES, true)], None));
+    out.push(rule(CHAIN_FILTER, vec![dispatch(no_endpoint_services, true)], None));
     let mut np = nodeport_match(g);
-    np.push(dispatch(MAP_NO_ENDPOINT_NODEPORTS, false));
-    out.push(fixed_rule(CHAIN_FILTER, np, None));
+    np.push(dispatch(no_endpoint_nodeports, false));
+    out.push(rule(CHAIN_FILTER, np, None));
     let mut cidr = vec![cmp("==", payload("ip", "daddr"), prefix(g.service_cidr))];
     if !g.local_ips.is_empty() {
         let ips: Vec<String> = g.local_ips.iter().map(|i| i.to_string()).collect();
         cidr.push(cmp("!=", payload("ip", "daddr"), json!({"set": ips})));
     }
     cidr.push(goto(CHAIN_REJECT));
-    out.push(fixed_rule(CHAIN_FILTER, cidr, Some("service address or port not allocated")));
+    out.push(rule(CHAIN_FILTER, cidr, Some("service address or port not allocated")));
 
-    out.push(fixed_rule(CHAIN_MARK_MASQ, vec![json!({"mangle": {"key": mark, "value": {"|": [mark, MASQ_BIT]}}})], None));
-    out.push(fixed_rule(
+    out.push(rule(CHAIN_MARK_MASQ, vec![json!({"mangle": {"key": mark, "value": {"|": [mark, MASQ_BIT]}}})], None));
+    out.push(rule(
         CHAIN_REJECT,
         vec![cmp("==", json!({"meta": {"key": "l4proto"}}), json!("tcp")), json!({"reject": {"type": "tcp reset"}})],
         None,
     ));
-    out.push(fixed_rule(CHAIN_REJECT, vec![json!({"reject": {"type": "icmpx", "expr": "port-unreachable"}})], None));
+    out.push(rule(CHAIN_REJECT, vec![json!({"reject": {"type": "icmpx", "expr": "port-unreachable"}})], None));
     out
 }
 
@@ -215,8 +241,13 @@ pub fn render_full(state: &ProxyState) -> Value {
 /// those no longer wanted are deleted, affinity sets that are still wanted are kept (with their
 /// entries).
 pub fn render_resync(state: &ProxyState, existing: &Existing) -> Value {
-    let m = Model::build(state);
-    let mut b = vec![json!({"add": {"table": {"family": FAMILY, "name": TABLE}}})];
+    let mut b = Batch::Values(Vec::new());
+    render_resync_model(&Model::build(state), existing, &mut b);
+    b.into_value()
+}
+
+pub(super) fn render_resync_model(m: &Model, existing: &Existing, b: &mut Batch) {
+    b.push(json!({"add": {"table": {"family": FAMILY, "name": TABLE}}}));
     // 1. Drop every reference held by what exists: rules of old chains, elements of the maps.
     for c in &existing.chains {
         b.push(chain_ref("flush", c));
@@ -229,9 +260,8 @@ pub fn render_resync(state: &ProxyState, existing: &Existing) -> Value {
         b.push(chain_ref("add", name));
         b.push(chain_ref("flush", name));
     }
-    let maps = maps(&m);
-    for (name, ty, _) in &maps {
-        b.push(cmd("add", "map", json!({"name": name, "type": ty, "map": "verdict"})));
+    for (i, name) in MAP_NAMES.iter().enumerate() {
+        b.push(cmd("add", "map", json!({"name": name, "type": map_type(i), "map": "verdict"})));
         b.push(cmd("flush", "map", json!({"name": name})));
     }
     // 2. Now unreferenced: delete what is no longer wanted.
@@ -245,57 +275,58 @@ pub fn render_resync(state: &ProxyState, existing: &Existing) -> Value {
     for (s, timeout) in m.sets.iter().filter(|(s, _)| !existing.sets.contains(*s)) {
         b.push(add_set(s, *timeout));
     }
-    for c in m.chains.keys().filter(|c| !existing.chains.contains(*c)) {
+    for c in m.chains.keys() {
         b.push(chain_ref("add", c));
-        b.push(chain_ref("flush", c));
-    }
-    for c in m.chains.keys().filter(|c| existing.chains.contains(*c)) {
-        b.push(chain_ref("add", c));
+        if !existing.chains.contains(c) {
+            b.push(chain_ref("flush", c));
+        }
     }
     b.extend(fixed_rules(&m.globals));
-    for (c, rules) in &m.chains {
-        b.extend(rules.iter().map(|r| rule(c, r)));
+    for (c, spec) in &m.chains {
+        b.extend(chain_rules(c, spec, &m.globals));
     }
-    for (name, _, elems) in &maps {
+    for (name, elems) in MAP_NAMES.iter().zip(&m.maps) {
         if !elems.is_empty() {
-            let elem: Vec<Value> = elems.values().map(|(k, comment, chain)| element(k.clone(), comment, chain)).collect();
+            let elem: Vec<Value> = elems.iter().map(|(k, t)| element(k, t)).collect();
             b.push(cmd("add", "element", json!({"name": name, "elem": elem})));
         }
     }
-    json!({"nftables": b})
 }
 
 /// Only what changed from `old` to `new`, as one transaction; `None` when nothing did. A change
 /// of the CIDRs or node addresses rebuilds the proxy's part ([`render_resync`] over `old`).
 pub fn render_update(old: &ProxyState, new: &ProxyState) -> Option<Value> {
-    let (a, z) = (Model::build(old), Model::build(new));
+    let mut b = Batch::Values(Vec::new());
+    render_update_models(&Model::build(old), &Model::build(new), &mut b);
+    (!b.is_empty()).then(|| b.into_value())
+}
+
+/// Writes the update into `b`; writes nothing when nothing changed.
+pub(super) fn render_update_models(a: &Model, z: &Model, b: &mut Batch) {
     if a.globals != z.globals {
-        return Some(render_resync(new, &Existing::of(&a)));
+        return render_resync_model(z, &Existing::of(a), b);
     }
-    let mut b = Vec::new();
     for (s, timeout) in z.sets.iter().filter(|(s, _)| !a.sets.contains_key(*s)) {
         b.push(add_set(s, *timeout));
     }
     for c in z.chains.keys().filter(|c| !a.chains.contains_key(*c)) {
         b.push(chain_ref("add", c));
     }
-    for (c, rules) in &z.chains {
+    for (c, spec) in &z.chains {
         match a.chains.get(c) {
-            Some(old_rules) if old_rules == rules => continue,
+            Some(old) if old == spec => continue,
             Some(_) => b.push(chain_ref("flush", c)),
             None => {}
         }
-        b.extend(rules.iter().map(|r| rule(c, r)));
+        b.extend(chain_rules(c, spec, &z.globals));
     }
-    let (old_maps, new_maps) = (maps(&a), maps(&z));
     let mut adds = Vec::new();
-    for ((name, _, before), (_, _, after)) in old_maps.iter().zip(new_maps.iter()) {
-        let gone: Vec<Value> = before.iter().filter(|(k, v)| after.get(*k) != Some(*v)).map(|(_, (key, _, _))| key.clone()).collect();
+    for ((name, before), after) in MAP_NAMES.iter().zip(&a.maps).zip(&z.maps) {
+        let gone: Vec<Value> = before.iter().filter(|(k, t)| after.get(*k) != Some(*t)).map(|(k, _)| key_json(k)).collect();
         if !gone.is_empty() {
             b.push(cmd("delete", "element", json!({"name": name, "elem": gone})));
         }
-        let came: Vec<Value> =
-            after.iter().filter(|(k, v)| before.get(*k) != Some(*v)).map(|(_, (key, comment, chain))| element(key.clone(), comment, chain)).collect();
+        let came: Vec<Value> = after.iter().filter(|(k, t)| before.get(*k) != Some(*t)).map(|(k, t)| element(k, t)).collect();
         if !came.is_empty() {
             adds.push(cmd("add", "element", json!({"name": name, "elem": came})));
         }
@@ -307,7 +338,6 @@ pub fn render_update(old: &ProxyState, new: &ProxyState) -> Option<Value> {
     for s in a.sets.keys().filter(|s| !z.sets.contains_key(*s)) {
         b.push(cmd("delete", "set", json!({"name": s})));
     }
-    (!b.is_empty()).then(|| json!({"nftables": b}))
 }
 
 #[cfg(test)]
@@ -607,5 +637,20 @@ pub(super) mod tests {
         let listing = json!({"nftables": [{"metainfo": {}}, {"chain": {"family": "inet", "table": "skerry", "name": service_chain_name(&w)}},
             {"chain": {"family": "inet", "table": "skerry", "name": "hostports"}}, {"set": {"family": "inet", "table": "skerry", "name": "aff-0123456789abcdef"}}]});
         assert_eq!(Existing::from_listing(&listing), Existing { chains: [service_chain_name(&w)].into(), sets: ["aff-0123456789abcdef".to_string()].into() });
+    }
+
+    #[test]
+    fn text_batches_match_value_batches() {
+        let old = state(vec![web(&[("10.42.0.5", true)]), dns()]);
+        let new = state(vec![web(&[("10.42.0.6", true)])]);
+        let mut t = Batch::text();
+        render_resync_model(&Model::build(&new), &Existing::default(), &mut t);
+        assert_eq!(serde_json::from_str::<Value>(&t.into_text()).unwrap(), render_full(&new));
+        let mut t = Batch::text();
+        render_update_models(&Model::build(&old), &Model::build(&new), &mut t);
+        assert_eq!(serde_json::from_str::<Value>(&t.into_text()).unwrap(), render_update(&old, &new).unwrap());
+        let mut t = Batch::text();
+        render_update_models(&Model::build(&new), &Model::build(&new), &mut t);
+        assert!(t.is_empty());
     }
 }
