@@ -1,12 +1,12 @@
 //! Records `Event` objects about other objects, folding repeats into a count as kubelet does.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
 use crate::objects::{meta, resource};
 use crate::store::{Command, Store};
+use tokio::sync::{mpsc, oneshot};
 
 /// `Normal` or `Warning`, as Kubernetes types events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,37 +18,77 @@ pub enum EventType {
 /// How many distinct events a recorder remembers for folding repeats.
 const SEEN_LIMIT: usize = 4096;
 
-/// Writes events for one component (`kubelet`, `default-scheduler`, ...).
+/// Records events for one component (`kubelet`, `default-scheduler`, ...). Recording only
+/// queues the event: one background task per recorder writes them in order, so the work an
+/// event describes never waits for the event's durable write.
 pub struct Recorder {
+    queue: mpsc::UnboundedSender<Job>,
+}
+
+enum Job {
+    Record { object: Value, kind: EventType, reason: String, message: String, at: String },
+    Flush(oneshot::Sender<()>),
+}
+
+/// The background writer behind a [`Recorder`].
+struct Writer {
     store: Store,
     component: &'static str,
     host: String,
     /// (object uid, reason, message) → event name, for folding repeats.
-    seen: Mutex<HashMap<(String, String, String), String>>,
+    seen: HashMap<(String, String, String), String>,
 }
 
 impl Recorder {
+    /// Starts the recorder's writer task (call from within the runtime).
     pub fn new(store: Store, component: &'static str, host: String) -> Recorder {
-        Recorder { store, component, host, seen: Mutex::new(HashMap::new()) }
+        let (queue, mut jobs) = mpsc::unbounded_channel();
+        let mut writer = Writer { store, component, host, seen: HashMap::new() };
+        tokio::spawn(async move {
+            while let Some(job) = jobs.recv().await {
+                match job {
+                    Job::Record { object, kind, reason, message, at } => {
+                        if let Err(e) = writer.write(&object, kind, &reason, &message, &at).await {
+                            tracing::warn!(error = %e, reason, "could not record event");
+                        }
+                    }
+                    Job::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        Recorder { queue }
     }
 
-    /// Records an event about `object`. Failures are logged, never returned: an event is
-    /// never worth failing the work it describes.
+    /// Records an event about `object` (queued; written in order). Failures are logged, never
+    /// returned: an event is never worth failing the work it describes.
     pub async fn record(&self, object: &Value, kind: EventType, reason: &str, message: &str) {
-        if let Err(e) = self.try_record(object, kind, reason, message).await {
-            tracing::warn!(error = %e, reason, "could not record event");
+        let involved = json!({
+            "kind": object["kind"], "apiVersion": object["apiVersion"],
+            "metadata": {"name": meta::name(object), "namespace": meta::namespace(object), "uid": meta::uid(object)},
+        });
+        let job = Job::Record { object: involved, kind, reason: reason.into(), message: message.into(), at: meta::now() };
+        let _ = self.queue.send(job);
+    }
+
+    /// Waits until every event recorded so far is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.queue.send(Job::Flush(tx)).is_ok() {
+            let _ = rx.await;
         }
     }
+}
 
-    async fn try_record(&self, object: &Value, kind: EventType, reason: &str, message: &str) -> Result<(), crate::store::StoreError> {
+impl Writer {
+    async fn write(&mut self, object: &Value, kind: EventType, reason: &str, message: &str, now: &str) -> Result<(), crate::store::StoreError> {
         let namespace = match meta::namespace(object) {
             "" => "default",
             ns => ns,
         };
         let key = (meta::uid(object).to_string(), reason.to_string(), message.to_string());
-        let known = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
-        let now = meta::now();
-        if let Some(name) = known {
+        if let Some(name) = self.seen.get(&key).cloned() {
             if let Some(mut ev) = self.store.get(&resource::EVENTS.key(), namespace, &name).await? {
                 let count = ev["count"].as_i64().unwrap_or(1) + 1;
                 ev["count"] = json!(count);
@@ -77,12 +117,11 @@ impl Recorder {
             "reportingInstance": self.host,
         });
         self.store.apply(Command::Create { resource: resource::EVENTS.key(), object: event }).await?;
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         // Bounded: forgetting only means the next repeat starts a new event.
-        if seen.len() >= SEEN_LIMIT {
-            seen.clear();
+        if self.seen.len() >= SEEN_LIMIT {
+            self.seen.clear();
         }
-        seen.insert(key, name);
+        self.seen.insert(key, name);
         Ok(())
     }
 }
@@ -124,6 +163,7 @@ mod tests {
         rec.record(&pod, EventType::Warning, "BackOff", "again").await;
         rec.record(&pod, EventType::Warning, "BackOff", "again").await;
         rec.record(&pod, EventType::Normal, "Started", "once").await;
+        rec.flush().await;
         let (events, _) = store.list("events", Some("default")).await.unwrap();
         assert_eq!(events.len(), 2);
         let backoff = events.iter().find(|e| e["reason"] == "BackOff").unwrap();
