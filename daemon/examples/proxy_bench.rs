@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use skerryd::net::proxy::netns::NetNs;
 
-use skerryd::net::proxy::{render_full, render_update, service_chain_name, Endpoint, NamespaceNft, NftRunner, Protocol, Proxy, ProxyState, ServicePort};
+use skerryd::net::proxy::{render_full_text, render_update, service_chain_name, Endpoint, NamespaceNft, NftRunner, Protocol, Proxy, ProxyState, ServicePort};
 
 const ENDPOINTS: usize = 10;
 const REPEAT: usize = 5;
@@ -67,7 +67,7 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 fn main() {
     let sizes: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("sizes are numbers of services")).collect();
     let sizes = if sizes.is_empty() { vec![100, 1000, 5000] } else { sizes };
-    println!("| services × endpoints | full sync ms (render_full alone) | 1 endpoint change ms, median of {REPEAT} (render_update alone) | 100 changes, 1 sync ms | 100 changes, 3 syncs ms | floor: bare 1-element nft -j -f ms, median of {REPEAT} |");
+    println!("| services × endpoints | full sync ms (render_full_text alone) | 1 endpoint change ms, median of {REPEAT} (render_update alone) | 100 changes, 1 sync ms | 100 changes, 3 syncs ms | floor: bare 1-element nft -j -f ms, median of {REPEAT} |");
     println!("|---|---|---|---|---|---|");
     for n in sizes {
         let ns = NetNs::new().expect("creating a network namespace needs root");
@@ -78,7 +78,7 @@ fn main() {
         // What the daemon pays: Proxy::sync end to end (render, then one nft transaction).
         let (r, full) = timed(|| proxy.sync_blocking_now(st.clone()));
         r.expect("full build");
-        let (_, full_render) = timed(|| render_full(&st).to_string());
+        let (_, full_render) = timed(|| render_full_text(&st));
 
         let mut generation = 0;
         let (mut one, mut one_render) = (vec![], vec![]);

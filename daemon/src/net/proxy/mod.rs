@@ -34,7 +34,7 @@ use std::sync::Arc;
 pub use super::nft::NftError;
 pub use model::{affinity_set_name, endpoint_chain_name, service_chain_name};
 pub use objects::from_objects;
-pub use render::{render_full, render_resync, render_update, Existing};
+pub use render::{render_full, render_full_text, render_resync, render_update, Existing};
 pub use runner::{HostNft, NamespaceNft, NftRunner};
 
 /// `TCP`, `UDP` or `SCTP`.
@@ -177,7 +177,7 @@ impl Proxy {
             None => {
                 let existing = match runner.list_table() {
                     Ok(Some(listing)) => Existing::from_listing(&listing),
-                    Ok(None) => Existing::default(),
+                    Ok(None) => Existing { complete: true, ..Existing::default() },
                     Err(e) => return (Err(e), None),
                 };
                 render::render_resync_model(&model, &existing, &mut batch);

@@ -32,12 +32,15 @@ const HELPER_CHAINS: [&str; 4] = [CHAIN_SERVICES, CHAIN_FILTER, CHAIN_MARK_MASQ,
 pub struct Existing {
     pub chains: BTreeSet<String>,
     pub sets: BTreeSet<String>,
+    /// True when this is all there is (from a listing or the last applied state), so chains not
+    /// named here need no flush.
+    pub complete: bool,
 }
 
 impl Existing {
     /// From `nft -j list table inet skerry`.
     pub fn from_listing(listing: &Value) -> Existing {
-        let mut e = Existing::default();
+        let mut e = Existing { complete: true, ..Existing::default() };
         for item in listing["nftables"].as_array().into_iter().flatten() {
             let ours = |o: &Value| o["family"] == FAMILY && o["table"] == TABLE;
             if let Some(name) = item["chain"]["name"].as_str().filter(|n| ours(&item["chain"]) && model::is_dynamic_chain(n)) {
@@ -51,7 +54,7 @@ impl Existing {
     }
 
     pub(super) fn of(m: &Model) -> Existing {
-        Existing { chains: m.chains.keys().cloned().collect(), sets: m.sets.keys().cloned().collect() }
+        Existing { chains: m.chains.keys().cloned().collect(), sets: m.sets.keys().cloned().collect(), complete: true }
     }
 }
 
@@ -237,6 +240,14 @@ pub fn render_full(state: &ProxyState) -> Value {
     render_resync(state, &Existing::default())
 }
 
+/// [`render_full`] as `nft -j` text, built without one large JSON tree (what [`super::Proxy`]
+/// sends on its first sync over an empty table).
+pub fn render_full_text(state: &ProxyState) -> String {
+    let mut b = Batch::text();
+    render_resync_model(&Model::build(state), &Existing::default(), &mut b);
+    b.into_text()
+}
+
 /// [`render_full`] over a table that holds the proxy objects in `existing`: they are flushed,
 /// those no longer wanted are deleted, affinity sets that are still wanted are kept (with their
 /// entries).
@@ -277,7 +288,7 @@ pub(super) fn render_resync_model(m: &Model, existing: &Existing, b: &mut Batch)
     }
     for c in m.chains.keys() {
         b.push(chain_ref("add", c));
-        if !existing.chains.contains(c) {
+        if !existing.complete && !existing.chains.contains(c) {
             b.push(chain_ref("flush", c));
         }
     }
@@ -616,6 +627,7 @@ pub(super) mod tests {
         let existing = Existing {
             chains: ["svc-00000000000000aa".to_string(), service_chain_name(&d)].into(),
             sets: [aff.clone(), "aff-00000000000000bb".to_string()].into(),
+            complete: true,
         };
         let l = lines(&render_resync(&state(vec![d.clone()]), &existing));
         assert_eq!(l[1], "flush chain svc-00000000000000aa");
@@ -636,7 +648,10 @@ pub(super) mod tests {
         assert!(!super::model::is_dynamic_chain("proxy-services"));
         let listing = json!({"nftables": [{"metainfo": {}}, {"chain": {"family": "inet", "table": "skerry", "name": service_chain_name(&w)}},
             {"chain": {"family": "inet", "table": "skerry", "name": "hostports"}}, {"set": {"family": "inet", "table": "skerry", "name": "aff-0123456789abcdef"}}]});
-        assert_eq!(Existing::from_listing(&listing), Existing { chains: [service_chain_name(&w)].into(), sets: ["aff-0123456789abcdef".to_string()].into() });
+        assert_eq!(
+            Existing::from_listing(&listing),
+            Existing { chains: [service_chain_name(&w)].into(), sets: ["aff-0123456789abcdef".to_string()].into(), complete: true }
+        );
     }
 
     #[test]
