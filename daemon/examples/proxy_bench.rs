@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use skerryd::net::proxy::netns::NetNs;
 
-use skerryd::net::proxy::{render_full_text, render_update, service_chain_name, Endpoint, NamespaceNft, NftRunner, Protocol, Proxy, ProxyState, ServicePort};
+use skerryd::net::proxy::{
+    render_full_text, render_update, service_chain_name, Endpoint, NamespaceNft, NftRunner,
+    Protocol, Proxy, ProxyState, ServicePort,
+};
 
 const ENDPOINTS: usize = 10;
 const REPEAT: usize = 5;
@@ -29,7 +32,13 @@ fn service(i: usize) -> ServicePort {
         node_port: None,
         external_ips: vec![],
         affinity_timeout: None,
-        endpoints: (0..ENDPOINTS).map(|e| Endpoint { ip: Ipv4Addr::new(10, 42, hi, lo), port: 8000 + e as u16, ready: true }).collect(),
+        endpoints: (0..ENDPOINTS)
+            .map(|e| Endpoint {
+                ip: Ipv4Addr::new(10, 42, hi, lo),
+                port: 8000 + e as u16,
+                ready: true,
+            })
+            .collect(),
     }
 }
 
@@ -65,13 +74,22 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("sizes are numbers of services")).collect();
-    let sizes = if sizes.is_empty() { vec![100, 1000, 5000] } else { sizes };
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("sizes are numbers of services"))
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![100, 1000, 5000]
+    } else {
+        sizes
+    };
     println!("| services × endpoints | full sync ms (render_full_text alone) | 1 endpoint change ms, median of {REPEAT} (render_update alone) | 100 changes, 1 sync ms | 100 changes, 3 syncs ms | floor: bare 1-element nft -j -f ms, median of {REPEAT} |");
     println!("|---|---|---|---|---|---|");
     for n in sizes {
         let ns = NetNs::new().expect("creating a network namespace needs root");
-        let nft = NamespaceNft { path: ns.path().to_path_buf() };
+        let nft = NamespaceNft {
+            path: ns.path().to_path_buf(),
+        };
         let mut proxy = Proxy::with_runner(Arc::new(nft.clone()));
         let mut st = state(n);
 

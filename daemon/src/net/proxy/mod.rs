@@ -88,8 +88,18 @@ impl ServicePort {
     /// `namespace/service:port-name/protocol` (the port number when unnamed), the readable name
     /// used in comments.
     pub fn display_name(&self) -> String {
-        let port = if self.port_name.is_empty() { self.port.to_string() } else { self.port_name.clone() };
-        format!("{}/{}:{}/{}", self.namespace, self.service, port, self.protocol.as_str())
+        let port = if self.port_name.is_empty() {
+            self.port.to_string()
+        } else {
+            self.port_name.clone()
+        };
+        format!(
+            "{}/{}:{}/{}",
+            self.namespace,
+            self.service,
+            port,
+            self.protocol.as_str()
+        )
     }
 }
 
@@ -132,7 +142,10 @@ impl Proxy {
     }
 
     pub fn with_runner(runner: Arc<dyn NftRunner>) -> Proxy {
-        Proxy { runner, applied: None }
+        Proxy {
+            runner,
+            applied: None,
+        }
     }
 
     /// The state the kernel holds, when known.
@@ -150,9 +163,10 @@ impl Proxy {
     pub async fn sync(&mut self, state: ProxyState) -> Result<(), NftError> {
         let runner = self.runner.clone();
         let old = self.applied.take();
-        let (result, applied) = tokio::task::spawn_blocking(move || Proxy::step(runner.as_ref(), old, state))
-            .await
-            .map_err(|e| NftError::Apply(format!("proxy sync task failed: {e}")))?;
+        let (result, applied) =
+            tokio::task::spawn_blocking(move || Proxy::step(runner.as_ref(), old, state))
+                .await
+                .map_err(|e| NftError::Apply(format!("proxy sync task failed: {e}")))?;
         self.applied = applied;
         result
     }
@@ -164,7 +178,11 @@ impl Proxy {
         result
     }
 
-    fn step(runner: &dyn NftRunner, old: Option<(ProxyState, model::Model)>, new: ProxyState) -> (Result<(), NftError>, Option<(ProxyState, model::Model)>) {
+    fn step(
+        runner: &dyn NftRunner,
+        old: Option<(ProxyState, model::Model)>,
+        new: ProxyState,
+    ) -> (Result<(), NftError>, Option<(ProxyState, model::Model)>) {
         let model = model::Model::build(&new);
         let mut batch = render::Batch::text();
         match &old {
@@ -177,7 +195,10 @@ impl Proxy {
             None => {
                 let existing = match runner.list_table() {
                     Ok(Some(listing)) => Existing::from_listing(&listing),
-                    Ok(None) => Existing { complete: true, ..Existing::default() },
+                    Ok(None) => Existing {
+                        complete: true,
+                        ..Existing::default()
+                    },
                     Err(e) => return (Err(e), None),
                 };
                 render::render_resync_model(&model, &existing, &mut batch);

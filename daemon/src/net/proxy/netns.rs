@@ -34,7 +34,11 @@ pub struct NetNs {
 impl NetNs {
     pub fn new() -> io::Result<NetNs> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!("skerry-netns-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "skerry-netns-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir(&dir)?;
         let path = dir.join("net");
         // From here on, Drop cleans up whatever was made.
@@ -43,7 +47,14 @@ impl NetNs {
         let target = ns.path.clone();
         std::thread::spawn(move || -> io::Result<()> {
             unshare(CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-            mount(Some("/proc/thread-self/ns/net"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(io::Error::from)?;
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(io::Error::from)?;
             Ok(())
         })
         .join()
@@ -67,7 +78,11 @@ impl NetNs {
         if out.status.success() {
             Ok(())
         } else {
-            Err(io::Error::other(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())))
+            Err(io::Error::other(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
         }
     }
 }

@@ -31,9 +31,22 @@ struct Summary {
 }
 
 fn element_line(e: &Value) -> String {
-    let key = if e[0].get("elem").is_some() { &e[0]["elem"]["val"] } else { &e[0] };
-    let parts: Vec<String> = key["concat"].as_array().unwrap().iter().map(|p| p.to_string().trim_matches('"').to_string()).collect();
-    format!("{} : {}", parts.join(" . "), e[1]["goto"]["target"].as_str().unwrap())
+    let key = if e[0].get("elem").is_some() {
+        &e[0]["elem"]["val"]
+    } else {
+        &e[0]
+    };
+    let parts: Vec<String> = key["concat"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.to_string().trim_matches('"').to_string())
+        .collect();
+    format!(
+        "{} : {}",
+        parts.join(" . "),
+        e[1]["goto"]["target"].as_str().unwrap()
+    )
 }
 
 fn summarize_listing(listing: &Value) -> Summary {
@@ -44,12 +57,17 @@ fn summarize_listing(listing: &Value) -> Summary {
         } else if let Some(set) = item.get("set") {
             s.sets.insert(set["name"].as_str().unwrap().to_string());
         } else if let Some(m) = item.get("map") {
-            let lines = s.elements.entry(m["name"].as_str().unwrap().to_string()).or_default();
+            let lines = s
+                .elements
+                .entry(m["name"].as_str().unwrap().to_string())
+                .or_default();
             for e in m["elem"].as_array().into_iter().flatten() {
                 lines.insert(element_line(e));
             }
         } else if let Some(r) = item.get("rule") {
-            *s.rules.entry(r["chain"].as_str().unwrap().to_string()).or_default() += 1;
+            *s.rules
+                .entry(r["chain"].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
     }
     s
@@ -64,31 +82,47 @@ fn summarize_batch(batch: &Value) -> Summary {
         } else if let Some(set) = add.get("set") {
             s.sets.insert(set["name"].as_str().unwrap().to_string());
         } else if let Some(m) = add.get("map") {
-            s.elements.entry(m["name"].as_str().unwrap().to_string()).or_default();
+            s.elements
+                .entry(m["name"].as_str().unwrap().to_string())
+                .or_default();
         } else if let Some(e) = add.get("element") {
-            let lines = s.elements.entry(e["name"].as_str().unwrap().to_string()).or_default();
+            let lines = s
+                .elements
+                .entry(e["name"].as_str().unwrap().to_string())
+                .or_default();
             for el in e["elem"].as_array().unwrap() {
                 lines.insert(element_line(el));
             }
         } else if let Some(r) = add.get("rule") {
-            *s.rules.entry(r["chain"].as_str().unwrap().to_string()).or_default() += 1;
+            *s.rules
+                .entry(r["chain"].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
     }
     s
 }
 
 fn listed(runner: &NamespaceNft) -> Value {
-    runner.list_table().unwrap().expect("table inet skerry exists")
+    runner
+        .list_table()
+        .unwrap()
+        .expect("table inet skerry exists")
 }
 
 fn assert_holds(runner: &NamespaceNft, st: &ProxyState, step: &str) {
-    assert_eq!(summarize_listing(&listed(runner)), summarize_batch(&render_full(st)), "after {step}");
+    assert_eq!(
+        summarize_listing(&listed(runner)),
+        summarize_batch(&render_full(st)),
+        "after {step}"
+    );
 }
 
 #[test]
 fn updates_leave_the_table_as_a_full_build_would() {
     let ns = namespace();
-    let runner = NamespaceNft { path: ns.path().to_path_buf() };
+    let runner = NamespaceNft {
+        path: ns.path().to_path_buf(),
+    };
     let mut proxy = Proxy::with_runner(Arc::new(runner.clone()));
 
     let mut st = state(vec![web(&[("10.42.0.5", true)]), dns()]);
@@ -96,29 +130,69 @@ fn updates_leave_the_table_as_a_full_build_would() {
     assert_holds(&runner, &st, "the first (full) sync");
 
     let mut steps: Vec<(&str, Box<dyn Fn(&mut ProxyState)>)> = vec![
-        ("adding a service", Box::new(|s| {
-            let mut other = web(&[("10.42.1.5", true), ("10.42.1.6", true)]);
-            other.service = "api".into();
-            other.cluster_ip = Some(ip("10.43.0.40"));
-            other.node_port = Some(30090);
-            other.external_ips = vec![ip("192.0.2.40")];
-            s.services.push(other);
-        })),
-        ("adding an endpoint", Box::new(|s| s.services[0].endpoints.push(Endpoint { ip: ip("10.42.0.6"), port: 8080, ready: true }))),
-        ("an endpoint becoming unready", Box::new(|s| s.services[0].endpoints[0].ready = false)),
-        ("the last endpoint becoming unready", Box::new(|s| s.services[0].endpoints[1].ready = false)),
-        ("an endpoint of an affinity service moving", Box::new(|s| s.services[1].endpoints[0].ip = ip("10.42.0.19"))),
-        ("an affinity timeout changing", Box::new(|s| s.services[1].affinity_timeout = Some(30))),
-        ("removing a service", Box::new(|s| {
-            s.services.remove(1);
-        })),
-        ("the local addresses changing", Box::new(|s| s.local_ips = vec![ip("10.43.0.10"), ip("10.43.0.11")])),
-        ("endpoints coming back", Box::new(|s| s.services[0].endpoints.iter_mut().for_each(|e| e.ready = true))),
+        (
+            "adding a service",
+            Box::new(|s| {
+                let mut other = web(&[("10.42.1.5", true), ("10.42.1.6", true)]);
+                other.service = "api".into();
+                other.cluster_ip = Some(ip("10.43.0.40"));
+                other.node_port = Some(30090);
+                other.external_ips = vec![ip("192.0.2.40")];
+                s.services.push(other);
+            }),
+        ),
+        (
+            "adding an endpoint",
+            Box::new(|s| {
+                s.services[0].endpoints.push(Endpoint {
+                    ip: ip("10.42.0.6"),
+                    port: 8080,
+                    ready: true,
+                })
+            }),
+        ),
+        (
+            "an endpoint becoming unready",
+            Box::new(|s| s.services[0].endpoints[0].ready = false),
+        ),
+        (
+            "the last endpoint becoming unready",
+            Box::new(|s| s.services[0].endpoints[1].ready = false),
+        ),
+        (
+            "an endpoint of an affinity service moving",
+            Box::new(|s| s.services[1].endpoints[0].ip = ip("10.42.0.19")),
+        ),
+        (
+            "an affinity timeout changing",
+            Box::new(|s| s.services[1].affinity_timeout = Some(30)),
+        ),
+        (
+            "removing a service",
+            Box::new(|s| {
+                s.services.remove(1);
+            }),
+        ),
+        (
+            "the local addresses changing",
+            Box::new(|s| s.local_ips = vec![ip("10.43.0.10"), ip("10.43.0.11")]),
+        ),
+        (
+            "endpoints coming back",
+            Box::new(|s| {
+                s.services[0]
+                    .endpoints
+                    .iter_mut()
+                    .for_each(|e| e.ready = true)
+            }),
+        ),
         ("removing everything", Box::new(|s| s.services.clear())),
     ];
     for (step, change) in steps.drain(..) {
         change(&mut st);
-        proxy.sync_blocking_now(st.clone()).unwrap_or_else(|e| panic!("{step}: {e}"));
+        proxy
+            .sync_blocking_now(st.clone())
+            .unwrap_or_else(|e| panic!("{step}: {e}"));
         assert_holds(&runner, &st, step);
     }
     // Nothing changed: no transaction (a runner that fails would tell).
@@ -130,7 +204,11 @@ fn updates_leave_the_table_as_a_full_build_would() {
     let mut restarted = Proxy::with_runner(Arc::new(runner.clone()));
     st.services[1].endpoints[0].ip = ip("10.42.0.8");
     restarted.sync_blocking_now(st.clone()).unwrap();
-    assert_holds(&runner, &st, "a resync over a table left by another process");
+    assert_holds(
+        &runner,
+        &st,
+        "a resync over a table left by another process",
+    );
 
     // Without affinity sets, render_full alone is idempotent.
     st.services.retain(|s| s.affinity_timeout.is_none());
@@ -153,14 +231,27 @@ impl Pair {
     fn new() -> Pair {
         let (client, server) = (namespace(), namespace());
         let server_path = server.path().to_str().unwrap().to_string();
-        client.ip(&["link", "add", "vc0", "type", "veth", "peer", "name", "vs0"]).unwrap();
-        client.ip(&["link", "set", "vs0", "netns", &server_path]).unwrap();
-        client.ip(&["addr", "add", "10.251.0.1/30", "dev", "vc0"]).unwrap();
+        client
+            .ip(&["link", "add", "vc0", "type", "veth", "peer", "name", "vs0"])
+            .unwrap();
+        client
+            .ip(&["link", "set", "vs0", "netns", &server_path])
+            .unwrap();
+        client
+            .ip(&["addr", "add", "10.251.0.1/30", "dev", "vc0"])
+            .unwrap();
         client.ip(&["link", "set", "vc0", "up"]).unwrap();
-        server.ip(&["addr", "add", "10.251.0.2/30", "dev", "vs0"]).unwrap();
+        server
+            .ip(&["addr", "add", "10.251.0.2/30", "dev", "vs0"])
+            .unwrap();
         server.ip(&["link", "set", "vs0", "up"]).unwrap();
-        client.ip(&["route", "add", "default", "via", "10.251.0.2"]).unwrap();
-        let listener = server.run(|| TcpListener::bind("10.251.0.2:8080")).unwrap().unwrap();
+        client
+            .ip(&["route", "add", "default", "via", "10.251.0.2"])
+            .unwrap();
+        let listener = server
+            .run(|| TcpListener::bind("10.251.0.2:8080"))
+            .unwrap()
+            .unwrap();
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
@@ -170,12 +261,19 @@ impl Pair {
                     Ok((mut conn, _)) => {
                         let _ = conn.write_all(b"ok");
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
                     Err(e) => panic!("accept: {e}"),
                 }
             }
         });
-        Pair { client, _server: server, stop, acceptor: Some(acceptor) }
+        Pair {
+            client,
+            _server: server,
+            stop,
+            acceptor: Some(acceptor),
+        }
     }
 
     /// Connects from the client namespace; `Ok(reply)` or the error's kind.
@@ -183,7 +281,8 @@ impl Pair {
         let addr: SocketAddr = addr.parse().unwrap();
         self.client
             .run(move || {
-                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.kind())?;
+                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                    .map_err(|e| e.kind())?;
                 s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                 let mut reply = String::new();
                 s.read_to_string(&mut reply).map_err(|e| e.kind())?;
@@ -213,41 +312,91 @@ fn vip_service(ready: bool, affinity: Option<u32>) -> ServicePort {
         node_port: Some(30080),
         external_ips: vec![],
         affinity_timeout: affinity,
-        endpoints: vec![Endpoint { ip: ip("10.251.0.2"), port: 8080, ready }],
+        endpoints: vec![Endpoint {
+            ip: ip("10.251.0.2"),
+            port: 8080,
+            ready,
+        }],
     }
 }
 
 #[test]
 fn connections_reach_endpoints_or_are_refused_at_once() {
     let pair = Pair::new();
-    let runner = NamespaceNft { path: pair.client.path().to_path_buf() };
+    let runner = NamespaceNft {
+        path: pair.client.path().to_path_buf(),
+    };
     let mut proxy = Proxy::with_runner(Arc::new(runner.clone()));
     let mut st = state(vec![vip_service(true, None)]);
     st.pod_cidr = (ip("10.42.0.0"), 16);
     proxy.sync_blocking_now(st.clone()).unwrap();
 
-    assert_eq!(pair.connect("10.251.0.2:8080"), Ok("ok".into()), "the server answers directly");
-    assert_eq!(pair.connect("10.43.7.1:80"), Ok("ok".into()), "the VIP reaches the endpoint");
-    assert_eq!(pair.connect("10.251.0.1:30080"), Ok("ok".into()), "the NodePort on a local address reaches the endpoint");
-    assert_eq!(pair.connect("10.43.7.1:81"), Err(ErrorKind::ConnectionRefused), "a port the VIP does not serve");
-    assert_eq!(pair.connect("10.43.9.9:80"), Err(ErrorKind::ConnectionRefused), "an unallocated service address");
+    assert_eq!(
+        pair.connect("10.251.0.2:8080"),
+        Ok("ok".into()),
+        "the server answers directly"
+    );
+    assert_eq!(
+        pair.connect("10.43.7.1:80"),
+        Ok("ok".into()),
+        "the VIP reaches the endpoint"
+    );
+    assert_eq!(
+        pair.connect("10.251.0.1:30080"),
+        Ok("ok".into()),
+        "the NodePort on a local address reaches the endpoint"
+    );
+    assert_eq!(
+        pair.connect("10.43.7.1:81"),
+        Err(ErrorKind::ConnectionRefused),
+        "a port the VIP does not serve"
+    );
+    assert_eq!(
+        pair.connect("10.43.9.9:80"),
+        Err(ErrorKind::ConnectionRefused),
+        "an unallocated service address"
+    );
 
     st.services = vec![vip_service(false, None)];
     proxy.sync_blocking_now(st.clone()).unwrap();
-    assert_eq!(pair.connect("10.43.7.1:80"), Err(ErrorKind::ConnectionRefused), "no ready endpoints");
-    assert_eq!(pair.connect("10.251.0.1:30080"), Err(ErrorKind::ConnectionRefused), "no ready endpoints behind the NodePort");
+    assert_eq!(
+        pair.connect("10.43.7.1:80"),
+        Err(ErrorKind::ConnectionRefused),
+        "no ready endpoints"
+    );
+    assert_eq!(
+        pair.connect("10.251.0.1:30080"),
+        Err(ErrorKind::ConnectionRefused),
+        "no ready endpoints behind the NodePort"
+    );
 
     st.services = vec![vip_service(true, Some(600))];
     proxy.sync_blocking_now(st.clone()).unwrap();
-    assert_eq!(pair.connect("10.43.7.1:80"), Ok("ok".into()), "with ClientIP affinity");
+    assert_eq!(
+        pair.connect("10.43.7.1:80"),
+        Ok("ok".into()),
+        "with ClientIP affinity"
+    );
     let set = affinity_set_name(&st.services[0], &st.services[0].endpoints[0], 600);
     let listing = listed(&runner);
-    let remembered = listing["nftables"].as_array().unwrap().iter().find(|i| i["set"]["name"] == set.as_str()).expect("affinity set listed");
-    assert!(remembered["set"]["elem"].to_string().contains("10.251.0.1"), "the client is remembered: {remembered}");
+    let remembered = listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["set"]["name"] == set.as_str())
+        .expect("affinity set listed");
+    assert!(
+        remembered["set"]["elem"].to_string().contains("10.251.0.1"),
+        "the client is remembered: {remembered}"
+    );
 
     // A port with no endpoints never reaches a server, even one that listens there.
     st.services = vec![];
     proxy.sync_blocking_now(st).unwrap();
-    assert_eq!(pair.connect("10.43.7.1:80"), Err(ErrorKind::ConnectionRefused), "a removed service");
+    assert_eq!(
+        pair.connect("10.43.7.1:80"),
+        Err(ErrorKind::ConnectionRefused),
+        "a removed service"
+    );
     let _ = Ipv4Addr::LOCALHOST;
 }
