@@ -105,6 +105,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     tasks.spawn(controllers::namespace::run(store.clone(), shutdown.clone()));
     tasks.spawn(controllers::endpoints::run(store.clone(), node_ip.to_string(), shutdown.clone()));
     tasks.spawn(agent::run(ctx, shutdown.clone()));
+    let proxy_config = crate::net::services::ProxyConfig {
+        service_cidr: config.service_cidr,
+        pod_cidr,
+        node_ip,
+        local_ips: vec![config.cluster_dns],
+    };
+    tasks.spawn(crate::net::services::run(store.clone(), proxy_config, shutdown.clone()));
     tasks.spawn(crate::net::hostports::run(store.clone(), config.node_name.clone(), pod_cidr, config.masquerade, shutdown.clone()));
     let compactor = store.clone();
     let stop = shutdown.clone();

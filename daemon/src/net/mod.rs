@@ -12,3 +12,4 @@ pub mod hostports;
 pub mod nft;
 pub mod nodeip;
 pub mod proxy;
+pub mod services;
