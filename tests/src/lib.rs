@@ -20,6 +20,7 @@ pub mod pty;
 pub mod registry;
 pub mod skerryd;
 pub mod standins;
+pub mod svc;
 
 use std::time::{Duration, Instant};
 
