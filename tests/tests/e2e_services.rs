@@ -7,7 +7,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -82,6 +82,7 @@ fn seed_simple_app_node_port_switch_and_patch() {
     let copy = node.write("webapp-service.yml", &modified);
     let (want0, want05) = (page(WEBAPP_0), page(WEBAPP_05));
     let stop = AtomicBool::new(false);
+    let done = AtomicUsize::new(0);
     let (log, applied) = std::thread::scope(|s| {
         let client = s.spawn(|| {
             let started = Instant::now();
@@ -93,6 +94,7 @@ fn seed_simple_app_node_port_switch_and_patch() {
                     after_switch += 1;
                 }
                 log.push(r);
+                done.store(log.len(), Ordering::Relaxed);
                 if stop.load(Ordering::Relaxed) && after_switch == 0 {
                     break;
                 }
@@ -100,6 +102,10 @@ fn seed_simple_app_node_port_switch_and_patch() {
                 std::thread::sleep(Duration::from_millis(20));
             }
             log
+        });
+        // The switch comes in the middle of the loop, after 25 requests.
+        skerry_tests::wait_until(Instant::now() + Duration::from_secs(15), "the client loop made 25 requests", || {
+            done.load(Ordering::Relaxed) >= 25 || client.is_finished()
         });
         let out = node.skerry(&["apply", "-f", copy.to_str().unwrap()]);
         if out.code != 0 {
