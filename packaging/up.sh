@@ -57,7 +57,7 @@ done
 skerry get pods
 echo
 echo "The demo pod answers on its pod IP:"
-ip=$(skerry get pod demo -o json | grep -o '"podIP": *"[0-9.]*"' | grep -o '[0-9.]*$' | head -1)
+ip=$(skerry get pod demo -o json | sed -n 's/.*"podIP": *"\([0-9.]*\)".*/\1/p' | head -1)
 skerry exec demo -- wget -qO- "http://$ip:80"
 echo
 echo "Try: skerry get pods -o wide; skerry describe pod demo; skerry logs demo; skerry exec -it demo -- sh"
