@@ -294,4 +294,8 @@ fn cluster_ips_from_pods() {
     assert_eq!(x["spec"]["selector"]["name"], "web-a", "{x}");
     let xurl = format!("http://{}/", vip("x"));
     wait_body("client → the exposed service", "web-a\n", || pod_wget(&node, "client", &xurl));
+
+    // A deleted service's VIP is refused again (its rules went with it).
+    node.skerry_ok(&["delete", "svc", "x"]);
+    wait_for("the deleted service's VIP refused", || Ok(pod_wget(&node, "client", &xurl).err().unwrap_or_default()), |e| e.contains("Connection refused"));
 }
