@@ -196,6 +196,8 @@ fn microservices_services_apply_and_node_port_conflicts() {
     assert_eq!(column(&table, "fleetman-position-tracker", "TYPE").as_deref(), Some("ClusterIP"), "{table}");
     assert_eq!(column(&table, "fleetman-position-tracker", "PORT(S)").as_deref(), Some("8080/TCP"), "{table}");
     assert_eq!(column(&table, "fleetman-api-gateway", "PORT(S)").as_deref(), Some("8080:30020/TCP"), "{table}");
+    let wide = node.skerry_ok(&["get", "svc", "-o", "wide"]);
+    assert_eq!(column(&wide, "fleetman-queue", "SELECTOR").as_deref(), Some("app=queue"), "get svc -o wide has kubectl's SELECTOR column:\n{wide}");
     // Applying the same file again changes nothing.
     let again = node.skerry_ok(&["apply", "-f", file.to_str().unwrap()]);
     for n in names {

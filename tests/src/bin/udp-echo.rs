@@ -24,7 +24,7 @@ fn main() {
             let sock = UdpSocket::bind(("0.0.0.0", 0)).expect("bind");
             sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
             let port: u16 = port.parse().expect("port");
-            sock.send_to(text.as_bytes(), (addr.as_ref(), port)).unwrap_or_else(|e| {
+            sock.send_to(text.as_bytes(), (*addr, port)).unwrap_or_else(|e| {
                 eprintln!("send: {e}");
                 std::process::exit(1)
             });
