@@ -113,6 +113,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     };
     tasks.spawn(crate::net::services::run(store.clone(), proxy_config, shutdown.clone()));
     tasks.spawn(crate::net::hostports::run(store.clone(), config.node_name.clone(), pod_cidr, config.masquerade, shutdown.clone()));
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        // Hand memory freed after a burst (pods deleted, a large list served) back to the host.
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {
+                    // SAFETY: malloc_trim only releases free memory; it is safe at any time.
+                    unsafe { libc::malloc_trim(0) };
+                }
+            }
+        }
+    });
     let compactor = store.clone();
     let stop = shutdown.clone();
     tasks.spawn(async move {
