@@ -133,18 +133,13 @@ pub const POD_CIDR: &str = "10.42.0.0/24";
 /// A conflist for `plugins` keeping IPAM allocations in `ipam_dir`.
 pub fn conflist(plugins: CniPlugins, ipam_dir: &Path) -> Value {
     match plugins {
-        CniPlugins::SkerryCni => serde_json::json!({
-            "cniVersion": "1.1.0",
-            "name": "skerry",
-            "plugins": [{
-                "type": "skerry-cni",
-                "bridge": "skerry0",
-                "mtu": 1500,
-                "hairpinMode": true,
-                "isGateway": true,
-                "ipam": {"subnet": POD_CIDR, "dataDir": ipam_dir}
-            }]
-        }),
+        CniPlugins::SkerryCni => {
+            // The daemon's own default list, at CNI 1.1 (so GC runs) with a private IPAM dir.
+            let mut list = skerryd::net::cni::default_conflist(POD_CIDR);
+            list["cniVersion"] = serde_json::json!("1.1.0");
+            list["plugins"][0]["ipam"]["dataDir"] = serde_json::json!(ipam_dir);
+            list
+        }
         CniPlugins::Reference => serde_json::json!({
             "cniVersion": "1.0.0",
             "name": "skerry-ref",
