@@ -86,6 +86,10 @@ struct AllArgs {
     /// Copy skerryd's log here at the end (also on failure).
     #[arg(long)]
     keep_log: Option<PathBuf>,
+    /// Run the bench pods with `hostNetwork: true`: no CNI, so the figure is the pod lifecycle
+    /// alone (sandbox namespaces, image, containers, status) against the same floor.
+    #[arg(long)]
+    host_network: bool,
 }
 
 fn main() -> Result<()> {
@@ -385,12 +389,13 @@ impl Timeline {
 }
 
 /// `n` pods of the bench image sleeping, as a multi-document YAML manifest.
-fn write_manifest(dir: &Path, n: usize) -> Result<PathBuf> {
+fn write_manifest(dir: &Path, n: usize, host_network: bool) -> Result<PathBuf> {
     let mut y = String::new();
+    let net = if host_network { "  hostNetwork: true\n" } else { "" };
     for i in 0..n {
         let _ = write!(
             y,
-            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: bench-{i}\nspec:\n  containers:\n  - name: main\n    image: {POD_IMAGE}\n    imagePullPolicy: IfNotPresent\n    command: [\"sleep\", \"3600\"]\n"
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: bench-{i}\nspec:\n{net}  containers:\n  - name: main\n    image: {POD_IMAGE}\n    imagePullPolicy: IfNotPresent\n    command: [\"sleep\", \"3600\"]\n"
         );
     }
     let path = dir.join(format!("pods-{n}.yaml"));
@@ -533,14 +538,14 @@ async fn measure(args: &AllArgs, env: &Env, floor: &ContainerdRuntime, skerryd: 
 
     // Warm-up, not counted: unpacks the image's snapshot for both, warms caches and the CLI binary.
     eprintln!("warm-up");
-    let m1 = write_manifest(env.dir(), 1)?;
+    let m1 = write_manifest(env.dir(), 1, args.host_network)?;
     skerryd.start_pods(&m1, 1, false).await?;
     skerryd.delete_all().await?;
     floor_once(floor, env, 1).await?;
 
     let mut lat = Vec::new();
     for (n, reps) in [(1, args.reps1), (50, args.reps50)] {
-        let manifest = write_manifest(env.dir(), n)?;
+        let manifest = write_manifest(env.dir(), n, args.host_network)?;
         let mut l = Latency { n, skerry: Vec::new(), floor: Vec::new(), timelines: Vec::new() };
         // Interleaved, so drift on a shared machine hits both alike.
         for rep in 0..reps {
@@ -556,7 +561,7 @@ async fn measure(args: &AllArgs, env: &Env, floor: &ContainerdRuntime, skerryd: 
     }
 
     eprintln!("memory with {} pods", args.mem_pods);
-    let manifest = write_manifest(env.dir(), args.mem_pods)?;
+    let manifest = write_manifest(env.dir(), args.mem_pods, args.host_network)?;
     let (big_start, _) = skerryd.start_pods(&manifest, args.mem_pods, false).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let label = format!("{} pods running", args.mem_pods);
@@ -576,7 +581,11 @@ async fn measure(args: &AllArgs, env: &Env, floor: &ContainerdRuntime, skerryd: 
     tokio::time::sleep(Duration::from_secs(2)).await;
     mem_rows.push(MemRow { what: "skerryd".into(), state: "idle again, all pods deleted".into(), mem: skerryd.mem()?, target: None });
 
-    Ok(render(containerd_version, &lat, (args.mem_pods, big_start), &mem_rows))
+    let mut report = render(containerd_version, &lat, (args.mem_pods, big_start), &mem_rows);
+    if args.host_network {
+        report = report.replacen("- Command: `sudo bench/run`", "- Command: `sudo bench/run --host-network` (pods without CNI: the pod lifecycle alone)", 1);
+    }
+    Ok(report)
 }
 
 fn git_rev() -> String {
