@@ -74,6 +74,12 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--dump") {
+        // The full batch for N services, for timing nft by hand.
+        let n = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1000);
+        println!("{}", render_full_text(&state(n)));
+        return;
+    }
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .map(|a| a.parse().expect("sizes are numbers of services"))

@@ -34,6 +34,9 @@ struct Memo {
     attempts: u32,
     /// When the last start attempt failed.
     failed_at: Option<Instant>,
+    /// The task state this reconcile observed (or produced by starting it), so the status
+    /// write needs no second round trip to containerd.
+    seen: Option<TaskState>,
     /// Set while a task waits on this container's exit (cleared when the wait ends, also when
     /// containerd restarts and the wait breaks, so a new one is armed).
     watching: Arc<AtomicBool>,
@@ -212,6 +215,7 @@ impl Worker {
         let id = container_id(&self.uid, &name);
         let state = self.ctx.runtime.state(&id).await?;
         let memo = self.memos.entry(name.clone()).or_default();
+        memo.seen = state.clone();
         let observed = match &state {
             Some(TaskState::Running { .. }) => Observed::Running { started_at: *memo.started_at.get_or_insert_with(jiff::Timestamp::now) },
             Some(TaskState::Exited(exit)) => Observed::Exited {
@@ -268,6 +272,7 @@ impl Worker {
                 }
                 if restart || state.is_some() {
                     self.ctx.runtime.remove(&id).await?;
+                    memo.seen = None;
                 }
                 match self.start(pod, c, &id).await {
                     Ok(()) => {
@@ -344,7 +349,11 @@ impl Worker {
         ]);
         let run = ContainerRun { id: id.to_string(), image: image.to_string(), spec, labels, log_path: log };
         self.ctx.recorder.record(pod, EventType::Normal, "Created", &format!("Created container: {name}")).await;
-        if let Err(e) = self.ctx.runtime.run(&run).await {
+        let started = self.ctx.runtime.run(&run).await;
+        if let Ok(pid) = started {
+            self.memos.get_mut(name).expect("memo").seen = Some(TaskState::Running { pid });
+        }
+        if let Err(e) = started {
             let _ = self.ctx.runtime.remove(id).await;
             let msg = e.to_string();
             self.ctx.recorder.record(pod, EventType::Warning, "Failed", &format!("Error: {msg}")).await;
@@ -504,11 +513,11 @@ impl Worker {
             let name = c["name"].as_str().unwrap_or("");
             let id = container_id(&self.uid, name);
             let memo = self.memos.get(name).cloned().unwrap_or_default();
-            let state = match self.ctx.runtime.state(&id).await {
-                Ok(Some(TaskState::Running { .. })) if memo.waiting.is_none() => {
+            let state = match memo.seen.clone() {
+                Some(TaskState::Running { .. }) if memo.waiting.is_none() => {
                     json!({"running": {"startedAt": memo.started_at.map(meta::timestamp).unwrap_or_else(|| now.clone())}})
                 }
-                Ok(Some(TaskState::Exited(exit))) if memo.waiting.is_none() => status::state_json(
+                Some(TaskState::Exited(exit)) if memo.waiting.is_none() => status::state_json(
                     &Observed::Exited { code: exit.code, signal: exit.signal, started_at: memo.started_at, finished_at: exit.exited_at, oom: false },
                     &format!("containerd://{id}"),
                 ),

@@ -183,16 +183,21 @@ impl Proxy {
         old: Option<(ProxyState, model::Model)>,
         new: ProxyState,
     ) -> (Result<(), NftError>, Option<(ProxyState, model::Model)>) {
-        let model = model::Model::build(&new);
         let mut batch = render::Batch::text();
-        match &old {
-            Some((_, old_model)) => {
-                render::render_update_models(old_model, &model, &mut batch);
-                if batch.is_empty() {
-                    return (Ok(()), Some((new, model)));
+        let model = match old {
+            Some((old_state, mut old_model)) => {
+                match render::render_update_parts(&old_state, &mut old_model, &new, &mut batch) {
+                    // Only the service ports that changed were rebuilt and diffed.
+                    true => old_model,
+                    false => {
+                        let model = model::Model::build(&new);
+                        render::render_update_models(&old_model, &model, &mut batch);
+                        model
+                    }
                 }
             }
             None => {
+                let model = model::Model::build(&new);
                 let existing = match runner.list_table() {
                     Ok(Some(listing)) => Existing::from_listing(&listing),
                     Ok(None) => Existing {
@@ -202,7 +207,11 @@ impl Proxy {
                     Err(e) => return (Err(e), None),
                 };
                 render::render_resync_model(&model, &existing, &mut batch);
+                model
             }
+        };
+        if batch.is_empty() {
+            return (Ok(()), Some((new, model)));
         }
         match runner.apply(&batch.into_text()) {
             Ok(()) => (Ok(()), Some((new, model))),

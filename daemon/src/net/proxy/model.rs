@@ -2,7 +2,7 @@
 //! chains with their rules, and affinity sets. Both renderings are built from this, so a full
 //! rebuild and an update can never disagree.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use serde_json::{json, Value};
@@ -55,7 +55,7 @@ pub enum ChainSpec {
 }
 
 /// A verdict-map key: address, protocol and port, or (NodePorts) protocol and port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum MapKey {
     Ip(IpKey),
     Port(PortKey),
@@ -70,6 +70,9 @@ pub struct Model {
     pub chains: BTreeMap<String, ChainSpec>,
     /// `aff-*` sets and their timeout in seconds.
     pub sets: BTreeMap<String, u32>,
+    /// How many service ports claim each map key (in any map), winners or not: a key claimed
+    /// once belongs to its service port alone, so that port can be rebuilt and diffed alone.
+    pub claims: HashMap<MapKey, u32>,
 }
 
 pub const MAP_NAMES: [&str; 4] = [
@@ -166,21 +169,125 @@ fn sorted_unique(v: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
     set.into_iter().collect()
 }
 
+/// The map keys a service port claims: its addresses (but the node's own) with its protocol and
+/// port, and its NodePort; sorted.
+fn claimed_keys(sp: &ServicePort, local: &[Ipv4Addr]) -> Vec<MapKey> {
+    let mut vips: Vec<Ipv4Addr> = sp
+        .cluster_ip
+        .into_iter()
+        .chain(sp.external_ips.iter().copied())
+        .collect();
+    vips = sorted_unique(&vips);
+    vips.retain(|ip| !local.contains(ip));
+    vips.iter()
+        .map(|ip| MapKey::Ip((*ip, sp.protocol, sp.port)))
+        .chain(sp.node_port.map(|np| MapKey::Port((sp.protocol, np))))
+        .collect()
+}
+
+/// What identifies a service port (and is hashed into its chain names).
+type SvcId<'a> = (&'a str, &'a str, &'a str, Protocol);
+
+fn svc_id(sp: &ServicePort) -> SvcId<'_> {
+    (&sp.namespace, &sp.service, &sp.port_name, sp.protocol)
+}
+
+/// The service ports that differ from `old` to `new`: `(before, after)`, a port that appeared
+/// only in `after`, one that went only in `before`. `None` when a state names a port twice (then
+/// only a full build says what wins).
+pub fn changed_services<'a>(
+    old: &'a ProxyState,
+    new: &'a ProxyState,
+) -> Option<(Vec<&'a ServicePort>, Vec<&'a ServicePort>)> {
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    // The usual case: the same ports in the same order.
+    if old.services.len() == new.services.len()
+        && old
+            .services
+            .iter()
+            .zip(&new.services)
+            .all(|(a, z)| svc_id(a) == svc_id(z))
+    {
+        let mut seen: std::collections::HashSet<SvcId> =
+            std::collections::HashSet::with_capacity(old.services.len());
+        for (a, z) in old.services.iter().zip(&new.services) {
+            if !seen.insert(svc_id(a)) {
+                return None;
+            }
+            if a != z {
+                before.push(a);
+                after.push(z);
+            }
+        }
+        return Some((before, after));
+    }
+    let mut olds: HashMap<SvcId, &ServicePort> = HashMap::with_capacity(old.services.len());
+    for sp in &old.services {
+        if olds.insert(svc_id(sp), sp).is_some() {
+            return None;
+        }
+    }
+    let mut seen: std::collections::HashSet<SvcId> =
+        std::collections::HashSet::with_capacity(new.services.len());
+    for sp in &new.services {
+        if !seen.insert(svc_id(sp)) {
+            return None;
+        }
+        match olds.remove(&svc_id(sp)) {
+            Some(o) if o == sp => {}
+            Some(o) => {
+                before.push(o);
+                after.push(sp);
+            }
+            None => after.push(sp),
+        }
+    }
+    before.extend(olds.into_values());
+    Some((before, after))
+}
+
 impl Model {
-    pub fn build(state: &ProxyState) -> Model {
-        let globals = Globals {
+    pub fn globals(state: &ProxyState) -> Globals {
+        Globals {
             service_cidr: state.service_cidr,
             pod_cidr: state.pod_cidr,
             node_ips: sorted_unique(&state.node_ips),
             local_ips: sorted_unique(&state.local_ips),
-        };
+        }
+    }
+
+    pub fn build(state: &ProxyState) -> Model {
+        Model::build_from(Model::globals(state), state.services.iter().collect())
+    }
+
+    /// Only the globals and the claims of `state` (enough for [`Model::can_replace`]), without
+    /// building chains: O(services).
+    pub fn claims_only(state: &ProxyState) -> Model {
+        let globals = Model::globals(state);
+        let mut claims = HashMap::new();
+        for sp in &state.services {
+            for k in claimed_keys(sp, &globals.local_ips) {
+                *claims.entry(k).or_insert(0) += 1;
+            }
+        }
+        Model {
+            globals,
+            maps: Default::default(),
+            chains: BTreeMap::new(),
+            sets: BTreeMap::new(),
+            claims,
+        }
+    }
+
+    /// The model of some service ports alone (all of them: [`Model::build`]).
+    pub fn build_from(globals: Globals, mut services: Vec<&ServicePort>) -> Model {
         let mut m = Model {
             globals,
             maps: Default::default(),
             chains: BTreeMap::new(),
             sets: BTreeMap::new(),
+            claims: HashMap::new(),
         };
-        let mut services: Vec<&ServicePort> = state.services.iter().collect();
         services.sort_by(|a, b| {
             (&a.namespace, &a.service, &a.port_name, a.protocol).cmp(&(
                 &b.namespace,
@@ -195,17 +302,54 @@ impl Model {
         m
     }
 
+    /// True when `before` (a part of this model, built alone) can be replaced by `after` without
+    /// looking at any other service port: every key either touches is claimed by one port at
+    /// most, before and after.
+    pub fn can_replace(&self, before: &Model, after: &Model) -> bool {
+        before.globals == self.globals
+            && after.globals == self.globals
+            && before.claims.keys().chain(after.claims.keys()).all(|k| {
+                let now = self.claims.get(k).copied().unwrap_or(0);
+                let then = now - before.claims.get(k).copied().unwrap_or(0).min(now)
+                    + after.claims.get(k).copied().unwrap_or(0);
+                now <= 1 && then <= 1
+            })
+    }
+
+    /// Replaces the part `before` by `after` (see [`Model::can_replace`]).
+    pub fn replace(&mut self, before: &Model, after: Model) {
+        for (map, part) in self.maps.iter_mut().zip(&before.maps) {
+            for k in part.keys() {
+                map.remove(k);
+            }
+        }
+        for c in before.chains.keys() {
+            self.chains.remove(c);
+        }
+        for s in before.sets.keys() {
+            self.sets.remove(s);
+        }
+        for (k, n) in &before.claims {
+            if let Some(c) = self.claims.get_mut(k) {
+                *c -= (*n).min(*c);
+                if *c == 0 {
+                    self.claims.remove(k);
+                }
+            }
+        }
+        for (map, part) in self.maps.iter_mut().zip(after.maps) {
+            map.extend(part);
+        }
+        self.chains.extend(after.chains);
+        self.sets.extend(after.sets);
+        for (k, n) in after.claims {
+            *self.claims.entry(k).or_insert(0) += n;
+        }
+    }
+
     /// Adds one service port. When two ports claim the same address and port (or NodePort), the
     /// first in (namespace, name, port name) order keeps it.
     fn add_service(&mut self, sp: &ServicePort) {
-        let local = &self.globals.local_ips;
-        let mut vips: Vec<Ipv4Addr> = sp
-            .cluster_ip
-            .into_iter()
-            .chain(sp.external_ips.iter().copied())
-            .collect();
-        vips = sorted_unique(&vips);
-        vips.retain(|ip| !local.contains(ip));
         let ready: BTreeSet<(Ipv4Addr, u16)> = sp
             .endpoints
             .iter()
@@ -213,10 +357,10 @@ impl Model {
             .map(|e| (e.ip, e.port))
             .collect();
         let comment = sp.display_name();
-        let keys = vips
-            .iter()
-            .map(|ip| MapKey::Ip((*ip, sp.protocol, sp.port)))
-            .chain(sp.node_port.map(|np| MapKey::Port((sp.protocol, np))));
+        let keys = claimed_keys(sp, &self.globals.local_ips);
+        for key in &keys {
+            *self.claims.entry(*key).or_insert(0) += 1;
+        }
         if ready.is_empty() {
             let target = Target {
                 chain: CHAIN_REJECT.to_string(),

@@ -382,8 +382,38 @@ pub(super) fn render_resync_model(m: &Model, existing: &Existing, b: &mut Batch)
 /// of the CIDRs or node addresses rebuilds the proxy's part ([`render_resync`] over `old`).
 pub fn render_update(old: &ProxyState, new: &ProxyState) -> Option<Value> {
     let mut b = Batch::Values(Vec::new());
-    render_update_models(&Model::build(old), &Model::build(new), &mut b);
+    // The claims say whether the changed ports can be diffed alone; the whole models only when not.
+    if !render_update_parts(old, &mut Model::claims_only(old), new, &mut b) {
+        render_update_models(&Model::build(old), &Model::build(new), &mut b);
+    }
     (!b.is_empty()).then(|| b.into_value())
+}
+
+/// The update from `old` (whose model is `a`) to `new` built from the service ports that
+/// changed alone, in O(change): writes it into `b`, brings `a` to the model of `new` and returns
+/// true; returns false, touching nothing, when that cannot be done (the addresses or CIDRs
+/// changed, a key is claimed by more than one port, a port is named twice).
+pub(super) fn render_update_parts(
+    old: &ProxyState,
+    a: &mut Model,
+    new: &ProxyState,
+    b: &mut Batch,
+) -> bool {
+    let globals = Model::globals(new);
+    if globals != a.globals {
+        return false;
+    }
+    let Some((before, after)) = model::changed_services(old, new) else {
+        return false;
+    };
+    let before = Model::build_from(globals.clone(), before);
+    let after = Model::build_from(globals, after);
+    if !a.can_replace(&before, &after) {
+        return false;
+    }
+    render_update_models(&before, &after, b);
+    a.replace(&before, after);
+    true
 }
 
 /// Writes the update into `b`; writes nothing when nothing changed.
@@ -893,5 +923,41 @@ pub(super) mod tests {
         let mut t = Batch::text();
         render_update_models(&Model::build(&new), &Model::build(&new), &mut t);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn parts_update_matches_whole_models() {
+        let w1 = web(&[("10.42.0.5", true)]);
+        let w2 = web(&[("10.42.0.5", true), ("10.42.0.6", true)]);
+        let w0 = web(&[("10.42.0.5", false)]);
+        let mut other = web(&[("10.42.0.7", true)]);
+        other.service = "zeta".into();
+        other.cluster_ip = Some(ip("10.43.0.21"));
+        let mut d2 = dns();
+        d2.affinity_timeout = Some(120);
+        let cases = [
+            (vec![w1.clone(), dns()], vec![w2.clone(), dns()], true),
+            (vec![w1.clone(), dns()], vec![dns(), w2.clone()], true),
+            (vec![w1.clone()], vec![w1.clone(), dns()], true),
+            (vec![w1.clone(), dns()], vec![w1.clone()], true),
+            (vec![w1.clone(), dns()], vec![w0.clone(), d2], true),
+            (vec![w1.clone(), dns()], vec![w1.clone(), w1.clone()], false),
+            (vec![w1.clone(), other.clone()], vec![w2.clone(), other.clone()], false),
+            (vec![w1.clone()], vec![w1.clone(), other.clone()], false),
+        ];
+        for (old, new, alone) in cases {
+            let (old, new) = (state(old), state(new));
+            let mut a = Model::build(&old);
+            let mut parts = Batch::Values(Vec::new());
+            assert_eq!(render_update_parts(&old, &mut a, &new, &mut parts), alone);
+            if alone {
+                assert_eq!(a, Model::build(&new));
+                let mut whole = Batch::Values(Vec::new());
+                render_update_models(&Model::build(&old), &Model::build(&new), &mut whole);
+                assert_eq!(parts.into_value(), whole.into_value());
+            } else {
+                assert_eq!(a, Model::build(&old), "untouched when it cannot be done");
+            }
+        }
     }
 }
