@@ -425,7 +425,9 @@ impl Model {
 }
 
 impl ChainSpec {
-    /// The chain's rules, as `(expressions, comment)`.
+    /// The chain's rules, as `(expressions, comment)`: the reference for the text the renderer
+    /// writes directly (checked equal in its tests).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn rules(&self, g: &Globals) -> Vec<(Vec<Value>, Option<&str>)> {
         match self {
             ChainSpec::Service { comment, endpoints } => {

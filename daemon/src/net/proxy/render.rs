@@ -103,6 +103,20 @@ impl Batch {
         }
     }
 
+    /// One command already written as JSON text.
+    fn push_raw(&mut self, cmd: &str) {
+        match self {
+            Batch::Values(v) => v.push(serde_json::from_str(cmd).expect("rendered JSON")),
+            Batch::Text { text, empty } => {
+                if !*empty {
+                    text.push(',');
+                }
+                *empty = false;
+                text.push_str(cmd);
+            }
+        }
+    }
+
     fn extend(&mut self, cmds: impl IntoIterator<Item = Value>) {
         for c in cmds {
             self.push(c);
@@ -151,14 +165,97 @@ fn rule(chain: &str, expr: Vec<Value>, comment: Option<&str>) -> Value {
     cmd("add", "rule", body)
 }
 
-fn chain_rules<'a>(
-    name: &'a str,
-    spec: &'a ChainSpec,
-    g: &Globals,
-) -> impl Iterator<Item = Value> + 'a {
-    spec.rules(g)
-        .into_iter()
-        .map(move |(expr, comment)| rule(name, expr, comment))
+/// The rules of a per-service or per-endpoint chain, written straight as text (the bulk of a
+/// full build: building them as `Value` trees first cost most of the rendering). Same JSON,
+/// key for key, as [`ChainSpec::rules`] through [`rule`].
+fn chain_rules(b: &mut Batch, name: &str, spec: &ChainSpec, g: &Globals) {
+    use std::fmt::Write;
+    const SADDR: &str = r#"{"payload":{"protocol":"ip","field":"saddr"}}"#;
+    const MASQ: &str = r#"{"jump":{"target":"proxy-mark-masq"}}"#;
+    let mut out = String::with_capacity(256);
+    let mut rule = |b: &mut Batch, expr: &str, comment: Option<&str>| {
+        out.clear();
+        let _ = write!(
+            out,
+            r#"{{"add":{{"rule":{{"family":"{FAMILY}","table":"{TABLE}","chain":"{name}","expr":[{expr}]"#
+        );
+        if let Some(c) = comment {
+            out.push_str(r#","comment":"#);
+            out.push_str(&json!(c).to_string());
+        }
+        out.push_str("}}}");
+        b.push_raw(&out);
+    };
+    let mut expr = String::with_capacity(256);
+    match spec {
+        ChainSpec::Service { comment, endpoints } => {
+            let (addr, len) = g.pod_cidr;
+            let _ = write!(
+                expr,
+                r#"{{"match":{{"op":"!=","left":{SADDR},"right":{{"prefix":{{"addr":"{addr}","len":{len}}}}}}}}},{MASQ}"#
+            );
+            rule(b, &expr, None);
+            for (ep, aff) in endpoints {
+                if let Some(set) = aff {
+                    expr.clear();
+                    let _ = write!(
+                        expr,
+                        r#"{{"match":{{"op":"==","left":{SADDR},"right":"@{set}"}}}},{{"goto":{{"target":"{ep}"}}}}"#
+                    );
+                    rule(b, &expr, None);
+                }
+            }
+            expr.clear();
+            let _ = write!(
+                expr,
+                r#"{{"vmap":{{"key":{{"numgen":{{"mode":"random","mod":{},"offset":0}}}},"data":{{"set":["#,
+                endpoints.len()
+            );
+            for (i, (ep, _)) in endpoints.iter().enumerate() {
+                if i > 0 {
+                    expr.push(',');
+                }
+                let _ = write!(expr, r#"[{i},{{"goto":{{"target":"{ep}"}}}}]"#);
+            }
+            expr.push_str("]}}}");
+            rule(b, &expr, Some(comment));
+        }
+        ChainSpec::Endpoint {
+            ip,
+            port,
+            protocol,
+            affinity,
+            comment,
+        } => {
+            let _ = write!(
+                expr,
+                r#"{{"match":{{"op":"==","left":{SADDR},"right":"{ip}"}}}},{MASQ}"#
+            );
+            rule(b, &expr, None);
+            if let Some(set) = affinity {
+                expr.clear();
+                let _ = write!(
+                    expr,
+                    r#"{{"set":{{"op":"update","elem":{SADDR},"set":"@{set}"}}}}"#
+                );
+                rule(b, &expr, None);
+            }
+            expr.clear();
+            let _ = write!(
+                expr,
+                r#"{{"match":{{"op":"==","left":{{"meta":{{"key":"l4proto"}}}},"right":"{}"}}}},{{"dnat":{{"family":"ip","addr":"{ip}","port":{port}}}}}"#,
+                protocol.as_str()
+            );
+            rule(b, &expr, Some(comment));
+        }
+    }
+}
+
+/// `add chain` (or another verb) of a chain this module names, as text.
+fn push_chain_ref(b: &mut Batch, verb: &str, name: &str) {
+    b.push_raw(&format!(
+        r#"{{"{verb}":{{"chain":{{"family":"{FAMILY}","table":"{TABLE}","name":"{name}"}}}}}}"#
+    ));
 }
 
 fn key_json(k: &MapKey) -> Value {
@@ -361,14 +458,14 @@ pub(super) fn render_resync_model(m: &Model, existing: &Existing, b: &mut Batch)
         b.push(add_set(s, *timeout));
     }
     for c in m.chains.keys() {
-        b.push(chain_ref("add", c));
+        push_chain_ref(b, "add", c);
         if !existing.complete && !existing.chains.contains(c) {
             b.push(chain_ref("flush", c));
         }
     }
     b.extend(fixed_rules(&m.globals));
     for (c, spec) in &m.chains {
-        b.extend(chain_rules(c, spec, &m.globals));
+        chain_rules(b, c, spec, &m.globals);
     }
     for (name, elems) in MAP_NAMES.iter().zip(&m.maps) {
         if !elems.is_empty() {
@@ -425,7 +522,7 @@ pub(super) fn render_update_models(a: &Model, z: &Model, b: &mut Batch) {
         b.push(add_set(s, *timeout));
     }
     for c in z.chains.keys().filter(|c| !a.chains.contains_key(*c)) {
-        b.push(chain_ref("add", c));
+        push_chain_ref(b, "add", c);
     }
     for (c, spec) in &z.chains {
         match a.chains.get(c) {
@@ -433,7 +530,7 @@ pub(super) fn render_update_models(a: &Model, z: &Model, b: &mut Batch) {
             Some(_) => b.push(chain_ref("flush", c)),
             None => {}
         }
-        b.extend(chain_rules(c, spec, &z.globals));
+        chain_rules(b, c, spec, &z.globals);
     }
     let mut adds = Vec::new();
     for ((name, before), after) in MAP_NAMES.iter().zip(&a.maps).zip(&z.maps) {
@@ -958,6 +1055,23 @@ pub(super) mod tests {
             } else {
                 assert_eq!(a, Model::build(&old), "untouched when it cannot be done");
             }
+        }
+    }
+
+    #[test]
+    fn text_rules_match_value_rules() {
+        let (w, d) = (web(&[("10.42.0.5", true), ("10.42.0.6", true)]), dns());
+        let m = Model::build(&state(vec![w, d]));
+        assert!(m.chains.len() >= 5);
+        for (name, spec) in &m.chains {
+            let mut b = Batch::Values(Vec::new());
+            chain_rules(&mut b, name, spec, &m.globals);
+            let want: Vec<Value> = spec
+                .rules(&m.globals)
+                .into_iter()
+                .map(|(expr, comment)| rule(name, expr, comment))
+                .collect();
+            assert_eq!(b.into_value(), json!({ "nftables": want }));
         }
     }
 }
