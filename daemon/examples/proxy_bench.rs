@@ -5,7 +5,9 @@
 //! `cargo run --release -p skerry-daemon --example proxy_bench -- [SIZES...]` as root
 //! (default sizes: 100 1000 5000 services, 10 endpoints each).
 
-use std::net::Ipv4Addr;
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,8 @@ use skerryd::net::proxy::{
 
 const ENDPOINTS: usize = 10;
 const REPEAT: usize = 5;
+/// Fresh TCP connections timed per size in the first-packet latency measurement.
+const CONNECTS: usize = 200;
 
 fn service(i: usize) -> ServicePort {
     let (hi, lo) = ((i / 250) as u8, (i % 250) as u8 + 1);
@@ -71,6 +75,79 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let t = Instant::now();
     let r = f();
     (r, t.elapsed())
+}
+
+/// First-packet latency through a VIP with `n` services programmed: a client namespace holding
+/// the proxy, a server namespace behind a veth (10.251.0.2, listening on :8080), and `CONNECTS`
+/// fresh TCP connects (SYN out, DNAT, SYN-ACK back) to a ClusterIP whose endpoint is the server.
+/// Returns (median through the VIP, median straight to the endpoint).
+fn first_packet(n: usize) -> (Duration, Duration) {
+    let (client, server) = (NetNs::new().unwrap(), NetNs::new().unwrap());
+    let server_path = server.path().to_str().unwrap().to_string();
+    client
+        .ip(&["link", "add", "vc0", "type", "veth", "peer", "name", "vs0"])
+        .unwrap();
+    client.ip(&["link", "set", "vs0", "netns", &server_path]).unwrap();
+    client.ip(&["addr", "add", "10.251.0.1/30", "dev", "vc0"]).unwrap();
+    client.ip(&["link", "set", "vc0", "up"]).unwrap();
+    server.ip(&["addr", "add", "10.251.0.2/30", "dev", "vs0"]).unwrap();
+    server.ip(&["link", "set", "vs0", "up"]).unwrap();
+    client
+        .ip(&["route", "add", "default", "via", "10.251.0.2"])
+        .unwrap();
+    let listener = server
+        .run(|| TcpListener::bind("10.251.0.2:8080"))
+        .unwrap()
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let acceptor = std::thread::spawn(move || {
+        while !stopped.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    });
+    let mut st = state(n);
+    let target = n / 2;
+    st.services[target].endpoints = vec![Endpoint {
+        ip: Ipv4Addr::new(10, 251, 0, 2),
+        port: 8080,
+        ready: true,
+    }];
+    let vip = SocketAddr::from((st.services[target].cluster_ip.unwrap(), 80));
+    let mut proxy = Proxy::with_runner(Arc::new(NamespaceNft {
+        path: client.path().to_path_buf(),
+    }));
+    proxy.sync_blocking_now(st).expect("build for the latency run");
+    let time = |addr: SocketAddr| {
+        client
+            .run(move || {
+                let mut v = Vec::with_capacity(CONNECTS);
+                for _ in 0..CONNECTS {
+                    let t = Instant::now();
+                    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                        .expect("connect through the proxy");
+                    v.push(t.elapsed());
+                    drop(s);
+                }
+                median(v)
+            })
+            .unwrap()
+    };
+    let (through, direct) = (time(vip), time("10.251.0.2:8080".parse().unwrap()));
+    stop.store(true, Ordering::Relaxed);
+    acceptor.join().unwrap();
+    (through, direct)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1e6)
 }
 
 fn main() {
@@ -157,5 +234,14 @@ fn main() {
             ms(burst_three),
             ms(median(floor)),
         );
+    }
+    if std::env::var_os("PROXY_BENCH_NO_LATENCY").is_none() {
+        println!();
+        println!("| services programmed | first-packet latency through a VIP µs, median of {CONNECTS} fresh TCP connects | straight to the endpoint µs |");
+        println!("|---|---|---|");
+        for n in [10, 5000] {
+            let (through, direct) = first_packet(n);
+            println!("| {n} | {} | {} |", us(through), us(direct));
+        }
     }
 }
