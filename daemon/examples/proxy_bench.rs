@@ -87,10 +87,16 @@ fn first_packet(n: usize) -> (Duration, Duration) {
     client
         .ip(&["link", "add", "vc0", "type", "veth", "peer", "name", "vs0"])
         .unwrap();
-    client.ip(&["link", "set", "vs0", "netns", &server_path]).unwrap();
-    client.ip(&["addr", "add", "10.251.0.1/30", "dev", "vc0"]).unwrap();
+    client
+        .ip(&["link", "set", "vs0", "netns", &server_path])
+        .unwrap();
+    client
+        .ip(&["addr", "add", "10.251.0.1/30", "dev", "vc0"])
+        .unwrap();
     client.ip(&["link", "set", "vc0", "up"]).unwrap();
-    server.ip(&["addr", "add", "10.251.0.2/30", "dev", "vs0"]).unwrap();
+    server
+        .ip(&["addr", "add", "10.251.0.2/30", "dev", "vs0"])
+        .unwrap();
     server.ip(&["link", "set", "vs0", "up"]).unwrap();
     client
         .ip(&["route", "add", "default", "via", "10.251.0.2"])
@@ -124,7 +130,9 @@ fn first_packet(n: usize) -> (Duration, Duration) {
     let mut proxy = Proxy::with_runner(Arc::new(NamespaceNft {
         path: client.path().to_path_buf(),
     }));
-    proxy.sync_blocking_now(st).expect("build for the latency run");
+    proxy
+        .sync_blocking_now(st)
+        .expect("build for the latency run");
     let time = |addr: SocketAddr| {
         client
             .run(move || {
@@ -153,7 +161,10 @@ fn us(d: Duration) -> String {
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--dump") {
         // The full batch for N services, for timing nft by hand.
-        let n = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1000);
+        let n = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1000);
         println!("{}", render_full_text(&state(n)));
         return;
     }

@@ -124,6 +124,9 @@ pub struct ProxyState {
     pub services: Vec<ServicePort>,
 }
 
+/// What the kernel holds: a state, its model, and what add-only updates left behind.
+type Applied = (ProxyState, model::Model, render::Garbage);
+
 /// Keeps the proxy's part of the table in step with the [`ProxyState`] it is given.
 ///
 /// The first sync (and the first after a failure) lists the table and rebuilds the proxy's part
@@ -132,7 +135,7 @@ pub struct ProxyState {
 pub struct Proxy {
     runner: Arc<dyn NftRunner>,
     /// What the kernel holds, when known, with its model (so an update builds only the new one).
-    applied: Option<(ProxyState, model::Model)>,
+    applied: Option<Applied>,
 }
 
 impl Proxy {
@@ -150,7 +153,7 @@ impl Proxy {
 
     /// The state the kernel holds, when known.
     pub fn applied(&self) -> Option<&ProxyState> {
-        self.applied.as_ref().map(|(s, _)| s)
+        self.applied.as_ref().map(|(s, _, _)| s)
     }
 
     /// Forgets what was applied, so that the next sync rebuilds.
@@ -171,6 +174,28 @@ impl Proxy {
         result
     }
 
+    /// Collects what add-only updates left behind (dead rules, unreferenced endpoint chains) in
+    /// one transaction, if there is any; a sync that deletes anything does this anyway.
+    pub fn collect_garbage_blocking(&mut self) -> Result<(), NftError> {
+        let Some((state, model, mut garbage)) = self.applied.take() else {
+            return Ok(());
+        };
+        if garbage.is_empty() {
+            self.applied = Some((state, model, garbage));
+            return Ok(());
+        }
+        let mut batch = render::Batch::text();
+        garbage.collect(
+            &mut batch,
+            &model.globals,
+            |c| model.chains.get(c),
+            |c| model.chains.get(c),
+        );
+        self.runner.apply(&batch.into_text())?;
+        self.applied = Some((state, model, garbage));
+        Ok(())
+    }
+
     /// [`Proxy::sync`] for callers on a plain thread (tests, the benchmark).
     pub fn sync_blocking_now(&mut self, state: ProxyState) -> Result<(), NftError> {
         let (result, applied) = Proxy::step(self.runner.as_ref(), self.applied.take(), state);
@@ -180,20 +205,40 @@ impl Proxy {
 
     fn step(
         runner: &dyn NftRunner,
-        old: Option<(ProxyState, model::Model)>,
+        old: Option<Applied>,
         new: ProxyState,
-    ) -> (Result<(), NftError>, Option<(ProxyState, model::Model)>) {
+    ) -> (Result<(), NftError>, Option<Applied>) {
         let mut batch = render::Batch::text();
-        let model = match old {
-            Some((old_state, mut old_model)) => {
-                match render::render_update_parts(&old_state, &mut old_model, &new, &mut batch) {
+        let (model, garbage) = match old {
+            Some((old_state, mut old_model, mut garbage)) => {
+                if render::render_update_parts_deferring(
+                    &old_state,
+                    &mut old_model,
+                    &new,
+                    &mut batch,
+                    Some(&mut garbage),
+                ) {
                     // Only the service ports that changed were rebuilt and diffed.
-                    true => old_model,
-                    false => {
-                        let model = model::Model::build(&new);
+                    (old_model, garbage)
+                } else {
+                    let model = model::Model::build(&new);
+                    if model.globals != old_model.globals {
+                        let mut existing = Existing::of(&old_model);
+                        existing.chains.extend(garbage.chains.iter().cloned());
+                        render::render_resync_model(&model, &existing, &mut batch);
+                        garbage = render::Garbage::default();
+                    } else {
+                        if !garbage.is_empty() {
+                            garbage.collect(
+                                &mut batch,
+                                &model.globals,
+                                |c| old_model.chains.get(c),
+                                |c| model.chains.get(c),
+                            );
+                        }
                         render::render_update_models(&old_model, &model, &mut batch);
-                        model
                     }
+                    (model, garbage)
                 }
             }
             None => {
@@ -207,14 +252,14 @@ impl Proxy {
                     Err(e) => return (Err(e), None),
                 };
                 render::render_resync_model(&model, &existing, &mut batch);
-                model
+                (model, render::Garbage::default())
             }
         };
         if batch.is_empty() {
-            return (Ok(()), Some((new, model)));
+            return (Ok(()), Some((new, model, garbage)));
         }
         match runner.apply(&batch.into_text()) {
-            Ok(()) => (Ok(()), Some((new, model))),
+            Ok(()) => (Ok(()), Some((new, model, garbage))),
             Err(e) => (Err(e), None),
         }
     }

@@ -169,22 +169,38 @@ fn rule(chain: &str, expr: Vec<Value>, comment: Option<&str>) -> Value {
 /// full build: building them as `Value` trees first cost most of the rendering). Same JSON,
 /// key for key, as [`ChainSpec::rules`] through [`rule`].
 fn chain_rules(b: &mut Batch, name: &str, spec: &ChainSpec, g: &Globals) {
+    for r in chain_rule_texts("add", name, spec, g) {
+        b.push_raw(&r);
+    }
+}
+
+/// The chain's rules as `insert` commands, last first, so that they end up at the head of the
+/// chain in order, ahead of the rules already there.
+fn insert_chain_rules(b: &mut Batch, name: &str, spec: &ChainSpec, g: &Globals) {
+    for r in chain_rule_texts("insert", name, spec, g).iter().rev() {
+        b.push_raw(r);
+    }
+}
+
+fn chain_rule_texts(verb: &str, name: &str, spec: &ChainSpec, g: &Globals) -> Vec<String> {
     use std::fmt::Write;
+    let mut all = Vec::new();
+    let b = &mut all;
     const SADDR: &str = r#"{"payload":{"protocol":"ip","field":"saddr"}}"#;
     const MASQ: &str = r#"{"jump":{"target":"proxy-mark-masq"}}"#;
     let mut out = String::with_capacity(256);
-    let mut rule = |b: &mut Batch, expr: &str, comment: Option<&str>| {
+    let mut rule = |b: &mut Vec<String>, expr: &str, comment: Option<&str>| {
         out.clear();
         let _ = write!(
             out,
-            r#"{{"add":{{"rule":{{"family":"{FAMILY}","table":"{TABLE}","chain":"{name}","expr":[{expr}]"#
+            r#"{{"{verb}":{{"rule":{{"family":"{FAMILY}","table":"{TABLE}","chain":"{name}","expr":[{expr}]"#
         );
         if let Some(c) = comment {
             out.push_str(r#","comment":"#);
             out.push_str(&json!(c).to_string());
         }
         out.push_str("}}}");
-        b.push_raw(&out);
+        b.push(out.clone());
     };
     let mut expr = String::with_capacity(256);
     match spec {
@@ -249,6 +265,7 @@ fn chain_rules(b: &mut Batch, name: &str, spec: &ChainSpec, g: &Globals) {
             rule(b, &expr, Some(comment));
         }
     }
+    all
 }
 
 /// `add chain` (or another verb) of a chain this module names, as text.
@@ -505,11 +522,140 @@ pub fn render_update(old: &ProxyState, new: &ProxyState) -> Option<Value> {
 /// changed alone, in O(change): writes it into `b`, brings `a` to the model of `new` and returns
 /// true; returns false, touching nothing, when that cannot be done (the addresses or CIDRs
 /// changed, a key is claimed by more than one port, a port is named twice).
+/// What add-only updates left in the kernel beyond the model: service chains with the rules of
+/// earlier versions behind the current ones (unreachable: the endpoint pick always jumps), and
+/// endpoint chains only those dead rules refer to. Any transaction that deletes (which costs the
+/// kernel 10-15 ms whatever it deletes) collects all of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Garbage {
+    pub dirty: BTreeSet<String>,
+    pub chains: BTreeSet<String>,
+}
+
+/// Add-only updates defer at most this many objects before one collects them.
+const GARBAGE_LIMIT: usize = 64;
+
+impl Garbage {
+    pub(super) fn is_empty(&self) -> bool {
+        self.dirty.is_empty() && self.chains.is_empty()
+    }
+
+    /// Flushes the dirty chains (re-adding the rules of those the update leaves alone: same spec
+    /// in `old` and `new`), flushes the dead endpoint chains and deletes those `new` does not
+    /// want. Comes first in a transaction; the update that follows sees a clean table.
+    pub(super) fn collect<'m>(
+        &mut self,
+        b: &mut Batch,
+        g: &Globals,
+        old: impl Fn(&str) -> Option<&'m ChainSpec>,
+        new: impl Fn(&str) -> Option<&'m ChainSpec>,
+    ) {
+        for d in &self.dirty {
+            b.push(chain_ref("flush", d));
+            if let (Some(o), Some(n)) = (old(d), new(d)) {
+                if o == n {
+                    chain_rules(b, d, n, g);
+                }
+            }
+        }
+        for c in &self.chains {
+            b.push(chain_ref("flush", c));
+        }
+        for c in self.chains.iter().filter(|c| new(c).is_none()) {
+            b.push(chain_ref("delete", c));
+        }
+        *self = Garbage::default();
+    }
+}
+
+/// Whether `before` → `after` can be applied without deleting anything: no map element goes or
+/// changes, only service chains change (their new rules are inserted ahead of the old), no set
+/// goes, no chain that is garbage comes back, and the garbage stays bounded.
+fn add_only(before: &Model, after: &Model, g: &Garbage) -> bool {
+    let elements_stay = before
+        .maps
+        .iter()
+        .zip(&after.maps)
+        .all(|(x, z)| x.iter().all(|(k, t)| z.get(k) == Some(t)));
+    let mut deferred = 0;
+    for (c, spec) in &before.chains {
+        match after.chains.get(c) {
+            Some(n) if n == spec => {}
+            Some(_) if matches!(spec, ChainSpec::Service { .. }) => deferred += 1,
+            Some(_) => return false,
+            None => deferred += 1,
+        }
+    }
+    elements_stay
+        && before.sets.keys().all(|s| after.sets.contains_key(s))
+        && !after
+            .chains
+            .keys()
+            .any(|c| !before.chains.contains_key(c) && g.chains.contains(c))
+        && g.dirty.len() + g.chains.len() + deferred <= GARBAGE_LIMIT
+}
+
+fn render_add_only(before: &Model, after: &Model, b: &mut Batch, g: &mut Garbage) {
+    for (s, timeout) in after
+        .sets
+        .iter()
+        .filter(|(s, _)| !before.sets.contains_key(*s))
+    {
+        b.push(add_set(s, *timeout));
+    }
+    for c in after
+        .chains
+        .keys()
+        .filter(|c| !before.chains.contains_key(*c))
+    {
+        push_chain_ref(b, "add", c);
+    }
+    for (c, spec) in &after.chains {
+        match before.chains.get(c) {
+            None => chain_rules(b, c, spec, &after.globals),
+            Some(old) if old != spec => {
+                insert_chain_rules(b, c, spec, &after.globals);
+                g.dirty.insert(c.clone());
+            }
+            Some(_) => {}
+        }
+    }
+    for (name, (x, z)) in MAP_NAMES.iter().zip(before.maps.iter().zip(&after.maps)) {
+        let came: Vec<Value> = z
+            .iter()
+            .filter(|(k, t)| x.get(*k) != Some(*t))
+            .map(|(k, t)| element(k, t))
+            .collect();
+        if !came.is_empty() {
+            b.push(cmd("add", "element", json!({"name": name, "elem": came})));
+        }
+    }
+    for c in before
+        .chains
+        .keys()
+        .filter(|c| !after.chains.contains_key(*c))
+    {
+        g.chains.insert(c.clone());
+    }
+}
+
 pub(super) fn render_update_parts(
     old: &ProxyState,
     a: &mut Model,
     new: &ProxyState,
     b: &mut Batch,
+) -> bool {
+    render_update_parts_deferring(old, a, new, b, None)
+}
+
+/// [`render_update_parts`]; with `garbage`, an update that needs no deletion is rendered
+/// add-only (leaving garbage), and any other collects the garbage first.
+pub(super) fn render_update_parts_deferring(
+    old: &ProxyState,
+    a: &mut Model,
+    new: &ProxyState,
+    b: &mut Batch,
+    garbage: Option<&mut Garbage>,
 ) -> bool {
     let globals = Model::globals(new);
     if globals != a.globals {
@@ -523,7 +669,28 @@ pub(super) fn render_update_parts(
     if !a.can_replace(&before, &after) {
         return false;
     }
-    render_update_models(&before, &after, b);
+    match garbage {
+        Some(g) if add_only(&before, &after, g) => render_add_only(&before, &after, b, g),
+        Some(g) => {
+            if !g.is_empty() {
+                let (x, z, m) = (&before, &after, &*a);
+                g.collect(
+                    b,
+                    &after.globals,
+                    |c| x.chains.get(c).or_else(|| m.chains.get(c)),
+                    |c| {
+                        if x.chains.contains_key(c) {
+                            z.chains.get(c)
+                        } else {
+                            z.chains.get(c).or_else(|| m.chains.get(c))
+                        }
+                    },
+                );
+            }
+            render_update_models(&before, &after, b);
+        }
+        None => render_update_models(&before, &after, b),
+    }
     a.replace(&before, after);
     true
 }
@@ -1054,7 +1221,11 @@ pub(super) mod tests {
             (vec![w1.clone(), dns()], vec![w1.clone()], true),
             (vec![w1.clone(), dns()], vec![w0.clone(), d2], true),
             (vec![w1.clone(), dns()], vec![w1.clone(), w1.clone()], false),
-            (vec![w1.clone(), other.clone()], vec![w2.clone(), other.clone()], false),
+            (
+                vec![w1.clone(), other.clone()],
+                vec![w2.clone(), other.clone()],
+                false,
+            ),
             (vec![w1.clone()], vec![w1.clone(), other.clone()], false),
         ];
         for (old, new, alone) in cases {

@@ -193,6 +193,15 @@ fn updates_leave_the_table_as_a_full_build_would() {
         proxy
             .sync_blocking_now(st.clone())
             .unwrap_or_else(|e| panic!("{step}: {e}"));
+        // An add-only update may leave garbage: everything wanted is there, and after collecting,
+        // exactly that.
+        let (got, want) = (
+            summarize_listing(&listed(&runner)),
+            summarize_batch(&render_full(&st)),
+        );
+        assert!(got.chains.is_superset(&want.chains), "after {step}");
+        assert_eq!(got.elements, want.elements, "after {step}");
+        proxy.collect_garbage_blocking().unwrap();
         assert_holds(&runner, &st, step);
     }
     // Nothing changed: no transaction (a runner that fails would tell).
@@ -399,4 +408,39 @@ fn connections_reach_endpoints_or_are_refused_at_once() {
         "a removed service"
     );
     let _ = Ipv4Addr::LOCALHOST;
+}
+
+#[test]
+fn garbage_of_add_only_updates_is_collected_by_the_next_deleting_one() {
+    let ns = namespace();
+    let runner = NamespaceNft {
+        path: ns.path().to_path_buf(),
+    };
+    let mut proxy = Proxy::with_runner(Arc::new(runner.clone()));
+    let mut st = state(vec![web(&[("10.42.0.5", true)]), dns()]);
+    proxy.sync_blocking_now(st.clone()).unwrap();
+    // Add-only: a new endpoint, then one moving (its old chain becomes garbage).
+    st.services[0].endpoints.push(Endpoint {
+        ip: ip("10.42.0.6"),
+        port: 8080,
+        ready: true,
+    });
+    proxy.sync_blocking_now(st.clone()).unwrap();
+    st.services[0].endpoints[0].ip = ip("10.42.0.7");
+    proxy.sync_blocking_now(st.clone()).unwrap();
+    let got = summarize_listing(&listed(&runner));
+    assert!(
+        got.rules[&service_chain_name(&st.services[0])] > 2,
+        "dead rules stay until collected"
+    );
+    // The old endpoint comes back while its chain is garbage: collected, then re-added.
+    st.services[0].endpoints[0].ip = ip("10.42.0.5");
+    proxy.sync_blocking_now(st.clone()).unwrap();
+    assert_holds(&runner, &st, "an endpoint coming back from the garbage");
+    st.services[0].endpoints[1].port = 9090;
+    proxy.sync_blocking_now(st.clone()).unwrap();
+    // A deletion (a service goes): everything is collected in the same transaction.
+    st.services.remove(1);
+    proxy.sync_blocking_now(st.clone()).unwrap();
+    assert_holds(&runner, &st, "a deleting update after add-only ones");
 }
