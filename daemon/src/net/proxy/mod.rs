@@ -9,8 +9,12 @@
 //! endpoint, and one set `aff-<hash>` per endpoint of a service with ClientIP affinity. Other
 //! parts of the table (hostPorts in [`super::nft`]) must not flush these.
 //!
-//! Invariant: the kernel holds exactly what [`render_full`] of the last state given to
-//! [`Proxy::sync`] describes, or `Proxy` knows it does not (after an error) and rebuilds.
+//! Invariant: the kernel holds what [`render_full`] of the last state given to [`Proxy::sync`]
+//! describes, plus the garbage `Proxy` knows of (an update that needs no deletion is applied
+//! add-only: the new rules of a service chain are inserted ahead of the old, now unreachable,
+//! ones, and endpoint chains only those refer to stay; the next transaction that deletes anything,
+//! or one after 64 such objects, collects it all, since any deletion costs the kernel 10-15 ms);
+//! or `Proxy` knows it does not (after an error) and rebuilds.
 //! Boundary: [`from_objects`] turns stored Services and Endpoints into [`ServicePort`]s;
 //! [`render_full`] and [`render_update`] are pure; [`Proxy::sync`] is the only thing that
 //! touches the kernel, through an [`NftRunner`].
@@ -131,7 +135,8 @@ type Applied = (ProxyState, model::Model, render::Garbage);
 ///
 /// The first sync (and the first after a failure) lists the table and rebuilds the proxy's part
 /// over whatever is there ([`render_resync`]); later syncs apply only the difference
-/// ([`render_update`]). Each sync is one `nft` transaction, or none when nothing changed.
+/// ([`render_update`], rebuilt only for the service ports that changed, and add-only when it can
+/// be). Each sync is one `nft` transaction, or none when nothing changed.
 pub struct Proxy {
     runner: Arc<dyn NftRunner>,
     /// What the kernel holds, when known, with its model (so an update builds only the new one).
