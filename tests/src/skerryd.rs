@@ -168,6 +168,8 @@ pub struct Options {
     /// The network namespace to run in (default: a new one).
     pub net: Option<NodeNet>,
     pub cni: CniPlugins,
+    /// Put the data dir on a tmpfs of this many bytes (a small disk that can fill up).
+    pub data_tmpfs: Option<u64>,
 }
 
 impl Options {
@@ -225,6 +227,15 @@ impl Skerryd {
         fs::create_dir_all(dir.join("ipam")).expect("creating the IPAM dir");
         fs::write(dir.join("cni/10-test.conflist"), serde_json::to_vec_pretty(&conflist(opts.cni, &dir.join("ipam"))).unwrap())
             .expect("writing the CNI config");
+        if let Some(size) = opts.data_tmpfs {
+            let data = dir.join("data");
+            fs::create_dir_all(&data).expect("creating the data dir");
+            let status = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "sk-data", &data.display().to_string()])
+                .status()
+                .expect("running mount");
+            assert!(status.success(), "mounting a tmpfs on {}", data.display());
+        }
         let mut args: Vec<String> = vec![
             "--config".into(),
             dir.join("config.yaml").display().to_string(),

@@ -103,3 +103,24 @@ fn pull_from_a_local_registry() {
     assert!(d.contains(&format!("Successfully pulled image \"{auto}\"")), "{d}");
     node.wait_output(&["logs", "auto"], "shows the file", |o| o.stdout == "from the registry\n");
 }
+
+/// A full disk is bad input like any other: the import fails with a message that says what to
+/// do, and nothing changes. The data dir sits on a 1 MiB tmpfs; the archive is larger.
+#[test]
+fn import_onto_a_full_disk_fails_clearly_and_changes_nothing() {
+    let node = TestNode::start_opts(Options { data_tmpfs: Some(1024 * 1024), ..Default::default() });
+    let archive = node.work.path().join("big.tar");
+    // Uncompressed busybox plus 2 MiB of incompressible-enough filler: well over the tmpfs.
+    let filler: Vec<u8> = (0..2 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    ImageBuilder::new("skerry-test/big:1").file("/filler.bin", &filler).write_oci(&archive, false).unwrap();
+
+    let out = node.skerry(&["image", "import", &archive.display().to_string()]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("no space left"), "the error names the cause:\n{out}");
+    assert!(out.stderr.contains("free some space"), "the error says what to do:\n{out}");
+    let ls = node.skerry_ok(&["image", "ls"]);
+    assert!(!listed(&ls, "docker.io/skerry-test/big", "1"), "nothing was imported:\n{ls}");
+    // The daemon is fine afterwards: the half-written upload was removed.
+    let free = node.skerry_ok(&["get", "ns"]);
+    assert!(free.contains("default"), "{free}");
+}
