@@ -133,11 +133,16 @@ pub async fn import_image(State(st): State<ApiState>, req: Request) -> Result<Re
     tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
     let path = dir.join(format!("import-{}.tar", uuid::Uuid::new_v4().simple()));
     let result = async {
-        let mut file = tokio::fs::File::create(&path).await.map_err(|e| ApiError::internal(format!("creating {}: {e}", path.display())))?;
         let mut body = req.into_body().into_data_stream();
+        let mut file = match tokio::fs::File::create(&path).await {
+            Ok(f) => f,
+            Err(e) => return Err(drain(&mut body, disk_error(&path, e)).await),
+        };
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?;
-            file.write_all(&chunk).await.map_err(|e| disk_error(&path, e))?;
+            if let Err(e) = file.write_all(&chunk).await {
+                return Err(drain(&mut body, disk_error(&path, e)).await);
+            }
         }
         file.sync_all().await.map_err(|e| disk_error(&path, e))?;
         drop(file);
@@ -146,6 +151,16 @@ pub async fn import_image(State(st): State<ApiState>, req: Request) -> Result<Re
     .await;
     let _ = tokio::fs::remove_file(&path).await;
     Ok((StatusCode::CREATED, axum::Json(json!({"images": result?}))).into_response())
+}
+
+/// Reads (and discards) the rest of an upload, so the client gets the error instead of a
+/// broken connection, then returns the error.
+async fn drain<S>(body: &mut S, error: ApiError) -> ApiError
+where
+    S: futures::Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+{
+    while let Some(Ok(_)) = body.next().await {}
+    error
 }
 
 fn disk_error(path: &std::path::Path, e: std::io::Error) -> ApiError {
