@@ -83,24 +83,7 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 /// Returns (median through the VIP, median straight to the endpoint).
 fn first_packet(n: usize) -> (Duration, Duration) {
     let (client, server) = (NetNs::new().unwrap(), NetNs::new().unwrap());
-    let server_path = server.path().to_str().unwrap().to_string();
-    client
-        .ip(&["link", "add", "vc0", "type", "veth", "peer", "name", "vs0"])
-        .unwrap();
-    client
-        .ip(&["link", "set", "vs0", "netns", &server_path])
-        .unwrap();
-    client
-        .ip(&["addr", "add", "10.251.0.1/30", "dev", "vc0"])
-        .unwrap();
-    client.ip(&["link", "set", "vc0", "up"]).unwrap();
-    server
-        .ip(&["addr", "add", "10.251.0.2/30", "dev", "vs0"])
-        .unwrap();
-    server.ip(&["link", "set", "vs0", "up"]).unwrap();
-    client
-        .ip(&["route", "add", "default", "via", "10.251.0.2"])
-        .unwrap();
+    skerryd::net::proxy::netns::wire_pair(&client, &server).unwrap();
     let listener = server
         .run(|| TcpListener::bind("10.251.0.2:8080"))
         .unwrap()

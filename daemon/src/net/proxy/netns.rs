@@ -93,3 +93,17 @@ impl Drop for NetNs {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Joins `client` and `server` by a veth pair on 10.251.0.0/30 (client .1, server .2, the
+/// client's default route via the server) — the two-namespace setup of the kernel tests and the
+/// benchmark. Test-only addresses, inside namespaces the caller owns.
+pub fn wire_pair(client: &NetNs, server: &NetNs) -> io::Result<()> {
+    let server_path = server.path().to_str().unwrap_or_default().to_string();
+    client.ip(&["link", "add", "vc0", "type", "veth", "peer", "name", "vs0"])?;
+    client.ip(&["link", "set", "vs0", "netns", &server_path])?;
+    client.ip(&["addr", "add", "10.251.0.1/30", "dev", "vc0"])?;
+    client.ip(&["link", "set", "vc0", "up"])?;
+    server.ip(&["addr", "add", "10.251.0.2/30", "dev", "vs0"])?;
+    server.ip(&["link", "set", "vs0", "up"])?;
+    client.ip(&["route", "add", "default", "via", "10.251.0.2"])
+}

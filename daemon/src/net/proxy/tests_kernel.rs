@@ -239,24 +239,7 @@ struct Pair {
 impl Pair {
     fn new() -> Pair {
         let (client, server) = (namespace(), namespace());
-        let server_path = server.path().to_str().unwrap().to_string();
-        client
-            .ip(&["link", "add", "vc0", "type", "veth", "peer", "name", "vs0"])
-            .unwrap();
-        client
-            .ip(&["link", "set", "vs0", "netns", &server_path])
-            .unwrap();
-        client
-            .ip(&["addr", "add", "10.251.0.1/30", "dev", "vc0"])
-            .unwrap();
-        client.ip(&["link", "set", "vc0", "up"]).unwrap();
-        server
-            .ip(&["addr", "add", "10.251.0.2/30", "dev", "vs0"])
-            .unwrap();
-        server.ip(&["link", "set", "vs0", "up"]).unwrap();
-        client
-            .ip(&["route", "add", "default", "via", "10.251.0.2"])
-            .unwrap();
+        super::netns::wire_pair(&client, &server).unwrap();
         let listener = server
             .run(|| TcpListener::bind("10.251.0.2:8080"))
             .unwrap()
