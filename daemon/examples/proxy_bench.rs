@@ -5,9 +5,7 @@
 //! `cargo run --release -p skerry-daemon --example proxy_bench -- [SIZES...]` as root
 //! (default sizes: 100 1000 5000 services, 10 endpoints each).
 
-use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,24 +82,7 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 fn first_packet(n: usize) -> (Duration, Duration) {
     let (client, server) = (NetNs::new().unwrap(), NetNs::new().unwrap());
     skerryd::net::proxy::netns::wire_pair(&client, &server).unwrap();
-    let listener = server
-        .run(|| TcpListener::bind("10.251.0.2:8080"))
-        .unwrap()
-        .unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = stop.clone();
-    let acceptor = std::thread::spawn(move || {
-        while !stopped.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
-                Err(e) => panic!("accept: {e}"),
-            }
-        }
-    });
+    let _ok = skerryd::net::proxy::netns::OkServer::start(&server).unwrap();
     let mut st = state(n);
     let target = n / 2;
     st.services[target].endpoints = vec![Endpoint {
@@ -131,10 +112,7 @@ fn first_packet(n: usize) -> (Duration, Duration) {
             })
             .unwrap()
     };
-    let (through, direct) = (time(vip), time("10.251.0.2:8080".parse().unwrap()));
-    stop.store(true, Ordering::Relaxed);
-    acceptor.join().unwrap();
-    (through, direct)
+    (time(vip), time("10.251.0.2:8080".parse().unwrap()))
 }
 
 fn us(d: Duration) -> String {

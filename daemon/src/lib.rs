@@ -1,4 +1,17 @@
-
+//! `skerryd`: the Skerry node daemon, as a library (`main.rs` only parses flags and runs it).
+//!
+//! # Layout
+//! - [`objects`]: typed resources, validation, defaulting, selectors, patches (pure).
+//! - [`store`]: SQLite state, revisions, the one `apply(command)` write path, watches.
+//! - [`api`]: the HTTP/JSON API on the Unix socket; tables and describe rendered here; Service
+//!   address allocation.
+//! - [`controllers`]: level-triggered reconcilers (pod binding, namespaces, endpoints).
+//! - [`agent`]: runs the pods bound to this node: sandbox, network, containers, restarts, status.
+//! - [`runtime`]: the containerd client; the only module that speaks containerd's gRPC.
+//! - [`net`]: CNI invocation, Skerry's nftables table (hostPorts, the Service proxy), cluster DNS.
+//! - [`events`]: `Event` objects, folded and written in the background.
+//! - [`config`]: flags and `/etc/skerry/config.yaml`.
+//! - [`daemon`]: wires the parts together and owns start-up and shutdown.
 
 pub mod agent;
 pub mod api;

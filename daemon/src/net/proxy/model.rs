@@ -425,9 +425,9 @@ impl Model {
 }
 
 impl ChainSpec {
-    /// The chain's rules, as `(expressions, comment)`: the reference for the text the renderer
-    /// writes directly (checked equal in its tests).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// The chain's rules, as `(expressions, comment)`: the test oracle for the text the renderer
+    /// writes directly (`render::tests::text_rules_match_value_rules`); production never builds it.
+    #[cfg(test)]
     pub fn rules(&self, g: &Globals) -> Vec<(Vec<Value>, Option<&str>)> {
         match self {
             ChainSpec::Service { comment, endpoints } => {

@@ -107,3 +107,41 @@ pub fn wire_pair(client: &NetNs, server: &NetNs) -> io::Result<()> {
     server.ip(&["link", "set", "vs0", "up"])?;
     client.ip(&["route", "add", "default", "via", "10.251.0.2"])
 }
+
+/// A TCP server on 10.251.0.2:8080 inside `server` (after [`wire_pair`]) that answers every
+/// connection with `ok`; stopped and joined on drop.
+pub struct OkServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OkServer {
+    pub fn start(server: &NetNs) -> io::Result<OkServer> {
+        use std::io::Write;
+        let listener = server.run(|| std::net::TcpListener::bind("10.251.0.2:8080"))??;
+        listener.set_nonblocking(true)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let acceptor = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        let _ = conn.write_all(b"ok");
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(std::time::Duration::from_millis(1)),
+                    Err(e) => panic!("accept: {e}"),
+                }
+            }
+        });
+        Ok(OkServer { stop, acceptor: Some(acceptor) })
+    }
+}
+
+impl Drop for OkServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+    }
+}

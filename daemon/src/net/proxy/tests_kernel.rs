@@ -3,9 +3,8 @@
 //! inside those namespaces; every namespace is removed by its guard.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{ErrorKind, Read};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -231,41 +230,17 @@ fn updates_leave_the_table_as_a_full_build_would() {
 /// (10.251.0.1/30, default route to the server) that holds the proxy.
 struct Pair {
     client: NetNs,
+    /// Dropped before the namespace it serves in.
+    _ok: super::netns::OkServer,
     _server: NetNs,
-    stop: Arc<AtomicBool>,
-    acceptor: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Pair {
     fn new() -> Pair {
         let (client, server) = (namespace(), namespace());
         super::netns::wire_pair(&client, &server).unwrap();
-        let listener = server
-            .run(|| TcpListener::bind("10.251.0.2:8080"))
-            .unwrap()
-            .unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let acceptor = std::thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut conn, _)) => {
-                        let _ = conn.write_all(b"ok");
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(e) => panic!("accept: {e}"),
-                }
-            }
-        });
-        Pair {
-            client,
-            _server: server,
-            stop,
-            acceptor: Some(acceptor),
-        }
+        let ok = super::netns::OkServer::start(&server).unwrap();
+        Pair { client, _ok: ok, _server: server }
     }
 
     /// Connects from the client namespace; `Ok(reply)` or the error's kind.
@@ -281,15 +256,6 @@ impl Pair {
                 Ok(reply)
             })
             .unwrap()
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(a) = self.acceptor.take() {
-            let _ = a.join();
-        }
     }
 }
 
