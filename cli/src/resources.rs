@@ -72,10 +72,20 @@ impl ApiResource {
     }
 }
 
+/// An older `apiVersion` of a served kind, which the server converts (with a warning).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Legacy {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+}
+
 /// The discovery document.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct Discovery {
     pub resources: Vec<ApiResource>,
+    #[serde(default)]
+    pub legacy: Vec<Legacy>,
 }
 
 impl Discovery {
@@ -98,9 +108,12 @@ impl Discovery {
             Some((g, v)) => (g, v),
             None => ("", api_version),
         };
-        self.resources
-            .iter()
-            .find(|r| r.kind == kind && r.group == group && r.version == version)
+        let current = self.resources.iter().find(|r| r.kind == kind && r.group == group && r.version == version);
+        current.or_else(|| {
+            // An older version goes to the served one; the server converts it and says so.
+            self.legacy.iter().find(|l| l.kind == kind && l.group == group && l.version == version)?;
+            self.resources.iter().find(|r| r.kind == kind)
+        })
     }
 
     /// The resources in a category (`all`), in discovery order.
@@ -187,7 +200,7 @@ pub(crate) mod tests {
       {"name":"deployments","singularName":"deployment","shortNames":["deploy"],"kind":"Deployment","group":"apps","version":"v1","namespaced":true,"categories":["all"]},
       {"name":"replicasets","singularName":"replicaset","shortNames":["rs"],"kind":"ReplicaSet","group":"apps","version":"v1","namespaced":true,"categories":["all"]},
       {"name":"configmaps","singularName":"configmap","shortNames":["cm"],"kind":"ConfigMap","group":"","version":"v1","namespaced":true}
-    ]}"#;
+    ],"legacy":[{"group":"extensions","version":"v1beta1","kind":"Deployment","name":"deployments"}]}"#;
 
     pub(crate) fn discovery() -> Discovery {
         serde_json::from_str(DISCOVERY).unwrap()
@@ -234,7 +247,8 @@ pub(crate) mod tests {
         let d = discovery();
         assert_eq!(d.for_kind("v1", "Pod").unwrap().name, "pods");
         assert_eq!(d.for_kind("apps/v1", "Deployment").unwrap().name, "deployments");
-        assert!(d.for_kind("extensions/v1beta1", "Deployment").is_none());
+        assert_eq!(d.for_kind("extensions/v1beta1", "Deployment").unwrap().api_version(), "apps/v1");
+        assert!(d.for_kind("extensions/v1beta1", "ReplicaSet").is_none());
         assert!(d.for_kind("v1", "Foo").is_none());
     }
 

@@ -229,7 +229,10 @@ fn place(rt: &ResourceType, target: &Target, obj: &mut Value) -> Result<(), ApiE
 
 /// Kinds whose status is written only through `/status` (by the system).
 fn has_status_subresource(rt: &ResourceType) -> bool {
-    matches!(rt.kind, "Pod" | "Namespace" | "Service")
+    matches!(
+        rt.kind,
+        "Pod" | "Namespace" | "Service" | "Deployment" | "ReplicaSet" | "ReplicationController" | "PersistentVolume" | "PersistentVolumeClaim"
+    )
 }
 
 /// Validates, defaults and stores a new object; shared by POST and apply.

@@ -75,7 +75,7 @@ pub async fn version(State(st): State<ApiState>) -> Response {
 }
 
 pub async fn resources() -> Response {
-    axum::Json(json!({"resources": resource::ALL})).into_response()
+    axum::Json(json!({"resources": resource::ALL, "legacy": resource::LEGACY})).into_response()
 }
 
 pub async fn info(State(st): State<ApiState>) -> Response {

@@ -16,6 +16,7 @@ pub mod resource;
 pub mod selector;
 pub mod service;
 pub mod validation;
+pub mod workload;
 
 #[cfg(test)]
 mod proptests;
@@ -73,6 +74,7 @@ pub struct Admitted {
 
 /// Validates and defaults a new object of type `rt`, keeping unknown fields (with a warning).
 pub fn admit(rt: &ResourceType, mut obj: Value) -> Result<Admitted, ObjectError> {
+    let converted = workload::upgrade(&mut obj);
     check_type(rt, &obj)?;
     let name = meta::name(&obj).to_string();
     let mut causes = validate_metadata(rt, &obj);
@@ -82,6 +84,15 @@ pub fn admit(rt: &ResourceType, mut obj: Value) -> Result<Admitted, ObjectError>
         "Event" => typed_step::<k8s_openapi::api::core::v1::Event>(&obj, |_| {}, |_| vec![]),
         "Service" => typed_step::<k8s_openapi::api::core::v1::Service>(&obj, service::default, service::validate),
         "Endpoints" => typed_step::<k8s_openapi::api::core::v1::Endpoints>(&obj, |_| {}, |_| vec![]),
+        "Deployment" => typed_step(&obj, workload::default_deployment, workload::validate_deployment),
+        "ReplicaSet" => typed_step(&obj, workload::default_replica_set, workload::validate_replica_set),
+        "ReplicationController" => {
+            typed_step(&obj, workload::default_replication_controller, workload::validate_replication_controller)
+        }
+        "PersistentVolume" => typed_step::<k8s_openapi::api::core::v1::PersistentVolume>(&obj, default_pv, |_| vec![]),
+        "PersistentVolumeClaim" => {
+            typed_step::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(&obj, default_pvc, |_| vec![])
+        }
         other => return Err(ObjectError::BadRequest(format!("kind {other} cannot be created here"))),
     };
     let (typed, more_causes) = typed.map_err(|cause| invalid(rt, &name, vec![cause]))?;
@@ -92,11 +103,10 @@ pub fn admit(rt: &ResourceType, mut obj: Value) -> Result<Admitted, ObjectError>
     let mut unknown = Vec::new();
     unknown_fields(&obj, &typed.before_defaults, "", &mut unknown);
     merge_known(&mut obj, &typed.after_defaults);
-    let warnings = if unknown.is_empty() {
-        Vec::new()
-    } else {
-        vec![format!("unknown field(s) kept but not acted on by skerry: {}", unknown.join(", "))]
-    };
+    let mut warnings: Vec<String> = converted.into_iter().collect();
+    if !unknown.is_empty() {
+        warnings.push(format!("unknown field(s) kept but not acted on by skerry: {}", unknown.join(", ")));
+    }
     Ok(Admitted { object: obj, warnings })
 }
 
@@ -112,6 +122,10 @@ pub fn admit_update(rt: &ResourceType, old: &Value, new: Value) -> Result<Admitt
             }
         }
     }
+    let causes = workload::validate_update(rt.kind, old, &admitted.object);
+    if !causes.is_empty() {
+        return Err(invalid(rt, meta::name(old), causes));
+    }
     Ok(admitted)
 }
 
@@ -122,6 +136,19 @@ fn invalid(rt: &ResourceType, name: &str, causes: Vec<Cause>) -> ObjectError {
 fn default_namespace(ns: &mut k8s_openapi::api::core::v1::Namespace) {
     let status = ns.status.get_or_insert_with(Default::default);
     status.phase.get_or_insert_with(|| "Active".into());
+}
+
+fn default_pv(pv: &mut k8s_openapi::api::core::v1::PersistentVolume) {
+    let spec = pv.spec.get_or_insert_with(Default::default);
+    spec.persistent_volume_reclaim_policy.get_or_insert_with(|| "Retain".into());
+    spec.volume_mode.get_or_insert_with(|| "Filesystem".into());
+    pv.status.get_or_insert_with(Default::default).phase.get_or_insert_with(|| "Available".into());
+}
+
+fn default_pvc(pvc: &mut k8s_openapi::api::core::v1::PersistentVolumeClaim) {
+    let spec = pvc.spec.get_or_insert_with(Default::default);
+    spec.volume_mode.get_or_insert_with(|| "Filesystem".into());
+    pvc.status.get_or_insert_with(Default::default).phase.get_or_insert_with(|| "Pending".into());
 }
 
 fn check_type(rt: &ResourceType, obj: &Value) -> Result<(), ObjectError> {

@@ -102,13 +102,117 @@ pub const ENDPOINTS: ResourceType = ResourceType {
     categories: &[],
 };
 
-/// Every type the API serves, in discovery order.
-pub const ALL: &[ResourceType] = &[NAMESPACES, PODS, EVENTS, SERVICES, ENDPOINTS];
+pub const REPLICATION_CONTROLLERS: ResourceType = ResourceType {
+    name: "replicationcontrollers",
+    singular_name: "replicationcontroller",
+    short_names: &["rc"],
+    kind: "ReplicationController",
+    group: "",
+    version: "v1",
+    namespaced: true,
+    categories: &["all"],
+};
 
-/// Finds a type by group and plural name, as found in a request path.
+pub const DEPLOYMENTS: ResourceType = ResourceType {
+    name: "deployments",
+    singular_name: "deployment",
+    short_names: &["deploy"],
+    kind: "Deployment",
+    group: "apps",
+    version: "v1",
+    namespaced: true,
+    categories: &["all"],
+};
+
+pub const REPLICA_SETS: ResourceType = ResourceType {
+    name: "replicasets",
+    singular_name: "replicaset",
+    short_names: &["rs"],
+    kind: "ReplicaSet",
+    group: "apps",
+    version: "v1",
+    namespaced: true,
+    categories: &["all"],
+};
+
+pub const PERSISTENT_VOLUMES: ResourceType = ResourceType {
+    name: "persistentvolumes",
+    singular_name: "persistentvolume",
+    short_names: &["pv"],
+    kind: "PersistentVolume",
+    group: "",
+    version: "v1",
+    namespaced: false,
+    categories: &[],
+};
+
+pub const PERSISTENT_VOLUME_CLAIMS: ResourceType = ResourceType {
+    name: "persistentvolumeclaims",
+    singular_name: "persistentvolumeclaim",
+    short_names: &["pvc"],
+    kind: "PersistentVolumeClaim",
+    group: "",
+    version: "v1",
+    namespaced: true,
+    categories: &[],
+};
+
+/// Every type the API serves, in discovery order (`get all` lists its category in this order,
+/// as kubectl does: pods, replication controllers, services, deployments, replica sets).
+pub const ALL: &[ResourceType] = &[
+    NAMESPACES,
+    PODS,
+    EVENTS,
+    REPLICATION_CONTROLLERS,
+    SERVICES,
+    ENDPOINTS,
+    DEPLOYMENTS,
+    REPLICA_SETS,
+    PERSISTENT_VOLUMES,
+    PERSISTENT_VOLUME_CLAIMS,
+];
+
+/// An older `apiVersion` of a served kind: accepted, converted to the served version, with a
+/// deprecation warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Legacy {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    /// Plural name, as in paths.
+    pub name: &'static str,
+}
+
+impl Legacy {
+    pub fn api_version(&self) -> String {
+        format!("{}/{}", self.group, self.version)
+    }
+}
+
+/// The older versions Skerry still accepts (removed from Kubernetes in 1.16, still in many
+/// manifests).
+pub const LEGACY: &[Legacy] = &[
+    Legacy { group: "extensions", version: "v1beta1", kind: "Deployment", name: "deployments" },
+    Legacy { group: "apps", version: "v1beta1", kind: "Deployment", name: "deployments" },
+    Legacy { group: "apps", version: "v1beta2", kind: "Deployment", name: "deployments" },
+    Legacy { group: "extensions", version: "v1beta1", kind: "ReplicaSet", name: "replicasets" },
+    Legacy { group: "apps", version: "v1beta2", kind: "ReplicaSet", name: "replicasets" },
+];
+
+/// The served type an older `apiVersion`/`kind` converts to.
+pub fn legacy_kind(api_version: &str, kind: &str) -> Option<&'static ResourceType> {
+    let legacy = LEGACY.iter().find(|l| l.kind == kind && l.api_version() == api_version)?;
+    ALL.iter().find(|r| r.kind == legacy.kind)
+}
+
+/// Finds a type by group and plural name, as found in a request path (older versions of a
+/// kind resolve to the served type).
 pub fn by_path(group: &str, version: &str, name: &str) -> Option<&'static ResourceType> {
-    ALL.iter()
-        .find(|r| r.group == group && r.version == version && r.name == name)
+    ALL.iter().find(|r| r.group == group && r.version == version && r.name == name).or_else(|| {
+        let legacy = LEGACY.iter().find(|l| l.group == group && l.version == version && l.name == name)?;
+        ALL.iter().find(|r| r.kind == legacy.kind)
+    })
 }
 
 /// Finds a type by a manifest's `apiVersion` and `kind`.
@@ -134,5 +238,8 @@ mod tests {
             assert_eq!(by_path(r.group, r.version, r.name), Some(r));
         }
         assert_eq!(by_kind("apps/v1", "Pod"), None);
+        assert_eq!(by_path("extensions", "v1beta1", "deployments"), Some(&DEPLOYMENTS));
+        assert_eq!(legacy_kind("apps/v1beta2", "ReplicaSet"), Some(&REPLICA_SETS));
+        assert_eq!(legacy_kind("apps/v1beta1", "ReplicaSet"), None);
     }
 }
