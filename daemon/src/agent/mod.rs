@@ -13,6 +13,7 @@
 pub mod cgroups;
 mod files;
 mod node_ops;
+pub mod probe;
 pub mod sandbox;
 pub mod status;
 mod worker;

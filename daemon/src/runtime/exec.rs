@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
-    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, ResizePtyRequest, StartRequest,
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, KillRequest, ResizePtyRequest, StartRequest,
 };
 use nix::sys::stat::Mode;
 use tokio::net::unix::pipe;
@@ -220,6 +220,17 @@ impl ExecControl {
             Ok(_) => Ok(()),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
             Err(s) => Err(RuntimeError::grpc("close stdin", s)),
+        }
+    }
+
+    /// Sends `signal` to the exec process (e.g. a probe that timed out). One that is gone
+    /// already is not an error.
+    pub async fn kill(&self, signal: i32) -> Result<(), RuntimeError> {
+        let req = KillRequest { container_id: self.container_id.clone(), exec_id: self.exec_id.clone(), signal: signal as u32, all: false };
+        match TasksClient::new(self.rt.channel()).kill(self.rt.req(req)).await {
+            Ok(_) => Ok(()),
+            Err(s) if matches!(s.code(), tonic::Code::NotFound | tonic::Code::FailedPrecondition) => Ok(()),
+            Err(s) => Err(RuntimeError::grpc("exec kill", s)),
         }
     }
 
