@@ -182,11 +182,14 @@ async fn describe_one(st: ApiState, target: Target) -> Result<Response, ApiError
     let mut events: Vec<Value> =
         events.into_iter().filter(|e| e.pointer("/involvedObject/uid").and_then(Value::as_str) == Some(&uid)).collect();
     events.sort_by_key(|e| (meta::parse_time(e.get("firstTimestamp")), meta::resource_version(e).parse::<u64>().unwrap_or(0)));
-    let related = match target.rt.kind {
-        "Service" => st.store.get(&resource::ENDPOINTS.key(), meta::namespace(&obj), meta::name(&obj)).await?,
-        _ => None,
+    let ns = meta::namespace(&obj);
+    let related: Vec<Value> = match target.rt.kind {
+        "Service" => st.store.get(&resource::ENDPOINTS.key(), ns, meta::name(&obj)).await?.into_iter().collect(),
+        "Deployment" => st.store.list(&resource::REPLICA_SETS.key(), Some(ns)).await?.0,
+        "ReplicaSet" | "ReplicationController" => st.store.list(&resource::PODS.key(), Some(ns)).await?.0,
+        _ => Vec::new(),
     };
-    let text = describe::describe(target.rt.kind, &obj, related.as_ref(), &events);
+    let text = describe::describe(target.rt.kind, &obj, &related, &events);
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
@@ -441,27 +444,57 @@ fn apply_response(code: StatusCode, obj: &Value, warnings: &[String], outcome: &
 /// Namespaces that exist from the start and cannot be deleted.
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
-fn grace_period(q: &Query, body: &[u8]) -> Result<Option<i64>, ApiError> {
-    if let Some(g) = q.int("gracePeriodSeconds")? {
-        return Ok(Some(g));
-    }
-    if body.is_empty() {
-        return Ok(None);
-    }
-    let options = parse_body(body)?;
-    Ok(options.get("gracePeriodSeconds").and_then(Value::as_i64))
+/// What a delete request asks for (query parameters or a `DeleteOptions` body).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeleteOptions {
+    pub grace: Option<i64>,
+    pub propagation: Propagation,
+}
+
+/// What happens to the objects an object owns when it is deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Propagation {
+    /// The owner goes now; the garbage collector removes its dependents after.
+    #[default]
+    Background,
+    /// The owner stays (terminating) until its dependents are gone.
+    Foreground,
+    /// The dependents stay, without their reference to the owner.
+    Orphan,
+}
+
+fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let options = if body.is_empty() { Value::Null } else { parse_body(body)? };
+    let grace = match q.int("gracePeriodSeconds")? {
+        Some(g) => Some(g),
+        None => options.get("gracePeriodSeconds").and_then(Value::as_i64),
+    };
+    let policy = q.get("propagationPolicy").map(str::to_string).or_else(|| options["propagationPolicy"].as_str().map(str::to_string));
+    let orphan = q.get("orphanDependents").map(|v| v == "true").or(options["orphanDependents"].as_bool());
+    let propagation = match (policy.as_deref(), orphan) {
+        (Some("Foreground"), _) => Propagation::Foreground,
+        (Some("Orphan"), _) | (None, Some(true)) => Propagation::Orphan,
+        (Some("Background") | None, _) => Propagation::Background,
+        (Some(other), _) => {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy {other:?} is not supported: use Background, Foreground or Orphan"
+            )))
+        }
+    };
+    Ok(DeleteOptions { grace, propagation })
 }
 
 async fn delete(st: ApiState, target: Target, q: &Query, body: &[u8]) -> Result<Response, ApiError> {
     let obj = fetch(&st, &target).await?;
-    let grace = grace_period(q, body)?;
-    let deleted = delete_object(&st, target.rt, obj, grace).await?;
+    let options = delete_options(q, body)?;
+    let deleted = delete_object(&st, target.rt, obj, options).await?;
     Ok(json_response(StatusCode::OK, &deleted, &[]))
 }
 
 /// Deletes one object: pods and namespaces gracefully (the agent or the namespace controller
-/// finishes the job), everything else at once.
-pub async fn delete_object(st: &ApiState, rt: &ResourceType, obj: Value, grace: Option<i64>) -> Result<Value, ApiError> {
+/// finishes the job), owners by the requested propagation, everything else at once.
+pub async fn delete_object(st: &ApiState, rt: &ResourceType, obj: Value, options: DeleteOptions) -> Result<Value, ApiError> {
+    let grace = options.grace;
     let name = meta::name(&obj).to_string();
     let remove = || Command::Delete {
         resource: rt.key(),
@@ -493,21 +526,31 @@ pub async fn delete_object(st: &ApiState, rt: &ResourceType, obj: Value, grace: 
             new["status"]["phase"] = json!("Terminating");
             Ok(st.store.apply(Command::Update { resource: rt.key(), object: new }).await?.object)
         }
-        _ => match st.store.apply(remove()).await {
-            Ok(applied) => Ok(applied.object),
-            Err(StoreError::NotFound { resource, name }) => Err(ApiError::not_found(&resource, &name)),
-            Err(e) => Err(e.into()),
-        },
+        _ if meta::is_deleting(&obj) => Ok(obj),
+        _ if options.propagation == Propagation::Foreground => {
+            let new = crate::controllers::gc::mark_foreground(&obj);
+            Ok(st.store.apply(Command::Update { resource: rt.key(), object: new }).await?.object)
+        }
+        _ => {
+            if options.propagation == Propagation::Orphan {
+                crate::controllers::gc::orphan(&st.store, &obj).await?;
+            }
+            match st.store.apply(remove()).await {
+                Ok(applied) => Ok(applied.object),
+                Err(StoreError::NotFound { resource, name }) => Err(ApiError::not_found(&resource, &name)),
+                Err(e) => Err(e.into()),
+            }
+        }
     }
 }
 
 async fn delete_collection(st: ApiState, target: Target, q: &Query, body: &[u8]) -> Result<Response, ApiError> {
     let filter = Filter::from_query(q)?;
-    let grace = grace_period(q, body)?;
+    let options = delete_options(q, body)?;
     let (objects, revision) = st.store.list(&target.rt.key(), target.namespace.as_deref()).await?;
     let mut items = Vec::new();
     for obj in objects.into_iter().filter(|o| filter.matches(o)) {
-        match delete_object(&st, target.rt, obj, grace).await {
+        match delete_object(&st, target.rt, obj, options).await {
             Ok(o) => items.push(o),
             Err(e) if e.code == StatusCode::NOT_FOUND => {}
             Err(e) => return Err(e),

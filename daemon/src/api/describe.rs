@@ -46,9 +46,15 @@ impl Out {
 }
 
 /// Describes any object; pods and namespaces get their full kubectl layout.
-/// `related` carries what the layout needs besides the object (a Service's Endpoints).
-pub fn describe(kind: &str, obj: &Value, related: Option<&Value>, events: &[Value]) -> String {
-    let column = if kind == "Service" { 26 } else { 18 };
+/// `related` carries what the layout needs besides the object: a Service's Endpoints, a
+/// Deployment's ReplicaSets, the pods of a ReplicaSet or ReplicationController.
+pub fn describe(kind: &str, obj: &Value, related: &[Value], events: &[Value]) -> String {
+    let column = match kind {
+        "Service" => 26,
+        "Deployment" => 24,
+        "ReplicaSet" | "ReplicationController" => 14,
+        _ => 18,
+    };
     let mut out = Out { text: String::new(), column };
     out.line(0, "Name", meta::name(obj));
     if !meta::namespace(obj).is_empty() {
@@ -56,7 +62,9 @@ pub fn describe(kind: &str, obj: &Value, related: Option<&Value>, events: &[Valu
     }
     match kind {
         "Pod" => pod(&mut out, obj),
-        "Service" => service(&mut out, obj, related),
+        "Service" => service(&mut out, obj, related.first()),
+        "Deployment" => deployment(&mut out, obj, related),
+        "ReplicaSet" | "ReplicationController" => replica_set(&mut out, obj, related),
         "Namespace" => {
             out.map(0, "Labels", &meta::labels(obj));
             out.map(0, "Annotations", &meta::string_map(obj, "annotations"));
@@ -87,9 +95,10 @@ fn pod(out: &mut Out, pod: &Value) {
         out.line(0, "Start Time", describe_time(status.get("startTime")));
     }
     out.map(0, "Labels", &meta::labels(pod));
-    let mut annotations = meta::string_map(pod, "annotations");
-    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    out.map(0, "Annotations", &annotations);
+    annotations(out, 0, pod);
+    if let Some(owner) = controller_of(pod) {
+        out.line(0, "Controlled By", owner);
+    }
     if meta::is_deleting(pod) {
         out.line(0, "Status", format!("Terminating (lasts {})", age(pod.pointer("/metadata/deletionTimestamp"))));
         out.line(0, "Termination Grace Period", format!("{}s", pod.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0)));
@@ -153,9 +162,7 @@ fn pod(out: &mut Out, pod: &Value) {
 
 fn service(out: &mut Out, svc: &Value, endpoints: Option<&Value>) {
     out.map(0, "Labels", &meta::labels(svc));
-    let mut annotations = meta::string_map(svc, "annotations");
-    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    out.map(0, "Annotations", &annotations);
+    annotations(out, 0, svc);
     let spec = &svc["spec"];
     let selector: Vec<String> = spec["selector"]
         .as_object()
@@ -213,6 +220,210 @@ fn service(out: &mut Out, svc: &Value, endpoints: Option<&Value>) {
     out.line(0, "Internal Traffic Policy", spec["internalTrafficPolicy"].as_str().unwrap_or("Cluster"));
 }
 
+/// `Annotations:` as kubectl prints them (`key: value`), without the last-applied manifest.
+fn annotations(out: &mut Out, indent: usize, obj: &Value) {
+    let mut map = meta::string_map(obj, "annotations");
+    map.remove(crate::objects::LAST_APPLIED);
+    if map.is_empty() {
+        out.line(indent, "Annotations", "<none>");
+        return;
+    }
+    let pad = out.width(indent, "Annotations:") + indent;
+    for (i, (k, v)) in map.iter().enumerate() {
+        if i == 0 {
+            out.line(indent, "Annotations", format!("{k}: {v}"));
+        } else {
+            let _ = writeln!(out.text, "{:pad$}{k}: {v}", "");
+        }
+    }
+}
+
+/// `Deployment/webapp`: the controlling owner, as `Controlled By` shows it.
+fn controller_of(obj: &Value) -> Option<String> {
+    obj.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|o| o["controller"].as_bool() == Some(true))
+        .map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or(""), o["name"].as_str().unwrap_or("")))
+}
+
+fn owned_by<'a>(owner: &'a Value, objects: &'a [Value]) -> impl Iterator<Item = &'a Value> + 'a {
+    let uid = meta::uid(owner);
+    objects.iter().filter(move |o| {
+        o.pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)))
+    })
+}
+
+fn deployment(out: &mut Out, d: &Value, replica_sets: &[Value]) {
+    let spec = &d["spec"];
+    let status = &d["status"];
+    out.line(0, "CreationTimestamp", describe_time(d.pointer("/metadata/creationTimestamp")));
+    out.map(0, "Labels", &meta::labels(d));
+    annotations(out, 0, d);
+    out.line(0, "Selector", super::table::selector_text(&spec["selector"]));
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
+    out.line(
+        0,
+        "Replicas",
+        format!(
+            "{} desired | {} updated | {} total | {} available | {} unavailable",
+            spec["replicas"].as_i64().unwrap_or(1),
+            n(&status["updatedReplicas"]),
+            n(&status["replicas"]),
+            n(&status["availableReplicas"]),
+            n(&status["unavailableReplicas"])
+        ),
+    );
+    let strategy = spec.pointer("/strategy/type").and_then(Value::as_str).unwrap_or("RollingUpdate");
+    out.line(0, "StrategyType", strategy);
+    out.line(0, "MinReadySeconds", spec["minReadySeconds"].as_i64().unwrap_or(0));
+    if strategy == "RollingUpdate" {
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            Value::Null => "25%".into(),
+            v => v.to_string(),
+        };
+        let ru = &spec["strategy"]["rollingUpdate"];
+        out.line(0, "RollingUpdateStrategy", format!("{} max unavailable, {} max surge", text(&ru["maxUnavailable"]), text(&ru["maxSurge"])));
+    }
+    pod_template(out, &spec["template"]);
+    if let Some(conditions) = status["conditions"].as_array().filter(|c| !c.is_empty()) {
+        out.raw("Conditions:");
+        out.raw("  Type           Status  Reason");
+        out.raw("  ----           ------  ------");
+        for c in conditions {
+            out.raw(format!(
+                "  {:<15}{:<8}{}",
+                c["type"].as_str().unwrap_or(""),
+                c["status"].as_str().unwrap_or(""),
+                c["reason"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    let template_of = |rs: &Value| {
+        let mut t = rs["spec"]["template"].clone();
+        if let Some(labels) = t.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+            labels.remove(crate::objects::workload::POD_TEMPLATE_HASH);
+        }
+        t
+    };
+    let owned: Vec<&Value> = owned_by(d, replica_sets).collect();
+    let (new, old): (Vec<&Value>, Vec<&Value>) = owned.into_iter().partition(|rs| template_of(rs) == spec["template"]);
+    let summary = |rs: &&Value| {
+        format!("{} ({}/{} replicas created)", meta::name(rs), n(&rs["status"]["replicas"]), rs["spec"]["replicas"].as_i64().unwrap_or(0))
+    };
+    let old: Vec<String> = old.iter().filter(|rs| n(&rs["spec"]["replicas"]) > 0 || n(&rs["status"]["replicas"]) > 0).map(summary).collect();
+    out.line(0, "OldReplicaSets", if old.is_empty() { "<none>".into() } else { old.join(", ") });
+    out.line(0, "NewReplicaSet", new.first().map(summary).unwrap_or_else(|| "<none>".into()));
+}
+
+fn replica_set(out: &mut Out, rs: &Value, pods: &[Value]) {
+    let spec = &rs["spec"];
+    out.line(0, "Selector", super::table::selector_text(&spec["selector"]));
+    out.map(0, "Labels", &meta::labels(rs));
+    annotations(out, 0, rs);
+    if let Some(owner) = controller_of(rs) {
+        out.line(0, "Controlled By", owner);
+    }
+    out.line(
+        0,
+        "Replicas",
+        format!("{} current / {} desired", rs.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), spec["replicas"].as_i64().unwrap_or(1)),
+    );
+    let mut counts = [0; 4];
+    for p in owned_by(rs, pods) {
+        match p.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending") {
+            "Running" => counts[0] += 1,
+            "Succeeded" => counts[2] += 1,
+            "Failed" => counts[3] += 1,
+            _ => counts[1] += 1,
+        }
+    }
+    out.line(0, "Pods Status", format!("{} Running / {} Waiting / {} Succeeded / {} Failed", counts[0], counts[1], counts[2], counts[3]));
+    pod_template(out, &spec["template"]);
+}
+
+/// `Pod Template:` as kubectl prints it for workloads.
+fn pod_template(out: &mut Out, template: &Value) {
+    out.raw("Pod Template:");
+    out.map(2, "Labels", &meta::labels(template));
+    if !meta::string_map(template, "annotations").is_empty() {
+        annotations(out, 2, template);
+    }
+    out.raw("  Containers:");
+    for c in template.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
+        out.raw(format!("   {}:", c["name"].as_str().unwrap_or("")));
+        out.line(4, "Image", c["image"].as_str().unwrap_or(""));
+        let ports: Vec<String> = c["ports"].as_array().into_iter().flatten().map(|p| format!("{}/{}", p["containerPort"], p["protocol"].as_str().unwrap_or("TCP"))).collect();
+        out.line(4, "Port", if ports.is_empty() { "<none>".into() } else { ports.join(", ") });
+        let host_ports: Vec<String> = c["ports"].as_array().into_iter().flatten().map(|p| format!("{}/{}", p["hostPort"].as_i64().unwrap_or(0), p["protocol"].as_str().unwrap_or("TCP"))).collect();
+        out.line(4, "Host Port", if host_ports.is_empty() { "<none>".into() } else { host_ports.join(", ") });
+        probes(out, c);
+        environment(out, c);
+        out.line(4, "Mounts", "<none>");
+    }
+    out.line(2, "Volumes", "<none>");
+    out.line(2, "Node-Selectors", "<none>");
+    out.line(2, "Tolerations", "<none>");
+}
+
+/// `Liveness:`/`Readiness:`/`Startup:` lines, as kubectl prints probes.
+fn probes(out: &mut Out, c: &Value) {
+    for (field, label) in [("livenessProbe", "Liveness"), ("readinessProbe", "Readiness"), ("startupProbe", "Startup")] {
+        let p = &c[field];
+        if !p.is_object() {
+            continue;
+        }
+        let port = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        let action = if let Some(h) = p.get("httpGet") {
+            let scheme = h["scheme"].as_str().unwrap_or("HTTP").to_lowercase();
+            format!("http-get {scheme}://{}:{}{}", h["host"].as_str().unwrap_or(""), port(&h["port"]), h["path"].as_str().unwrap_or("/"))
+        } else if let Some(t) = p.get("tcpSocket") {
+            format!("tcp-socket {}:{}", t["host"].as_str().unwrap_or(""), port(&t["port"]))
+        } else if let Some(e) = p.get("exec") {
+            let cmd: Vec<&str> = e["command"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            format!("exec [{}]", cmd.join(" "))
+        } else {
+            "unknown".into()
+        };
+        let n = |k: &str, d: i64| p[k].as_i64().unwrap_or(d);
+        out.line(
+            4,
+            label,
+            format!(
+                "{action} delay={}s timeout={}s period={}s #success={} #failure={}",
+                n("initialDelaySeconds", 0),
+                n("timeoutSeconds", 1),
+                n("periodSeconds", 10),
+                n("successThreshold", 1),
+                n("failureThreshold", 3)
+            ),
+        );
+    }
+}
+
+fn environment(out: &mut Out, c: &Value) {
+    let env: Vec<String> = c["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| format!("{}:  {}", e["name"].as_str().unwrap_or(""), e["value"].as_str().unwrap_or("")))
+        .collect();
+    if env.is_empty() {
+        out.line(4, "Environment", "<none>");
+    } else {
+        out.raw("    Environment:");
+        for e in env {
+            out.raw(format!("      {e}"));
+        }
+    }
+}
+
 fn container(out: &mut Out, c: &Value, cs: &Value) {
     out.raw(format!("  {}:", c["name"].as_str().unwrap_or("")));
     if let Some(id) = cs["containerID"].as_str() {
@@ -252,20 +463,8 @@ fn container(out: &mut Out, c: &Value, cs: &Value) {
     }
     out.line(4, "Ready", if cs["ready"].as_bool() == Some(true) { "True" } else { "False" });
     out.line(4, "Restart Count", cs["restartCount"].as_i64().unwrap_or(0));
-    let env: Vec<String> = c["env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| format!("{}:  {}", e["name"].as_str().unwrap_or(""), e["value"].as_str().unwrap_or("")))
-        .collect();
-    if env.is_empty() {
-        out.line(4, "Environment", "<none>");
-    } else {
-        out.raw("    Environment:");
-        for e in env {
-            out.raw(format!("      {e}"));
-        }
-    }
+    probes(out, c);
+    environment(out, c);
     out.line(4, "Mounts", "<none>");
 }
 

@@ -47,7 +47,55 @@ fn columns(kind: &str) -> &'static [Column] {
         col("Selector", "string", 1),
     ];
     const ENDPOINTS: &[Column] = &[col("Name", "string", 0), col("Endpoints", "string", 0), col("Age", "string", 0)];
+    const DEPLOYMENT: &[Column] = &[
+        col("Name", "string", 0),
+        col("Ready", "string", 0),
+        col("Up-to-date", "integer", 0),
+        col("Available", "integer", 0),
+        col("Age", "string", 0),
+        col("Containers", "string", 1),
+        col("Images", "string", 1),
+        col("Selector", "string", 1),
+    ];
+    const REPLICA_SET: &[Column] = &[
+        col("Name", "string", 0),
+        col("Desired", "integer", 0),
+        col("Current", "integer", 0),
+        col("Ready", "integer", 0),
+        col("Age", "string", 0),
+        col("Containers", "string", 1),
+        col("Images", "string", 1),
+        col("Selector", "string", 1),
+    ];
+    const PV: &[Column] = &[
+        col("Name", "string", 0),
+        col("Capacity", "string", 0),
+        col("Access Modes", "string", 0),
+        col("Reclaim Policy", "string", 0),
+        col("Status", "string", 0),
+        col("Claim", "string", 0),
+        col("StorageClass", "string", 0),
+        col("VolumeAttributesClass", "string", 0),
+        col("Reason", "string", 0),
+        col("Age", "string", 0),
+        col("VolumeMode", "string", 1),
+    ];
+    const PVC: &[Column] = &[
+        col("Name", "string", 0),
+        col("Status", "string", 0),
+        col("Volume", "string", 0),
+        col("Capacity", "string", 0),
+        col("Access Modes", "string", 0),
+        col("StorageClass", "string", 0),
+        col("VolumeAttributesClass", "string", 0),
+        col("Age", "string", 0),
+        col("VolumeMode", "string", 1),
+    ];
     match kind {
+        "Deployment" => DEPLOYMENT,
+        "ReplicaSet" | "ReplicationController" => REPLICA_SET,
+        "PersistentVolume" => PV,
+        "PersistentVolumeClaim" => PVC,
         "Pod" => POD,
         "Service" => SERVICE,
         "Endpoints" => ENDPOINTS,
@@ -81,7 +129,112 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
         }
         "Service" => service_cells(obj),
         "Endpoints" => vec![name, json!(endpoints_text(obj)), json!(age(created))],
+        "Deployment" | "ReplicaSet" | "ReplicationController" => workload_cells(kind, obj),
+        "PersistentVolume" | "PersistentVolumeClaim" => volume_cells(kind, obj),
         _ => vec![name, json!(age(created))],
+    }
+}
+
+/// A selector as kubectl prints it: `app=web,tier in (a,b)`; `<none>` when empty.
+pub fn selector_text(selector: &Value) -> String {
+    let pairs = |m: &Value| -> Vec<String> {
+        m.as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect()
+    };
+    // A ReplicationController's selector is a plain map; the others' a LabelSelector.
+    let is_label_selector = selector.get("matchLabels").is_some() || selector.get("matchExpressions").is_some();
+    if !is_label_selector {
+        let p = pairs(selector);
+        return if p.is_empty() { "<none>".into() } else { p.join(",") };
+    }
+    let mut parts = pairs(&selector["matchLabels"]);
+    for e in selector["matchExpressions"].as_array().into_iter().flatten() {
+        let key = e["key"].as_str().unwrap_or("");
+        let values: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        parts.push(match e["operator"].as_str().unwrap_or("") {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.to_string(),
+            "DoesNotExist" => format!("!{key}"),
+            other => format!("{key} {other}"),
+        });
+    }
+    if parts.is_empty() { "<none>".into() } else { parts.join(",") }
+}
+
+fn workload_cells(kind: &str, obj: &Value) -> Vec<Value> {
+    let int = |p: &str| obj.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    let containers = obj.pointer("/spec/template/spec/containers").and_then(Value::as_array);
+    let names: Vec<&str> = containers.into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+    let images: Vec<&str> = containers.into_iter().flatten().filter_map(|c| c["image"].as_str()).collect();
+    let desired = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    let mut row = vec![json!(meta::name(obj))];
+    if kind == "Deployment" {
+        row.push(json!(format!("{}/{desired}", int("/status/readyReplicas"))));
+        row.push(json!(int("/status/updatedReplicas")));
+        row.push(json!(int("/status/availableReplicas")));
+    } else {
+        row.push(json!(desired));
+        row.push(json!(int("/status/replicas")));
+        row.push(json!(int("/status/readyReplicas")));
+    }
+    row.push(json!(age(obj.pointer("/metadata/creationTimestamp"))));
+    row.push(json!(names.join(",")));
+    row.push(json!(images.join(",")));
+    row.push(json!(selector_text(obj.pointer("/spec/selector").unwrap_or(&Value::Null))));
+    row
+}
+
+/// `RWO,RWX`: access modes as kubectl abbreviates them.
+pub fn access_modes(modes: Option<&Value>) -> String {
+    let short: Vec<&str> = modes
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|m| match m {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect();
+    short.join(",")
+}
+
+fn volume_cells(kind: &str, obj: &Value) -> Vec<Value> {
+    let text = |p: &str, none: &str| json!(obj.pointer(p).and_then(Value::as_str).unwrap_or(none));
+    let created = age(obj.pointer("/metadata/creationTimestamp"));
+    if kind == "PersistentVolume" {
+        let claim = match (obj.pointer("/spec/claimRef/namespace").and_then(Value::as_str), obj.pointer("/spec/claimRef/name").and_then(Value::as_str)) {
+            (Some(ns), Some(n)) => format!("{ns}/{n}"),
+            _ => String::new(),
+        };
+        vec![
+            json!(meta::name(obj)),
+            text("/spec/capacity/storage", ""),
+            json!(access_modes(obj.pointer("/spec/accessModes"))),
+            text("/spec/persistentVolumeReclaimPolicy", "Retain"),
+            text("/status/phase", "Available"),
+            json!(claim),
+            text("/spec/storageClassName", ""),
+            text("/spec/volumeAttributesClassName", "<unset>"),
+            text("/status/reason", ""),
+            json!(created),
+            text("/spec/volumeMode", "Filesystem"),
+        ]
+    } else {
+        vec![
+            json!(meta::name(obj)),
+            text("/status/phase", "Pending"),
+            text("/spec/volumeName", ""),
+            text("/status/capacity/storage", ""),
+            json!(access_modes(obj.pointer("/status/accessModes"))),
+            text("/spec/storageClassName", "<unset>"),
+            text("/spec/volumeAttributesClassName", "<unset>"),
+            json!(created),
+            text("/spec/volumeMode", "Filesystem"),
+        ]
     }
 }
 
@@ -294,6 +447,38 @@ mod tests {
         let ep = json!({"subsets": [{"addresses": [{"ip": "10.42.0.5"}, {"ip": "10.42.0.6"}], "ports": [{"port": 80}, {"port": 81}]}]});
         assert_eq!(endpoints_text(&ep), "10.42.0.5:80,10.42.0.5:81,10.42.0.6:80 + 1 more...");
         assert_eq!(endpoints_text(&json!({})), "<none>");
+    }
+
+    #[test]
+    fn workload_rows() {
+        let d = json!({"metadata": {"name": "webapp"}, "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "webapp"}},
+            "template": {"spec": {"containers": [{"name": "webapp", "image": "webapp:1"}]}}},
+            "status": {"replicas": 3, "readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
+        let t = render("Deployment", &[d.clone()], 1);
+        let names: Vec<&str> = t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]);
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(cells[1], "2/3");
+        assert_eq!((cells[2].clone(), cells[3].clone()), (json!(3), json!(2)));
+        assert_eq!(cells[7], "app=webapp");
+        let t = render("ReplicaSet", &[d], 1);
+        assert_eq!(t["columnDefinitions"][1]["name"], "DESIRED");
+        assert_eq!(t["rows"][0]["cells"].as_array().unwrap()[1..4], [json!(3), json!(3), json!(2)]);
+        let rc = json!({"metadata": {"name": "redis"}, "spec": {"selector": {"app": "redis", "role": "master"}}});
+        assert_eq!(workload_cells("ReplicationController", &rc)[7], "app=redis,role=master");
+        let sel = json!({"matchLabels": {"a": "b"}, "matchExpressions": [{"key": "t", "operator": "In", "values": ["x", "y"]}, {"key": "u", "operator": "DoesNotExist"}]});
+        assert_eq!(selector_text(&sel), "a=b,t in (x,y),!u");
+    }
+
+    #[test]
+    fn volume_rows() {
+        let pvc = json!({"metadata": {"name": "mongo-pvc"}, "spec": {"storageClassName": "mylocalstorage", "accessModes": ["ReadWriteOnce"]}, "status": {"phase": "Pending"}});
+        let cells = volume_cells("PersistentVolumeClaim", &pvc);
+        assert_eq!(cells[..6], [json!("mongo-pvc"), json!("Pending"), json!(""), json!(""), json!(""), json!("mylocalstorage")]);
+        let pv = json!({"metadata": {"name": "local-storage"}, "spec": {"capacity": {"storage": "20Gi"}, "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
+            "claimRef": {"namespace": "default", "name": "mongo-pvc"}}, "status": {"phase": "Bound"}});
+        let cells = volume_cells("PersistentVolume", &pv);
+        assert_eq!(cells[1..6], [json!("20Gi"), json!("RWO,RWX"), json!("Retain"), json!("Bound"), json!("default/mongo-pvc")]);
     }
 
     #[test]
