@@ -139,15 +139,59 @@ pub fn phase(policy: &str, statuses: &[Value], containers: usize) -> &'static st
 
 /// Sets a condition, keeping its transition time when the status did not change.
 pub fn set_condition(conditions: &mut Vec<Value>, kind: &str, status: bool, now: &str) {
+    set_condition_why(conditions, kind, status, None, now);
+}
+
+/// [`set_condition`] with a reason and message (`why`), as kubelet gives a false `Ready`; both
+/// are removed when `why` is `None`.
+pub fn set_condition_why(conditions: &mut Vec<Value>, kind: &str, status: bool, why: Option<(&str, &str)>, now: &str) {
     let status = if status { "True" } else { "False" };
-    if let Some(c) = conditions.iter_mut().find(|c| c["type"] == kind) {
-        if c["status"] != status {
-            c["status"] = json!(status);
-            c["lastTransitionTime"] = json!(now);
+    let c = match conditions.iter_mut().position(|c| c["type"] == kind) {
+        Some(i) => &mut conditions[i],
+        None => {
+            conditions.push(json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now}));
+            conditions.last_mut().expect("just pushed")
         }
-        return;
+    };
+    if c["status"] != status {
+        c["status"] = json!(status);
+        c["lastTransitionTime"] = json!(now);
     }
-    conditions.push(json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now}));
+    let Some(obj) = c.as_object_mut() else { return };
+    match why {
+        Some((reason, message)) => {
+            obj.insert("reason".into(), json!(reason));
+            obj.insert("message".into(), json!(message));
+        }
+        None => {
+            obj.remove("reason");
+            obj.remove("message");
+        }
+    }
+}
+
+/// A container status's `started` and `ready`: a running container without probes is both;
+/// with probes, what they say (`probes` = started, ready). Nothing that is not running is either.
+pub fn started_ready(running: bool, probes: Option<(bool, bool)>) -> (bool, bool) {
+    match probes {
+        _ if !running => (false, false),
+        None => (true, true),
+        Some((started, ready)) => (started, started && ready),
+    }
+}
+
+/// Whether every container is ready (the `ContainersReady` and `Ready` conditions), else
+/// kubelet's reason and message naming the containers that are not.
+pub fn containers_ready(statuses: &[Value], containers: &[&str]) -> Result<(), (&'static str, String)> {
+    let unready: Vec<&str> = containers
+        .iter()
+        .copied()
+        .filter(|name| !statuses.iter().any(|s| s["name"].as_str() == Some(*name) && s["ready"] == true))
+        .collect();
+    if unready.is_empty() && !containers.is_empty() {
+        return Ok(());
+    }
+    Err(("ContainersNotReady", format!("containers with unready status: [{}]", unready.join(" "))))
 }
 
 #[cfg(test)]
@@ -195,6 +239,26 @@ mod tests {
         assert_eq!(phase("Never", &[failed.clone()], 1), "Failed");
         assert_eq!(phase("OnFailure", &[done, running], 2), "Running");
         assert_eq!(phase("OnFailure", &[failed], 1), "Running");
+    }
+
+    #[test]
+    fn readiness_follows_probes() {
+        assert_eq!(started_ready(false, None), (false, false));
+        assert_eq!(started_ready(true, None), (true, true));
+        assert_eq!(started_ready(true, Some((false, true))), (false, false), "not ready before started");
+        assert_eq!(started_ready(true, Some((true, false))), (true, false));
+        assert_eq!(started_ready(false, Some((true, true))), (false, false));
+        let statuses = [json!({"name": "a", "ready": true}), json!({"name": "b", "ready": false})];
+        assert_eq!(containers_ready(&statuses[..1], &["a"]), Ok(()));
+        assert_eq!(
+            containers_ready(&statuses, &["a", "b", "c"]),
+            Err(("ContainersNotReady", "containers with unready status: [b c]".to_string()))
+        );
+        let mut c = Vec::new();
+        set_condition_why(&mut c, "Ready", false, Some(("ContainersNotReady", "containers with unready status: [b]")), "t1");
+        assert_eq!(c[0]["reason"], "ContainersNotReady");
+        set_condition_why(&mut c, "Ready", true, None, "t2");
+        assert_eq!(c[0], json!({"type": "Ready", "status": "True", "lastProbeTime": null, "lastTransitionTime": "t2"}));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! One pod's worker: reconciles the pod's sandbox and containers toward its spec, and its
-//! status toward what runs.
+//! status toward what runs. Each running container with probes gets its own probe task
+//! ([`super::probe::run::drive`]); the worker reads what the probes say when it writes the
+//! status and kills a container whose liveness or startup probe failed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,10 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::files;
+use super::probe::{self, run::NodeProber, ContainerProbes, Kind, View};
 use super::sandbox::Sandbox;
 use super::status::{self, Decision, Observed};
 use super::{container_id, log_path, Context, LABEL_CONTAINER, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
@@ -40,6 +43,53 @@ struct Memo {
     /// Set while a task waits on this container's exit (cleared when the wait ends, also when
     /// containerd restarts and the wait breaks, so a new one is armed).
     watching: Arc<AtomicBool>,
+    /// The probe task of the current run, while it runs and has probes.
+    probes: Option<ProbeRun>,
+    /// `started` and `ready` from the stored status of a running container, to seed the probes
+    /// of that run when this worker adopts it after a `skerryd` restart.
+    adopted: Option<(bool, bool)>,
+    /// The current run was killed by a failed liveness or startup probe: it restarts unless the
+    /// policy is `Never`, whatever its exit code.
+    probe_killed: bool,
+}
+
+/// One run's probe task, seen from the worker.
+#[derive(Debug, Clone)]
+struct ProbeRun {
+    /// The run it probes: (restart count, start time).
+    run: (i64, Option<jiff::Timestamp>),
+    view: watch::Receiver<View>,
+    cancel: CancellationToken,
+    /// The kill its verdict asked for has been sent.
+    kill_sent: bool,
+}
+
+impl ProbeRun {
+    fn view(&self) -> View {
+        *self.view.borrow()
+    }
+}
+
+/// Where a probe task reports: events through the recorder, changes by waking the worker.
+struct ProbeReporter {
+    ctx: Arc<Context>,
+    pod: Value,
+    view: watch::Sender<View>,
+    poke: Option<mpsc::Sender<()>>,
+}
+
+impl probe::run::Reporter for ProbeReporter {
+    async fn unhealthy(&self, kind: Kind, message: String) {
+        let message = format!("{} probe failed: {message}", kind.label());
+        self.ctx.recorder.record(&self.pod, EventType::Warning, "Unhealthy", &message).await;
+    }
+
+    fn changed(&self, view: View) {
+        self.view.send_replace(view);
+        if let Some(p) = &self.poke {
+            let _ = p.try_send(());
+        }
+    }
 }
 
 pub struct Worker {
@@ -55,6 +105,8 @@ pub struct Worker {
     pod_ip: Option<std::net::Ipv4Addr>,
     term_sent: bool,
     poke: Option<mpsc::Sender<()>>,
+    /// Cancelled when the worker ends; parent of the probe tasks.
+    stop: CancellationToken,
 }
 
 enum Next {
@@ -73,6 +125,8 @@ impl Worker {
         for cs in pod.pointer("/status/containerStatuses").and_then(Value::as_array).into_iter().flatten() {
             let name = cs["name"].as_str().unwrap_or("").to_string();
             let restarts = cs["restartCount"].as_i64().unwrap_or(0);
+            let running = cs.pointer("/state/running").is_some_and(Value::is_object);
+            let adopted = running.then(|| (cs["started"] == true, cs["ready"] == true));
             memos.insert(
                 name,
                 Memo {
@@ -82,6 +136,7 @@ impl Worker {
                         .or_else(|| meta::parse_time(cs.pointer("/state/terminated/startedAt"))),
                     last_state: cs.get("lastState").cloned().unwrap_or(json!({})),
                     image_id: cs["imageID"].as_str().unwrap_or("").to_string(),
+                    adopted,
                     ..Memo::default()
                 },
             );
@@ -97,12 +152,15 @@ impl Worker {
             pod_ip: None,
             term_sent: false,
             poke: None,
+            stop: CancellationToken::new(),
         }
     }
 
     pub async fn run(mut self, mut poke: mpsc::Receiver<()>, shutdown: CancellationToken) {
         let (tx, mut self_poke) = mpsc::channel(1);
         self.poke = Some(tx);
+        self.stop = shutdown.child_token();
+        let _stop_probes = self.stop.clone().drop_guard();
         loop {
             let wait = match self.reconcile().await {
                 Ok(Next::Done) => return,
@@ -240,6 +298,12 @@ impl Worker {
                 }
             });
         }
+        let running = matches!(observed, Observed::Running { .. });
+        self.sync_probes(pod, c, &name, &id, running);
+        self.act_on_probes(pod, c, &name, &id, policy).await;
+        let memo = self.memos.get_mut(&name).expect("memo");
+        // A container its probes killed restarts under OnFailure whatever its exit code.
+        let policy = if memo.probe_killed && policy == "OnFailure" { "Always" } else { policy };
         let now = jiff::Timestamp::now();
         match status::decide(policy, &observed, memo.backoff_steps, now) {
             Decision::Keep => Ok(None),
@@ -278,6 +342,8 @@ impl Worker {
                     Ok(()) => {
                         let memo = self.memos.get_mut(&name).expect("memo");
                         memo.waiting = None;
+                        memo.probe_killed = false;
+                        memo.adopted = None;
                         memo.attempts = 0;
                         memo.next_attempt = None;
                         memo.started_at = Some(jiff::Timestamp::now());
@@ -293,6 +359,84 @@ impl Worker {
                         Ok(Some(delay.min(Duration::from_secs(2))))
                     }
                 }
+            }
+        }
+    }
+
+    /// Keeps one probe task per running container run: starts it for a new run (its probes
+    /// start afresh, initial delay and startup included) and stops it when the run ends.
+    fn sync_probes(&mut self, pod: &Value, c: &Value, name: &str, id: &str, running: bool) {
+        let memo = self.memos.get_mut(name).expect("memo");
+        let run = (memo.restart_count, memo.started_at);
+        if running && memo.probes.as_ref().is_some_and(|p| p.run == run) {
+            return;
+        }
+        if let Some(old) = memo.probes.take() {
+            old.cancel.cancel();
+        }
+        if !running {
+            return;
+        }
+        let (specs, ignored) = probe::specs(c);
+        let involved = json!({"kind": pod["kind"], "apiVersion": pod["apiVersion"], "metadata": pod["metadata"]});
+        for i in ignored {
+            tracing::warn!(pod = %self.name, namespace = %self.namespace, container = name, "{}", i.reason);
+            let ctx = self.ctx.clone();
+            let (involved, message) = (involved.clone(), format!("container {name}: {}", i.reason));
+            tokio::spawn(async move { ctx.recorder.record(&involved, EventType::Warning, "ProbeIgnored", &message).await });
+        }
+        if specs.is_empty() {
+            memo.adopted = None;
+            return;
+        }
+        let since_start = memo.started_at.map(|s| jiff::Timestamp::now().duration_since(s).unsigned_abs()).unwrap_or_default();
+        let mut machine = ContainerProbes::new(specs, tokio::time::Instant::now(), since_start);
+        if let Some((started, ready)) = memo.adopted.take() {
+            machine.adopt(started, ready);
+        }
+        let (tx, rx) = watch::channel(machine.view());
+        let cancel = self.stop.child_token();
+        let reporter = ProbeReporter { ctx: self.ctx.clone(), pod: involved, view: tx, poke: self.poke.clone() };
+        let prober = NodeProber { runtime: self.ctx.runtime.clone() };
+        let pod_ip = self.pod_ip.map(|ip| ip.to_string()).unwrap_or_else(|| self.ctx.node_ip.to_string());
+        tokio::spawn(probe::run::drive(machine, id.to_string(), pod_ip, prober, reporter, cancel.clone()));
+        memo.probes = Some(ProbeRun { run, view: rx, cancel, kill_sent: false });
+    }
+
+    /// Kills a container whose liveness or startup probe failed, as kubelet: a `Killing` event,
+    /// SIGTERM, SIGKILL after the grace period (the probe's, else the pod's). The stop runs in
+    /// its own task; the exit wakes the worker, which restarts the container per its policy.
+    async fn act_on_probes(&mut self, pod: &Value, c: &Value, name: &str, id: &str, policy: &str) {
+        let memo = self.memos.get_mut(name).expect("memo");
+        let Some(run) = memo.probes.as_mut() else { return };
+        let Some(kind) = run.view().kill.filter(|_| !run.kill_sent) else { return };
+        run.kill_sent = true;
+        memo.probe_killed = true;
+        let what = if kind == Kind::Startup { "startup" } else { "liveness" };
+        let mut message = format!("Container {name} failed {what} probe");
+        if policy != "Never" {
+            message.push_str(", will be restarted");
+        }
+        self.ctx.recorder.record(pod, EventType::Normal, "Killing", &message).await;
+        let grace = c[kind.field()]["terminationGracePeriodSeconds"]
+            .as_i64()
+            .or_else(|| pod.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+            .unwrap_or(30)
+            .max(0);
+        let (rt, id) = (self.ctx.runtime.clone(), id.to_string());
+        tokio::spawn(async move {
+            let _ = rt.kill(&id, libc::SIGTERM).await;
+            if tokio::time::timeout(Duration::from_secs(grace as u64), rt.wait(&id)).await.is_err() {
+                let _ = rt.kill(&id, libc::SIGKILL).await;
+            }
+        });
+    }
+
+    /// Stops every probe task (the pod is going).
+    fn stop_probes(&mut self) {
+        for memo in self.memos.values_mut() {
+            if let Some(p) = memo.probes.take() {
+                p.cancel.cancel();
             }
         }
     }
@@ -446,6 +590,7 @@ impl Worker {
 
     /// Graceful stop: SIGTERM, then SIGKILL at the deadline; removes the pod once all is gone.
     async fn terminate(&mut self, pod: &Value, names: &[String]) -> Result<Next, Box<dyn std::error::Error + Send + Sync>> {
+        self.stop_probes();
         let deadline = meta::parse_time(pod.pointer("/metadata/deletionTimestamp")).unwrap_or_else(jiff::Timestamp::now);
         let mut running = Vec::new();
         for name in names {
@@ -487,6 +632,7 @@ impl Worker {
 
     /// Kills and removes the containers, the sandbox and the pod's files.
     async fn teardown(&mut self, names: &[String]) {
+        self.stop_probes();
         for name in names {
             let id = container_id(&self.uid, name);
             if let Err(e) = self.ctx.runtime.remove(&id).await {
@@ -527,15 +673,17 @@ impl Worker {
                 },
             };
             let running = state["running"].is_object();
+            let probes = memo.probes.as_ref().map(|p| p.view()).map(|v| (v.started, v.ready));
+            let (started, ready) = status::started_ready(running, probes);
             let mut cs = json!({
                 "name": name,
                 "state": state,
                 "lastState": memo.last_state,
-                "ready": running,
+                "ready": ready,
                 "restartCount": memo.restart_count,
                 "image": c["image"],
                 "imageID": memo.image_id,
-                "started": running,
+                "started": started,
             });
             if memo.started_at.is_some() || !running {
                 cs["containerID"] = json!(format!("containerd://{id}"));
@@ -545,12 +693,15 @@ impl Worker {
         let mut new = pod.clone();
         let st = &mut new["status"];
         let phase = status::phase(policy, &statuses, statuses.len());
-        let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s["ready"] == true);
+        let containers = spec_containers(pod);
+        let names: Vec<&str> = containers.iter().filter_map(|c| c["name"].as_str()).collect();
+        let ready = status::containers_ready(&statuses, &names);
+        let why = ready.as_ref().err().map(|(reason, message)| (*reason, message.as_str()));
         let mut conditions = st["conditions"].as_array().cloned().unwrap_or_default();
         status::set_condition(&mut conditions, "PodReadyToStartContainers", self.sandbox_ready, &now);
         status::set_condition(&mut conditions, "Initialized", true, &now);
-        status::set_condition(&mut conditions, "Ready", all_ready, &now);
-        status::set_condition(&mut conditions, "ContainersReady", all_ready, &now);
+        status::set_condition_why(&mut conditions, "Ready", ready.is_ok(), why, &now);
+        status::set_condition_why(&mut conditions, "ContainersReady", ready.is_ok(), why, &now);
         status::set_condition(&mut conditions, "PodScheduled", true, &now);
         st["phase"] = json!(phase);
         let node_ip = self.ctx.node_ip.to_string();

@@ -1,6 +1,6 @@
 //! Pod defaulting and validation, with Kubernetes' defaults and field paths.
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 
 use super::validation::dns1123_label;
 use super::Cause;
@@ -33,6 +33,54 @@ fn default_container(c: &mut Container) {
     c.resources.get_or_insert_with(Default::default);
     for p in c.ports.iter_mut().flatten() {
         p.protocol.get_or_insert_with(|| "TCP".into());
+    }
+    for probe in [&mut c.liveness_probe, &mut c.readiness_probe, &mut c.startup_probe].into_iter().flatten() {
+        default_probe(probe);
+    }
+}
+
+/// The API server's probe defaults (`initialDelaySeconds` stays absent: zero is omitted).
+fn default_probe(p: &mut Probe) {
+    p.timeout_seconds.get_or_insert(1);
+    p.period_seconds.get_or_insert(10);
+    p.success_threshold.get_or_insert(1);
+    p.failure_threshold.get_or_insert(3);
+    if let Some(http) = &mut p.http_get {
+        http.path.get_or_insert_with(|| "/".into());
+        http.scheme.get_or_insert_with(|| "HTTP".into());
+    }
+}
+
+/// The API server's probe rules: one handler, counts not negative, a success threshold of 1
+/// for liveness and startup probes.
+fn validate_probes(c: &Container, path: &str, causes: &mut Vec<Cause>) {
+    let probes = [("livenessProbe", &c.liveness_probe), ("readinessProbe", &c.readiness_probe), ("startupProbe", &c.startup_probe)];
+    for (field, probe) in probes {
+        let Some(p) = probe else { continue };
+        let at = format!("{path}.{field}");
+        let handlers = [p.exec.is_some(), p.http_get.is_some(), p.tcp_socket.is_some(), p.grpc.is_some()].iter().filter(|h| **h).count();
+        if handlers == 0 {
+            causes.push(Cause::new(at.clone(), "Required value: must specify a handler type".into()));
+        } else if handlers > 1 {
+            causes.push(Cause::new(at.clone(), "Forbidden: may not specify more than 1 handler type".into()));
+        }
+        let counts = [
+            ("initialDelaySeconds", p.initial_delay_seconds),
+            ("timeoutSeconds", p.timeout_seconds),
+            ("periodSeconds", p.period_seconds),
+            ("successThreshold", p.success_threshold),
+            ("failureThreshold", p.failure_threshold),
+        ];
+        for (name, value) in counts {
+            if let Some(v) = value.filter(|v| *v < 0) {
+                causes.push(Cause::invalid(format!("{at}.{name}"), &v.to_string(), "must be greater than or equal to 0".into()));
+            }
+        }
+        if field != "readinessProbe" {
+            if let Some(v) = p.success_threshold.filter(|v| *v > 1) {
+                causes.push(Cause::invalid(format!("{at}.successThreshold"), &v.to_string(), "must be 1".into()));
+            }
+        }
     }
 }
 
@@ -102,6 +150,7 @@ pub fn validate(pod: &Pod) -> Vec<Cause> {
                 }
             }
         }
+        validate_probes(c, &path, &mut causes);
         for (j, env) in c.env.iter().flatten().enumerate() {
             if env.name.is_empty() {
                 causes.push(Cause::required(format!("{path}.env[{j}].name")));
@@ -145,6 +194,42 @@ mod tests {
         assert_eq!(default_pull_policy("127.0.0.1:5000/app"), "Always");
         assert_eq!(default_pull_policy("127.0.0.1:5000/app:v1"), "IfNotPresent");
         assert_eq!(default_pull_policy("app@sha256:abcd"), "IfNotPresent");
+    }
+
+    #[test]
+    fn probe_defaults_and_rules() {
+        let json = serde_json::json!({"spec": {"containers": [{"name": "c", "image": "i",
+            "livenessProbe": {"httpGet": {"port": 80}},
+            "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 2, "successThreshold": 3},
+        }]}});
+        let mut pod: Pod = serde_json::from_value(json).unwrap();
+        assert!(validate(&pod).is_empty(), "{:?}", validate(&pod));
+        default(&mut pod);
+        let v = serde_json::to_value(&pod).unwrap();
+        let live = &v["spec"]["containers"][0]["livenessProbe"];
+        assert_eq!(live["timeoutSeconds"], 1);
+        assert_eq!(live["periodSeconds"], 10);
+        assert_eq!(live["successThreshold"], 1);
+        assert_eq!(live["failureThreshold"], 3);
+        assert_eq!(live["httpGet"]["path"], "/");
+        assert_eq!(live["httpGet"]["scheme"], "HTTP");
+        assert!(live.get("initialDelaySeconds").is_none(), "zero is omitted, as the API server does: {live}");
+        let ready = &v["spec"]["containers"][0]["readinessProbe"];
+        assert_eq!((ready["periodSeconds"].as_i64(), ready["successThreshold"].as_i64()), (Some(2), Some(3)));
+
+        let bad = serde_json::json!({"spec": {"containers": [{"name": "c", "image": "i",
+            "livenessProbe": {"exec": {"command": ["true"]}, "successThreshold": 2},
+            "startupProbe": {"periodSeconds": -1},
+        }]}});
+        let causes: Vec<String> = validate(&serde_json::from_value(bad).unwrap()).iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        assert_eq!(
+            causes,
+            [
+                "spec.containers[0].livenessProbe.successThreshold: Invalid value: \"2\": must be 1",
+                "spec.containers[0].startupProbe: Required value: must specify a handler type",
+                "spec.containers[0].startupProbe.periodSeconds: Invalid value: \"-1\": must be greater than or equal to 0",
+            ]
+        );
     }
 }
 

@@ -260,7 +260,8 @@ pub async fn exec(runtime: &ContainerdRuntime, container_id: &str, command: &[St
         Ok((Ok(_), mut out, err)) => {
             out.extend(err);
             out.truncate(MAX_OUTPUT);
-            Outcome::Failure(String::from_utf8_lossy(&out).into_owned())
+            // Kubelet keeps the output as is; the trailing newline only clutters `describe`.
+            Outcome::Failure(String::from_utf8_lossy(&out).trim_end().to_string())
         }
         Ok((Err(e), _, _)) => Outcome::Failure(format!("exec failed: {e}")),
         Err(_) => {
