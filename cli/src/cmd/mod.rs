@@ -1,5 +1,6 @@
 //! The command line (clap definitions), the per-invocation context, and dispatch to one module per subcommand.
 
+pub mod annotate;
 pub mod api_resources;
 pub mod apply;
 pub mod cluster_info;
@@ -13,6 +14,7 @@ pub mod get;
 pub mod image;
 pub mod label;
 pub mod logs;
+pub mod objects;
 pub mod patch;
 pub mod version;
 
@@ -62,6 +64,8 @@ pub enum Command {
     Delete(delete::Args),
     /// Update the labels on a resource
     Label(label::Args),
+    /// Update the annotations on a resource
+    Annotate(label::Args),
     /// Update fields of a resource (strategic merge, JSON merge or JSON patch)
     Patch(patch::Args),
     /// Take a pod, deployment, replica set or replication controller and expose it as a new Service
@@ -148,7 +152,8 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Get(a) => get::run(ctx, a).await,
         Command::Describe(a) => describe::run(ctx, a).await,
         Command::Delete(a) => delete::run(ctx, a).await,
-        Command::Label(a) => label::run(ctx, a).await,
+        Command::Label(a) => label::run(ctx, a, label::Field::Labels).await,
+        Command::Annotate(a) => annotate::run(ctx, a).await,
         Command::Patch(a) => patch::run(ctx, a).await,
         Command::Expose(a) => expose::run(ctx, a).await,
         Command::Logs(a) => logs::run(ctx, a).await,
