@@ -1,13 +1,18 @@
 //! Level-triggered controllers: each reads current state and moves it toward what should be.
 //!
-//! Owns: binding pending pods to a node ([`scheduler`]), namespace lifecycle ([`namespace`]).
+//! Owns: binding pending pods to a node ([`scheduler`]), namespace lifecycle ([`namespace`]),
+//! Endpoints ([`endpoints`]), pods of ReplicaSets and ReplicationControllers ([`replicaset`]),
+//! ReplicaSets of Deployments ([`deployment`]).
 //! Invariant: a controller never relies on the event that woke it — it re-reads the store and
 //! reconciles, and a periodic resync is the safety net. Only the leader runs them (in a
 //! single-node cluster: always).
 //! Boundary: controllers write only through `store` commands.
 
+pub mod deployment;
 pub mod endpoints;
+pub mod gc;
 pub mod namespace;
+pub mod replicaset;
 pub mod scheduler;
 
 use std::future::Future;
@@ -27,6 +32,21 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
+    run_loop_timed(store, resources, shutdown, || reconcile().map(|()| None)).await
+}
+
+/// The shortest wake-up a reconcile may ask for (a guard against spinning on `Duration::ZERO`).
+const MIN_WAKE: Duration = Duration::from_millis(10);
+
+/// Like [`run_loop`], but `reconcile` may ask to run again after a duration (time-based state:
+/// a pod becomes available `minReadySeconds` after it became ready, a rollout's progress
+/// deadline passes): it runs again at the earliest of that moment, the next relevant change,
+/// and the resync. Changes to other resources do not postpone a requested wake-up.
+pub async fn run_loop_timed<F, Fut>(store: Store, resources: &[&str], shutdown: CancellationToken, mut reconcile: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<Duration>>,
+{
     let from = store.revision().await.unwrap_or(0);
     let mut watcher = match store.watch(from).await {
         Ok(w) => w,
@@ -35,11 +55,12 @@ where
             return;
         }
     };
-    reconcile().await;
+    let wake_at = |after: Option<Duration>| tokio::time::Instant::now() + after.map_or(RESYNC, |d| d.clamp(MIN_WAKE, RESYNC));
+    let mut wake = wake_at(reconcile().await);
     loop {
         let mut changed = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RESYNC) => true,
+            _ = tokio::time::sleep_until(wake) => true,
             e = watcher.next() => relevant(Some(e), resources, &store, &mut watcher).await,
         };
         // Take every change already queued, then reconcile once for the whole burst.
@@ -47,7 +68,7 @@ where
             changed |= relevant(Some(e), resources, &store, &mut watcher).await;
         }
         if changed {
-            reconcile().await;
+            wake = wake_at(reconcile().await);
         }
     }
 }
