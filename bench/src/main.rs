@@ -1,4 +1,5 @@
-//! `skerry-bench`: pod start latency against the raw-containerd floor, and skerryd's memory.
+//! `skerry-bench`: pod start latency against the raw-containerd floor, and skerryd's memory;
+//! `deploy`: Deployments against the floor and Docker Swarm.
 //!
 //! Everything runs against a private containerd ([`skerry_tests::containerd::Containerd`]) and a
 //! private `skerryd` in its own network namespace ([`skerry_tests::skerryd::Skerryd`], the e2e
@@ -6,7 +7,9 @@
 //! Ctrl-C. `bench/run` builds the release binaries and calls `skerry-bench all`. See
 //! bench/README.md for what each figure means.
 
+mod deploy;
 mod http;
+mod swarm;
 mod sys;
 
 use std::collections::HashMap;
@@ -51,6 +54,9 @@ enum Cmd {
     /// Pod start latency (skerry and the containerd floor, N=1 and N=50) and memory; prints a
     /// markdown report and writes it to --out.
     All(AllArgs),
+    /// Deployments of N replicas (rollout, rolling update, delete) against the floor and, with
+    /// --swarm, Docker Swarm; prints a markdown report and writes it to --out.
+    Deploy(deploy::DeployArgs),
     /// Only the floor: raw containerd creating and starting N containers in parallel.
     Floor {
         #[arg(long, default_value_t = 50)]
@@ -115,13 +121,14 @@ async fn run(cli: Cli) -> Result<()> {
     check_prerequisites()?;
     match cli.cmd {
         Cmd::All(args) => all(args).await,
+        Cmd::Deploy(args) => deploy::deploy(args).await,
         Cmd::Floor { n, reps } => {
             let env = Env::start().await?;
             let floor = env.floor().await?;
-            floor_once(&floor, &env, 1).await?; // unpacks the image
+            floor_once(&floor, &env, 1, &SLEEP).await?; // unpacks the image
             let mut times = Vec::new();
             for _ in 0..reps {
-                times.push(floor_once(&floor, &env, n).await?);
+                times.push(floor_once(&floor, &env, n, &SLEEP).await?);
             }
             let s = Stats::of(&times);
             println!("floor N={n}: median {} (min {}, max {}, {reps} runs)", secs(s.median), secs(s.min), secs(s.max));
@@ -405,15 +412,18 @@ fn write_manifest(dir: &Path, n: usize, host_network: bool) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Raw containerd: create and start `n` containers concurrently through
+/// The pod benchmark's command (pods and floor).
+const SLEEP: [&str; 2] = ["sleep", "3600"];
+
+/// Raw containerd: create and start `n` containers running `args` concurrently through
 /// `ContainerdRuntime::run`, until every task reports Running. Removes them afterwards.
-async fn floor_once(rt: &ContainerdRuntime, env: &Env, n: usize) -> Result<Duration> {
+async fn floor_once(rt: &ContainerdRuntime, env: &Env, n: usize, args: &[&str]) -> Result<Duration> {
     let logs = env.dir().join("floor-logs");
     let runs: Vec<ContainerRun> = (0..n)
         .map(|i| {
             let id = format!("floor-{i}");
             let spec = build_spec(&SpecInput {
-                args: vec!["sleep".into(), "3600".into()],
+                args: args.iter().map(|a| a.to_string()).collect(),
                 env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
                 hostname: id.clone(),
                 cgroups_path: format!("{}/{id}", env.containerd.cgroup_parent()),
@@ -543,7 +553,7 @@ async fn measure(args: &AllArgs, env: &Env, floor: &ContainerdRuntime, skerryd: 
     let m1 = write_manifest(env.dir(), 1, args.host_network)?;
     skerryd.start_pods(&m1, 1, false).await?;
     skerryd.delete_all().await?;
-    floor_once(floor, env, 1).await?;
+    floor_once(floor, env, 1, &SLEEP).await?;
 
     let mut lat = Vec::new();
     for (n, reps) in [(1, args.reps1), (50, args.reps50)] {
@@ -554,7 +564,7 @@ async fn measure(args: &AllArgs, env: &Env, floor: &ContainerdRuntime, skerryd: 
             let (s, timeline) = skerryd.start_pods(&manifest, n, args.timeline).await?;
             l.timelines.extend(timeline);
             skerryd.delete_all().await?;
-            let f = floor_once(floor, env, n).await?;
+            let f = floor_once(floor, env, n, &SLEEP).await?;
             eprintln!("N={n} run {}/{reps}: skerry {} floor {}", rep + 1, secs(s), secs(f));
             l.skerry.push(s);
             l.floor.push(f);
