@@ -78,7 +78,10 @@ struct Size {
 
 struct SwarmInfo {
     version: String,
+    /// What the Swarm run left in the root namespace (links, nftables), compared with before.
     teardown: Vec<String>,
+    /// What of its own namespace, veth, directories, processes and cgroups is still there.
+    leftovers: Vec<String>,
     error: Option<String>,
 }
 
@@ -300,21 +303,22 @@ async fn deploy_delete(skerryd: &Skerryd, timeout: Duration) -> Result<Duration>
 
 async fn measure_swarm(args: &DeployArgs, rootfs: &Path, sizes: &mut [Size], timeout: Duration) -> SwarmInfo {
     if let Err(e) = crate::swarm::ensure_installed() {
-        return SwarmInfo { version: String::new(), teardown: Vec::new(), error: Some(format!("{e:#}")) };
+        return SwarmInfo { version: String::new(), teardown: Vec::new(), leftovers: Vec::new(), error: Some(format!("{e:#}")) };
     }
     let before = HostNet::read();
-    let (version, error) = match Swarm::start(rootfs, POD_IMAGE, POD_IMAGE2).await {
-        Err(e) => (String::new(), Some(format!("{e:#}"))),
+    let (version, leftovers, error) = match Swarm::start(rootfs, POD_IMAGE, POD_IMAGE2).await {
+        Err(e) => (String::new(), Vec::new(), Some(format!("{e:#}"))),
         Ok(swarm) => {
             eprintln!("swarm is up (dockerd {}, pid {})", swarm.version, swarm.pid().unwrap_or(0));
             let r = swarm_runs(args, &swarm, sizes, timeout).await;
             let version = swarm.version.clone();
+            let footprint = swarm.footprint();
             drop(swarm);
-            (version, r.err().map(|e| format!("{e:#}")))
+            (version, footprint.leftovers(), r.err().map(|e| format!("{e:#}")))
         }
     };
     let teardown = HostNet::diff(&before, &HostNet::read());
-    SwarmInfo { version, teardown, error }
+    SwarmInfo { version, teardown, leftovers, error }
 }
 
 async fn swarm_runs(args: &DeployArgs, swarm: &Swarm, sizes: &mut [Size], timeout: Duration) -> Result<()> {
@@ -448,10 +452,20 @@ fn render(args: &DeployArgs, containerd_version: &str, sizes: &[Size], swarm: Op
             }
             None => {}
         }
-        if sw.teardown.is_empty() {
-            let _ = writeln!(r, "\nTeardown: the root namespace's links and nftables ruleset are the same after the Swarm run as before it.");
+        if sw.version.is_empty() {
+            // Nothing was started.
+        } else if sw.leftovers.is_empty() {
+            let _ = writeln!(r, "\nTeardown: after `docker swarm leave --force` and the drop, none of what the run made is left (its network namespace and veth, `/tmp/sk-swarm-*` and `/tmp/sk-ctrd-*`, processes naming them, cgroups, `/run/docker`).");
         } else {
-            let _ = writeln!(r, "\nTeardown: the root namespace differs after the Swarm run (other processes on the machine may have made some of these):\n");
+            let _ = writeln!(r, "\nTeardown **left**:\n");
+            for l in &sw.leftovers {
+                let _ = writeln!(r, "- `{l}`");
+            }
+        }
+        if sw.teardown.is_empty() {
+            let _ = writeln!(r, "The root namespace's links and nftables ruleset are the same after the Swarm run as before it.");
+        } else {
+            let _ = writeln!(r, "The root namespace's links or nftables ruleset changed during the Swarm run (other work on the machine, e.g. e2e tests, makes `sk…` links too):\n");
             for l in &sw.teardown {
                 let _ = writeln!(r, "- `{l}`");
             }

@@ -333,6 +333,58 @@ impl Swarm {
     }
 }
 
+/// What a [`Swarm`] made on the host, to check after its drop that none of it is left.
+pub struct Footprint {
+    netns: String,
+    root_veth: String,
+    dirs: Vec<PathBuf>,
+    cgroup_parent: String,
+}
+
+impl Footprint {
+    /// What is still there (empty when the teardown removed everything).
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        if Path::new("/run/netns").join(&self.netns).exists() {
+            left.push(format!("network namespace {}", self.netns));
+        }
+        if Command::new("/usr/sbin/ip").args(["link", "show", &self.root_veth]).stderr(Stdio::null()).stdout(Stdio::null()).status().is_ok_and(|s| s.success()) {
+            left.push(format!("link {}", self.root_veth));
+        }
+        for d in &self.dirs {
+            if d.exists() {
+                left.push(format!("directory {}", d.display()));
+            }
+            let needle = d.to_string_lossy().into_owned();
+            for (pid, argv) in crate::sys::processes() {
+                if argv.iter().any(|a| a.contains(&needle)) {
+                    left.push(format!("process {pid} ({})", argv.join(" ")));
+                }
+            }
+        }
+        let rel = self.cgroup_parent.trim_start_matches('/');
+        for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            if h.path().join(rel).is_dir() {
+                left.push(format!("cgroup {}", h.path().join(rel).display()));
+            }
+        }
+        left
+    }
+}
+
+impl Swarm {
+    pub fn footprint(&self) -> Footprint {
+        let net = self.net.as_ref().expect("net");
+        let ctd = self.containerd.as_ref().expect("containerd");
+        Footprint {
+            netns: net.name().to_string(),
+            root_veth: net.root_veth().to_string(),
+            dirs: vec![self.dir.clone(), ctd.dir().to_path_buf()],
+            cgroup_parent: ctd.cgroup_parent().to_string(),
+        }
+    }
+}
+
 impl Drop for Swarm {
     fn drop(&mut self) {
         if let Some(mut child) = self.dockerd.take() {
