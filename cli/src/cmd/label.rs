@@ -189,7 +189,8 @@ pub fn outcome(
         match &c.value {
             Some(v) => match get(&c.key) {
                 Some(old) if old != v => {
-                    if !overwrite && !(field == Field::Annotations && c.key == CHANGE_CAUSE) {
+                    let exempt = field == Field::Annotations && c.key == CHANGE_CAUSE;
+                    if !(overwrite || exempt) {
                         conflicts.push(format!("'{}' already has a value ({old})", c.key));
                     }
                     added = true;

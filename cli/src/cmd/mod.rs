@@ -16,6 +16,9 @@ pub mod label;
 pub mod logs;
 pub mod objects;
 pub mod patch;
+pub mod rollout;
+pub mod scale;
+pub mod set;
 pub mod version;
 
 use std::ffi::OsString;
@@ -68,6 +71,14 @@ pub enum Command {
     Annotate(label::Args),
     /// Update fields of a resource (strategic merge, JSON merge or JSON patch)
     Patch(patch::Args),
+    /// Set a new size for a deployment, replica set or replication controller
+    Scale(scale::Args),
+    /// Manage the rollout of a deployment
+    #[command(subcommand)]
+    Rollout(rollout::Command),
+    /// Set specific features on objects
+    #[command(subcommand)]
+    Set(set::Command),
     /// Take a pod, deployment, replica set or replication controller and expose it as a new Service
     Expose(expose::Args),
     /// Print the logs for a container in a pod
@@ -155,6 +166,9 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Label(a) => label::run(ctx, a, label::Field::Labels).await,
         Command::Annotate(a) => annotate::run(ctx, a).await,
         Command::Patch(a) => patch::run(ctx, a).await,
+        Command::Scale(a) => scale::run(ctx, a).await,
+        Command::Rollout(c) => rollout::run(ctx, c).await,
+        Command::Set(c) => set::run(ctx, c).await,
         Command::Expose(a) => expose::run(ctx, a).await,
         Command::Logs(a) => logs::run(ctx, a).await,
         Command::Exec(a) => exec::run(ctx, a).await,

@@ -141,12 +141,12 @@ pub async fn patch(ctx: &mut Ctx, path: &str, content_type: &'static str, body: 
     ctx.json(req).await
 }
 
-/// Keeps going over several objects as kubectl does: a server's refusal is collected (`None`),
-/// anything else (the daemon is gone, a broken reply) ends the command.
+/// Keeps going over several objects as kubectl does: a refusal (the server's or the command's
+/// own) is collected (`None`), anything else (the daemon is gone, a broken reply) ends the command.
 pub fn collect<T>(result: Result<T>, errors: &mut Vec<Error>) -> Result<Option<T>> {
     match result {
         Ok(v) => Ok(Some(v)),
-        Err(e @ Error::Status(_)) => {
+        Err(e @ (Error::Status(_) | Error::Msg(_))) => {
             errors.push(e);
             Ok(None)
         }
