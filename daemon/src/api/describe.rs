@@ -65,6 +65,7 @@ pub fn describe(kind: &str, obj: &Value, related: &[Value], events: &[Value]) ->
         "Service" => service(&mut out, obj, related.first()),
         "Deployment" => deployment(&mut out, obj, related),
         "ReplicaSet" | "ReplicationController" => replica_set(&mut out, obj, related),
+        "ConfigMap" | "Secret" => config(&mut out, kind, obj),
         "Namespace" => {
             out.map(0, "Labels", &meta::labels(obj));
             out.map(0, "Annotations", &meta::string_map(obj, "annotations"));
@@ -218,6 +219,33 @@ fn service(out: &mut Out, svc: &Value, endpoints: Option<&Value>) {
         out.line(0, "External Traffic Policy", p);
     }
     out.line(0, "Internal Traffic Policy", spec["internalTrafficPolicy"].as_str().unwrap_or("Cluster"));
+}
+
+/// ConfigMaps show their data; Secrets only the size of each value, never the value.
+fn config(out: &mut Out, kind: &str, obj: &Value) {
+    out.map(0, "Labels", &meta::labels(obj));
+    annotations(out, 0, obj);
+    out.raw("");
+    if kind == "Secret" {
+        out.line(0, "Type", obj["type"].as_str().unwrap_or("Opaque"));
+        out.raw("\nData\n====");
+        let data = crate::objects::config::secret_data(obj);
+        let width = data.keys().map(|k| k.len() + 3).max().unwrap_or(0);
+        for (k, v) in &data {
+            out.raw(format!("{:<width$}{} bytes", format!("{k}:"), v.len()));
+        }
+        return;
+    }
+    out.raw("Data\n====");
+    for (k, v) in obj["data"].as_object().into_iter().flatten() {
+        out.raw(format!("{k}:\n----\n{}\n", v.as_str().unwrap_or("")));
+    }
+    out.raw("\nBinaryData\n====");
+    for (k, v) in obj["binaryData"].as_object().into_iter().flatten() {
+        let n = v.as_str().map_or(0, |b| b.len() * 3 / 4);
+        out.raw(format!("{k}: {n} bytes"));
+    }
+    out.raw("");
 }
 
 /// `Annotations:` as kubectl prints them (`key: value`), without the last-applied manifest.
@@ -539,5 +567,43 @@ fn events_section(out: &mut Out, events: &[Value]) {
     out.raw(line(header.iter().map(|h| "-".repeat(h.len())).collect::<Vec<_>>().iter().map(String::as_str).collect()));
     for r in &rows {
         out.raw(line(r.iter().map(String::as_str).collect()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::describe;
+
+    #[test]
+    fn secrets_show_sizes_never_values() {
+        let s = json!({"metadata": {"name": "db", "namespace": "default"}, "type": "Opaque", "data": {"password": "czNjcjN0", "user": "YWRtaW4="}});
+        let text = describe("Secret", &s, &[], &[]);
+        assert!(text.contains("password:  6 bytes"), "{text}");
+        assert!(text.contains("user:      5 bytes"), "{text}");
+        assert!(!text.contains("s3cr3t") && !text.contains("czNjcjN0"), "{text}");
+    }
+
+    #[test]
+    fn deployments_show_replicas_strategy_and_replica_sets() {
+        let d = json!({"metadata": {"name": "web", "namespace": "default", "uid": "d1"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:2",
+                        "readinessProbe": {"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1}}]}}},
+            "status": {"replicas": 3, "updatedReplicas": 1, "availableReplicas": 2, "unavailableReplicas": 1,
+                       "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}});
+        let owner = json!([{"uid": "d1", "kind": "Deployment", "name": "web", "controller": true}]);
+        let new = json!({"metadata": {"name": "web-new", "ownerReferences": owner}, "spec": {"replicas": 1,
+            "template": {"metadata": {"labels": {"app": "web", "pod-template-hash": "new"}}, "spec": d["spec"]["template"]["spec"]}}, "status": {"replicas": 1}});
+        let old = json!({"metadata": {"name": "web-old", "ownerReferences": owner}, "spec": {"replicas": 2,
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}, "status": {"replicas": 2}});
+        let text = describe("Deployment", &d, &[old, new], &[]);
+        assert!(text.contains("Replicas:               2 desired | 1 updated | 3 total | 2 available | 1 unavailable"), "{text}");
+        assert!(text.contains("RollingUpdateStrategy:  25% max unavailable, 25% max surge"), "{text}");
+        assert!(text.contains("Readiness:      http-get http://:80/ delay=0s timeout=1s period=1s #success=1 #failure=3"), "{text}");
+        assert!(text.contains("OldReplicaSets:         web-old (2/2 replicas created)"), "{text}");
+        assert!(text.contains("NewReplicaSet:          web-new (1/1 replicas created)"), "{text}");
+        assert!(text.contains("  Available      True    MinimumReplicasAvailable"), "{text}");
     }
 }

@@ -91,7 +91,20 @@ fn columns(kind: &str) -> &'static [Column] {
         col("Age", "string", 0),
         col("VolumeMode", "string", 1),
     ];
+    const CONFIG_MAP: &[Column] = &[col("Name", "string", 0), col("Data", "integer", 0), col("Age", "string", 0)];
+    const SECRET: &[Column] = &[col("Name", "string", 0), col("Type", "string", 0), col("Data", "integer", 0), col("Age", "string", 0)];
+    const STORAGE_CLASS: &[Column] = &[
+        col("Name", "string", 0),
+        col("Provisioner", "string", 0),
+        col("ReclaimPolicy", "string", 0),
+        col("VolumeBindingMode", "string", 0),
+        col("AllowVolumeExpansion", "string", 0),
+        col("Age", "string", 0),
+    ];
     match kind {
+        "ConfigMap" => CONFIG_MAP,
+        "Secret" => SECRET,
+        "StorageClass" => STORAGE_CLASS,
         "Deployment" => DEPLOYMENT,
         "ReplicaSet" | "ReplicationController" => REPLICA_SET,
         "PersistentVolume" => PV,
@@ -131,6 +144,25 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
         "Endpoints" => vec![name, json!(endpoints_text(obj)), json!(age(created))],
         "Deployment" | "ReplicaSet" | "ReplicationController" => workload_cells(kind, obj),
         "PersistentVolume" | "PersistentVolumeClaim" => volume_cells(kind, obj),
+        "ConfigMap" => {
+            let n = obj["data"].as_object().map_or(0, |m| m.len()) + obj["binaryData"].as_object().map_or(0, |m| m.len());
+            vec![name, json!(n), json!(age(created))]
+        }
+        "Secret" => {
+            let n = obj["data"].as_object().map_or(0, |m| m.len());
+            vec![name, json!(obj["type"].as_str().unwrap_or("Opaque")), json!(n), json!(age(created))]
+        }
+        "StorageClass" => {
+            let shown = if crate::objects::config::is_default_class(obj) { format!("{} (default)", meta::name(obj)) } else { meta::name(obj).to_string() };
+            vec![
+                json!(shown),
+                json!(obj["provisioner"].as_str().unwrap_or("")),
+                json!(obj["reclaimPolicy"].as_str().unwrap_or("Delete")),
+                json!(obj["volumeBindingMode"].as_str().unwrap_or("Immediate")),
+                json!(obj["allowVolumeExpansion"].as_bool().unwrap_or(false)),
+                json!(age(created)),
+            ]
+        }
         _ => vec![name, json!(age(created))],
     }
 }
@@ -468,6 +500,16 @@ mod tests {
         assert_eq!(workload_cells("ReplicationController", &rc)[7], "app=redis,role=master");
         let sel = json!({"matchLabels": {"a": "b"}, "matchExpressions": [{"key": "t", "operator": "In", "values": ["x", "y"]}, {"key": "u", "operator": "DoesNotExist"}]});
         assert_eq!(selector_text(&sel), "a=b,t in (x,y),!u");
+    }
+
+    #[test]
+    fn config_rows() {
+        let cm = json!({"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}, "binaryData": {"c": "AA=="}});
+        assert_eq!(cells("ConfigMap", &cm)[1], json!(3));
+        let s = json!({"metadata": {"name": "s"}, "type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}});
+        assert_eq!(cells("Secret", &s)[1..3], [json!("kubernetes.io/tls"), json!(2)]);
+        let sc = json!({"metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}}, "provisioner": "skerry.io/local-path"});
+        assert_eq!(cells("StorageClass", &sc)[0], "local-path (default)");
     }
 
     #[test]

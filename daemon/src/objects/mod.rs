@@ -9,6 +9,7 @@
 //! Boundary: `api` calls [`admit`] and [`admit_update`]; everyone may use [`meta`], [`selector`]
 //! and [`resource`].
 
+pub mod config;
 pub mod meta;
 pub mod patch;
 pub mod pod;
@@ -89,6 +90,9 @@ pub fn admit(rt: &ResourceType, mut obj: Value) -> Result<Admitted, ObjectError>
         "ReplicationController" => {
             typed_step(&obj, workload::default_replication_controller, workload::validate_replication_controller)
         }
+        "ConfigMap" => typed_step(&obj, |_: &mut k8s_openapi::api::core::v1::ConfigMap| {}, config::validate_config_map),
+        "Secret" => typed_step(&obj, config::default_secret, config::validate_secret),
+        "StorageClass" => typed_step(&obj, config::default_storage_class, config::validate_storage_class),
         "PersistentVolume" => typed_step::<k8s_openapi::api::core::v1::PersistentVolume>(&obj, default_pv, |_| vec![]),
         "PersistentVolumeClaim" => {
             typed_step::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(&obj, default_pvc, |_| vec![])
@@ -103,6 +107,10 @@ pub fn admit(rt: &ResourceType, mut obj: Value) -> Result<Admitted, ObjectError>
     let mut unknown = Vec::new();
     unknown_fields(&obj, &typed.before_defaults, "", &mut unknown);
     merge_known(&mut obj, &typed.after_defaults);
+    if rt.kind == "Secret" {
+        // Folded into `data` by the defaults; never stored.
+        obj.as_object_mut().map(|m| m.remove("stringData"));
+    }
     let mut warnings: Vec<String> = converted.into_iter().collect();
     if !unknown.is_empty() {
         warnings.push(format!("unknown field(s) kept but not acted on by skerry: {}", unknown.join(", ")));

@@ -157,6 +157,39 @@ pub const PERSISTENT_VOLUME_CLAIMS: ResourceType = ResourceType {
     categories: &[],
 };
 
+pub const CONFIG_MAPS: ResourceType = ResourceType {
+    name: "configmaps",
+    singular_name: "configmap",
+    short_names: &["cm"],
+    kind: "ConfigMap",
+    group: "",
+    version: "v1",
+    namespaced: true,
+    categories: &[],
+};
+
+pub const SECRETS: ResourceType = ResourceType {
+    name: "secrets",
+    singular_name: "secret",
+    short_names: &[],
+    kind: "Secret",
+    group: "",
+    version: "v1",
+    namespaced: true,
+    categories: &[],
+};
+
+pub const STORAGE_CLASSES: ResourceType = ResourceType {
+    name: "storageclasses",
+    singular_name: "storageclass",
+    short_names: &["sc"],
+    kind: "StorageClass",
+    group: "storage.k8s.io",
+    version: "v1",
+    namespaced: false,
+    categories: &[],
+};
+
 /// Every type the API serves, in discovery order (`get all` lists its category in this order,
 /// as kubectl does: pods, replication controllers, services, deployments, replica sets).
 pub const ALL: &[ResourceType] = &[
@@ -170,6 +203,9 @@ pub const ALL: &[ResourceType] = &[
     REPLICA_SETS,
     PERSISTENT_VOLUMES,
     PERSISTENT_VOLUME_CLAIMS,
+    CONFIG_MAPS,
+    SECRETS,
+    STORAGE_CLASSES,
 ];
 
 /// An older `apiVersion` of a served kind: accepted, converted to the served version, with a
