@@ -542,3 +542,39 @@ fn old_api_versions_convert_and_cascade_orphan_keeps_pods() {
     assert!(out.contains(&format!("replicaset.apps \"{rs_name}\" deleted")), "{out}");
     assert!(items(&node, "pods", "app=legacy").is_empty(), "foreground deletion waited for the pod");
 }
+
+#[test]
+fn a_killed_container_process_is_restarted_in_place() {
+    let node = TestNode::start();
+    node.import_busybox();
+    node.apply(&format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: healer
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: healer}}
+  template:
+    metadata:
+      labels: {{app: healer}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {}
+        imagePullPolicy: Never
+        command: ["sh", "-c", "trap 'exit 143' TERM; while true; do sleep 1; done"]
+"#,
+        skerry_tests::skerryd::BUSYBOX
+    ));
+    let pods = wait_pods(&node, "app=healer", 1);
+    let name = pods.iter().next().unwrap().clone();
+    // The container's main process dies: the kubelet rule restarts it in the same pod.
+    let out = node.skerry(&["exec", &name, "--", "kill", "1"]);
+    assert!(out.code == 0 || out.code == 137, "{out}");
+    let p = node.wait_pod(&name, "restarted once", |p| p["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(1));
+    assert_eq!(p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 143, "{p:#}");
+    assert_eq!(wait_pods(&node, "app=healer", 1), pods, "the same pod, not a replacement");
+}
