@@ -105,6 +105,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     tasks.spawn(controllers::namespace::run(store.clone(), shutdown.clone()));
     tasks.spawn(controllers::endpoints::run(store.clone(), node_ip.to_string(), shutdown.clone()));
     tasks.spawn(controllers::replicaset::run(store.clone(), config.node_name.clone(), shutdown.clone()));
+    tasks.spawn(controllers::deployment::run(store.clone(), config.node_name.clone(), shutdown.clone()));
     tasks.spawn(agent::run(ctx, shutdown.clone()));
     let proxy_config = crate::net::services::ProxyConfig {
         service_cidr: config.service_cidr,
