@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -16,7 +17,7 @@ use serde_json::Value;
 use skerry_tests::images::ImageBuilder;
 
 use crate::swarm::{HostNet, Swarm};
-use crate::{floor_once, http, secs, Env, Skerryd, Stats, DETECT, IMAGE, POD_IMAGE};
+use crate::{floor_once, http, secs, Env, Skerryd, Stats, Timeline, DETECT, IMAGE, POD_IMAGE};
 
 /// The second tag of the bench image: the rolling update changes the template's image to it.
 const IMAGE2: &str = "docker.io/library/busybox:bench2";
@@ -60,6 +61,10 @@ pub struct DeployArgs {
     /// Copy skerryd's log here at the end (also on failure).
     #[arg(long)]
     keep_log: Option<PathBuf>,
+    /// Also watch the pods during the create runs and report when the last one was created,
+    /// bound and Running (the watch costs skerryd a little).
+    #[arg(long)]
+    timeline: bool,
 }
 
 /// Skerry, floor and Swarm figures for one replica count.
@@ -74,6 +79,7 @@ struct Size {
     swarm_update_default: Vec<Duration>,
     swarm_update_all: Vec<Duration>,
     swarm_delete: Vec<Duration>,
+    timelines: Vec<Timeline>,
 }
 
 struct SwarmInfo {
@@ -151,7 +157,22 @@ async fn measure_skerry(args: &DeployArgs, env: &Env, floor: &skerryd::runtime::
         let n = size.n;
         let (v1, v2) = write_manifests(env.dir(), n)?;
         for rep in 0..args.reps {
+            let seen: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
+            let watch = if args.timeline {
+                let sink = seen.clone();
+                let on_event = move |at: Instant, ev: Value| sink.lock().unwrap_or_else(|e| e.into_inner()).push((at, ev));
+                Some(http::watch(&skerryd.socket, "/api/v1/namespaces/default/pods?watch=true", on_event).await?)
+            } else {
+                None
+            };
+            let started = Instant::now();
             let c = deploy_create(skerryd, &v1, n, timeout).await?;
+            if let Some(watch) = watch {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                watch.abort();
+                let events = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+                size.timelines.push(Timeline::from_events(started, &events));
+            }
             let u = deploy_update(skerryd, &v2, n, timeout).await?;
             let d = deploy_delete(skerryd, timeout).await?;
             let f = floor_once(floor, env, n, &COMMAND).await?;
@@ -414,6 +435,29 @@ fn render(args: &DeployArgs, containerd_version: &str, sizes: &[Size], swarm: Op
             fmt(w),
             swarm_target
         );
+    }
+
+    if sizes.iter().any(|s| !s.timelines.is_empty()) {
+        let _ = writeln!(r, "\nWhere skerry's create time goes (`--timeline`: a pod watch during the runs; times since `skerry apply` started, medians over runs):\n");
+        let _ = writeln!(r, "| N | last pod created | last pod bound | last pod Running | created → bound, per pod (median, max) | bound → Running, per pod (median, max) |");
+        let _ = writeln!(r, "|---:|---:|---:|---:|---:|---:|");
+        for s in sizes.iter().filter(|s| !s.timelines.is_empty()) {
+            let m = |f: &dyn Fn(&Timeline) -> Duration| secs(Stats::of(&s.timelines.iter().map(f).collect::<Vec<_>>()).median);
+            let pooled = |f: &dyn Fn(&Timeline) -> &Vec<Duration>| {
+                let st = Stats::of(&s.timelines.iter().flat_map(|t| f(t).iter().copied()).collect::<Vec<_>>());
+                format!("{}, {}", secs(st.median), secs(st.max))
+            };
+            let _ = writeln!(
+                r,
+                "| {} | {} | {} | {} | {} | {} |",
+                s.n,
+                m(&|t| t.last_created),
+                m(&|t| t.last_bound),
+                m(&|t| t.last_running),
+                pooled(&|t| &t.to_bound),
+                pooled(&|t| &t.to_running)
+            );
+        }
     }
 
     let _ = writeln!(r, "\n## Rolling update: from the request to the rollout complete\n");
