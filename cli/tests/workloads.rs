@@ -281,7 +281,7 @@ async fn rollout_undo_restores_the_previous_template() {
             {"op": "replace", "path": "/spec/template",
              "value": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:b"}]}}},
             {"op": "add", "path": "/metadata/annotations",
-             "value": {"deployment.kubernetes.io/revision": "3", "team": "x",
+             "value": {"deployment.kubernetes.io/revision": "3",
                        "kubernetes.io/change-cause": "skerry set image deployment/web web=nginx:b"}}
         ])
     );
@@ -290,8 +290,8 @@ async fn rollout_undo_restores_the_previous_template() {
     assert_eq!((code, out.as_str()), (0, "deployment.apps/web rolled back\n"));
     let sent = patches(&fake);
     assert_eq!(body(&sent[1])[0]["value"]["spec"]["containers"][0]["image"], "nginx:a");
-    // Revision 1 has no change-cause: the Deployment's goes, as with kubectl.
-    assert_eq!(body(&sent[1])[1]["value"], json!({"deployment.kubernetes.io/revision": "3", "team": "x"}));
+    // The annotations become revision 1's (it has none but the revision, which the Deployment keeps).
+    assert_eq!(body(&sent[1])[1]["value"], json!({"deployment.kubernetes.io/revision": "3"}));
 
     let (code, out, _) = fake.run(&["rollout", "undo", "deploy/web", "--to-revision=3"]).await;
     assert_eq!((code, out.as_str()), (0, "deployment.apps/web skipped rollback (current template already matches revision 3)\n"));

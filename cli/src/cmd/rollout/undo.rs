@@ -85,12 +85,10 @@ pub fn equal_ignore_hash(a: &Value, b: &Value) -> bool {
     normalize(&without_hash(a)) == normalize(&without_hash(b))
 }
 
-/// The JSON patch that restores `rs`'s template and change-cause into `deployment`.
-///
-/// kubectl replaces the Deployment's annotations with the ReplicaSet's (Kubernetes copies all
-/// of a Deployment's annotations onto its ReplicaSets). Skerry's controller copies only the
-/// change-cause, so the Deployment keeps its other annotations here and takes the
-/// ReplicaSet's on top; the change-cause goes when the ReplicaSet has none, as in kubectl.
+/// The JSON patch that restores `rs`'s template and annotations into `deployment`, as
+/// kubectl's: the Deployment keeps its revision bookkeeping annotations and takes every other
+/// annotation from the ReplicaSet (the controller copied the Deployment's onto it), so the
+/// change-cause of that revision comes back too.
 pub fn rollback_patch(deployment: &Value, rs: &Value) -> Value {
     let mut template = without_hash(&rs["spec"]["template"]);
     if template.pointer("/metadata/labels").and_then(Value::as_object).is_some_and(Map::is_empty) {
@@ -98,8 +96,12 @@ pub fn rollback_patch(deployment: &Value, rs: &Value) -> Value {
             m.remove("labels");
         }
     }
-    let mut annotations = deployment["metadata"]["annotations"].as_object().cloned().unwrap_or_default();
-    annotations.remove(CHANGE_CAUSE);
+    let mut annotations = Map::new();
+    for (k, v) in deployment["metadata"]["annotations"].as_object().into_iter().flatten() {
+        if ANNOTATIONS_TO_SKIP.contains(&k.as_str()) {
+            annotations.insert(k.clone(), v.clone());
+        }
+    }
     for (k, v) in rs["metadata"]["annotations"].as_object().into_iter().flatten() {
         if !ANNOTATIONS_TO_SKIP.contains(&k.as_str()) {
             annotations.insert(k.clone(), v.clone());
@@ -107,7 +109,7 @@ pub fn rollback_patch(deployment: &Value, rs: &Value) -> Value {
     }
     json!([
         {"op": "replace", "path": "/spec/template", "value": template},
-        // `add` also creates the map when the Deployment has none.
+        // kubectl says `replace`; `add` does the same and also works when there is no map yet.
         {"op": "add", "path": "/metadata/annotations", "value": annotations},
     ])
 }
@@ -184,14 +186,15 @@ mod tests {
         let deployment = json!({"metadata": {"annotations": {REVISION: "3", CHANGE_CAUSE: "to c", "team": "x"}}});
         let mut old = rs("1", "a");
         old["metadata"]["annotations"][CHANGE_CAUSE] = json!("to a");
+        old["metadata"]["annotations"]["team"] = json!("y");
         assert_eq!(
             rollback_patch(&deployment, &old),
             json!([
                 {"op": "replace", "path": "/spec/template", "value": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "a"}]}}},
-                {"op": "add", "path": "/metadata/annotations", "value": {REVISION: "3", CHANGE_CAUSE: "to a", "team": "x"}},
+                {"op": "add", "path": "/metadata/annotations", "value": {REVISION: "3", CHANGE_CAUSE: "to a", "team": "y"}},
             ])
         );
         let patch = rollback_patch(&deployment, &rs("2", "b"));
-        assert_eq!(patch[1]["value"], json!({REVISION: "3", "team": "x"}));
+        assert_eq!(patch[1]["value"], json!({REVISION: "3"}));
     }
 }
