@@ -151,3 +151,76 @@ fn deployment_comes_up_rolls_a_new_image_and_replaces_a_deleted_pod() {
     assert!(!names.contains(&victim), "{victim} is gone: {names:?}");
     assert!(names.contains(&name(&second[1])), "the other pod is untouched: {names:?}");
 }
+
+/// `skerry rollout history deploy/NAME` once it equals `want` (the controller copies the
+/// change-cause and renumbers revisions asynchronously).
+fn wait_history(node: &TestNode, deployment: &str, want: &str) {
+    let target = format!("deploy/{deployment}");
+    wait_for(node, &format!("the history of {deployment} is {want:?}"), || {
+        let out = node.skerry(&["rollout", "history", &target]);
+        if out.code == 0 && out.stdout == want {
+            Ok(())
+        } else {
+            Err(out.to_string())
+        }
+    });
+}
+
+/// The CLI's workload commands against the real controller: scale, set image with a
+/// change-cause, rollout status to the end, history, undo, pause and resume, restart.
+#[test]
+fn rollout_commands_drive_a_deployment() {
+    let node = TestNode::start();
+    import_web_image(&node, "skerry-test/web:1");
+    import_web_image(&node, "skerry-test/web:2");
+    node.apply(&deployment_yaml("site", 1, "skerry-test/web:1"));
+    let status = |node: &TestNode| node.skerry_ok(&["rollout", "status", "deployment/site", "--timeout=60s"]);
+    assert!(status(&node).ends_with("deployment \"site\" successfully rolled out\n"));
+
+    assert_eq!(node.skerry_ok(&["scale", "deploy/site", "--replicas=2"]), "deployment.apps/site scaled\n");
+    let out = node.skerry(&["scale", "deploy/site", "--replicas=3", "--current-replicas=1"]);
+    assert_eq!((out.code, out.stderr.as_str()), (1, "error: Expected replicas to be 1, was 2\n"));
+    wait_rolled_out(&node, "site", 2);
+
+    assert_eq!(node.skerry_ok(&["set", "image", "deploy/site", "web=skerry-test/web:2"]), "deployment.apps/site image updated\n");
+    assert_eq!(
+        node.skerry_ok(&["annotate", "deploy/site", "kubernetes.io/change-cause=web 2"]),
+        "deployment.apps/site annotated\n"
+    );
+    assert!(status(&node).ends_with("deployment \"site\" successfully rolled out\n"));
+    wait_rolled_out(&node, "site", 2);
+    wait_history(&node, "site", "deployment.apps/site \nREVISION  CHANGE-CAUSE\n1         <none>\n2         web 2\n\n");
+    let one = node.skerry_ok(&["rollout", "history", "deploy/site", "--revision=1"]);
+    assert!(one.starts_with("deployment.apps/site with revision #1\nPod Template:\n"), "{one}");
+    assert!(one.contains("    Image:\tskerry-test/web:1\n"), "{one}");
+
+    // Undo: revision 1's template comes back as revision 3.
+    assert_eq!(node.skerry_ok(&["rollout", "undo", "deploy/site"]), "deployment.apps/site rolled back\n");
+    status(&node);
+    for p in wait_rolled_out(&node, "site", 2) {
+        assert_eq!(p["spec"]["containers"][0]["image"], "skerry-test/web:1");
+    }
+    wait_history(&node, "site", "deployment.apps/site \nREVISION  CHANGE-CAUSE\n2         web 2\n3         <none>\n\n");
+    assert_eq!(
+        node.skerry_ok(&["rollout", "undo", "deploy/site", "--to-revision=3"]),
+        "deployment.apps/site skipped rollback (current template already matches revision 3)\n"
+    );
+
+    // Paused: no second pause, no undo, no restart until resumed.
+    assert_eq!(node.skerry_ok(&["rollout", "pause", "deploy/site"]), "deployment.apps/site paused\n");
+    let out = node.skerry(&["rollout", "pause", "deploy/site"]);
+    assert_eq!((out.code, out.stderr.as_str()), (1, "error: deployments.apps \"site\" is already paused\n"));
+    let out = node.skerry(&["rollout", "undo", "deploy/site"]);
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (1, "error: you cannot rollback a paused deployment; resume it first with 'skerry rollout resume' and try again\n")
+    );
+    assert_eq!(node.skerry_ok(&["rollout", "resume", "deploy/site"]), "deployment.apps/site resumed\n");
+
+    // Restart: a new template (the restartedAt annotation), so new pods.
+    let before: BTreeSet<String> = wait_rolled_out(&node, "site", 2).iter().map(name).collect();
+    assert_eq!(node.skerry_ok(&["rollout", "restart", "deploy/site"]), "deployment.apps/site restarted\n");
+    assert!(status(&node).ends_with("deployment \"site\" successfully rolled out\n"));
+    let after: BTreeSet<String> = wait_rolled_out(&node, "site", 2).iter().map(name).collect();
+    assert!(before.is_disjoint(&after), "restart replaces the pods: {before:?} then {after:?}");
+}
