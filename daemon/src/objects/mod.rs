@@ -13,6 +13,7 @@ pub mod config;
 pub mod meta;
 pub mod patch;
 pub mod pod;
+pub mod quantity;
 pub mod resource;
 pub mod selector;
 pub mod service;
