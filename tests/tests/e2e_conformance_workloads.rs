@@ -144,8 +144,8 @@ fn seed_replicaset_replaces_a_deleted_pod_and_scales() {
     wait_pods(&node, "app=webapp", 3);
     node.skerry_ok(&["scale", "rs/webapp", "--replicas=1"]);
     wait_pods(&node, "app=webapp", 1);
-    let d = node.skerry_ok(&["describe", "rs", "webapp"]);
-    assert!(d.contains("SuccessfulDelete"), "{d}");
+    let d = node.wait_output(&["describe", "rs", "webapp"], "shows 1 current / 1 desired", |o| o.stdout.contains("Replicas:     1 current / 1 desired"));
+    assert!(d.stdout.contains("SuccessfulDelete"), "{d}");
 
     // Deleting the ReplicaSet deletes its pods (background cascade); the queue pod stays.
     node.skerry_ok(&["delete", "rs", "webapp"]);
@@ -179,10 +179,11 @@ fn seed_deployment_rollout_history_and_undo() {
     assert_eq!(column(&table, "webapp", "AVAILABLE").as_deref(), Some("2"), "{table}");
     assert_eq!(pages(&node, "app=webapp", 80), BTreeSet::from([page(WEBAPP_05)]));
 
-    // Revision 2: `set image`, with a change cause recorded by annotation.
-    node.skerry_ok(&["annotate", "deployment/webapp", "kubernetes.io/change-cause=move to release0"]);
+    // Revision 2: `set image`, then its change cause recorded by annotation (the controller
+    // copies the Deployment's annotations to its current ReplicaSet, as Kubernetes does).
     let out = node.skerry_ok(&["set", "image", "deployment/webapp", &format!("webapp={WEBAPP_0}")]);
     assert!(out.contains("deployment.apps/webapp image updated"), "{out}");
+    node.skerry_ok(&["annotate", "deployment/webapp", "kubernetes.io/change-cause=move to release0"]);
     wait_rolled_out(&node, "webapp");
     wait_pods(&node, "app=webapp", 2);
     assert_eq!(images_of(&items(&node, "pods", "app=webapp")), BTreeSet::from([WEBAPP_0.to_string()]));
@@ -190,23 +191,24 @@ fn seed_deployment_rollout_history_and_undo() {
     // Revision 3: apply a modified copy of the seed file.
     let modified = std::fs::read_to_string(&file).unwrap().replace("release0-5", "release1");
     let copy = node.write("pods-deployment-release1.yml", &modified);
-    node.skerry_ok(&["annotate", "deployment/webapp", "--overwrite", "kubernetes.io/change-cause=move to release1"]);
     let out = node.skerry_ok(&["apply", "-f", copy.to_str().unwrap()]);
     assert!(out.contains("deployment.apps/webapp configured"), "{out}");
+    node.skerry_ok(&["annotate", "deployment/webapp", "--overwrite", "kubernetes.io/change-cause=move to release1"]);
     wait_rolled_out(&node, "webapp");
     wait_pods(&node, "app=webapp", 2);
     assert_eq!(pages(&node, "app=webapp", 80), BTreeSet::from([page(WEBAPP_1)]));
     let rs = node.skerry_ok(&["get", "rs"]);
     assert_eq!(rs.lines().count(), 4, "one ReplicaSet per revision:\n{rs}");
 
-    let history = node.skerry_ok(&["rollout", "history", "deployment/webapp"]);
-    let rows: Vec<Vec<&str>> = history.lines().skip(2).filter(|l| !l.trim().is_empty()).map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(history.lines().next(), Some("deployment.apps/webapp "), "{history}");
-    assert_eq!(rows.len(), 3, "{history}");
-    assert_eq!(rows[0], ["1", "<none>"], "{history}");
-    assert_eq!(rows[1][0], "2", "{history}");
-    assert_eq!(rows[2][0], "3", "{history}");
-    assert!(history.contains("move to release1"), "{history}");
+    let history_rows = |node: &TestNode| -> Vec<String> {
+        let history = node.skerry_ok(&["rollout", "history", "deployment/webapp"]);
+        assert_eq!(history.lines().next(), Some("deployment.apps/webapp "), "{history}");
+        assert_eq!(history.lines().nth(1).map(|l| l.split_whitespace().collect::<Vec<_>>()), Some(vec!["REVISION", "CHANGE-CAUSE"]), "{history}");
+        history.lines().skip(2).filter(|l| !l.trim().is_empty()).map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect()
+    };
+    skerry_tests::wait_until(deadline(), "the change cause reaches revision 3", || {
+        history_rows(&node) == ["1 <none>", "2 move to release0", "3 move to release1"]
+    });
     let rev2 = node.skerry_ok(&["rollout", "history", "deployment/webapp", "--revision=2"]);
     assert!(rev2.contains(WEBAPP_0), "{rev2}");
 
@@ -219,9 +221,8 @@ fn seed_deployment_rollout_history_and_undo() {
     assert_eq!(pages(&node, "app=webapp", 80), BTreeSet::from([page(WEBAPP_0)]));
     let d = get_json(&node, "deployment", "webapp");
     assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "4", "{}", d["metadata"]);
-    let history = node.skerry_ok(&["rollout", "history", "deployment/webapp"]);
-    let revisions: Vec<&str> = history.lines().skip(2).filter_map(|l| l.split_whitespace().next()).collect();
-    assert_eq!(revisions, ["1", "3", "4"], "revision 2 became 4:\n{history}");
+    // Revision 2 became 4, with its change cause.
+    assert_eq!(history_rows(&node), ["1 <none>", "3 move to release1", "4 move to release0"]);
     let out = node.skerry(&["rollout", "undo", "deployment/webapp", "--to-revision=9"]);
     assert_ne!(out.code, 0, "{out}");
     assert!(out.stderr.contains("unable to find specified revision 9 in history"), "{out}");

@@ -527,20 +527,20 @@ pub async fn delete_object(st: &ApiState, rt: &ResourceType, obj: Value, options
             Ok(st.store.apply(Command::Update { resource: rt.key(), object: new }).await?.object)
         }
         _ if meta::is_deleting(&obj) => Ok(obj),
-        _ if options.propagation == Propagation::Foreground => {
+        _ if options.propagation == Propagation::Foreground && crate::controllers::gc::tracks(rt) => {
             let new = crate::controllers::gc::mark_foreground(&obj);
             Ok(st.store.apply(Command::Update { resource: rt.key(), object: new }).await?.object)
         }
-        _ => {
-            if options.propagation == Propagation::Orphan {
-                crate::controllers::gc::orphan(&st.store, &obj).await?;
-            }
-            match st.store.apply(remove()).await {
-                Ok(applied) => Ok(applied.object),
-                Err(StoreError::NotFound { resource, name }) => Err(ApiError::not_found(&resource, &name)),
-                Err(e) => Err(e.into()),
-            }
+        _ if options.propagation == Propagation::Orphan && crate::controllers::gc::tracks(rt) => {
+            // Marked first, so no controller adopts the dependents back before the owner goes.
+            let new = crate::controllers::gc::mark_orphaning(&obj);
+            Ok(st.store.apply(Command::Update { resource: rt.key(), object: new }).await?.object)
         }
+        _ => match st.store.apply(remove()).await {
+            Ok(applied) => Ok(applied.object),
+            Err(StoreError::NotFound { resource, name }) => Err(ApiError::not_found(&resource, &name)),
+            Err(e) => Err(e.into()),
+        },
     }
 }
 

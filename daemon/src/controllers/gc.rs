@@ -20,10 +20,18 @@ use crate::store::{Command, Store, StoreError};
 
 /// The finalizer of an owner waiting for its dependents (Kubernetes' name).
 pub const FOREGROUND: &str = "foregroundDeletion";
+/// The finalizer of an owner whose dependents are to be kept (Kubernetes' name).
+pub const ORPHAN: &str = "orphan";
 
 /// The kinds that own or are owned, dependents first (pods before their replica sets, replica
 /// sets before their deployments).
 const ORDER: &[ResourceType] = &[resource::PODS, resource::REPLICA_SETS, resource::REPLICATION_CONTROLLERS, resource::DEPLOYMENTS];
+
+/// Whether the collector looks after objects of this type (others own nothing it tracks, so
+/// their deletion never waits for it).
+pub fn tracks(rt: &ResourceType) -> bool {
+    ORDER.iter().any(|r| r.kind == rt.kind)
+}
 
 fn kind_type(kind: &str) -> Option<&'static ResourceType> {
     ORDER.iter().find(|r| r.kind == kind)
@@ -42,9 +50,16 @@ fn owner_refs(obj: &Value) -> Vec<(&'static ResourceType, String, String)> {
         .collect()
 }
 
+fn has_finalizer(obj: &Value, name: &str) -> bool {
+    obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| f.iter().any(|x| x == name))
+}
+
 pub fn is_foreground_deleting(obj: &Value) -> bool {
-    meta::is_deleting(obj)
-        && obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| f.iter().any(|x| x == FOREGROUND))
+    meta::is_deleting(obj) && has_finalizer(obj, FOREGROUND)
+}
+
+pub fn is_orphaning(obj: &Value) -> bool {
+    meta::is_deleting(obj) && has_finalizer(obj, ORPHAN)
 }
 
 /// What the collector does to one object.
@@ -56,6 +71,8 @@ enum Action {
     DropRefs(Vec<String>),
     /// Remove the owner itself: foreground deletion with no dependents left.
     Finish,
+    /// Drop every reference to the owner from its dependents, then remove the owner.
+    OrphanAndFinish,
 }
 
 /// Decides what to do with every object, given all objects of the known kinds (pure).
@@ -85,7 +102,9 @@ fn plan(objects: &[(&'static ResourceType, Value)]) -> Vec<(usize, Action)> {
         }
     }
     for (i, (_, obj)) in objects.iter().enumerate() {
-        if is_foreground_deleting(obj) && !has_dependents.contains(meta::uid(obj)) {
+        if is_orphaning(obj) {
+            actions.push((i, Action::OrphanAndFinish));
+        } else if is_foreground_deleting(obj) && !has_dependents.contains(meta::uid(obj)) {
             actions.push((i, Action::Finish));
         }
     }
@@ -104,6 +123,10 @@ pub fn delete_command(rt: &ResourceType, obj: &Value, foreground: bool) -> Comma
     if foreground && rt.kind != "Pod" {
         return Command::Update { resource: rt.key(), object: mark_foreground(obj) };
     }
+    remove(rt, obj)
+}
+
+fn remove(rt: &ResourceType, obj: &Value) -> Command {
     Command::Delete {
         resource: rt.key(),
         namespace: meta::namespace(obj).to_string(),
@@ -114,14 +137,24 @@ pub fn delete_command(rt: &ResourceType, obj: &Value, foreground: bool) -> Comma
 
 /// The object as it looks once a foreground deletion has begun.
 pub fn mark_foreground(obj: &Value) -> Value {
+    mark_deleting(obj, FOREGROUND)
+}
+
+/// The object as it looks once a deletion that orphans its dependents has begun: controllers
+/// no longer adopt into it, and the collector releases its dependents before removing it.
+pub fn mark_orphaning(obj: &Value) -> Value {
+    mark_deleting(obj, ORPHAN)
+}
+
+fn mark_deleting(obj: &Value, finalizer: &str) -> Value {
     let mut new = obj.clone();
     let m = meta::metadata_mut(&mut new);
     m.entry("deletionTimestamp").or_insert_with(|| json!(meta::now()));
     m.insert("deletionGracePeriodSeconds".into(), json!(0));
     let finalizers = m.entry("finalizers").or_insert_with(|| json!([]));
     if let Some(list) = finalizers.as_array_mut() {
-        if !list.iter().any(|f| f == FOREGROUND) {
-            list.push(json!(FOREGROUND));
+        if !list.iter().any(|f| f == finalizer) {
+            list.push(json!(finalizer));
         }
     }
     new
@@ -145,12 +178,11 @@ pub async fn collect(store: &Store) -> Result<(), StoreError> {
                 }
                 Command::Update { resource: rt.key(), object: new }
             }
-            Action::Finish => Command::Delete {
-                resource: rt.key(),
-                namespace: meta::namespace(obj).to_string(),
-                name: meta::name(obj).to_string(),
-                uid: Some(meta::uid(obj).to_string()),
-            },
+            Action::OrphanAndFinish => {
+                orphan(store, obj).await?;
+                remove(rt, obj)
+            }
+            Action::Finish => remove(rt, obj),
         };
         match store.apply(command).await {
             Ok(_) | Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
@@ -279,12 +311,15 @@ mod tests {
     #[tokio::test]
     async fn orphaning_keeps_dependents_without_the_reference() {
         let store = Store::in_memory().unwrap();
-        let d = obj("Deployment", "web", "d1", &[]);
+        let d = mark_orphaning(&obj("Deployment", "web", "d1", &[]));
+        assert!(is_orphaning(&d) && !is_foreground_deleting(&d));
         let rs = obj("ReplicaSet", "web-abc", "r1", &[("Deployment", "web", "d1")]);
+        put(&store, &resource::DEPLOYMENTS, &d).await;
         put(&store, &resource::REPLICA_SETS, &rs).await;
-        orphan(&store, &d).await.unwrap();
+        collect(&store).await.unwrap();
         let rs = store.get("replicasets.apps", "default", "web-abc").await.unwrap().unwrap();
         assert!(rs.pointer("/metadata/ownerReferences").is_none());
+        assert!(store.get("deployments.apps", "default", "web").await.unwrap().is_none());
         collect(&store).await.unwrap();
         assert!(store.get("replicasets.apps", "default", "web-abc").await.unwrap().is_some());
     }
