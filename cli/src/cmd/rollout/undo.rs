@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{owned_replica_sets, subjects, Targets, CHANGE_CAUSE, POD_TEMPLATE_HASH, REVISION};
+use super::{owned_replica_sets, subjects, Targets, POD_TEMPLATE_HASH, REVISION};
 use crate::cmd::objects::{self, Subject, JSON_PATCH};
 use crate::cmd::Ctx;
 use crate::error::{Error, Result};
@@ -151,6 +151,7 @@ pub async fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::CHANGE_CAUSE;
     use super::*;
 
     fn rs(revision: &str, image: &str) -> Value {
