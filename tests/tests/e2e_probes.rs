@@ -32,6 +32,19 @@ fn events(node: &TestNode, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// How many times pod `name`'s probes failed, summing the `Unhealthy` events' counts.
+fn unhealthy_count(node: &TestNode, name: &str) -> i64 {
+    let out = node.skerry_ok(&["get", "events", "-o", "json"]);
+    let list: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("get events -o json is not JSON ({e}): {out}"));
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["involvedObject"]["name"] == name && e["reason"] == "Unhealthy")
+        .map(|e| e["count"].as_i64().unwrap_or(1))
+        .sum()
+}
+
 /// Waits until pod `name` has an event with `reason` whose message satisfies `ok`.
 fn wait_event(node: &TestNode, name: &str, reason: &str, ok: impl Fn(&str) -> bool) -> String {
     let deadline = skerry_tests::skerryd::deadline();
@@ -160,14 +173,14 @@ spec:
 
 #[test]
 fn readiness_startup_and_named_ports() {
-    let node = TestNode::start();
+    let mut node = TestNode::start();
     node.import_busybox();
     node.apply(&WEB.replace("BUSYBOX", BUSYBOX));
 
     // The readiness probe fails (404) while /ready.html is missing: running, READY 0/1, and the
     // address is in the Service's notReadyAddresses.
-    let msg = wait_event(&node, "web", "Unhealthy", |m| m.starts_with("Readiness probe failed:"));
-    assert_eq!(msg, "Readiness probe failed: HTTP probe failed with statuscode: 404");
+    // (The first attempts may come before httpd listens and be refused.)
+    wait_event(&node, "web", "Unhealthy", |m| m == "Readiness probe failed: HTTP probe failed with statuscode: 404");
     let p = node.wait_pod("web", "is running", running);
     assert_eq!(container(&p)["ready"], false, "{p:#}");
     assert_eq!(container(&p)["started"], true, "{p:#}");
@@ -229,6 +242,22 @@ fn readiness_startup_and_named_ports() {
     // A host-network pod is probed on the node's address.
     node.wait_running("hostnet");
     assert!(events(&node, "hostnet").iter().all(|(r, _)| r != "Unhealthy"), "{:?}", events(&node, "hostnet"));
+
+    // Restarting skerryd restarts no container; the probes start again from the stored status,
+    // so a ready container stays ready (its Ready condition keeps its transition time).
+    let before = node.pod("named");
+    let failures = unhealthy_count(&node, "web");
+    node.skerryd.restart();
+    skerry_tests::wait_until(skerry_tests::skerryd::deadline(), "web's readiness probe fails again after the restart", || {
+        unhealthy_count(&node, "web") > failures
+    });
+    let after = node.pod("named");
+    assert_eq!(container(&after)["state"], container(&before)["state"], "the container kept running: {after:#}");
+    assert_eq!(container(&after)["restartCount"], 0, "{after:#}");
+    assert_eq!(container(&after)["ready"], true, "{after:#}");
+    assert_eq!(condition(&after, "Ready"), condition(&before, "Ready"), "{after:#}");
+    let web = node.pod("web");
+    assert_eq!((running(&web), container(&web)["ready"].as_bool()), (true, Some(false)), "{web:#}");
 }
 
 const LIVE: &str = r#"apiVersion: v1
