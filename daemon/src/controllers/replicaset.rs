@@ -701,6 +701,35 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_hundred_replicas_are_created_in_one_pass_with_one_status_write() {
+        let store = Store::in_memory().unwrap();
+        let ctl = Controller::new(store.clone(), "n1");
+        create(&store, &resource::REPLICA_SETS, replica_set("big", 100)).await;
+        let before = store.revision().await.unwrap();
+        let started = std::time::Instant::now();
+        ctl.reconcile(t(1)).await.unwrap();
+        let took = started.elapsed();
+        let mut watch = store.watch(before).await.unwrap();
+        let mut writes = BTreeMap::<String, usize>::new();
+        while let Some(Ok(ev)) = futures::FutureExt::now_or_never(watch.next()) {
+            *writes.entry(ev.resource.clone()).or_default() += 1;
+        }
+        assert_eq!((writes.get("pods"), writes.get("replicasets.apps")), (Some(&100), Some(&1)), "100 creates and one status write");
+        let all = pods(&store).await;
+        let names: std::collections::BTreeSet<&str> = all.iter().map(meta::name).collect();
+        assert_eq!(names.len(), 100, "distinct names");
+        assert_eq!(get(&store, &resource::REPLICA_SETS, "big").await["status"]["replicas"], 100);
+        // A generous bound (debug build, shared CI machine); it is milliseconds in practice.
+        assert!(took < Duration::from_secs(5), "one pass took {took:?}");
+        ctl.rs_events.flush().await;
+        let rev = store.revision().await.unwrap();
+        let started = std::time::Instant::now();
+        ctl.reconcile(t(2)).await.unwrap();
+        eprintln!("create pass {took:?}, idle pass {:?}", started.elapsed());
+        assert_eq!(store.revision().await.unwrap(), rev);
+    }
+
+    #[tokio::test]
     async fn adopts_orphans_releases_strays_and_ignores_terminating_owners() {
         let store = Store::in_memory().unwrap();
         let ctl = Controller::new(store.clone(), "n1");
