@@ -12,6 +12,7 @@
 
 pub mod cgroups;
 mod files;
+pub mod metrics;
 mod node_ops;
 pub mod probe;
 pub mod sandbox;
