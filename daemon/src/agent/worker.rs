@@ -412,11 +412,7 @@ impl Worker {
         let Some(kind) = run.view().kill.filter(|_| !run.kill_sent) else { return };
         run.kill_sent = true;
         memo.probe_killed = true;
-        let what = if kind == Kind::Startup { "startup" } else { "liveness" };
-        let mut message = format!("Container {name} failed {what} probe");
-        if policy != "Never" {
-            message.push_str(", will be restarted");
-        }
+        let message = probe::killing_message(name, kind, policy);
         self.ctx.recorder.record(pod, EventType::Normal, "Killing", &message).await;
         let grace = c[kind.field()]["terminationGracePeriodSeconds"]
             .as_i64()

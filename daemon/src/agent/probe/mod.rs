@@ -352,10 +352,27 @@ impl ContainerProbes {
     }
 }
 
+/// The `Killing` event's message for a container a probe's verdict kills, as kubelet words it.
+pub fn killing_message(container: &str, kind: Kind, restart_policy: &str) -> String {
+    let what = if kind == Kind::Startup { "startup" } else { "liveness" };
+    let mut message = format!("Container {container} failed {what} probe");
+    if restart_policy != "Never" {
+        message.push_str(", will be restarted");
+    }
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn killing_messages() {
+        assert_eq!(killing_message("web", Kind::Liveness, "Always"), "Container web failed liveness probe, will be restarted");
+        assert_eq!(killing_message("web", Kind::Startup, "OnFailure"), "Container web failed startup probe, will be restarted");
+        assert_eq!(killing_message("web", Kind::Liveness, "Never"), "Container web failed liveness probe");
+    }
 
     fn spec(kind: Kind, period: u64, success: u32, failure: u32, delay: u64) -> Spec {
         Spec {
