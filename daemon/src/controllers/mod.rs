@@ -14,6 +14,7 @@ pub mod gc;
 pub mod namespace;
 pub mod replicaset;
 pub mod scheduler;
+pub mod volumes;
 
 use std::future::Future;
 use std::time::Duration;
