@@ -2,7 +2,7 @@
 //!
 //! Owns: binding pending pods to a node ([`scheduler`]), namespace lifecycle ([`namespace`]),
 //! Endpoints ([`endpoints`]), pods of ReplicaSets and ReplicationControllers ([`replicaset`]),
-//! ReplicaSets of Deployments ([`deployment`]).
+//! ReplicaSets of Deployments ([`deployment`]), dependents whose owners are gone ([`gc`]).
 //! Invariant: a controller never relies on the event that woke it — it re-reads the store and
 //! reconciles, and a periodic resync is the safety net. Only the leader runs them (in a
 //! single-node cluster: always).
