@@ -82,6 +82,11 @@ struct Size {
     timelines: Vec<Timeline>,
 }
 
+/// The 1-minute load average now: the machine is often shared, and Swarm runs after Skerry.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split_whitespace().next().map(String::from)).unwrap_or_default()
+}
+
 struct SwarmInfo {
     version: String,
     /// What the Swarm run left in the root namespace (links, nftables), compared with before.
@@ -95,7 +100,9 @@ pub async fn deploy(args: DeployArgs) -> Result<()> {
     let timeout = Duration::from_secs(args.timeout);
     let mut sizes: Vec<Size> = args.sizes.iter().map(|&n| Size { n, ..Default::default() }).collect();
     let mut containerd_version = String::new();
+    let mut loads = Vec::new();
     if !args.swarm_only {
+        loads.push(format!("{} at the start of the Skerry runs", load()));
         let env = Env::start().await?;
         let floor = env.floor().await?;
         containerd_version = floor.version().await?;
@@ -116,6 +123,7 @@ pub async fn deploy(args: DeployArgs) -> Result<()> {
         result?;
     }
     let swarm = if args.swarm || args.swarm_only {
+        loads.push(format!("{} at the start of the Swarm runs", load()));
         let rootfs_dir = tempfile::Builder::new().prefix("sk-bench-rootfs-").tempdir_in("/tmp")?;
         let rootfs = rootfs_dir.path().join("rootfs.tar");
         // The same one-layer busybox rootfs Skerry and the floor run, as `docker import` takes it.
@@ -124,7 +132,8 @@ pub async fn deploy(args: DeployArgs) -> Result<()> {
     } else {
         None
     };
-    let report = render(&args, &containerd_version, &sizes, swarm.as_ref());
+    loads.push(format!("{} at the end", load()));
+    let report = render(&args, &containerd_version, &sizes, swarm.as_ref(), &loads);
     print!("{report}");
     if let Some(out) = &args.out {
         if let Some(dir) = out.parent() {
@@ -392,7 +401,7 @@ fn ratio(a: &[Duration], b: &[Duration]) -> Option<f64> {
     Some(Stats::of(a).median.as_secs_f64() / Stats::of(b).median.as_secs_f64().max(1e-9))
 }
 
-fn render(args: &DeployArgs, containerd_version: &str, sizes: &[Size], swarm: Option<&SwarmInfo>) -> String {
+fn render(args: &DeployArgs, containerd_version: &str, sizes: &[Size], swarm: Option<&SwarmInfo>, loads: &[String]) -> String {
     let mut r = String::new();
     let _ = writeln!(r, "# Skerry benchmark: Deployments\n");
     let _ = writeln!(r, "- Machine: {}", crate::sys::machine_line(if containerd_version.is_empty() { "(not started)" } else { containerd_version }));
@@ -402,6 +411,7 @@ fn render(args: &DeployArgs, containerd_version: &str, sizes: &[Size], swarm: Op
         let _ = writeln!(r, "- Swarm: {v}");
     }
     let _ = writeln!(r, "- Date: {}", jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"));
+    let _ = writeln!(r, "- Load average (1 min): {}", loads.join(", "));
     let swarm_flag = if args.swarm || args.swarm_only { " --swarm" } else { "" };
     let _ = writeln!(r, "- Command: `sudo bench/run deploy{swarm_flag}` (sizes {:?}, {} runs each)\n", args.sizes, args.reps);
     let _ = writeln!(r, "Every replica, floor container and Swarm task runs the same one-layer busybox image (imported, never pulled) with `sh -c \"trap 'exit 0' TERM; sleep 3600 & wait\"`.\n");
