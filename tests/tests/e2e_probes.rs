@@ -75,6 +75,20 @@ fn not_ready_addrs(node: &TestNode, name: &str) -> Vec<String> {
     found
 }
 
+/// Every version of the pods labelled `selector` stored after revision `rv` (a replaying watch).
+fn history(node: &TestNode, rv: &str, selector: &str) -> Vec<Value> {
+    let path = format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}&timeoutSeconds=1&labelSelector={selector}");
+    let mut w = skerry_tests::http::stream(&node.skerryd.socket(), &path).expect("watching pods");
+    assert_eq!(w.status, 200);
+    let mut pods = Vec::new();
+    while let Some(line) = w.next_line(std::time::Instant::now() + std::time::Duration::from_secs(20)) {
+        let ev: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("watch line is not JSON ({e}): {line}"));
+        pods.push(ev["object"].clone());
+    }
+    assert!(w.ended(), "the watch ended by itself");
+    pods
+}
+
 fn exec_ok(node: &TestNode, pod: &str, args: &[&str]) {
     let mut all = vec!["exec", pod, "--"];
     all.extend_from_slice(args);
@@ -175,6 +189,8 @@ spec:
 fn readiness_startup_and_named_ports() {
     let mut node = TestNode::start();
     node.import_busybox();
+    let list = node.api("GET", "/api/v1/namespaces/default/pods", None);
+    let rv = list.json()["metadata"]["resourceVersion"].as_str().unwrap_or_else(|| panic!("no resourceVersion: {}", list.text())).to_string();
     node.apply(&WEB.replace("BUSYBOX", BUSYBOX));
 
     // The readiness probe fails (404) while /ready.html is missing: running, READY 0/1, and the
@@ -194,6 +210,11 @@ fn readiness_startup_and_named_ports() {
         not_ready_addrs(&node, "web") == want
     });
     assert!(endpoint_addrs(&node, "default", "web").is_empty());
+    // Not even for a moment after the start: readiness starts false.
+    let versions = history(&node, &rv, "app%3Dweb");
+    assert!(versions.iter().any(running), "the replay saw web running: {versions:#?}");
+    let ready: Vec<&Value> = versions.iter().filter(|p| container(p)["ready"] == true).collect();
+    assert!(ready.is_empty(), "web was ready before its probe ever succeeded: {ready:#?}");
 
     // The file appears: ready, 1/1, and the address moves into `addresses`.
     exec_ok(&node, "web", &["touch", "/tmp/www/ready.html"]);

@@ -347,6 +347,9 @@ impl Worker {
                         memo.attempts = 0;
                         memo.next_attempt = None;
                         memo.started_at = Some(jiff::Timestamp::now());
+                        // Probes (and their initial "not ready") from the start, before any
+                        // status write could call the new run ready.
+                        self.sync_probes(pod, c, &name, &id, true);
                         Ok(Some(Duration::from_millis(500)))
                     }
                     Err((reason, message)) => {
