@@ -372,11 +372,9 @@ pub fn read_keys(keys: &[String]) -> Vec<Option<Reading>> {
     keys.iter().map(|k| if k == NODE_KEY { read_node().map(|n| n.reading) } else { layout.read(k) }).collect()
 }
 
-/// The node's usage over a window and its capacity.
-pub async fn node_rate() -> Option<(Rate, NodeReading)> {
-    let capacity = tokio::task::spawn_blocking(read_node).await.ok().flatten()?;
-    let rates = shared().0.rates(vec![NODE_KEY.to_string()], read_keys).await;
-    rates.get(NODE_KEY).map(|r| (*r, capacity))
+/// The node's usage over a window.
+pub async fn node_rate() -> Option<Rate> {
+    shared().0.rates(vec![NODE_KEY.to_string()], read_keys).await.get(NODE_KEY).copied()
 }
 
 /// Samples every running container on this node and the node itself every [`SAMPLE_PERIOD`]

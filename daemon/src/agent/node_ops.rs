@@ -1,5 +1,5 @@
 //! The node's side of the API (`api::NodeOps`): images, logs and exec through the runtime and
-//! the agent's log files.
+//! the agent's log files; resource metrics through [`super::metrics`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,8 +10,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::{container_id, log_path, Context};
-use crate::api::node::{BoxFuture, ExecStreams, LogOptions, NodeOps};
+use super::{container_id, log_path, metrics, Context};
+use crate::api::node::{BoxFuture, Capacity, ExecStreams, LogOptions, NodeOps, NodeUsage, PodUsage, Usage};
 use crate::api::ApiError;
 use crate::objects::{meta, resource};
 use crate::runtime::{ExecRequest, ImageInfo, RuntimeError};
@@ -175,6 +175,49 @@ impl NodeOps for Node {
             });
             let wait: BoxFuture<'static, Result<i32, ApiError>> = Box::pin(async move { control.wait().await.map_err(runtime_error) });
             Ok(ExecStreams { stdin, stdout, stderr, resize, close_stdin, wait })
+        })
+    }
+
+    fn pod_metrics(&self, pods: Vec<Value>) -> BoxFuture<'_, Result<Vec<Option<PodUsage>>, ApiError>> {
+        Box::pin(async move {
+            let targets: Vec<Vec<metrics::Target>> =
+                pods.iter().map(|p| metrics::targets(p, &self.ctx.node_name, &self.ctx.cgroup_parent)).collect();
+            let keys: Vec<String> = targets.iter().flatten().map(|t| t.cgroup.clone()).collect();
+            let rates = metrics::shared().0.rates(keys, metrics::read_keys).await;
+            let timestamp = jiff::Timestamp::now();
+            Ok(targets
+                .iter()
+                .map(|containers| {
+                    // A pod is reported only when every running container of it was sampled.
+                    let usage: Option<Vec<(String, metrics::Rate)>> =
+                        containers.iter().map(|t| rates.get(&t.cgroup).map(|r| (t.container.clone(), *r))).collect();
+                    let usage = usage.filter(|u| !u.is_empty())?;
+                    let window = usage.iter().map(|(_, r)| r.window).min().unwrap_or_default();
+                    let containers = usage
+                        .into_iter()
+                        .map(|(name, r)| (name, Usage { cpu_nanocores: r.nanocores, memory_bytes: r.memory }))
+                        .collect();
+                    Some(PodUsage { containers, timestamp, window })
+                })
+                .collect())
+        })
+    }
+
+    fn node_metrics(&self) -> BoxFuture<'_, Result<Option<NodeUsage>, ApiError>> {
+        Box::pin(async move {
+            Ok(metrics::node_rate().await.map(|r| NodeUsage {
+                usage: Usage { cpu_nanocores: r.nanocores, memory_bytes: r.memory },
+                timestamp: jiff::Timestamp::now(),
+                window: r.window,
+            }))
+        })
+    }
+
+    fn node_capacity(&self) -> BoxFuture<'_, Result<Capacity, ApiError>> {
+        Box::pin(async move {
+            let node = tokio::task::spawn_blocking(metrics::read_node).await.map_err(|e| ApiError::internal(e.to_string()))?;
+            let node = node.ok_or_else(|| ApiError::internal("could not read /proc/stat and /proc/meminfo"))?;
+            Ok(Capacity { cpus: node.cpus, memory_bytes: node.memory_total })
         })
     }
 }

@@ -63,6 +63,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/skerry/v1/images", get(node::list_images).delete(node::remove_image))
         .route("/skerry/v1/images/import", axum::routing::post(node::import_image))
         .route("/skerry/v1/images/pull", axum::routing::post(node::pull_image))
+        // The resource metrics API, before the fallback (which would read it as a CRUD path).
+        .route("/apis/metrics.k8s.io", axum::routing::any(node::metrics))
+        .route("/apis/metrics.k8s.io/{*rest}", axum::routing::any(node::metrics))
         .fallback(crud::handle)
         .with_state(state)
 }

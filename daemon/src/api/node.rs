@@ -1,5 +1,6 @@
-//! Endpoints that reach this node's machinery through [`NodeOps`]: logs, exec, images; plus
-//! version, discovery and node info.
+//! Endpoints that reach this node's machinery through [`NodeOps`]: logs, exec, images, the
+//! resource metrics API (`metrics.k8s.io/v1beta1`, as metrics-server serves it); plus version,
+//! discovery and node info.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -61,6 +62,43 @@ pub trait NodeOps: Send + Sync + 'static {
     fn logs(&self, pod: Value, options: LogOptions) -> BoxFuture<'_, Result<BoxStream<'static, Bytes>, ApiError>>;
     fn exec(&self, pod: Value, container: String, command: Vec<String>, tty: bool, stdin: bool)
         -> BoxFuture<'_, Result<ExecStreams, ApiError>>;
+    /// What the running containers of each pod used lately; `None` for a pod that is not running
+    /// here or has not been sampled yet (metrics-server leaves such pods out).
+    fn pod_metrics(&self, pods: Vec<Value>) -> BoxFuture<'_, Result<Vec<Option<PodUsage>>, ApiError>>;
+    /// What the node used lately; `None` before it could be sampled.
+    fn node_metrics(&self) -> BoxFuture<'_, Result<Option<NodeUsage>, ApiError>>;
+    /// The node's CPUs and memory.
+    fn node_capacity(&self) -> BoxFuture<'_, Result<Capacity, ApiError>>;
+}
+
+/// What a container (or the node) used over a window: CPU as a rate, memory as the working set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_nanocores: u64,
+    pub memory_bytes: u64,
+}
+
+/// The usage of a pod's running containers, by container name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodUsage {
+    pub containers: Vec<(String, Usage)>,
+    /// When the usage was read (the end of the window).
+    pub timestamp: jiff::Timestamp,
+    pub window: std::time::Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeUsage {
+    pub usage: Usage,
+    pub timestamp: jiff::Timestamp,
+    pub window: std::time::Duration,
+}
+
+/// The node's capacity (Skerry reserves nothing, so this is also what is allocatable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub cpus: u64,
+    pub memory_bytes: u64,
 }
 
 pub async fn version(State(st): State<ApiState>) -> Response {
@@ -78,8 +116,13 @@ pub async fn resources() -> Response {
     axum::Json(json!({"resources": resource::ALL, "legacy": resource::LEGACY})).into_response()
 }
 
+/// The server's facts, and the node's capacity (what `top nodes` divides by).
 pub async fn info(State(st): State<ApiState>) -> Response {
-    axum::Json(serde_json::to_value(&*st.info).expect("json")).into_response()
+    let mut info = serde_json::to_value(&*st.info).expect("json");
+    if let Ok(c) = st.node.node_capacity().await {
+        info["capacity"] = json!({"cpu": c.cpus.to_string(), "memory": format_memory(c.memory_bytes)});
+    }
+    axum::Json(info).into_response()
 }
 
 pub async fn list_images(State(st): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -370,4 +413,410 @@ async fn pump<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(io: S, streams
     w.write_all(&frame::encode(frame::EXIT, &exit)).await?;
     w.flush().await?;
     w.shutdown().await
+}
+
+/// The resource metrics API: what a path under `/apis/metrics.k8s.io` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsTarget {
+    /// `/apis/metrics.k8s.io`: the API group.
+    Group,
+    /// `/apis/metrics.k8s.io/v1beta1`: its resources.
+    Resources,
+    /// `.../pods` (all namespaces), `.../namespaces/{ns}/pods[/{name}]`.
+    Pods { namespace: Option<String>, name: Option<String> },
+    /// `.../nodes[/{name}]`.
+    Nodes { name: Option<String> },
+}
+
+pub const METRICS_GROUP: &str = "metrics.k8s.io";
+const METRICS_VERSION: &str = "metrics.k8s.io/v1beta1";
+
+/// Parses a metrics API path; `None` for anything else under the group.
+pub fn metrics_target(path: &str) -> Option<MetricsTarget> {
+    let rest = path.strip_prefix("/apis/metrics.k8s.io")?.trim_end_matches('/');
+    if rest.is_empty() {
+        return Some(MetricsTarget::Group);
+    }
+    let parts: Vec<&str> = rest.strip_prefix("/v1beta1")?.split('/').skip(1).collect();
+    let owned = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    match parts.as_slice() {
+        [] => Some(MetricsTarget::Resources),
+        ["pods"] => Some(MetricsTarget::Pods { namespace: None, name: None }),
+        ["namespaces", ns, "pods"] => Some(MetricsTarget::Pods { namespace: Some(owned(ns)?), name: None }),
+        ["namespaces", ns, "pods", name] => Some(MetricsTarget::Pods { namespace: Some(owned(ns)?), name: Some(owned(name)?) }),
+        ["nodes"] => Some(MetricsTarget::Nodes { name: None }),
+        ["nodes", name] => Some(MetricsTarget::Nodes { name: Some(owned(name)?) }),
+        _ => None,
+    }
+}
+
+/// CPU as a canonical Kubernetes quantity from nanocores: `"5m"` when whole millicores, else
+/// `"12345n"` (metrics-server's form).
+pub fn format_cpu(nanocores: u64) -> String {
+    match nanocores {
+        0 => "0".into(),
+        n if n.is_multiple_of(1_000_000_000) => format!("{}", n / 1_000_000_000),
+        n if n.is_multiple_of(1_000_000) => format!("{}m", n / 1_000_000),
+        n if n.is_multiple_of(1_000) => format!("{}u", n / 1_000),
+        n => format!("{n}n"),
+    }
+}
+
+/// Memory as a canonical binary quantity: the largest suffix that divides exactly (`"1234Ki"`,
+/// `"12Mi"`), plain bytes otherwise.
+pub fn format_memory(bytes: u64) -> String {
+    if bytes == 0 {
+        return "0".into();
+    }
+    for (shift, suffix) in [(60, "Ei"), (50, "Pi"), (40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")] {
+        if bytes.is_multiple_of(1u64 << shift) {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+/// A duration as Go prints it (`metav1.Duration`): `"10.5s"`, `"1m0.25s"`, `"500ms"`; rounded to
+/// milliseconds, as metrics-server's windows are.
+pub fn format_window(d: std::time::Duration) -> String {
+    let ms = (d.as_nanos() + 500_000) / 1_000_000;
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (secs, frac) = (ms / 1000, ms % 1000);
+    let mut out = String::new();
+    if secs >= 3600 {
+        out.push_str(&format!("{}h", secs / 3600));
+    }
+    if secs >= 60 {
+        out.push_str(&format!("{}m", secs % 3600 / 60));
+    }
+    out.push_str(&(secs % 60).to_string());
+    if frac > 0 {
+        out.push_str(format!(".{frac:03}").trim_end_matches('0'));
+    }
+    out.push('s');
+    out
+}
+
+fn usage_json(u: &Usage) -> Value {
+    json!({"cpu": format_cpu(u.cpu_nanocores), "memory": format_memory(u.memory_bytes)})
+}
+
+/// A `PodMetrics` object for `pod`.
+pub fn pod_metrics_json(pod: &Value, u: &PodUsage) -> Value {
+    let containers: Vec<Value> = u.containers.iter().map(|(name, c)| json!({"name": name, "usage": usage_json(c)})).collect();
+    json!({
+        "kind": "PodMetrics",
+        "apiVersion": METRICS_VERSION,
+        "metadata": {
+            "name": meta::name(pod),
+            "namespace": meta::namespace(pod),
+            "creationTimestamp": meta::now(),
+            "labels": pod.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({})),
+        },
+        "timestamp": meta::timestamp(u.timestamp),
+        "window": format_window(u.window),
+        "containers": containers,
+    })
+}
+
+/// A `NodeMetrics` object.
+pub fn node_metrics_json(name: &str, u: &NodeUsage) -> Value {
+    json!({
+        "kind": "NodeMetrics",
+        "apiVersion": METRICS_VERSION,
+        "metadata": {"name": name, "creationTimestamp": meta::now(), "labels": {}},
+        "timestamp": meta::timestamp(u.timestamp),
+        "window": format_window(u.window),
+        "usage": usage_json(&u.usage),
+    })
+}
+
+fn metrics_list(kind: &str, items: Vec<Value>) -> Response {
+    axum::Json(json!({"kind": kind, "apiVersion": METRICS_VERSION, "metadata": {}, "items": items})).into_response()
+}
+
+/// `GET /apis/metrics.k8s.io/...`: pod and node metrics from [`NodeOps`], for pods bound to this
+/// node and running (a pod not sampled yet is left out, as metrics-server does).
+pub async fn metrics(
+    State(st): State<ApiState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    q: axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    let path = uri.path();
+    let target = metrics_target(path).ok_or_else(|| ApiError::path_not_found(path))?;
+    if method != axum::http::Method::GET {
+        return Err(ApiError::method_not_allowed(method.as_str(), path));
+    }
+    let q = Query::parse(q.0.as_deref())?;
+    let filter = super::crud::Filter::from_query(&q)?;
+    match target {
+        MetricsTarget::Group => Ok(axum::Json(json!({
+            "kind": "APIGroup", "apiVersion": "v1", "name": METRICS_GROUP,
+            "versions": [{"groupVersion": METRICS_VERSION, "version": "v1beta1"}],
+            "preferredVersion": {"groupVersion": METRICS_VERSION, "version": "v1beta1"},
+        }))
+        .into_response()),
+        MetricsTarget::Resources => Ok(axum::Json(json!({
+            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": METRICS_VERSION,
+            "resources": [
+                {"name": "nodes", "singularName": "", "namespaced": false, "kind": "NodeMetrics", "verbs": ["get", "list"]},
+                {"name": "pods", "singularName": "", "namespaced": true, "kind": "PodMetrics", "verbs": ["get", "list"]},
+            ],
+        }))
+        .into_response()),
+        MetricsTarget::Pods { namespace, name } => {
+            let key = resource::PODS.key();
+            let pods: Vec<Value> = match (&namespace, &name) {
+                (Some(ns), Some(n)) => vec![st.store.get(&key, ns, n).await?.ok_or_else(|| ApiError::not_found("pods", n))?],
+                _ => st.store.list(&key, namespace.as_deref()).await?.0.into_iter().filter(|p| filter.matches(p)).collect(),
+            };
+            let usage = st.node.pod_metrics(pods.clone()).await?;
+            let items: Vec<Value> =
+                pods.iter().zip(usage).filter_map(|(p, u)| u.map(|u| pod_metrics_json(p, &u))).collect();
+            match (namespace, name) {
+                (Some(ns), Some(n)) => match items.into_iter().next() {
+                    Some(item) => Ok(axum::Json(item).into_response()),
+                    None => Err(ApiError::not_found("podmetrics.metrics.k8s.io", &format!("{ns}/{n}"))),
+                },
+                _ => Ok(metrics_list("PodMetricsList", items)),
+            }
+        }
+        MetricsTarget::Nodes { name } => {
+            let node = st.info.node_name.clone();
+            if let Some(n) = &name {
+                if *n != node {
+                    return Err(ApiError::not_found("nodes", n));
+                }
+            }
+            // Skerry's node has no labels: a selector matches it only when it asks for nothing.
+            let selected = name.is_some() || filter.matches(&json!({"metadata": {"name": node}}));
+            let usage = if selected { st.node.node_metrics().await? } else { None };
+            let items: Vec<Value> = usage.iter().map(|u| node_metrics_json(&node, u)).collect();
+            match name {
+                Some(n) => items.into_iter().next().map(|i| axum::Json(i).into_response()).ok_or_else(|| ApiError::not_found("nodemetrics.metrics.k8s.io", &n)),
+                None => Ok(metrics_list("NodeMetricsList", items)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn metrics_paths() {
+        let pods = |ns: Option<&str>, name: Option<&str>| {
+            Some(MetricsTarget::Pods { namespace: ns.map(String::from), name: name.map(String::from) })
+        };
+        assert_eq!(metrics_target("/apis/metrics.k8s.io"), Some(MetricsTarget::Group));
+        assert_eq!(metrics_target("/apis/metrics.k8s.io/v1beta1"), Some(MetricsTarget::Resources));
+        assert_eq!(metrics_target("/apis/metrics.k8s.io/v1beta1/pods"), pods(None, None));
+        assert_eq!(metrics_target("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods"), pods(Some("default"), None));
+        assert_eq!(metrics_target("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web/"), pods(Some("default"), Some("web")));
+        assert_eq!(metrics_target("/apis/metrics.k8s.io/v1beta1/nodes"), Some(MetricsTarget::Nodes { name: None }));
+        assert_eq!(metrics_target("/apis/metrics.k8s.io/v1beta1/nodes/n1"), Some(MetricsTarget::Nodes { name: Some("n1".into()) }));
+        for bad in [
+            "/apis/metrics.k8s.io/v1/pods",
+            "/apis/metrics.k8s.io/v1beta1/services",
+            "/apis/metrics.k8s.io/v1beta1/namespaces//pods",
+            "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web/log",
+            "/apis/metrics.k8s.io.evil/v1beta1/pods",
+            "/api/v1/pods",
+        ] {
+            assert_eq!(metrics_target(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(format_cpu(0), "0");
+        assert_eq!(format_cpu(12_345), "12345n");
+        assert_eq!(format_cpu(5_000_000), "5m");
+        assert_eq!(format_cpu(7_000), "7u");
+        assert_eq!(format_cpu(2_000_000_000), "2");
+        assert_eq!(format_cpu(1_500_000_000), "1500m");
+        assert_eq!(format_memory(0), "0");
+        assert_eq!(format_memory(1_263_616), "1234Ki");
+        assert_eq!(format_memory(12 << 20), "12Mi");
+        assert_eq!(format_memory(3 << 30), "3Gi");
+        assert_eq!(format_memory(1500), "1500");
+        assert_eq!(format_window(Duration::from_millis(10_500)), "10.5s");
+        assert_eq!(format_window(Duration::from_micros(20_064_400)), "20.064s");
+        assert_eq!(format_window(Duration::from_secs(1)), "1s");
+        assert_eq!(format_window(Duration::from_millis(60_250)), "1m0.25s");
+        assert_eq!(format_window(Duration::from_millis(500)), "500ms");
+    }
+
+    /// Node operations with fixed usage: 0.25 CPU and 12 MiB per sampled container.
+    struct FakeNode;
+
+    fn unsupported<T>() -> Result<T, ApiError> {
+        Err(ApiError::internal("not in this fake"))
+    }
+
+    impl NodeOps for FakeNode {
+        fn containerd_version(&self) -> BoxFuture<'_, Result<String, ApiError>> {
+            Box::pin(async { unsupported() })
+        }
+        fn list_images(&self) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
+            Box::pin(async { unsupported() })
+        }
+        fn remove_image(&self, _: String) -> BoxFuture<'_, Result<(), ApiError>> {
+            Box::pin(async { unsupported() })
+        }
+        fn import_image(&self, _: PathBuf) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
+            Box::pin(async { unsupported() })
+        }
+        fn pull_image(&self, _: String, _: Option<(String, String)>, _: tokio::sync::mpsc::UnboundedSender<Value>) -> BoxFuture<'_, Result<Value, ApiError>> {
+            Box::pin(async { unsupported() })
+        }
+        fn logs(&self, _: Value, _: LogOptions) -> BoxFuture<'_, Result<BoxStream<'static, Bytes>, ApiError>> {
+            Box::pin(async { unsupported() })
+        }
+        fn exec(&self, _: Value, _: String, _: Vec<String>, _: bool, _: bool) -> BoxFuture<'_, Result<ExecStreams, ApiError>> {
+            Box::pin(async { unsupported() })
+        }
+        fn pod_metrics(&self, pods: Vec<Value>) -> BoxFuture<'_, Result<Vec<Option<PodUsage>>, ApiError>> {
+            let usage = |p: &Value| {
+                // Only running pods bound to n1 are "sampled".
+                (p.pointer("/spec/nodeName").and_then(Value::as_str) == Some("n1") && p.pointer("/status/phase").and_then(Value::as_str) == Some("Running"))
+                    .then(|| PodUsage {
+                        containers: vec![("c".into(), Usage { cpu_nanocores: 250_000_000, memory_bytes: 12 << 20 })],
+                        timestamp: jiff::Timestamp::UNIX_EPOCH,
+                        window: Duration::from_secs(10),
+                    })
+            };
+            let out = pods.iter().map(usage).collect();
+            Box::pin(async move { Ok(out) })
+        }
+        fn node_metrics(&self) -> BoxFuture<'_, Result<Option<NodeUsage>, ApiError>> {
+            let u = NodeUsage { usage: Usage { cpu_nanocores: 1_234_567, memory_bytes: 1 << 30 }, timestamp: jiff::Timestamp::UNIX_EPOCH, window: Duration::from_millis(10_500) };
+            Box::pin(async move { Ok(Some(u)) })
+        }
+        fn node_capacity(&self) -> BoxFuture<'_, Result<Capacity, ApiError>> {
+            Box::pin(async { Ok(Capacity { cpus: 2, memory_bytes: 4 << 30 }) })
+        }
+    }
+
+    fn pod(ns: &str, name: &str, node: &str, phase: &str, labels: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "uid": format!("u-{name}"), "labels": labels},
+               "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}, "status": {"phase": phase}})
+    }
+
+    /// Serves the real router (fake node, in-memory store) on a socket; returns a request function.
+    async fn serve() -> (tempfile::TempDir, impl Fn(&'static str, String) -> BoxFuture<'static, (u16, Value)>) {
+        let store = crate::store::Store::in_memory().unwrap();
+        for p in [
+            pod("default", "web", "n1", "Running", json!({"app": "web"})),
+            pod("default", "db", "n1", "Running", json!({"app": "db"})),
+            pod("default", "new", "n1", "Pending", json!({})),
+            pod("default", "elsewhere", "n2", "Running", json!({})),
+            pod("other", "job", "n1", "Running", json!({})),
+        ] {
+            store.apply(crate::store::Command::Create { resource: resource::PODS.key(), object: p }).await.unwrap();
+        }
+        let state = ApiState {
+            store,
+            info: Arc::new(super::super::ServerInfo {
+                node_name: "n1".into(),
+                socket: String::new(),
+                containerd_socket: String::new(),
+                containerd_namespace: String::new(),
+                data_dir: String::new(),
+            }),
+            node: Arc::new(FakeNode),
+            services: Arc::new(super::super::services::ServiceNet {
+                cidr: ("10.96.0.0".parse().unwrap(), 12),
+                dns_ip: "10.96.0.10".parse().unwrap(),
+                node_ports: (30000, 32767),
+                lock: Default::default(),
+            }),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("api.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        tokio::spawn(super::super::serve(listener, state));
+        let request = move |method: &'static str, path: String| -> BoxFuture<'static, (u16, Value)> {
+            let socket = socket.clone();
+            Box::pin(async move {
+                let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+                let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+                tokio::spawn(conn);
+                let req = axum::http::Request::builder().method(method).uri(path).header("host", "localhost").body(Body::empty()).unwrap();
+                let resp = send.send_request(req).await.unwrap();
+                let code = resp.status().as_u16();
+                let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+                (code, serde_json::from_slice(&body).unwrap_or(Value::Null))
+            })
+        };
+        (dir, request)
+    }
+
+    fn names(list: &Value) -> Vec<String> {
+        list["items"].as_array().unwrap().iter().map(|i| format!("{}/{}", i["metadata"]["namespace"].as_str().unwrap_or(""), i["metadata"]["name"].as_str().unwrap())).collect()
+    }
+
+    #[tokio::test]
+    async fn metrics_routes_come_before_the_crud_fallback() {
+        let (_dir, get) = serve().await;
+        const V: &str = "/apis/metrics.k8s.io/v1beta1";
+
+        let (code, list) = get("GET", format!("{V}/namespaces/default/pods")).await;
+        assert_eq!(code, 200, "{list}");
+        assert_eq!(list["kind"], "PodMetricsList");
+        assert_eq!(names(&list), ["default/db", "default/web"], "running pods on this node only");
+        let web = &list["items"][1];
+        assert_eq!(web["apiVersion"], "metrics.k8s.io/v1beta1");
+        assert_eq!(web["kind"], "PodMetrics");
+        assert_eq!(web["metadata"]["labels"]["app"], "web");
+        assert_eq!(web["window"], "10s");
+        assert_eq!(web["timestamp"], "1970-01-01T00:00:00Z");
+        assert_eq!(web["containers"], json!([{"name": "c", "usage": {"cpu": "250m", "memory": "12Mi"}}]));
+
+        let (_, list) = get("GET", format!("{V}/pods")).await;
+        assert_eq!(names(&list), ["default/db", "default/web", "other/job"]);
+        let (_, list) = get("GET", format!("{V}/namespaces/default/pods?labelSelector=app%3Dweb")).await;
+        assert_eq!(names(&list), ["default/web"]);
+
+        let (code, one) = get("GET", format!("{V}/namespaces/default/pods/web")).await;
+        assert_eq!((code, one["metadata"]["name"].as_str()), (200, Some("web")));
+        let (code, status) = get("GET", format!("{V}/namespaces/default/pods/new")).await;
+        assert_eq!((code, status["message"].as_str()), (404, Some("podmetrics.metrics.k8s.io \"default/new\" not found")));
+        let (code, status) = get("GET", format!("{V}/namespaces/default/pods/nope")).await;
+        assert_eq!((code, status["message"].as_str()), (404, Some("pods \"nope\" not found")));
+
+        let (code, nodes) = get("GET", format!("{V}/nodes")).await;
+        assert_eq!(code, 200);
+        assert_eq!(nodes["kind"], "NodeMetricsList");
+        assert_eq!(nodes["items"][0]["metadata"]["name"], "n1");
+        assert_eq!(nodes["items"][0]["usage"], json!({"cpu": "1234567n", "memory": "1Gi"}));
+        assert_eq!(nodes["items"][0]["window"], "10.5s");
+        let (code, node) = get("GET", format!("{V}/nodes/n1")).await;
+        assert_eq!((code, node["kind"].as_str()), (200, Some("NodeMetrics")));
+        let (code, status) = get("GET", format!("{V}/nodes/n9")).await;
+        assert_eq!((code, status["message"].as_str()), (404, Some("nodes \"n9\" not found")));
+        let (_, nodes) = get("GET", format!("{V}/nodes?labelSelector=role%3Dedge")).await;
+        assert_eq!(nodes["items"], json!([]));
+
+        let (code, resources) = get("GET", V.to_string()).await;
+        assert_eq!((code, resources["kind"].as_str()), (200, Some("APIResourceList")));
+        let (code, status) = get("GET", format!("{V}/services")).await;
+        assert_eq!((code, status["kind"].as_str()), (404, Some("Status")));
+        let (code, status) = get("DELETE", format!("{V}/nodes/n1")).await;
+        assert_eq!((code, status["reason"].as_str()), (405, Some("MethodNotAllowed")));
+
+        // The capacity `top nodes` divides by.
+        let (_, info) = get("GET", "/skerry/v1/info".into()).await;
+        assert_eq!(info["capacity"], json!({"cpu": "2", "memory": "4Gi"}));
+    }
 }
