@@ -358,18 +358,45 @@ async fn update(st: ApiState, target: Target, body: &[u8], status_only: bool) ->
     Ok(json_response(StatusCode::OK, &obj, &warnings))
 }
 
+/// How often a write that names no resourceVersion is retried from a fresh read when another
+/// writer (a controller's status update) got in between, as the API server's GuaranteedUpdate.
+const UNCONDITIONAL_RETRIES: usize = 8;
+
+/// Runs `attempt` again after a 409 when the request named no resourceVersion.
+async fn retrying<T, F, Fut>(unconditional: bool, mut attempt: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(e) if unconditional && e.code == StatusCode::CONFLICT && tries < UNCONDITIONAL_RETRIES => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 async fn patch(st: ApiState, target: Target, headers: &HeaderMap, _q: &Query, body: &[u8]) -> Result<Response, ApiError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let patch = parse_body(body)?;
+    let unconditional = patch.pointer("/metadata/resourceVersion").is_none_or(Value::is_null);
     if content_type.starts_with("application/apply-patch") {
-        return apply(st, target, patch).await;
+        return retrying(unconditional, || apply(st.clone(), target.clone(), patch.clone())).await;
     }
-    let old = fetch(&st, &target).await?;
+    let content_type = content_type.split(';').next().unwrap_or("");
+    let (obj, warnings) = retrying(unconditional, || patch_once(&st, &target, content_type, &patch)).await?;
+    Ok(json_response(StatusCode::OK, &obj, &warnings))
+}
+
+/// Reads the object, patches it and stores the result.
+async fn patch_once(st: &ApiState, target: &Target, content_type: &str, patch: &Value) -> Result<(Value, Vec<String>), ApiError> {
+    let old = fetch(st, target).await?;
     let mut new = old.clone();
-    match content_type.split(';').next().unwrap_or("") {
-        "application/merge-patch+json" => objects::merge_patch(&mut new, &patch),
-        "application/strategic-merge-patch+json" => objects::patch::strategic_merge(&mut new, &patch),
-        "application/json-patch+json" => objects::patch::json_patch(&mut new, &patch).map_err(|e| {
+    match content_type {
+        "application/merge-patch+json" => objects::merge_patch(&mut new, patch),
+        "application/strategic-merge-patch+json" => objects::patch::strategic_merge(&mut new, patch),
+        "application/json-patch+json" => objects::patch::json_patch(&mut new, patch).map_err(|e| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", format!("the JSON patch could not be applied: {e}"))
         })?,
         other => {
@@ -384,8 +411,8 @@ async fn patch(st: ApiState, target: Target, headers: &HeaderMap, _q: &Query, bo
     if new.pointer("/metadata/resourceVersion") == old.pointer("/metadata/resourceVersion") {
         meta::metadata_mut(&mut new).remove("resourceVersion");
     }
-    let (obj, warnings, _) = replace(&st, &target, &old, new, false).await?;
-    Ok(json_response(StatusCode::OK, &obj, &warnings))
+    let (obj, warnings, _) = replace(st, target, &old, new, false).await?;
+    Ok((obj, warnings))
 }
 
 /// Server-side apply: create, or three-way merge with the last applied manifest.
@@ -558,4 +585,27 @@ async fn delete_collection(st: ApiState, target: Target, q: &Query, body: &[u8])
     }
     let list = json!({"kind": format!("{}List", target.rt.kind), "apiVersion": target.rt.api_version(), "metadata": {"resourceVersion": revision.to_string()}, "items": items});
     Ok(json_response(StatusCode::OK, &list, &[]))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn unconditional_writes_retry_conflicts_and_conditional_ones_do_not() {
+        let conflict = || ApiError::new(StatusCode::CONFLICT, "Conflict", "the object has been modified");
+        let calls = Cell::new(0);
+        let attempt = || async {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 { Err(conflict()) } else { Ok(calls.get()) }
+        };
+        assert_eq!(retrying(true, attempt).await.unwrap(), 3);
+        calls.set(0);
+        let e = retrying(false, attempt).await.unwrap_err();
+        assert_eq!((e.code, calls.get()), (StatusCode::CONFLICT, 1));
+        let always = || async { Err::<(), _>(conflict()) };
+        assert!(retrying(true, always).await.is_err(), "gives up after a bounded number of tries");
+    }
 }
