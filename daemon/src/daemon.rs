@@ -48,6 +48,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
     controllers::namespace::ensure_built_in(&store).await?;
     controllers::endpoints::ensure_kube_dns(&store, config.cluster_dns).await?;
+    controllers::volumes::ensure_default_class(&store).await?;
 
     let node_ip = match config.node_ip {
         Some(ip) => ip,
@@ -105,7 +106,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     tasks.spawn(controllers::namespace::run(store.clone(), shutdown.clone()));
     tasks.spawn(controllers::endpoints::run(store.clone(), node_ip.to_string(), shutdown.clone()));
     tasks.spawn(controllers::replicaset::run(store.clone(), config.node_name.clone(), shutdown.clone()));
+    tasks.spawn(controllers::volumes::run(store.clone(), config.data_dir.clone(), shutdown.clone()));
     tasks.spawn(controllers::deployment::run(store.clone(), config.node_name.clone(), shutdown.clone()));
+    tasks.spawn(controllers::gc::run(store.clone(), shutdown.clone()));
+    tasks.spawn(agent::metrics::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(agent::run(ctx, shutdown.clone()));
     let proxy_config = crate::net::services::ProxyConfig {
         service_cidr: config.service_cidr,
