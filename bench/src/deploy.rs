@@ -61,6 +61,11 @@ pub struct DeployArgs {
     /// Copy skerryd's log here at the end (also on failure).
     #[arg(long)]
     keep_log: Option<PathBuf>,
+    /// Record `perf record -a -e cpu-clock` (system-wide samples) around the first create and
+    /// floor run of each size into this directory (`create-N.data`, `floor-N.data`); read them
+    /// with `perf report -i FILE --sort comm` to see which processes the time goes to.
+    #[arg(long)]
+    perf_dir: Option<PathBuf>,
     /// Also watch the pods during the create runs and report when the last one was created,
     /// bound and Running (the watch costs skerryd a little).
     #[arg(long)]
@@ -174,8 +179,11 @@ async fn measure_skerry(args: &DeployArgs, env: &Env, floor: &skerryd::runtime::
             } else {
                 None
             };
+            let perf = if rep == 0 { Perf::start(args.perf_dir.as_deref(), &format!("create-{n}")).await? } else { None };
             let started = Instant::now();
-            let c = deploy_create(skerryd, &v1, n, timeout).await?;
+            let c = deploy_create(skerryd, &v1, n, timeout).await;
+            drop(perf);
+            let c = c?;
             if let Some(watch) = watch {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 watch.abort();
@@ -184,7 +192,10 @@ async fn measure_skerry(args: &DeployArgs, env: &Env, floor: &skerryd::runtime::
             }
             let u = deploy_update(skerryd, &v2, n, timeout).await?;
             let d = deploy_delete(skerryd, timeout).await?;
-            let f = floor_once(floor, env, n, &COMMAND).await?;
+            let perf = if rep == 0 { Perf::start(args.perf_dir.as_deref(), &format!("floor-{n}")).await? } else { None };
+            let f = floor_once(floor, env, n, &COMMAND).await;
+            drop(perf);
+            let f = f?;
             eprintln!("N={n} run {}/{}: skerry create {} update {} delete {}; floor {}", rep + 1, args.reps, secs(c), secs(u), secs(d), secs(f));
             size.create.push(c);
             size.update.push(u);
@@ -193,6 +204,35 @@ async fn measure_skerry(args: &DeployArgs, env: &Env, floor: &skerryd::runtime::
         }
     }
     Ok(())
+}
+
+/// A running `perf record -a`; dropping it stops it (SIGINT by PID) and waits until it wrote
+/// its file.
+struct Perf(std::process::Child);
+
+impl Perf {
+    async fn start(dir: Option<&Path>, name: &str) -> Result<Option<Perf>> {
+        let Some(dir) = dir else { return Ok(None) };
+        std::fs::create_dir_all(dir)?;
+        let child = std::process::Command::new("perf")
+            .args(["record", "-a", "-q", "-e", "cpu-clock", "-F", "997", "-o"])
+            .arg(dir.join(format!("{name}.data")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("running perf (apt-get install linux-perf)")?;
+        // perf needs a moment to open its events; this is outside the measured time.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(Some(Perf(child)))
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by PID.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let _ = self.0.wait();
+    }
 }
 
 /// A Deployment `bench` of `n` replicas, with the template's image at tag `bench` (v1) and
