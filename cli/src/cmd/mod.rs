@@ -19,6 +19,7 @@ pub mod patch;
 pub mod rollout;
 pub mod scale;
 pub mod set;
+pub mod top;
 pub mod version;
 
 use std::ffi::OsString;
@@ -85,6 +86,9 @@ pub enum Command {
     Logs(logs::Args),
     /// Execute a command in a container
     Exec(exec::Args),
+    /// Display resource (CPU/memory) usage
+    #[command(subcommand)]
+    Top(top::Command),
     /// Print the client and server version information
     Version(version::Args),
     /// Display cluster information
@@ -172,6 +176,7 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Expose(a) => expose::run(ctx, a).await,
         Command::Logs(a) => logs::run(ctx, a).await,
         Command::Exec(a) => exec::run(ctx, a).await,
+        Command::Top(c) => top::run(ctx, c).await,
         Command::Version(a) => version::run(ctx, a).await,
         Command::ClusterInfo(a) => cluster_info::run(ctx, a).await,
         Command::Image(c) => image::run(ctx, c).await,
