@@ -228,8 +228,8 @@ pub fn pod_table(mut rows: Vec<PodRow>, containers: bool, with_namespace: bool, 
     }
     match sort {
         SortBy::Name => {}
-        SortBy::Cpu => rows.sort_by(|a, b| b.total().nanocores.cmp(&a.total().nanocores)),
-        SortBy::Memory => rows.sort_by(|a, b| b.total().bytes.cmp(&a.total().bytes)),
+        SortBy::Cpu => rows.sort_by_key(|r| std::cmp::Reverse(r.total().nanocores)),
+        SortBy::Memory => rows.sort_by_key(|r| std::cmp::Reverse(r.total().bytes)),
     }
     for row in &rows {
         let prefix: Vec<String> = if with_namespace { vec![row.namespace.clone()] } else { Vec::new() };
@@ -238,8 +238,8 @@ pub fn pod_table(mut rows: Vec<PodRow>, containers: bool, with_namespace: bool, 
             cs.sort_by(|a, b| a.0.cmp(&b.0));
             match sort {
                 SortBy::Name => {}
-                SortBy::Cpu => cs.sort_by(|a, b| b.1.nanocores.cmp(&a.1.nanocores)),
-                SortBy::Memory => cs.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes)),
+                SortBy::Cpu => cs.sort_by_key(|c| std::cmp::Reverse(c.1.nanocores)),
+                SortBy::Memory => cs.sort_by_key(|c| std::cmp::Reverse(c.1.bytes)),
             }
             for (name, u) in cs {
                 let mut line = prefix.clone();
@@ -269,7 +269,7 @@ pub fn node_table(mut rows: Vec<NodeRow>, no_headers: bool, sort: SortBy) -> Str
     rows.sort_by(|a, b| (a.usage.is_none(), &a.name).cmp(&(b.usage.is_none(), &b.name)));
     let key = |r: &NodeRow| r.usage.as_ref().map(|u| if sort == SortBy::Cpu { u.nanocores } else { u.bytes });
     if sort != SortBy::Name {
-        rows.sort_by(|a, b| key(b).cmp(&key(a)));
+        rows.sort_by_key(|r| std::cmp::Reverse(key(r)));
     }
     for row in rows {
         let mut line = vec![row.name.clone()];
