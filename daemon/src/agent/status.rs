@@ -47,6 +47,15 @@ pub fn backoff(backoff_steps: u32) -> Duration {
     (BACKOFF_START * factor as u32).min(BACKOFF_MAX)
 }
 
+/// The wait before restarting an exited container, as kubelet: the first restart is at once,
+/// then 10 s doubling to 5 min (`backoff_steps` restarts already counted towards it).
+pub fn restart_delay(backoff_steps: u32) -> Duration {
+    match backoff_steps {
+        0 => Duration::ZERO,
+        n => backoff(n - 1),
+    }
+}
+
 /// The pure step of a container's lifecycle.
 pub fn decide(policy: &str, observed: &Observed, backoff_steps: u32, now: jiff::Timestamp) -> Decision {
     match observed {
@@ -56,7 +65,7 @@ pub fn decide(policy: &str, observed: &Observed, backoff_steps: u32, now: jiff::
             if !restarts(policy, *code) {
                 return Decision::Keep;
             }
-            let wait = backoff(backoff_steps);
+            let wait = restart_delay(backoff_steps);
             let elapsed = now.duration_since(*finished_at).unsigned_abs();
             if elapsed >= wait {
                 Decision::Start
@@ -216,9 +225,10 @@ mod tests {
         let exited = |code| Observed::Exited { code, signal: None, started_at: None, finished_at: at(0), oom: false };
         assert_eq!(decide("Always", &Observed::Absent, 0, at(0)), Decision::Start);
         assert_eq!(decide("Always", &Observed::Running { started_at: at(0) }, 0, at(5)), Decision::Keep);
-        assert_eq!(decide("Always", &exited(0), 0, at(4)), Decision::Wait(Duration::from_secs(6)));
-        assert_eq!(decide("Always", &exited(0), 0, at(10)), Decision::Start);
-        assert_eq!(decide("Always", &exited(1), 2, at(30)), Decision::Wait(Duration::from_secs(10)));
+        assert_eq!(decide("Always", &exited(0), 0, at(0)), Decision::Start, "the first restart is at once");
+        assert_eq!(decide("Always", &exited(0), 1, at(4)), Decision::Wait(Duration::from_secs(6)));
+        assert_eq!(decide("Always", &exited(0), 1, at(10)), Decision::Start);
+        assert_eq!(decide("Always", &exited(1), 3, at(30)), Decision::Wait(Duration::from_secs(10)));
         assert_eq!(decide("OnFailure", &exited(0), 0, at(60)), Decision::Keep);
         assert_eq!(decide("OnFailure", &exited(2), 0, at(60)), Decision::Start);
         assert_eq!(decide("Never", &exited(2), 0, at(60)), Decision::Keep);

@@ -310,7 +310,7 @@ impl Worker {
             Decision::Wait(d) => {
                 memo.waiting = Some((
                     "CrashLoopBackOff".into(),
-                    format!("back-off {} restarting failed container={name} pod={}_{}({})", fmt_secs(status::backoff(memo.backoff_steps)), self.name, self.namespace, self.uid),
+                    format!("back-off {} restarting failed container={name} pod={}_{}({})", fmt_secs(status::restart_delay(memo.backoff_steps)), self.name, self.namespace, self.uid),
                 ));
                 if let Observed::Exited { .. } = observed {
                     memo.last_state = status::state_json(&observed, &format!("containerd://{id}"));
