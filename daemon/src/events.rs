@@ -137,12 +137,7 @@ pub async fn expire(store: &Store, ttl: std::time::Duration) -> Result<usize, cr
     for ev in events {
         let last = meta::parse_time(ev.get("lastTimestamp")).or_else(|| meta::parse_time(ev.pointer("/metadata/creationTimestamp")));
         if last.is_some_and(|t| t < cutoff) {
-            let cmd = Command::Delete {
-                resource: resource::EVENTS.key(),
-                namespace: meta::namespace(&ev).to_string(),
-                name: meta::name(&ev).to_string(),
-                uid: Some(meta::uid(&ev).to_string()),
-            };
+            let cmd = Command::delete_of(resource::EVENTS.key(), &ev);
             if store.apply(cmd).await.is_ok() {
                 removed += 1;
             }

@@ -523,12 +523,7 @@ async fn delete(st: ApiState, target: Target, q: &Query, body: &[u8]) -> Result<
 pub async fn delete_object(st: &ApiState, rt: &ResourceType, obj: Value, options: DeleteOptions) -> Result<Value, ApiError> {
     let grace = options.grace;
     let name = meta::name(&obj).to_string();
-    let remove = || Command::Delete {
-        resource: rt.key(),
-        namespace: meta::namespace(&obj).to_string(),
-        name: name.clone(),
-        uid: Some(meta::uid(&obj).to_string()),
-    };
+    let remove = || Command::delete_of(rt.key(), &obj);
     match rt.kind {
         "Pod" => {
             let grace = objects::pod::grace_period(&obj, grace);

@@ -915,12 +915,7 @@ impl Sync<'_> {
             if status_count(set, "replicas") != 0 || spec_replicas(set) != 0 || !status_current(set) {
                 continue;
             }
-            let cmd = Command::Delete {
-                resource: resource::REPLICA_SETS.key(),
-                namespace: meta::namespace(set).into(),
-                name: meta::name(set).into(),
-                uid: Some(meta::uid(set).into()),
-            };
+            let cmd = Command::delete_of(resource::REPLICA_SETS.key(), set);
             match self.ctl.store.apply(cmd).await {
                 Ok(_) => meta::set(&mut self.sets[i], "deletionTimestamp", meta::timestamp(self.now)),
                 Err(e) if rs::benign(&e) => {}

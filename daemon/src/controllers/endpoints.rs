@@ -129,12 +129,7 @@ async fn reconcile(store: &Store, node_ip: &str) -> Result<(), StoreError> {
     // Endpoints of Services that are gone go with them.
     let live: std::collections::HashSet<(String, String)> = services.iter().map(key).collect();
     for ep in endpoints.iter().filter(|e| !live.contains(&key(e))) {
-        let cmd = Command::Delete {
-            resource: resource::ENDPOINTS.key(),
-            namespace: meta::namespace(ep).into(),
-            name: meta::name(ep).into(),
-            uid: Some(meta::uid(ep).into()),
-        };
+        let cmd = Command::delete_of(resource::ENDPOINTS.key(), ep);
         match store.apply(cmd).await {
             Ok(_) | Err(StoreError::NotFound { .. }) | Err(StoreError::Conflict { .. }) => {}
             Err(e) => return Err(e),

@@ -127,12 +127,7 @@ pub fn delete_command(rt: &ResourceType, obj: &Value, foreground: bool) -> Comma
 }
 
 fn remove(rt: &ResourceType, obj: &Value) -> Command {
-    Command::Delete {
-        resource: rt.key(),
-        namespace: meta::namespace(obj).to_string(),
-        name: meta::name(obj).to_string(),
-        uid: Some(meta::uid(obj).to_string()),
-    }
+    Command::delete_of(rt.key(), obj)
 }
 
 /// The object as it looks once a foreground deletion has begun.

@@ -57,12 +57,7 @@ pub async fn reconcile(store: &Store, ns: &Value) -> Result<(), StoreError> {
 }
 
 fn delete(resource: &str, obj: &Value) -> Command {
-    Command::Delete {
-        resource: resource.to_string(),
-        namespace: meta::namespace(obj).to_string(),
-        name: meta::name(obj).to_string(),
-        uid: Some(meta::uid(obj).to_string()),
-    }
+    Command::delete_of(resource, obj)
 }
 
 pub async fn run(store: Store, shutdown: CancellationToken) {

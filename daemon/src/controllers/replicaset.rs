@@ -317,12 +317,7 @@ fn instance(template: &Value, now: Timestamp) -> Value {
 pub fn delete_pod(pod: &Value, now: Timestamp) -> Command {
     let grace = objects::pod::grace_period(pod, None);
     if grace == 0 || !assigned(pod) {
-        return Command::Delete {
-            resource: resource::PODS.key(),
-            namespace: meta::namespace(pod).into(),
-            name: meta::name(pod).into(),
-            uid: Some(meta::uid(pod).into()),
-        };
+        return Command::delete_of(resource::PODS.key(), pod);
     }
     Command::Update { resource: resource::PODS.key(), object: objects::pod::begin_deletion(pod, grace, now) }
 }

@@ -568,12 +568,7 @@ impl Controller {
                 return Ok(Some(pv));
             }
         }
-        let delete = Command::Delete {
-            resource: resource::PERSISTENT_VOLUMES.key(),
-            namespace: String::new(),
-            name: meta::name(&pv).to_string(),
-            uid: Some(meta::uid(&pv).to_string()),
-        };
+        let delete = Command::delete_of(resource::PERSISTENT_VOLUMES.key(), &pv);
         match self.store.apply(delete).await {
             Ok(_) | Err(StoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),

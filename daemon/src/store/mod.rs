@@ -40,6 +40,18 @@ pub enum Command {
     Delete { resource: String, namespace: String, name: String, uid: Option<String> },
 }
 
+impl Command {
+    /// Deletes exactly `object` (by namespace, name and uid) of `resource`.
+    pub fn delete_of(resource: impl Into<String>, object: &Value) -> Command {
+        Command::Delete {
+            resource: resource.into(),
+            namespace: meta::namespace(object).to_string(),
+            name: meta::name(object).to_string(),
+            uid: Some(meta::uid(object).to_string()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum EventType {
