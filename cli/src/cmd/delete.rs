@@ -14,18 +14,8 @@ use crate::resources::{parse_targets, ApiResource};
 pub struct Args {
     /// TYPE [NAME...] or TYPE/NAME...
     pub resources: Vec<String>,
-    /// Files, folders, URLs or `-` naming the objects to delete
-    #[arg(short = 'f', long = "filename")]
-    pub files: Vec<String>,
-    /// Process the folders given with -f recursively
-    #[arg(short = 'R', long)]
-    pub recursive: bool,
-    /// Delete the objects matching this label selector
-    #[arg(short = 'l', long)]
-    pub selector: Option<String>,
-    /// Delete all objects of the given types in the namespace
-    #[arg(long)]
-    pub all: bool,
+    #[command(flatten)]
+    pub selection: super::objects::Selection,
     /// Seconds given to the object to terminate gracefully (-1: the object's own)
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub grace_period: i64,
@@ -91,11 +81,11 @@ pub async fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
 
     let mut errors = Vec::new();
     let mut victims = Vec::new();
-    if !args.files.is_empty() {
+    if !args.selection.files.is_empty() {
         if !args.resources.is_empty() {
             return Err(Error::msg("there is no need to specify a resource type as a separate argument when passing arguments with -f"));
         }
-        let (planned, errs) = plan_manifests(ctx, &args.files, args.recursive).await?;
+        let (planned, errs) = plan_manifests(ctx, &args.selection.files, args.selection.recursive).await?;
         errors.extend(errs);
         for p in planned {
             match p.name {
@@ -113,7 +103,7 @@ pub async fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
         let targets = parse_targets(&disc, &args.resources)?;
         for t in targets.targets {
             if !t.names.is_empty() {
-                if args.all || args.selector.is_some() {
+                if args.selection.all || args.selection.selector.is_some() {
                     return Err(Error::msg("name cannot be provided when a selector is specified"));
                 }
                 for name in t.names {
@@ -121,7 +111,7 @@ pub async fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
                 }
                 continue;
             }
-            for item in ctx.select(&t.resource, args.all, args.selector.as_ref()).await? {
+            for item in ctx.select(&t.resource, args.selection.all, args.selection.selector.as_ref()).await? {
                 let name = item["metadata"]["name"].as_str().unwrap_or("").to_string();
                 victims.push(Victim { resource: t.resource.clone(), namespace: ctx.namespace.clone(), name });
             }
