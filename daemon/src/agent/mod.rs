@@ -15,6 +15,7 @@ mod files;
 pub mod metrics;
 mod node_ops;
 pub mod probe;
+pub mod resources;
 pub mod sandbox;
 pub mod status;
 mod worker;

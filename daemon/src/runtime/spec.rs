@@ -46,8 +46,15 @@ pub struct SpecInput {
     pub cgroups_path: String,
     /// Memory limit in bytes.
     pub memory_limit: Option<i64>,
-    /// CPU shares (cgroup v1 semantics; runc converts for v2).
+    /// Memory + swap limit in bytes (v1 `memory.memsw.limit_in_bytes`; runc turns it into
+    /// `memory.swap.max` = swap − limit on v2). Equal to the limit means no swap; set it only
+    /// where the host has swap accounting, or runc fails to write the file.
+    pub memory_swap: Option<i64>,
+    /// CPU shares (cgroup v1 semantics; runc converts them to `cpu.weight` on v2).
     pub cpu_shares: Option<u64>,
+    /// CFS quota and period in µs (`cpu.cfs_quota_us`/`cpu.cfs_period_us`; `cpu.max` on v2).
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<u64>,
 }
 
 /// Docker's default capability set.
@@ -130,13 +137,32 @@ fn namespaces(input: &SpecInput) -> Vec<Value> {
     ns
 }
 
+/// `linux.resources`: the device rule, then memory and CPU members only for values set (an
+/// absent member leaves runc's default, unlimited).
 fn resources(input: &SpecInput) -> Value {
     let mut r = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let mut memory = serde_json::Map::new();
     if let Some(limit) = input.memory_limit {
-        r["memory"] = json!({"limit": limit});
+        memory.insert("limit".into(), json!(limit));
     }
+    if let Some(swap) = input.memory_swap {
+        memory.insert("swap".into(), json!(swap));
+    }
+    if !memory.is_empty() {
+        r["memory"] = Value::Object(memory);
+    }
+    let mut cpu = serde_json::Map::new();
     if let Some(shares) = input.cpu_shares {
-        r["cpu"] = json!({"shares": shares});
+        cpu.insert("shares".into(), json!(shares));
+    }
+    if let Some(quota) = input.cpu_quota {
+        cpu.insert("quota".into(), json!(quota));
+    }
+    if let Some(period) = input.cpu_period {
+        cpu.insert("period".into(), json!(period));
+    }
+    if !cpu.is_empty() {
+        r["cpu"] = Value::Object(cpu);
     }
     r
 }
@@ -234,6 +260,7 @@ mod tests {
             cgroups_path: "/skerry/p/c".into(),
             memory_limit: Some(64 << 20),
             cpu_shares: None,
+            ..Default::default()
         };
         let caps = json!(DEFAULT_CAPABILITIES);
         let expected = json!({
@@ -274,6 +301,30 @@ mod tests {
             }
         });
         assert_eq!(build_spec(&input), expected);
+    }
+
+    #[test]
+    fn resources_render_for_runc() {
+        let spec = build_spec(&SpecInput {
+            memory_limit: Some(32 << 20),
+            memory_swap: Some(32 << 20),
+            cpu_shares: Some(512),
+            cpu_quota: Some(50_000),
+            cpu_period: Some(100_000),
+            ..Default::default()
+        });
+        assert_eq!(
+            spec["linux"]["resources"],
+            json!({
+                "devices": [{"allow": false, "access": "rwm"}],
+                "memory": {"limit": 33554432, "swap": 33554432},
+                "cpu": {"shares": 512, "quota": 50000, "period": 100000}
+            })
+        );
+        let best_effort = build_spec(&SpecInput { cpu_shares: Some(2), ..Default::default() });
+        assert_eq!(best_effort["linux"]["resources"], json!({"devices": [{"allow": false, "access": "rwm"}], "cpu": {"shares": 2}}));
+        let none = build_spec(&SpecInput::default());
+        assert_eq!(none["linux"]["resources"], json!({"devices": [{"allow": false, "access": "rwm"}]}), "no empty members");
     }
 
     #[test]
