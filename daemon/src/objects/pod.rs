@@ -1,6 +1,6 @@
 //! Pod defaulting and validation, with Kubernetes' defaults and field paths.
 
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe};
 
 use super::validation::dns1123_label;
 use super::Cause;
@@ -21,7 +21,105 @@ pub fn default(pod: &mut Pod) {
     }
     let status = pod.status.get_or_insert_with(Default::default);
     status.phase.get_or_insert_with(|| "Pending".into());
-    status.qos_class.get_or_insert_with(|| "BestEffort".into());
+    // Computed, never taken from the client, as the API server does.
+    status.qos_class = Some(qos_class(spec).into());
+}
+
+/// The API server's defaulting: a resource with a limit and no request requests its limit.
+fn default_requests(c: &mut Container) {
+    let Some(resources) = c.resources.as_mut() else { return };
+    let Some(limits) = resources.limits.as_ref() else { return };
+    let requests = resources.requests.get_or_insert_with(Default::default);
+    for (name, q) in limits {
+        requests.entry(name.clone()).or_insert_with(|| q.clone());
+    }
+}
+
+/// A resource quantity in the unit it is compared in: millicores for `cpu`, whole units
+/// (bytes) for everything else.
+fn resource_value(name: &str, q: &str) -> Result<u64, String> {
+    if name == "cpu" {
+        super::quantity::parse_cpu_millis(q)
+    } else {
+        super::quantity::parse_bytes(q)
+    }
+}
+
+/// kubelet's and the API server's QoS class (`ComputePodQOS`), from the (defaulted) requests
+/// and limits of every container and init container, counting `cpu` and `memory` only:
+/// nothing set anywhere is `BestEffort`; every container limiting both with the pod's summed
+/// requests equal to its summed limits is `Guaranteed`; anything else `Burstable`.
+pub fn qos_class(spec: &PodSpec) -> &'static str {
+    use std::collections::BTreeMap;
+    let (mut requests, mut limits) = (BTreeMap::<&str, u64>::new(), BTreeMap::<&str, u64>::new());
+    let mut guaranteed = true;
+    for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+        let r = c.resources.as_ref();
+        let add = |list: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+                       into: &mut BTreeMap<&str, u64>| {
+            let mut found = Vec::new();
+            for name in ["cpu", "memory"] {
+                let value = list.and_then(|l| l.get(name)).and_then(|q| resource_value(name, &q.0).ok()).unwrap_or(0);
+                if value > 0 {
+                    *into.entry(name).or_default() += value;
+                    found.push(name);
+                }
+            }
+            found
+        };
+        add(r.and_then(|r| r.requests.as_ref()), &mut requests);
+        if add(r.and_then(|r| r.limits.as_ref()), &mut limits).len() < 2 {
+            guaranteed = false;
+        }
+    }
+    if requests.is_empty() && limits.is_empty() {
+        return "BestEffort";
+    }
+    if guaranteed && requests.len() == limits.len() && requests.iter().all(|(name, r)| limits.get(name) == Some(r)) {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// The API server's `ValidateResourceRequirements`: standard names, quantities that parse
+/// and are not negative, requests at most their limits (equal for resources that cannot be
+/// overcommitted: huge pages and extended resources).
+fn validate_resources(c: &Container, path: &str, causes: &mut Vec<Cause>) {
+    let Some(r) = &c.resources else { return };
+    let empty = Default::default();
+    let limits = r.limits.as_ref().unwrap_or(&empty);
+    let requests = r.requests.as_ref().unwrap_or(&empty);
+    let check = |list: &str, name: &str, q: &str, causes: &mut Vec<Cause>| -> Option<u64> {
+        let at = format!("{path}.resources.{list}[{name}]");
+        let standard = matches!(name, "cpu" | "memory" | "ephemeral-storage") || name.starts_with("hugepages-");
+        if !standard && !name.contains('/') {
+            causes.push(Cause::invalid(at.clone(), name, "must be a standard resource for containers".into()));
+        }
+        match resource_value(name, q) {
+            Ok(v) => Some(v),
+            Err(_) if q.starts_with('-') && resource_value(name, &q[1..]).is_ok() => {
+                causes.push(Cause::invalid(at, q, "must be greater than or equal to 0".into()));
+                None
+            }
+            Err(e) => {
+                causes.push(Cause::invalid(at, q, e));
+                None
+            }
+        }
+    };
+    let limit_values: std::collections::BTreeMap<&str, Option<u64>> = limits.iter().map(|(n, q)| (n.as_str(), check("limits", n, &q.0, causes))).collect();
+    for (name, q) in requests {
+        let request = check("requests", name, &q.0, causes);
+        let (Some(request), Some(Some(limit))) = (request, limit_values.get(name.as_str())) else { continue };
+        let limit_text = &limits[name].0;
+        let overcommit = !name.contains('/') && !name.starts_with("hugepages-");
+        if !overcommit && request != *limit {
+            causes.push(Cause::invalid(format!("{path}.resources.requests"), &q.0, format!("must be equal to {name} limit of {limit_text}")));
+        } else if request > *limit {
+            causes.push(Cause::invalid(format!("{path}.resources.requests"), &q.0, format!("must be less than or equal to {name} limit of {limit_text}")));
+        }
+    }
 }
 
 fn default_container(c: &mut Container) {
@@ -31,6 +129,7 @@ fn default_container(c: &mut Container) {
     c.termination_message_path.get_or_insert_with(|| "/dev/termination-log".into());
     c.termination_message_policy.get_or_insert_with(|| "File".into());
     c.resources.get_or_insert_with(Default::default);
+    default_requests(c);
     for p in c.ports.iter_mut().flatten() {
         p.protocol.get_or_insert_with(|| "TCP".into());
     }
@@ -151,6 +250,7 @@ pub fn validate(pod: &Pod) -> Vec<Cause> {
             }
         }
         validate_probes(c, &path, &mut causes);
+        validate_resources(c, &path, &mut causes);
         for (j, env) in c.env.iter().flatten().enumerate() {
             if env.name.is_empty() {
                 causes.push(Cause::required(format!("{path}.env[{j}].name")));
@@ -185,6 +285,101 @@ pub fn validate_update(old: &Pod, new: &Pod) -> Vec<Cause> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(containers: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({"spec": {"containers": containers}})).unwrap()
+    }
+
+    fn qos(containers: serde_json::Value) -> String {
+        let mut p = pod(containers);
+        assert!(validate(&p).is_empty(), "{:?}", validate(&p));
+        default(&mut p);
+        p.status.unwrap().qos_class.unwrap()
+    }
+
+    #[test]
+    fn qos_classes_follow_kubelet() {
+        use serde_json::json;
+        assert_eq!(qos(json!([{"name": "a", "image": "i"}])), "BestEffort");
+        assert_eq!(qos(json!([{"name": "a", "image": "i", "resources": {"limits": {"ephemeral-storage": "1Gi"}}}])), "BestEffort", "only cpu and memory count");
+        assert_eq!(qos(json!([{"name": "a", "image": "i", "resources": {"requests": {"cpu": "0"}}}])), "BestEffort", "zero counts as unset");
+        assert_eq!(qos(json!([{"name": "a", "image": "i", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}])), "Guaranteed", "requests default to limits");
+        assert_eq!(
+            qos(json!([{"name": "a", "image": "i", "resources": {"requests": {"cpu": "0.5", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "67108864"}}}])),
+            "Guaranteed",
+            "equal in value, not in text"
+        );
+        assert_eq!(qos(json!([{"name": "a", "image": "i", "resources": {"limits": {"memory": "64Mi"}}}])), "Burstable", "no cpu limit");
+        assert_eq!(qos(json!([{"name": "a", "image": "i", "resources": {"requests": {"cpu": "100m"}}}])), "Burstable");
+        assert_eq!(
+            qos(json!([{"name": "a", "image": "i", "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi"}}}])),
+            "Burstable",
+            "request below limit"
+        );
+        assert_eq!(
+            qos(json!([
+                {"name": "a", "image": "i", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}},
+                {"name": "b", "image": "i"}
+            ])),
+            "Burstable",
+            "one container without limits"
+        );
+        assert_eq!(
+            qos(json!([
+                {"name": "a", "image": "i", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}},
+                {"name": "b", "image": "i", "resources": {"limits": {"cpu": "2", "memory": "1Mi"}}}
+            ])),
+            "Guaranteed"
+        );
+        let mut p = pod(json!([{"name": "a", "image": "i"}]));
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus { qos_class: Some("Guaranteed".into()), ..Default::default() });
+        default(&mut p);
+        assert_eq!(p.status.unwrap().qos_class.as_deref(), Some("BestEffort"), "computed, not taken from the client");
+    }
+
+    #[test]
+    fn requests_default_to_limits() {
+        let mut p = pod(serde_json::json!([{"name": "a", "image": "i", "resources": {"requests": {"memory": "32Mi"}, "limits": {"cpu": "1", "memory": "64Mi"}}}]));
+        default(&mut p);
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["spec"]["containers"][0]["resources"]["requests"], serde_json::json!({"cpu": "1", "memory": "32Mi"}));
+        let mut p = pod(serde_json::json!([{"name": "a", "image": "i"}]));
+        default(&mut p);
+        let v = serde_json::to_value(&p).unwrap();
+        assert!(v["spec"]["containers"][0]["resources"].get("requests").is_none(), "no limits, no requests: {v}");
+    }
+
+    #[test]
+    fn resource_rules() {
+        let causes = |containers: serde_json::Value| -> Vec<String> {
+            validate(&pod(containers)).iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+        };
+        assert_eq!(
+            causes(serde_json::json!([{"name": "a", "image": "i", "resources": {"requests": {"cpu": 2}, "limits": {"cpu": 1}}}])),
+            ["spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"]
+        );
+        assert_eq!(
+            causes(serde_json::json!([{"name": "a", "image": "i", "resources": {"requests": {"memory": "128Mi"}, "limits": {"memory": "64Mi"}}}])),
+            ["spec.containers[0].resources.requests: Invalid value: \"128Mi\": must be less than or equal to memory limit of 64Mi"]
+        );
+        assert!(causes(serde_json::json!([{"name": "a", "image": "i", "resources": {"requests": {"cpu": "1000m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}])).is_empty());
+        assert_eq!(
+            causes(serde_json::json!([{"name": "a", "image": "i", "resources": {"limits": {"memory": "lots", "cpu": "-1", "gpu": "1"}}}])),
+            [
+                "spec.containers[0].resources.limits[cpu]: Invalid value: \"-1\": must be greater than or equal to 0",
+                "spec.containers[0].resources.limits[gpu]: Invalid value: \"gpu\": must be a standard resource for containers",
+                "spec.containers[0].resources.limits[memory]: Invalid value: \"lots\": \"lots\" is not a quantity; write a number with an optional suffix, like 20Gi, 500M, 1.5, 500m or 1e3",
+            ]
+        );
+        assert_eq!(
+            causes(serde_json::json!([{"name": "a", "image": "i", "resources": {"requests": {"hugepages-2Mi": "2Mi"}, "limits": {"hugepages-2Mi": "4Mi"}}}])),
+            ["spec.containers[0].resources.requests: Invalid value: \"2Mi\": must be equal to hugepages-2Mi limit of 4Mi"]
+        );
+        let init = serde_json::json!({"spec": {"containers": [{"name": "a", "image": "i"}],
+            "initContainers": [{"name": "b", "image": "i", "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}]}});
+        let init: Vec<String> = validate(&serde_json::from_value(init).unwrap()).iter().map(|c| c.field.clone()).collect();
+        assert_eq!(init, ["spec.initContainers[0].resources.requests"]);
+    }
 
     #[test]
     fn pull_policy_defaults() {
