@@ -11,6 +11,7 @@
 //! events and the final removal of a terminated pod through store commands.
 
 pub mod cgroups;
+pub mod env;
 mod files;
 pub mod metrics;
 mod node_ops;
@@ -18,6 +19,7 @@ pub mod probe;
 pub mod resources;
 pub mod sandbox;
 pub mod status;
+pub mod volumes;
 mod worker;
 
 use std::collections::HashMap;
@@ -210,7 +212,7 @@ async fn collect_orphans(ctx: &Context) -> Result<(), Box<dyn std::error::Error 
             if !known.contains(uid.as_str()) {
                 release_network(ctx, &uid, "", "").await;
                 let sb = sandbox::Sandbox::at(entry.path().join("ns"));
-                if sb.remove().is_ok() {
+                if sb.remove().is_ok() && volumes::tear_down(&entry.path()) {
                     let _ = std::fs::remove_dir_all(entry.path());
                 }
                 cgroups::remove_tree(&cgroups::pod_path(&ctx.cgroup_parent, &uid));
