@@ -69,7 +69,13 @@ fn memory_hierarchy(all: &[Hierarchy]) -> Option<&Hierarchy> {
 /// Whether a memory + swap limit can be set (containerd's CRI plugin asks the same before it
 /// sets `swap` = `limit`): v1 needs swap accounting (`memory.memsw.limit_in_bytes`), v2 the
 /// swap controller (`memory.swap.max`, looked up in our own cgroup: the root has none).
+/// Asked once per process; blocking the first time (small file reads).
 pub fn swap_limit_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(detect_swap_limit)
+}
+
+fn detect_swap_limit() -> bool {
     let all = mounted();
     let Some(memory) = memory_hierarchy(&all) else { return false };
     if !memory.unified {

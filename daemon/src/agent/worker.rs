@@ -51,6 +51,9 @@ struct Memo {
     /// The current run was killed by a failed liveness or startup probe: it restarts unless the
     /// policy is `Never`, whatever its exit code.
     probe_killed: bool,
+    /// Whether the run that exited at this time was OOM-killed (read once per exit from its
+    /// cgroup, which is gone once the task is removed).
+    oom: Option<(jiff::Timestamp, bool)>,
 }
 
 /// One run's probe task, seen from the worker.
@@ -272,6 +275,10 @@ impl Worker {
         let name = c["name"].as_str().unwrap_or("").to_string();
         let id = container_id(&self.uid, &name);
         let state = self.ctx.runtime.state(&id).await?;
+        let oom = match &state {
+            Some(TaskState::Exited(exit)) => self.oom_killed(&name, &id, exit).await,
+            _ => false,
+        };
         let memo = self.memos.entry(name.clone()).or_default();
         memo.seen = state.clone();
         let observed = match &state {
@@ -281,7 +288,7 @@ impl Worker {
                 signal: exit.signal,
                 started_at: memo.started_at,
                 finished_at: exit.exited_at,
-                oom: false,
+                oom,
             },
             Some(TaskState::Created) | None => Observed::Absent,
         };
@@ -364,6 +371,22 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Whether the kernel OOM-killed the run that ended with `exit`: a failed exit with a
+    /// non-zero `oom_kill` count in the container's memory cgroup (which lives until the task
+    /// is removed, also across `skerryd` restarts; see `cgroups`). Like containerd's CRI, a
+    /// kill of any process of the container counts. Read once per exit.
+    async fn oom_killed(&mut self, name: &str, id: &str, exit: &runtime::Exit) -> bool {
+        let memo = self.memos.entry(name.to_string()).or_default();
+        if let Some((_, oom)) = memo.oom.filter(|(at, _)| *at == exit.exited_at) {
+            return oom;
+        }
+        let cgroup = super::cgroups::container_path(&self.ctx.cgroup_parent, &self.uid, id);
+        let kills = tokio::task::spawn_blocking(move || super::cgroups::oom_kills(&cgroup)).await.ok().flatten();
+        let oom = exit.code != 0 && kills.is_some_and(|k| k > 0);
+        self.memos.get_mut(name).expect("memo").oom = Some((exit.exited_at, oom));
+        oom
     }
 
     /// Keeps one probe task per running container run: starts it for a new run (its probes
@@ -463,6 +486,7 @@ impl Worker {
             .and_then(Value::as_i64)
             .map(|u| u.to_string())
             .or_else(|| (!config.user.is_empty()).then(|| config.user.clone()));
+        let limits = super::resources::container_limits(c).map_err(|e| ("CreateContainerError".to_string(), e))?;
         let input = runtime::SpecInput {
             args,
             env,
@@ -476,6 +500,12 @@ impl Worker {
             utsns: Some(self.sandbox.utsns()),
             mounts: self.pod_files(pod).map_err(|e| ("CreateContainerError".to_string(), e))?,
             cgroups_path: super::cgroups::container_path(&self.ctx.cgroup_parent, &self.uid, id),
+            memory_limit: limits.memory_limit,
+            // No swap beyond the limit, as containerd's CRI does where swap is accounted.
+            memory_swap: limits.memory_limit.filter(|_| super::cgroups::swap_limit_supported()),
+            cpu_shares: Some(limits.cpu_shares),
+            cpu_quota: limits.cpu_quota,
+            cpu_period: limits.cpu_period,
             ..Default::default()
         };
         let spec = runtime::build_spec(&input);
@@ -663,7 +693,13 @@ impl Worker {
                     json!({"running": {"startedAt": memo.started_at.map(meta::timestamp).unwrap_or_else(|| now.clone())}})
                 }
                 Some(TaskState::Exited(exit)) if memo.waiting.is_none() => status::state_json(
-                    &Observed::Exited { code: exit.code, signal: exit.signal, started_at: memo.started_at, finished_at: exit.exited_at, oom: false },
+                    &Observed::Exited {
+                        code: exit.code,
+                        signal: exit.signal,
+                        started_at: memo.started_at,
+                        finished_at: exit.exited_at,
+                        oom: memo.oom.is_some_and(|(at, oom)| oom && at == exit.exited_at),
+                    },
                     &format!("containerd://{id}"),
                 ),
                 _ => match &memo.waiting {
