@@ -529,6 +529,8 @@ pub fn container_mounts(c: &Value, ready: &HashMap<String, Ready>, vars: &[(Stri
         };
         out.push(BindMount { source, destination, readonly: r.read_only || m["readOnly"].as_bool().unwrap_or(false) });
     }
+    // Outer paths first, so nested mount paths work (containerd's CRI sorts the same way).
+    out.sort_by_key(|m| Path::new(&m.destination).components().count());
     Ok(out)
 }
 
@@ -561,6 +563,7 @@ impl PodVolumes {
             }
             let input = match fetch(store, &namespace, &v).await {
                 Ok(i) => i,
+                Err(_) if self.ready.contains_key(&v.name) => continue,
                 Err(e) => {
                     errors.push(VolumeError::SetUp { volume: v.name.clone(), message: e });
                     continue;

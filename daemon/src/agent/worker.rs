@@ -107,6 +107,10 @@ pub struct Worker {
     /// The pod's address once its network is up.
     pod_ip: Option<std::net::Ipv4Addr>,
     term_sent: bool,
+    /// The pod's volumes, set up before any container starts.
+    volumes: super::volumes::PodVolumes,
+    /// The last `FailedMount` message recorded and when (repeated at most every 10 s).
+    mount_event: Option<(String, Instant)>,
     poke: Option<mpsc::Sender<()>>,
     /// Cancelled when the worker ends; parent of the probe tasks.
     stop: CancellationToken,
@@ -154,6 +158,8 @@ impl Worker {
             sandbox_ready: false,
             pod_ip: None,
             term_sent: false,
+            volumes: Default::default(),
+            mount_event: None,
             poke: None,
             stop: CancellationToken::new(),
         }
@@ -207,14 +213,90 @@ impl Worker {
             self.write_status(&pod, &policy).await?;
             return Ok(Next::After(Duration::from_secs(5)));
         }
-        let mut wake = Duration::from_secs(5);
+        let volumes_ready = self.ensure_volumes(&pod).await;
+        let mut wake = Duration::from_secs(if volumes_ready { 5 } else { 2 });
         for c in spec_containers(&pod) {
+            if !volumes_ready && self.held_for_volumes(&c).await? {
+                continue;
+            }
             if let Some(d) = self.reconcile_container(&pod, &c, &policy).await? {
                 wake = wake.min(d);
             }
         }
         self.write_status(&pod, &policy).await?;
         Ok(Next::After(wake))
+    }
+
+    /// Sets up the pod's volumes and refreshes the projected ones ([`super::volumes`]). False
+    /// while one cannot be set up, with a `FailedMount` event per volume (at most every 10 s
+    /// while the messages stay the same); the worker retries every 2 s.
+    async fn ensure_volumes(&mut self, pod: &Value) -> bool {
+        let errors = self.volumes.ensure(&self.ctx.store, pod, &self.ctx.pod_dir(&self.uid)).await;
+        if errors.is_empty() {
+            self.mount_event = None;
+            return true;
+        }
+        let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let joined = messages.join("\n");
+        let due = self.mount_event.as_ref().is_none_or(|(m, at)| *m != joined || at.elapsed() >= Duration::from_secs(10));
+        if due {
+            for m in &messages {
+                self.ctx.recorder.record(pod, EventType::Warning, "FailedMount", m).await;
+            }
+            self.mount_event = Some((joined, Instant::now()));
+        }
+        false
+    }
+
+    /// While the volumes are not ready a container that is not running waits (kubelet's
+    /// `ContainerCreating`); a running one is reconciled as usual. True when held.
+    async fn held_for_volumes(&mut self, c: &Value) -> Result<bool, RuntimeError> {
+        let name = c["name"].as_str().unwrap_or("").to_string();
+        let state = self.ctx.runtime.state(&container_id(&self.uid, &name)).await?;
+        if matches!(state, Some(TaskState::Running { .. })) {
+            return Ok(false);
+        }
+        let memo = self.memos.entry(name).or_default();
+        memo.seen = state;
+        memo.waiting = None;
+        Ok(true)
+    }
+
+    /// The container's environment ([`super::env`]), reading the ConfigMaps and Secrets it
+    /// names. Errors are kubelet's `CreateContainerConfigError` (with a `Failed` event; the
+    /// messages never carry values).
+    async fn container_env(&self, pod: &Value, c: &Value) -> Result<Vec<(String, String)>, (String, String)> {
+        let (config_maps, secrets) = super::env::references(c);
+        let mut lookups = super::env::Lookups::default();
+        let store_err = |e: StoreError| ("CreateContainerConfigError".to_string(), e.to_string());
+        for n in config_maps {
+            let cm = self.ctx.store.get(&resource::CONFIG_MAPS.key(), &self.namespace, &n).await.map_err(store_err)?;
+            lookups.config_maps.insert(n, cm);
+        }
+        for n in secrets {
+            let s = self.ctx.store.get(&resource::SECRETS.key(), &self.namespace, &n).await.map_err(store_err)?;
+            lookups.secrets.insert(n, s);
+        }
+        let facts = super::env::PodFacts {
+            node_name: self.ctx.node_name.clone(),
+            pod_ip: self.pod_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            host_ip: self.ctx.node_ip.to_string(),
+        };
+        super::env::resolve(pod, c, &facts, &lookups).map_err(|e| ("CreateContainerConfigError".to_string(), e.to_string()))
+    }
+
+    /// The pod's files and the container's volume mounts (a volume mounted at `/etc/hosts` and
+    /// the like replaces the pod's file, as in kubelet).
+    async fn container_mounts(&self, pod: &Value, c: &Value, vars: &[(String, String)]) -> Result<Vec<runtime::BindMount>, (String, String)> {
+        let files = self.pod_files(pod).map_err(|e| ("CreateContainerError".to_string(), e))?;
+        let (c, ready, vars) = (c.clone(), self.volumes.ready.clone(), vars.to_vec());
+        let mounts = tokio::task::spawn_blocking(move || super::volumes::container_mounts(&c, &ready, &vars))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map_err(|e| ("CreateContainerConfigError".to_string(), e))?;
+        let mut all: Vec<runtime::BindMount> = files.into_iter().filter(|f| !mounts.iter().any(|m| m.destination == f.destination)).collect();
+        all.extend(mounts);
+        Ok(all)
     }
 
     /// Wires the pod's network through CNI once (a cached result means it is already wired,
@@ -361,7 +443,9 @@ impl Worker {
                     }
                     Err((reason, message)) => {
                         let memo = self.memos.get_mut(&name).expect("memo");
-                        let delay = status::backoff(memo.attempts);
+                        // A missing ConfigMap or Secret is retried at a steady pace (kubelet
+                        // retries on every pod sync), not with the crash back-off.
+                        let delay = if reason == "CreateContainerConfigError" { Duration::from_secs(2) } else { status::backoff(memo.attempts) };
                         memo.attempts += 1;
                         memo.next_attempt = Some(Instant::now() + delay);
                         memo.failed_at = Some(Instant::now());
@@ -472,13 +556,17 @@ impl Worker {
         self.memos.get_mut(name).expect("memo").image_id = config.image_id.clone();
         let strings = |v: &Value| -> Vec<String> { v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect() };
         let fail = |e: RuntimeError| ("CreateContainerError".to_string(), e.to_string());
-        let args = runtime::merge_command(&config, &strings(&c["command"]), &strings(&c["args"])).map_err(fail)?;
-        let env: Vec<String> = c["env"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| Some(format!("{}={}", e["name"].as_str()?, e["value"].as_str().unwrap_or(""))))
-            .collect();
+        let vars = match self.container_env(pod, c).await {
+            Ok(v) => v,
+            Err(e) => return Err(self.config_error(pod, e).await),
+        };
+        let (command, cargs) = (super::env::expand_all(&strings(&c["command"]), &vars), super::env::expand_all(&strings(&c["args"]), &vars));
+        let args = runtime::merge_command(&config, &command, &cargs).map_err(fail)?;
+        let mounts = match self.container_mounts(pod, c, &vars).await {
+            Ok(m) => m,
+            Err(e) => return Err(self.config_error(pod, e).await),
+        };
+        let env: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let env = runtime::merge_env(&config.env, &env);
         let cwd = c["workingDir"].as_str().map(String::from).unwrap_or(config.working_dir.clone());
         let user = pod
@@ -498,7 +586,7 @@ impl Worker {
             netns: Some(if host_network(pod) { format!("/proc/{}/ns/net", std::process::id()).into() } else { self.sandbox.netns() }),
             ipcns: Some(self.sandbox.ipcns()),
             utsns: Some(self.sandbox.utsns()),
-            mounts: self.pod_files(pod).map_err(|e| ("CreateContainerError".to_string(), e))?,
+            mounts,
             cgroups_path: super::cgroups::container_path(&self.ctx.cgroup_parent, &self.uid, id),
             memory_limit: limits.memory_limit,
             // No swap beyond the limit, as containerd's CRI does where swap is accounted.
@@ -535,6 +623,13 @@ impl Worker {
         }
         self.ctx.recorder.record(pod, EventType::Normal, "Started", &format!("Started container {name}")).await;
         Ok(())
+    }
+
+    /// Records kubelet's `Failed` event for a container that cannot be configured; returns the
+    /// error for its waiting state.
+    async fn config_error(&self, pod: &Value, e: (String, String)) -> (String, String) {
+        self.ctx.recorder.record(pod, EventType::Warning, "Failed", &format!("Error: {}", e.1)).await;
+        e
     }
 
     /// Writes the pod's `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (once) and returns
@@ -677,6 +772,13 @@ impl Worker {
             tracing::warn!(error = %e, "removing sandbox failed");
             return;
         }
+        // Volume tmpfs mounts go first; while one stays mounted the pod's directory stays too.
+        let pod_dir = self.ctx.pod_dir(&self.uid);
+        if !tokio::task::spawn_blocking(move || super::volumes::tear_down(&pod_dir)).await.unwrap_or(false) {
+            tracing::warn!(pod = %self.name, namespace = %self.namespace, "a volume of the pod is still mounted; keeping its directory");
+            return;
+        }
+        self.volumes = Default::default();
         let _ = std::fs::remove_dir_all(self.ctx.pod_dir(&self.uid));
         super::cgroups::remove_tree(&super::cgroups::pod_path(&self.ctx.cgroup_parent, &self.uid));
     }
