@@ -388,6 +388,7 @@ fn pod_template(out: &mut Out, template: &Value) {
         out.line(4, "Port", if ports.is_empty() { "<none>".into() } else { ports.join(", ") });
         let host_ports: Vec<String> = c["ports"].as_array().into_iter().flatten().map(|p| format!("{}/{}", p["hostPort"].as_i64().unwrap_or(0), p["protocol"].as_str().unwrap_or("TCP"))).collect();
         out.line(4, "Host Port", if host_ports.is_empty() { "<none>".into() } else { host_ports.join(", ") });
+        resources(out, c);
         probes(out, c);
         environment(out, c);
         out.line(4, "Mounts", "<none>");
@@ -395,6 +396,27 @@ fn pod_template(out: &mut Out, template: &Value) {
     out.line(2, "Volumes", "<none>");
     out.line(2, "Node-Selectors", "<none>");
     out.line(2, "Tolerations", "<none>");
+}
+
+/// `Limits:` and `Requests:` of a container, as kubectl prints them.
+fn resources(out: &mut Out, c: &Value) {
+    let sections = [("limits", "Limits"), ("requests", "Requests")];
+    // One column for both sections, as kubectl's tab writer lines them up.
+    let width = sections
+        .iter()
+        .filter_map(|(f, _)| c["resources"][f].as_object())
+        .flat_map(|m| m.keys())
+        .map(|k| k.len() + 3)
+        .max()
+        .unwrap_or(0);
+    for (field, label) in sections {
+        let Some(map) = c["resources"][field].as_object().filter(|m| !m.is_empty()) else { continue };
+        out.raw(format!("    {label}:"));
+        for (k, v) in map {
+            let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            out.raw(format!("      {:<width$}{v}", format!("{k}:")));
+        }
+    }
 }
 
 /// `Liveness:`/`Readiness:`/`Startup:` lines, as kubectl prints probes.
@@ -491,6 +513,7 @@ fn container(out: &mut Out, c: &Value, cs: &Value) {
     }
     out.line(4, "Ready", if cs["ready"].as_bool() == Some(true) { "True" } else { "False" });
     out.line(4, "Restart Count", cs["restartCount"].as_i64().unwrap_or(0));
+    resources(out, c);
     probes(out, c);
     environment(out, c);
     out.line(4, "Mounts", "<none>");
@@ -590,7 +613,8 @@ mod tests {
         let d = json!({"metadata": {"name": "web", "namespace": "default", "uid": "d1"},
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
                      "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:2",
-                        "readinessProbe": {"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1}}]}}},
+                        "readinessProbe": {"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1},
+                        "resources": {"limits": {"memory": "64Mi"}, "requests": {"cpu": "250m"}}}]}}},
             "status": {"replicas": 3, "updatedReplicas": 1, "availableReplicas": 2, "unavailableReplicas": 1,
                        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}});
         let owner = json!([{"uid": "d1", "kind": "Deployment", "name": "web", "controller": true}]);
@@ -603,6 +627,7 @@ mod tests {
         assert!(text.contains("RollingUpdateStrategy:  25% max unavailable, 25% max surge"), "{text}");
         assert!(text.contains("Readiness:      http-get http://:80/ delay=0s timeout=1s period=1s #success=1 #failure=3"), "{text}");
         assert!(text.contains("OldReplicaSets:         web-old (2/2 replicas created)"), "{text}");
+        assert!(text.contains("    Limits:\n      memory:  64Mi\n    Requests:\n      cpu:     250m\n"), "{text}");
         assert!(text.contains("NewReplicaSet:          web-new (1/1 replicas created)"), "{text}");
         assert!(text.contains("  Available      True    MinimumReplicasAvailable"), "{text}");
     }
