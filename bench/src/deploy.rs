@@ -103,6 +103,8 @@ struct SwarmInfo {
 
 pub async fn deploy(args: DeployArgs) -> Result<()> {
     let timeout = Duration::from_secs(args.timeout);
+    // At the start: HEAD may move during a long run on a shared tree.
+    let rev = crate::git_rev();
     let mut sizes: Vec<Size> = args.sizes.iter().map(|&n| Size { n, ..Default::default() }).collect();
     let mut containerd_version = String::new();
     let mut loads = Vec::new();
@@ -138,7 +140,7 @@ pub async fn deploy(args: DeployArgs) -> Result<()> {
         None
     };
     loads.push(format!("{} at the end", load()));
-    let report = render(&args, &containerd_version, &sizes, swarm.as_ref(), &loads);
+    let report = render(&args, &rev, &containerd_version, &sizes, swarm.as_ref(), &loads);
     print!("{report}");
     if let Some(out) = &args.out {
         if let Some(dir) = out.parent() {
@@ -441,11 +443,11 @@ fn ratio(a: &[Duration], b: &[Duration]) -> Option<f64> {
     Some(Stats::of(a).median.as_secs_f64() / Stats::of(b).median.as_secs_f64().max(1e-9))
 }
 
-fn render(args: &DeployArgs, containerd_version: &str, sizes: &[Size], swarm: Option<&SwarmInfo>, loads: &[String]) -> String {
+fn render(args: &DeployArgs, rev: &str, containerd_version: &str, sizes: &[Size], swarm: Option<&SwarmInfo>, loads: &[String]) -> String {
     let mut r = String::new();
     let _ = writeln!(r, "# Skerry benchmark: Deployments\n");
     let _ = writeln!(r, "- Machine: {}", crate::sys::machine_line(if containerd_version.is_empty() { "(not started)" } else { containerd_version }));
-    let _ = writeln!(r, "- Skerry: commit {}, release build", crate::git_rev());
+    let _ = writeln!(r, "- Skerry: commit {rev}, release build");
     if let Some(s) = swarm {
         let v = if s.version.is_empty() { "not started".to_string() } else { format!("dockerd {} (Debian's docker.io)", s.version) };
         let _ = writeln!(r, "- Swarm: {v}");
