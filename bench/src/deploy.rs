@@ -542,11 +542,8 @@ fn render(args: &DeployArgs, rev: &str, containerd_version: &str, sizes: &[Size]
     if let Some(sw) = swarm {
         let _ = writeln!(r, "\n## Swarm setup and teardown\n");
         let _ = writeln!(r, "A private dockerd (`--data-root`, `--exec-root`, `--pidfile`, socket and empty `--config-file` under `/tmp/sk-swarm-*`, `--iptables=false --ip6tables=false --bridge=none`) on a private containerd, inside a network namespace of its own without a default route; `docker swarm init --advertise-addr 127.0.0.1`; the busybox rootfs loaded with `docker import`; `DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1` and `--no-resolve-image`, so Swarm never tries a registry (it would before every task start otherwise).");
-        match &sw.error {
-            Some(e) => {
-                let _ = writeln!(r, "\n**Swarm could not be measured:** {e}");
-            }
-            None => {}
+        if let Some(e) = &sw.error {
+            let _ = writeln!(r, "\n**Swarm could not be measured:** {e}");
         }
         if sw.version.is_empty() {
             // Nothing was started.
@@ -586,4 +583,29 @@ fn render(args: &DeployArgs, rev: &str, containerd_version: &str, sizes: &[Size]
         );
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::rollout_complete;
+
+    fn deployment(generation: i64, observed: i64, replicas: i64, updated: i64, available: i64) -> serde_json::Value {
+        json!({
+            "metadata": {"generation": generation},
+            "spec": {"replicas": 3},
+            "status": {"observedGeneration": observed, "replicas": replicas, "updatedReplicas": updated, "availableReplicas": available}
+        })
+    }
+
+    #[test]
+    fn rollout_status_as_kubectl() {
+        assert!(rollout_complete(&deployment(2, 2, 3, 3, 3), 3));
+        // Not yet observed, old replicas left, not all available.
+        assert!(!rollout_complete(&deployment(2, 1, 3, 3, 3), 3));
+        assert!(!rollout_complete(&deployment(2, 2, 4, 3, 3), 3));
+        assert!(!rollout_complete(&deployment(2, 2, 3, 3, 2), 3));
+        assert!(!rollout_complete(&deployment(2, 2, 3, 2, 3), 3));
+    }
 }

@@ -41,14 +41,6 @@ fn dechunk(mut b: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dechunks() {
-        assert_eq!(super::dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap(), b"abcde");
-    }
-}
-
 /// Starts a watch (`?watch=true`) and returns once its response headers arrived, i.e. once
 /// skerryd is subscribed; `on_event` then gets every event object with its arrival time.
 pub async fn watch(
@@ -89,4 +81,12 @@ pub async fn watch(
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dechunks() {
+        assert_eq!(super::dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap(), b"abcde");
+    }
 }

@@ -436,3 +436,24 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{urlencode, HostNet};
+
+    #[test]
+    fn host_net_diff_names_links_and_rules() {
+        let before = HostNet { links: ["lo".to_string(), "eth0".to_string()].into(), ruleset: "table inet a {\n}\n".into() };
+        assert!(HostNet::diff(&before, &before.clone()).is_empty());
+        let after = HostNet { links: ["lo".to_string(), "docker0".to_string()].into(), ruleset: "table inet a {\n}\ntable ip nat {\n}\n".into() };
+        let d = HostNet::diff(&before, &after);
+        assert!(d.contains(&"link docker0 appeared".to_string()), "{d:?}");
+        assert!(d.contains(&"link eth0 disappeared".to_string()), "{d:?}");
+        assert!(d.contains(&"nft + table ip nat {".to_string()), "{d:?}");
+    }
+
+    #[test]
+    fn encodes_filters() {
+        assert_eq!(urlencode(r#"{"service":["b"]}"#), "%7B%22service%22%3A%5B%22b%22%5D%7D");
+    }
+}
