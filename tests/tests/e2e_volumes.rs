@@ -97,7 +97,11 @@ fn seed_mongo_keeps_its_data_across_pods() {
 
     node.skerry_ok(&["delete", "pod", &first]);
     let second = wait_one_running(&node, "app=mongodb", Some(&first));
-    let seen = pod_exec(&node, &second, &["cat", "/data/db/marker"]).unwrap();
+    let seen = pod_exec(&node, &second, &["cat", "/data/db/marker"]).unwrap_or_else(|e| {
+        let mounts = pod_exec(&node, &second, &["cat", "/proc/mounts"]).unwrap_or_else(|e| e);
+        let host_ls = std::fs::read_dir(host).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>());
+        panic!("{second} cannot read the marker: {e}\nmounts:\n{mounts}\nhost dir: {host_ls:?}\npod: {}", node.skerry_ok(&["get", "pod", &second, "-o", "yaml"]))
+    });
     assert_eq!(seen.trim(), marker, "the replacement pod {second} sees what {first} wrote");
     let pv = node.skerry_ok(&["get", "pv"]);
     assert_eq!(column(&pv, "local-storage", "STATUS").as_deref(), Some("Bound"), "{pv}");

@@ -1,6 +1,7 @@
 //! The node agent: runs the pods bound to this node.
 //!
-//! Owns, per pod: the sandbox (network/IPC/UTS namespaces), images, containers, restarts with
+//! Owns, per pod: the sandbox (network/IPC/UTS namespaces), volumes, images, containers (their
+//! environment from ConfigMaps, Secrets and the downward API), restarts with
 //! back-off, graceful termination, log files, and the pod's `status`. One worker task per pod,
 //! so one pod's failure or slow pull never blocks another.
 //!

@@ -774,12 +774,12 @@ impl Worker {
         }
         // Volume tmpfs mounts go first; while one stays mounted the pod's directory stays too.
         let pod_dir = self.ctx.pod_dir(&self.uid);
-        if !tokio::task::spawn_blocking(move || super::volumes::tear_down(&pod_dir)).await.unwrap_or(false) {
-            tracing::warn!(pod = %self.name, namespace = %self.namespace, "a volume of the pod is still mounted; keeping its directory");
-            return;
-        }
         self.volumes = Default::default();
-        let _ = std::fs::remove_dir_all(self.ctx.pod_dir(&self.uid));
+        if tokio::task::spawn_blocking(move || super::volumes::tear_down(&pod_dir)).await.unwrap_or(false) {
+            let _ = std::fs::remove_dir_all(self.ctx.pod_dir(&self.uid));
+        } else {
+            tracing::warn!(pod = %self.name, namespace = %self.namespace, "a volume of the pod is still mounted; keeping its directory");
+        }
         super::cgroups::remove_tree(&super::cgroups::pod_path(&self.ctx.cgroup_parent, &self.uid));
     }
 
