@@ -41,8 +41,7 @@ impl Sandbox {
 
     /// True when every namespace file is a live bind mount.
     pub fn exists(&self) -> bool {
-        let mounts = mount_points();
-        KINDS.iter().all(|k| mounts.contains(&self.dir.join(k)))
+        KINDS.iter().all(|k| is_namespace_mount(&self.dir.join(k)))
     }
 
     /// Creates the namespaces (idempotent: a complete sandbox is left alone).
@@ -85,10 +84,9 @@ impl Sandbox {
 
     /// Unmounts and removes the namespace files; a missing sandbox is fine.
     pub fn remove(&self) -> Result<(), SandboxError> {
-        let mounts = mount_points();
         for k in KINDS {
             let path = self.dir.join(k);
-            if mounts.contains(&path) {
+            if is_namespace_mount(&path) {
                 umount2(&path, MntFlags::MNT_DETACH)
                     .map_err(|e| SandboxError::Remove { dir: self.dir.clone(), source: std::io::Error::from_raw_os_error(e as i32) })?;
             }
@@ -121,8 +119,24 @@ fn loopback_up() -> std::io::Result<()> {
     })
 }
 
-/// Every mount point of this mount namespace (`/proc/self/mountinfo`, field 5).
-fn mount_points() -> std::collections::HashSet<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Default::default() };
-    info.lines().filter_map(|l| l.split(' ').nth(4)).map(PathBuf::from).collect()
+/// `NSFS_MAGIC`: the file system of namespace files (`/proc/<pid>/ns/*` and bind mounts of them).
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// Whether `path` is a bind mount of a namespace: one `statfs`, where reading the mount table
+/// would cost time that grows with the number of pods.
+fn is_namespace_mount(path: &std::path::Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_namespace_mount;
+
+    #[test]
+    fn namespace_files_are_told_from_plain_files() {
+        assert!(is_namespace_mount(std::path::Path::new("/proc/self/ns/net")));
+        let plain = tempfile::NamedTempFile::new().unwrap();
+        assert!(!is_namespace_mount(plain.path()));
+        assert!(!is_namespace_mount(std::path::Path::new("/nonexistent/sk-ns")));
+    }
 }

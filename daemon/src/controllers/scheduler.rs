@@ -67,6 +67,7 @@ pub async fn run(store: Store, node: String, shutdown: CancellationToken) {
     crate::controllers::run_loop(store.clone(), &[key.as_str()], shutdown, || async {
         let Ok((pods, _)) = store.list(&key, None).await else { return };
         let mut placed: Vec<Value> = Vec::new();
+        let mut binds = Vec::new();
         for pod in unbound(&pods) {
             let Some(target) = choose(pod, &nodes) else { continue };
             let mut on_node = occupying(&pods, target);
@@ -76,13 +77,16 @@ pub async fn run(store: Store, node: String, shutdown: CancellationToken) {
                 continue;
             }
             placed.push(pod.clone());
-            let mut bound = pod.clone();
-            bound["spec"]["nodeName"] = json!(target);
-            let conditions = bound["status"]["conditions"].as_array().cloned().unwrap_or_default();
-            let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
-            conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()}));
-            bound["status"]["conditions"] = json!(conditions);
-            match store.apply(Command::Update { resource: key.clone(), object: bound.clone() }).await {
+            binds.push((bind(pod, target), target.clone()));
+        }
+        // All binds of a pass go to the store at once, so its group commit writes them in one
+        // transaction instead of one fsync per pod.
+        let results = futures::future::join_all(binds.iter().map(|(bound, _)| {
+            store.apply(Command::Update { resource: key.clone(), object: bound.clone() })
+        }))
+        .await;
+        for ((pod, target), result) in binds.iter().zip(results) {
+            match result {
                 Ok(applied) => {
                     let msg = format!("Successfully assigned {}/{} to {target}", meta::namespace(pod), meta::name(pod));
                     recorder.record(&applied.object, EventType::Normal, "Scheduled", &msg).await;
@@ -92,6 +96,17 @@ pub async fn run(store: Store, node: String, shutdown: CancellationToken) {
         }
     })
     .await;
+}
+
+/// The pod bound to `target`, with the `PodScheduled` condition.
+fn bind(pod: &Value, target: &str) -> Value {
+    let mut bound = pod.clone();
+    bound["spec"]["nodeName"] = json!(target);
+    let conditions = bound["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+    conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()}));
+    bound["status"]["conditions"] = json!(conditions);
+    bound
 }
 
 /// Marks a pod that fits nowhere, as kube-scheduler does: PodScheduled False, Unschedulable.
