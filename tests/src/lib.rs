@@ -4,6 +4,7 @@
 //! - [`images`]: deterministic busybox test images (OCI and docker archives).
 //! - [`containerd`]: a private containerd per test, torn down on drop.
 //! - [`netns`]: a network namespace per test node, joined to the root namespace by a veth pair.
+//! - [`hostpath`]: exclusive use of host paths the manifests name, removed after the test.
 //! - [`registry`]: a private docker-registry on 127.0.0.1 (of the root or a node's namespace) for pull tests.
 //! - [`skerryd`]: a real skerryd per test, inside its own network namespace with its own CNI
 //!   config ([`skerryd::TestNode`] = containerd + skerryd), and the CLI.
@@ -13,6 +14,7 @@
 //! - [`wait_until`]: poll a condition with a deadline instead of sleeping.
 
 pub mod containerd;
+pub mod hostpath;
 pub mod http;
 pub mod images;
 pub mod netns;

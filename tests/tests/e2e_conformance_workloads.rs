@@ -283,6 +283,8 @@ fn min_ready_seconds_is_honoured() {
 
 #[test]
 fn microservices_folder_applies_and_deletes_as_a_folder() {
+    // The folder's mongodb pod creates storage.yml's hostPath on the host.
+    let _host_path = skerry_tests::hostpath::HostPathGuard::seed();
     let node = TestNode::start();
     let dir = skerry_tests::conformance("seed/microservices_deployment");
     import_standins(&node, &dir);

@@ -1,42 +1,13 @@
 //! Pod volumes end to end: the seed's mongo stack keeps its data across pods through a claim,
 //! local-path claims shared by two pods, emptyDir (disk and memory), a missing hostPath.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use skerry_tests::skerryd::{column, mounts_below, TestNode, BUSYBOX};
 use skerry_tests::standins::import_standins;
+use skerry_tests::hostpath::{HostPathGuard, SEED_HOST_PATH};
 use skerry_tests::svc::{pod_exec, wait_for};
-
-/// The seed's storage.yml volume lives at this path on the host.
-const SEED_HOST_PATH: &str = "/mnt/some new/directory/structure/";
-
-/// Removes what a test created on the host: the topmost directory of `path` that did not exist
-/// when the guard was made (nothing when the whole path existed), and a file the test wrote.
-struct HostPathGuard {
-    created: Option<PathBuf>,
-    files: Vec<PathBuf>,
-}
-
-impl HostPathGuard {
-    fn new(path: &Path) -> HostPathGuard {
-        let created = path.ancestors().filter(|a| !a.exists()).last().map(Path::to_path_buf);
-        HostPathGuard { created, files: Vec::new() }
-    }
-}
-
-impl Drop for HostPathGuard {
-    fn drop(&mut self) {
-        for f in &self.files {
-            let _ = std::fs::remove_file(f);
-        }
-        if let Some(dir) = &self.created {
-            if let Err(e) = std::fs::remove_dir_all(dir) {
-                eprintln!("warning: could not remove {}: {e}", dir.display());
-            }
-        }
-    }
-}
 
 fn token(what: &str) -> String {
     format!("{what}-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
@@ -77,7 +48,7 @@ fn wait_one_running(node: &TestNode, selector: &str, not: Option<&str>) -> Strin
 #[test]
 fn seed_mongo_keeps_its_data_across_pods() {
     let host = Path::new(SEED_HOST_PATH);
-    let mut guard = HostPathGuard::new(host);
+    let mut guard = HostPathGuard::seed();
     let node = TestNode::start();
     let stack = skerry_tests::conformance("seed/microservices_deployment/mongo-stack.yml");
     let storage = skerry_tests::conformance("seed/microservices_deployment/storage.yml");
