@@ -139,15 +139,7 @@ fn pod(out: &mut Out, pod: &Value) {
     for cond in status["conditions"].as_array().into_iter().flatten() {
         out.raw(format!("  {:<28}{} ", cond["type"].as_str().unwrap_or(""), cond["status"].as_str().unwrap_or("")));
     }
-    let volumes = spec["volumes"].as_array().map_or(0, Vec::len);
-    if volumes == 0 {
-        out.line(0, "Volumes", "<none>");
-    } else {
-        out.raw("Volumes:");
-        for v in spec["volumes"].as_array().into_iter().flatten() {
-            out.raw(format!("  {}:", v["name"].as_str().unwrap_or("")));
-        }
-    }
+    volumes(out, 0, spec);
     out.line(0, "QoS Class", status["qosClass"].as_str().unwrap_or("BestEffort"));
     let selectors: std::collections::BTreeMap<String, String> = spec["nodeSelector"]
         .as_object()
@@ -391,11 +383,65 @@ fn pod_template(out: &mut Out, template: &Value) {
         resources(out, c);
         probes(out, c);
         environment(out, c);
-        out.line(4, "Mounts", "<none>");
+        mounts(out, c);
     }
-    out.line(2, "Volumes", "<none>");
+    volumes(out, 2, &template["spec"]);
     out.line(2, "Node-Selectors", "<none>");
     out.line(2, "Tolerations", "<none>");
+}
+
+/// `Mounts:` of a container: `/data from data (rw)`, as kubectl prints them.
+fn mounts(out: &mut Out, c: &Value) {
+    let lines: Vec<String> = c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let mode = if m["readOnly"].as_bool() == Some(true) { "ro" } else { "rw" };
+            let sub = m["subPath"].as_str().map(|p| format!(",path=\"{p}\"")).unwrap_or_default();
+            format!("{} from {} ({mode}{sub})", m["mountPath"].as_str().unwrap_or(""), m["name"].as_str().unwrap_or(""))
+        })
+        .collect();
+    if lines.is_empty() {
+        out.line(4, "Mounts", "<none>");
+        return;
+    }
+    out.raw("    Mounts:");
+    for l in lines {
+        out.raw(format!("      {l}"));
+    }
+}
+
+/// `Volumes:` with each volume's source, as kubectl prints the common types.
+fn volumes(out: &mut Out, indent: usize, spec: &Value) {
+    let list = spec["volumes"].as_array().filter(|v| !v.is_empty());
+    let Some(list) = list else {
+        out.line(indent, "Volumes", "<none>");
+        return;
+    };
+    let pad = " ".repeat(indent);
+    out.raw(format!("{pad}Volumes:"));
+    for v in list {
+        out.raw(format!("{pad}  {}:", v["name"].as_str().unwrap_or("")));
+        let text = |x: &Value| x.as_str().map(str::to_string).unwrap_or_else(|| x.as_bool().map(|b| b.to_string()).unwrap_or_default());
+        let fields: Vec<(&str, String)> = if let Some(p) = v.get("persistentVolumeClaim").filter(|x| x.is_object()) {
+            vec![("Type", "PersistentVolumeClaim (a reference to a PersistentVolumeClaim in the same namespace)".into()), ("ClaimName", text(&p["claimName"])), ("ReadOnly", p["readOnly"].as_bool().unwrap_or(false).to_string())]
+        } else if let Some(h) = v.get("hostPath").filter(|x| x.is_object()) {
+            vec![("Type", "HostPath (bare host directory volume)".into()), ("Path", text(&h["path"])), ("HostPathType", text(&h["type"]))]
+        } else if let Some(e) = v.get("emptyDir").filter(|x| x.is_object()) {
+            vec![("Type", "EmptyDir (a temporary directory that shares a pod's lifetime)".into()), ("Medium", text(&e["medium"])), ("SizeLimit", e["sizeLimit"].as_str().unwrap_or("<unset>").to_string())]
+        } else if let Some(c) = v.get("configMap").filter(|x| x.is_object()) {
+            vec![("Type", "ConfigMap (a volume populated by a ConfigMap)".into()), ("Name", text(&c["name"])), ("Optional", c["optional"].as_bool().unwrap_or(false).to_string())]
+        } else if let Some(sec) = v.get("secret").filter(|x| x.is_object()) {
+            vec![("Type", "Secret (a volume populated by a Secret)".into()), ("SecretName", text(&sec["secretName"])), ("Optional", sec["optional"].as_bool().unwrap_or(false).to_string())]
+        } else {
+            vec![("Type", "<unknown>".into())]
+        };
+        let width = fields.iter().map(|(k, _)| k.len() + 3).max().unwrap_or(0);
+        for (k, val) in fields {
+            out.raw(format!("{pad}    {:<width$}{val}", format!("{k}:")));
+        }
+    }
 }
 
 /// `Limits:` and `Requests:` of a container, as kubectl prints them.
@@ -457,12 +503,45 @@ fn probes(out: &mut Out, c: &Value) {
     }
 }
 
+/// What kubectl prints for an env entry: its value, or where the value comes from (a Secret's
+/// value is never shown).
+fn env_value(e: &Value) -> String {
+    let from = &e["valueFrom"];
+    let optional = |r: &Value| r["optional"].as_bool().unwrap_or(false);
+    if let Some(r) = from.get("secretKeyRef").filter(|r| r.is_object()) {
+        return format!("<set to the key '{}' in secret '{}'>  Optional: {}", r["key"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""), optional(r));
+    }
+    if let Some(r) = from.get("configMapKeyRef").filter(|r| r.is_object()) {
+        return format!("<set to the key '{}' of config map '{}'>  Optional: {}", r["key"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""), optional(r));
+    }
+    if let Some(r) = from.get("fieldRef").filter(|r| r.is_object()) {
+        return format!("({}:{})", r["apiVersion"].as_str().unwrap_or("v1"), r["fieldPath"].as_str().unwrap_or(""));
+    }
+    e["value"].as_str().unwrap_or("").to_string()
+}
+
 fn environment(out: &mut Out, c: &Value) {
+    let sources: Vec<String> = c["envFrom"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            let (kind, r) = if f["configMapRef"].is_object() { ("ConfigMap", &f["configMapRef"]) } else if f["secretRef"].is_object() { ("Secret", &f["secretRef"]) } else { return None };
+            let prefix = f["prefix"].as_str().map(|p| format!(" with prefix '{p}'")).unwrap_or_default();
+            Some(format!("{}  {kind}{prefix}  Optional: {}", r["name"].as_str().unwrap_or(""), r["optional"].as_bool().unwrap_or(false)))
+        })
+        .collect();
+    if !sources.is_empty() {
+        out.raw("    Environment Variables from:");
+        for s in sources {
+            out.raw(format!("      {s}"));
+        }
+    }
     let env: Vec<String> = c["env"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|e| format!("{}:  {}", e["name"].as_str().unwrap_or(""), e["value"].as_str().unwrap_or("")))
+        .map(|e| format!("{}:  {}", e["name"].as_str().unwrap_or(""), env_value(e)))
         .collect();
     if env.is_empty() {
         out.line(4, "Environment", "<none>");
@@ -516,7 +595,7 @@ fn container(out: &mut Out, c: &Value, cs: &Value) {
     resources(out, c);
     probes(out, c);
     environment(out, c);
-    out.line(4, "Mounts", "<none>");
+    mounts(out, c);
 }
 
 fn state(out: &mut Out, label: &str, state: &Value) {
@@ -609,6 +688,21 @@ mod tests {
     }
 
     #[test]
+    fn environment_names_sources_not_secret_values() {
+        let c = json!({"name": "app", "image": "app:1",
+            "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "APP_"}],
+            "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+                    {"name": "POD", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
+                    {"name": "PLAIN", "value": "x"}]});
+        let pod = json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [c]}, "status": {}});
+        let text = describe("Pod", &pod, &[], &[]);
+        assert!(text.contains("    Environment Variables from:\n      settings  ConfigMap with prefix 'APP_'  Optional: false\n"), "{text}");
+        assert!(text.contains("      PASSWORD:  <set to the key 'password' in secret 'db'>  Optional: false\n"), "{text}");
+        assert!(text.contains("      POD:  (v1:metadata.name)\n"), "{text}");
+        assert!(text.contains("      PLAIN:  x\n"), "{text}");
+    }
+
+    #[test]
     fn deployments_show_replicas_strategy_and_replica_sets() {
         let d = json!({"metadata": {"name": "web", "namespace": "default", "uid": "d1"},
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
@@ -630,5 +724,25 @@ mod tests {
         assert!(text.contains("    Limits:\n      memory:  64Mi\n    Requests:\n      cpu:     250m\n"), "{text}");
         assert!(text.contains("NewReplicaSet:          web-new (1/1 replicas created)"), "{text}");
         assert!(text.contains("  Available      True    MinimumReplicasAvailable"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod volume_tests {
+    use serde_json::json;
+
+    use super::describe;
+
+    #[test]
+    fn mounts_and_volumes_name_their_sources() {
+        let pod = json!({"metadata": {"name": "mongodb", "namespace": "default"},
+            "spec": {"containers": [{"name": "mongodb", "image": "mongo:3.6.5-jessie",
+                        "volumeMounts": [{"name": "mongo-persistent-storage", "mountPath": "/data/db"}, {"name": "cfg", "mountPath": "/etc/app", "readOnly": true, "subPath": "app"}]}],
+                     "volumes": [{"name": "mongo-persistent-storage", "persistentVolumeClaim": {"claimName": "mongo-pvc"}},
+                                 {"name": "cfg", "configMap": {"name": "settings"}}]}, "status": {}});
+        let text = describe("Pod", &pod, &[], &[]);
+        assert!(text.contains("    Mounts:\n      /data/db from mongo-persistent-storage (rw)\n      /etc/app from cfg (ro,path=\"app\")\n"), "{text}");
+        assert!(text.contains("  mongo-persistent-storage:\n    Type:       PersistentVolumeClaim (a reference to a PersistentVolumeClaim in the same namespace)\n    ClaimName:  mongo-pvc\n    ReadOnly:   false\n"), "{text}");
+        assert!(text.contains("  cfg:\n    Type:      ConfigMap (a volume populated by a ConfigMap)\n    Name:      settings\n    Optional:  false\n"), "{text}");
     }
 }
