@@ -202,17 +202,20 @@ impl Worker {
         if meta::is_deleting(&pod) {
             return self.terminate(&pod, &names).await;
         }
+        let began = std::time::Instant::now();
         if let Err(e) = self.ensure_sandbox(&pod).await {
             self.ctx.recorder.record(&pod, EventType::Warning, "FailedCreatePodSandBox", &e.to_string()).await;
             return Ok(Next::After(Duration::from_secs(5)));
         }
         let policy = pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always").to_string();
+        let sandboxed = began.elapsed();
         if let Err(e) = self.ensure_network(&pod).await {
             let msg = format!("Failed to create pod sandbox: {e}");
             self.ctx.recorder.record(&pod, EventType::Warning, "FailedCreatePodSandBox", &msg).await;
             self.write_status(&pod, &policy).await?;
             return Ok(Next::After(Duration::from_secs(5)));
         }
+        let networked = began.elapsed();
         let volumes_ready = self.ensure_volumes(&pod).await;
         let mut wake = Duration::from_secs(if volumes_ready { 5 } else { 2 });
         for c in spec_containers(&pod) {
@@ -223,7 +226,16 @@ impl Worker {
                 wake = wake.min(d);
             }
         }
+        let containers = began.elapsed();
         self.write_status(&pod, &policy).await?;
+        tracing::debug!(
+            pod = %self.name,
+            sandbox_ms = sandboxed.as_millis() as u64,
+            network_ms = (networked - sandboxed).as_millis() as u64,
+            containers_ms = (containers - networked).as_millis() as u64,
+            status_ms = (began.elapsed() - containers).as_millis() as u64,
+            "pod reconciled"
+        );
         Ok(Next::After(wake))
     }
 
@@ -610,7 +622,9 @@ impl Worker {
         ]);
         let run = ContainerRun { id: id.to_string(), image: image.to_string(), spec, labels, log_path: log };
         self.ctx.recorder.record(pod, EventType::Normal, "Created", &format!("Created container: {name}")).await;
+        let run_began = std::time::Instant::now();
         let started = self.ctx.runtime.run(&run).await;
+        tracing::debug!(pod = %self.name, container = name, run_ms = run_began.elapsed().as_millis() as u64, "container created and started");
         if let Ok(pid) = started {
             self.memos.get_mut(name).expect("memo").seen = Some(TaskState::Running { pid });
         }
