@@ -17,7 +17,7 @@ use serde_json::Value;
 use skerry_tests::images::ImageBuilder;
 
 use crate::swarm::{HostNet, Swarm};
-use crate::{floor_once, http, secs, Env, Skerryd, Stats, Timeline, DETECT, IMAGE, POD_IMAGE};
+use crate::{floor_once, http, secs, Apply, Env, Skerryd, Stats, Timeline, DETECT, IMAGE, POD_IMAGE};
 
 /// The second tag of the bench image: the rolling update changes the template's image to it.
 const IMAGE2: &str = "docker.io/library/busybox:bench2";
@@ -294,29 +294,10 @@ async fn bench_pods(skerryd: &Skerryd) -> Result<(usize, usize)> {
 /// and all `n` live pods are Running.
 async fn apply_until_rolled_out(skerryd: &Skerryd, manifest: &Path, n: usize, after_generation: i64, timeout: Duration) -> Result<Duration> {
     let started = Instant::now();
-    let mut apply = tokio::process::Command::new(&skerryd.skerry)
-        .arg("apply")
-        .arg("-f")
-        .arg(manifest)
-        .env("SKERRY_SOCKET", &skerryd.socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("running skerry apply")?;
-    let mut applied = false;
+    let mut apply = Apply::start(skerryd, manifest)?;
     let mut last = Value::Null;
     loop {
-        if !applied {
-            if let Some(status) = apply.try_wait()? {
-                if !status.success() {
-                    let out = apply.wait_with_output().await?;
-                    bail!("skerry apply failed ({status}): {}", String::from_utf8_lossy(&out.stderr));
-                }
-                applied = true;
-            }
-        }
+        let applied = apply.done().await?;
         if let Some(d) = get_deployment(skerryd).await? {
             if applied && int(&d, "/metadata/generation") > after_generation && rollout_complete(&d, n) {
                 // The Deployment's counts come from its ReplicaSets; the pods must agree.

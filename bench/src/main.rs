@@ -223,6 +223,40 @@ fn floor_namespace(c: &Containerd) -> String {
 /// The skerryd under test: the e2e harness's node ([`skerry_tests::skerryd::Skerryd`]) with the
 /// release binaries — its own network namespace, CNI config, data dir and socket, all removed
 /// on drop.
+/// A `skerry apply -f` running in the background while a benchmark polls for its effect.
+struct Apply {
+    child: Option<tokio::process::Child>,
+}
+
+impl Apply {
+    fn start(skerryd: &Skerryd, manifest: &Path) -> Result<Apply> {
+        let child = tokio::process::Command::new(&skerryd.skerry)
+            .arg("apply")
+            .arg("-f")
+            .arg(manifest)
+            .env("SKERRY_SOCKET", &skerryd.socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("running skerry apply")?;
+        Ok(Apply { child: Some(child) })
+    }
+
+    /// Whether the apply has finished (successfully; a failure is an error with its stderr).
+    async fn done(&mut self) -> Result<bool> {
+        let Some(child) = self.child.as_mut() else { return Ok(true) };
+        let Some(status) = child.try_wait()? else { return Ok(false) };
+        let child = self.child.take().expect("checked above");
+        if !status.success() {
+            let out = child.wait_with_output().await?;
+            bail!("skerry apply failed ({status}): {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(true)
+    }
+}
+
 struct Skerryd {
     node: skerry_tests::skerryd::Skerryd,
     socket: PathBuf,
@@ -297,28 +331,9 @@ impl Skerryd {
             None
         };
         let started = Instant::now();
-        let mut apply = tokio::process::Command::new(&self.skerry)
-            .arg("apply")
-            .arg("-f")
-            .arg(manifest)
-            .env("SKERRY_SOCKET", &self.socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("running skerry apply")?;
-        let mut applied = false;
+        let mut apply = Apply::start(self, manifest)?;
         loop {
-            if !applied {
-                if let Some(status) = apply.try_wait()? {
-                    if !status.success() {
-                        let out = apply.wait_with_output().await?;
-                        bail!("skerry apply failed ({status}): {}", String::from_utf8_lossy(&out.stderr));
-                    }
-                    applied = true;
-                }
-            }
+            let applied = apply.done().await?;
             let pods = self.pods().await?;
             let running = pods.iter().filter(|p| p.pointer("/status/phase").and_then(Value::as_str) == Some("Running")).count();
             if applied && pods.len() == n && running == n {
