@@ -115,16 +115,7 @@ pub async fn deploy(args: DeployArgs) -> Result<()> {
         containerd_version = floor.version().await?;
         let skerryd = Skerryd::start(&env, &args.log_level, &[]).await?;
         let result = measure_skerry(&args, &env, &floor, &skerryd, &mut sizes, timeout).await;
-        if let Some(keep) = &args.keep_log {
-            if let Some(dir) = keep.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            let _ = std::fs::copy(&skerryd.log, keep);
-        }
-        if result.is_ok() {
-            let _ = skerryd.delete_all().await;
-        }
-        drop(skerryd);
+        skerryd.finish(args.keep_log.as_deref(), result.is_ok()).await;
         drop(floor);
         drop(env);
         result?;

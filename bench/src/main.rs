@@ -267,6 +267,21 @@ struct Skerryd {
 }
 
 impl Skerryd {
+    /// Ends a run: copies the log to `keep_log` (also after a failure) and, after a successful
+    /// run, deletes every pod so containerd has nothing left to kill (pods, sandboxes and pod
+    /// directories go the normal way).
+    async fn finish(self, keep_log: Option<&Path>, succeeded: bool) {
+        if let Some(keep) = keep_log {
+            if let Some(dir) = keep.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = std::fs::copy(&self.log, keep);
+        }
+        if succeeded {
+            let _ = self.delete_all().await;
+        }
+    }
+
     async fn start(env: &Env, log_level: &str, extra_env: &[String]) -> Result<Skerryd> {
         let mut envs = Vec::new();
         for kv in extra_env {
@@ -528,17 +543,7 @@ async fn all(args: AllArgs) -> Result<()> {
     let containerd_version = floor.version().await?;
     let skerryd = Skerryd::start(&env, &args.log_level, &args.skerryd_env).await?;
     let result = measure(&args, &env, &floor, &skerryd, &containerd_version).await;
-    if let Some(keep) = &args.keep_log {
-        if let Some(dir) = keep.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let _ = std::fs::copy(&skerryd.log, keep);
-    }
-    if result.is_ok() {
-        // Leave containerd nothing to kill: pods, sandboxes and pod directories go the normal way.
-        let _ = skerryd.delete_all().await;
-    }
-    drop(skerryd);
+    skerryd.finish(args.keep_log.as_deref(), result.is_ok()).await;
     let report = result?;
     print!("{report}");
     if let Some(out) = &args.out {

@@ -260,20 +260,11 @@ fn annotations(out: &mut Out, indent: usize, obj: &Value) {
 
 /// `Deployment/webapp`: the controlling owner, as `Controlled By` shows it.
 fn controller_of(obj: &Value) -> Option<String> {
-    obj.pointer("/metadata/ownerReferences")?
-        .as_array()?
-        .iter()
-        .find(|o| o["controller"].as_bool() == Some(true))
-        .map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or(""), o["name"].as_str().unwrap_or("")))
+    meta::controller_of(obj).map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or(""), o["name"].as_str().unwrap_or("")))
 }
 
 fn owned_by<'a>(owner: &'a Value, objects: &'a [Value]) -> impl Iterator<Item = &'a Value> + 'a {
-    let uid = meta::uid(owner);
-    objects.iter().filter(move |o| {
-        o.pointer("/metadata/ownerReferences")
-            .and_then(Value::as_array)
-            .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)))
-    })
+    objects.iter().filter(move |o| meta::is_owned_by(o, meta::uid(owner)))
 }
 
 fn deployment(out: &mut Out, d: &Value, replica_sets: &[Value]) {
@@ -322,15 +313,9 @@ fn deployment(out: &mut Out, d: &Value, replica_sets: &[Value]) {
             ));
         }
     }
-    let template_of = |rs: &Value| {
-        let mut t = rs["spec"]["template"].clone();
-        if let Some(labels) = t.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
-            labels.remove(crate::objects::workload::POD_TEMPLATE_HASH);
-        }
-        t
-    };
     let owned: Vec<&Value> = owned_by(d, replica_sets).collect();
-    let (new, old): (Vec<&Value>, Vec<&Value>) = owned.into_iter().partition(|rs| template_of(rs) == spec["template"]);
+    let (new, old): (Vec<&Value>, Vec<&Value>) =
+        owned.into_iter().partition(|rs| crate::objects::workload::equal_ignore_hash(&rs["spec"]["template"], &spec["template"]));
     let summary = |rs: &&Value| {
         format!("{} ({}/{} replicas created)", meta::name(rs), n(&rs["status"]["replicas"]), rs["spec"]["replicas"].as_i64().unwrap_or(0))
     };

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::replicaset::{self as rs, earliest, spec_replicas, status_count};
 use crate::events::{EventType, Recorder};
-use crate::objects::workload::{scaled, template_hash, POD_TEMPLATE_HASH, REVISION};
+use crate::objects::workload::{equal_ignore_hash, scaled, template_hash, POD_TEMPLATE_HASH, REVISION};
 use crate::objects::{self, meta, resource, selector::Selector};
 use crate::store::{Command, Store, StoreError};
 
@@ -115,18 +115,6 @@ fn created(obj: &Value) -> Option<Timestamp> {
 /// Oldest first; ties by name (Kubernetes' `ReplicaSetsByCreationTimestamp`).
 fn by_creation(a: &Value, b: &Value) -> Ordering {
     created(a).cmp(&created(b)).then_with(|| meta::name(a).cmp(meta::name(b)))
-}
-
-/// Whether two pod templates are equal apart from the `pod-template-hash` label.
-pub fn equal_ignore_hash(a: &Value, b: &Value) -> bool {
-    let strip = |t: &Value| {
-        let mut t = t.clone();
-        if let Some(labels) = t.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
-            labels.remove(POD_TEMPLATE_HASH);
-        }
-        t
-    };
-    strip(a) == strip(b)
 }
 
 /// How many replicas the new ReplicaSet should have now: everything at once for `Recreate`;
@@ -402,7 +390,7 @@ pub fn new_replica_set(d: &Value, hash: &str, replicas: i64, now: Timestamp) -> 
         "apiVersion": "apps/v1", "kind": "ReplicaSet",
         "metadata": {
             "name": format!("{}-{hash}", meta::name(d)), "namespace": meta::namespace(d),
-            "labels": template["metadata"]["labels"], "ownerReferences": [rs::controller_ref(d)],
+            "labels": template["metadata"]["labels"], "ownerReferences": [meta::controller_ref(d)],
             "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": meta::timestamp(now), "generation": 1,
         },
         "spec": spec,
@@ -487,14 +475,14 @@ impl Controller {
         let claim = rs::claim(d, &sel, sets);
         let mut owned: Vec<Value> = claim.owned.iter().map(|&i| sets[i].clone()).collect();
         for &i in &claim.adopt {
-            let adopted = rs::with_controller_ref(&sets[i], d);
+            let adopted = meta::with_controller_ref(&sets[i], d);
             if let Ok(applied) = self.store.apply(Command::Update { resource: resource::REPLICA_SETS.key(), object: adopted }).await {
                 sets[i] = applied.object.clone();
                 owned.push(applied.object);
             }
         }
         for &i in &claim.release {
-            let released = rs::without_owner(&sets[i], meta::uid(d));
+            let released = meta::without_owner(&sets[i], meta::uid(d));
             if let Ok(applied) = self.store.apply(Command::Update { resource: resource::REPLICA_SETS.key(), object: released }).await {
                 sets[i] = applied.object;
             }
@@ -644,7 +632,7 @@ impl Sync<'_> {
             }
             Err(StoreError::AlreadyExists { .. }) => {
                 let existing = self.ctl.store.get(&resource::REPLICA_SETS.key(), meta::namespace(&self.d), &name).await?.ok_or(Stop::Requeue)?;
-                let ours = rs::controller_of(&existing).is_some_and(|r| r["uid"].as_str() == Some(meta::uid(&self.d)));
+                let ours = meta::controller_of(&existing).is_some_and(|r| r["uid"].as_str() == Some(meta::uid(&self.d)));
                 let same = existing.pointer("/spec/template").zip(self.d.pointer("/spec/template")).is_some_and(|(a, b)| equal_ignore_hash(a, b));
                 if !(ours && same) {
                     // A hash collision: the next hash comes from a higher collision count.
@@ -882,7 +870,7 @@ impl Sync<'_> {
         let old_running = old.iter().map(|&i| status_count(&self.sets[i], "replicas")).sum::<i64>() > 0
             || pods.iter().any(|p| {
                 !matches!(p.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"))
-                    && rs::controller_of(p).and_then(|r| r["uid"].as_str()).is_some_and(|u| old_uids.contains(&u))
+                    && meta::controller_of(p).and_then(|r| r["uid"].as_str()).is_some_and(|u| old_uids.contains(&u))
             });
         if old_running {
             return self.sync_rollout_status(new).await;
@@ -994,7 +982,8 @@ pub async fn run(store: Store, node: String, shutdown: CancellationToken) {
 mod tests {
     use super::*;
     use crate::controllers::replicaset::tests::{create, pods, run_pod, t, update};
-    use crate::controllers::replicaset::{self as rsc, is_ready};
+    use crate::controllers::replicaset::{self as rsc};
+    use crate::objects::pod::is_ready;
 
     fn deployment(name: &str, replicas: i64, extra: Value) -> Value {
         let mut d = json!({

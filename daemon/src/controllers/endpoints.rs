@@ -15,12 +15,6 @@ fn string_map(v: &Value) -> BTreeMap<String, String> {
     v.as_object().map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()).unwrap_or_default()
 }
 
-fn ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-}
-
 /// The container port a service port's `targetPort` means in `pod` (a number, or a named port).
 fn resolve(target: &Value, pod: &Value) -> Option<i64> {
     if let Some(n) = target.as_i64() {
@@ -68,7 +62,7 @@ pub fn subsets(svc: &Value, pods: &[Value]) -> Vec<Value> {
             "targetRef": {"kind": "Pod", "namespace": meta::namespace(pod), "name": meta::name(pod), "uid": meta::uid(pod)},
         });
         let entry = groups.entry(resolved).or_default();
-        if ready(pod) { entry.0.push(address) } else { entry.1.push(address) }
+        if crate::objects::pod::is_ready(pod) { entry.0.push(address) } else { entry.1.push(address) }
     }
     groups
         .into_iter()

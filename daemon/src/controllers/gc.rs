@@ -167,10 +167,7 @@ pub async fn collect(store: &Store) -> Result<(), StoreError> {
         let command = match action {
             Action::Delete { foreground } => delete_command(rt, obj, foreground),
             Action::DropRefs(gone) => {
-                let mut new = obj.clone();
-                if let Some(refs) = new.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
-                    refs.retain(|r| !gone.iter().any(|g| r["uid"].as_str() == Some(g)));
-                }
+                let new = gone.iter().fold(obj.clone(), |o, uid| meta::without_owner(&o, uid));
                 Command::Update { resource: rt.key(), object: new }
             }
             Action::OrphanAndFinish => {
@@ -192,18 +189,8 @@ pub async fn orphan(store: &Store, owner: &Value) -> Result<(), StoreError> {
     let uid = meta::uid(owner);
     for rt in ORDER {
         let (items, _) = store.list(&rt.key(), Some(meta::namespace(owner))).await?;
-        for obj in items {
-            let Some(refs) = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array) else { continue };
-            if !refs.iter().any(|r| r["uid"].as_str() == Some(uid)) {
-                continue;
-            }
-            let mut new = obj.clone();
-            let kept: Vec<Value> = refs.iter().filter(|r| r["uid"].as_str() != Some(uid)).cloned().collect();
-            if kept.is_empty() {
-                meta::metadata_mut(&mut new).remove("ownerReferences");
-            } else {
-                meta::set(&mut new, "ownerReferences", kept);
-            }
+        for obj in items.iter().filter(|o| meta::is_owned_by(o, uid)) {
+            let new = meta::without_owner(obj, uid);
             match store.apply(Command::Update { resource: rt.key(), object: new }).await {
                 Ok(_) | Err(StoreError::NotFound { .. }) => {}
                 Err(e) => return Err(e),

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventType, Recorder};
-use crate::objects::{self, meta, resource, selector::Selector, ResourceType};
+use crate::objects::{self, meta, pod, resource, selector::Selector, ResourceType};
 use crate::store::{Command, Store, StoreError};
 
 /// The annotation that makes a pod cheaper (or dearer) to delete on scale-down.
@@ -34,43 +34,6 @@ const MAX_GENERATED_PREFIX: usize = 58;
 
 // ---------------------------------------------------------------------------------------------
 // Pure helpers, shared with the Deployment controller.
-
-/// The ownerReference a controller puts on what it controls.
-pub fn controller_ref(owner: &Value) -> Value {
-    json!({
-        "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta::name(owner), "uid": meta::uid(owner),
-        "controller": true, "blockOwnerDeletion": true,
-    })
-}
-
-/// The ownerReference with `controller: true`, if any.
-pub fn controller_of(obj: &Value) -> Option<&Value> {
-    obj.pointer("/metadata/ownerReferences")?.as_array()?.iter().find(|r| r["controller"] == true)
-}
-
-/// `obj` with `owner`'s controller reference added.
-pub fn with_controller_ref(obj: &Value, owner: &Value) -> Value {
-    let mut new = obj.clone();
-    let mut refs = new.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
-    refs.retain(|r| r["uid"].as_str() != Some(meta::uid(owner)));
-    refs.push(controller_ref(owner));
-    meta::set(&mut new, "ownerReferences", refs);
-    new
-}
-
-/// `obj` without any reference to the owner with `uid`.
-pub fn without_owner(obj: &Value, uid: &str) -> Value {
-    let mut new = obj.clone();
-    let mut refs = new.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
-    refs.retain(|r| r["uid"].as_str() != Some(uid));
-    let m = meta::metadata_mut(&mut new);
-    if refs.is_empty() {
-        m.remove("ownerReferences");
-    } else {
-        m.insert("ownerReferences".into(), json!(refs));
-    }
-    new
-}
 
 /// The pods an RS (a `LabelSelector`) or an RC (a plain map, defaulting to the template's
 /// labels) selects; `None` when the selector cannot be read.
@@ -106,23 +69,16 @@ pub fn is_active(pod: &Value) -> bool {
     !meta::is_deleting(pod) && !matches!(phase(pod), "Succeeded" | "Failed")
 }
 
-fn ready_condition(pod: &Value) -> Option<&Value> {
-    pod.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == "Ready")
-}
-
-pub fn is_ready(pod: &Value) -> bool {
-    ready_condition(pod).is_some_and(|c| c["status"] == "True")
-}
 
 /// When a ready pod became ready.
 fn ready_since(pod: &Value) -> Option<Timestamp> {
-    ready_condition(pod).filter(|c| c["status"] == "True").and_then(|c| meta::parse_time(c.get("lastTransitionTime")))
+    pod::ready_condition(pod).filter(|c| c["status"] == "True").and_then(|c| meta::parse_time(c.get("lastTransitionTime")))
 }
 
 /// When a ready pod counts as available: `minReadySeconds` after it became ready (Kubernetes
 /// requires that moment to be strictly in the past). `None` when the pod is not ready.
 pub fn available_at(pod: &Value, min_ready: i64) -> Option<Timestamp> {
-    if !is_ready(pod) {
+    if !pod::is_ready(pod) {
         return None;
     }
     if min_ready == 0 {
@@ -180,7 +136,7 @@ pub fn claim(owner: &Value, selector: &Selector, objects: &[Value]) -> Claim {
             continue;
         }
         let matches = selector.matches(&meta::labels(obj));
-        match controller_of(obj) {
+        match meta::controller_of(obj) {
             Some(r) if r["uid"].as_str() == Some(uid) => {
                 if matches {
                     c.owned.push(i);
@@ -236,9 +192,9 @@ pub fn deletion_order(a: &Value, b: &Value) -> Ordering {
     assigned(a)
         .cmp(&assigned(b))
         .then_with(|| phase_rank(a).cmp(&phase_rank(b)))
-        .then_with(|| is_ready(a).cmp(&is_ready(b)))
+        .then_with(|| pod::is_ready(a).cmp(&pod::is_ready(b)))
         .then_with(|| deletion_cost(a).cmp(&deletion_cost(b)))
-        .then_with(|| match (is_ready(a), is_ready(b)) {
+        .then_with(|| match (pod::is_ready(a), pod::is_ready(b)) {
             (true, true) => ready_since(b).cmp(&ready_since(a)),
             _ => Ordering::Equal,
         })
@@ -258,7 +214,7 @@ pub fn status(owner: &Value, pods: &[&Value], now: Timestamp) -> Value {
             template_labels.into_iter().flatten().all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
         })
         .count();
-    let ready = pods.iter().filter(|p| is_ready(p)).count();
+    let ready = pods.iter().filter(|p| pod::is_ready(p)).count();
     let available = pods.iter().filter(|p| is_available(p, min_ready, now)).count();
     let mut s = owner.get("status").and_then(Value::as_object).cloned().unwrap_or_default();
     s.insert("replicas".into(), json!(pods.len()));
@@ -297,7 +253,7 @@ pub fn pod_from_template(owner: &Value) -> Result<Value, objects::ObjectError> {
             metadata.insert(field.into(), v.clone());
         }
     }
-    metadata.insert("ownerReferences".into(), json!([controller_ref(owner)]));
+    metadata.insert("ownerReferences".into(), json!([meta::controller_ref(owner)]));
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": t.get("spec").cloned().unwrap_or(json!({}))});
     Ok(objects::admit(&resource::PODS, pod)?.object)
 }
@@ -392,7 +348,7 @@ impl Controller {
         let adopt: Vec<Command> = claim
             .adopt
             .iter()
-            .map(|&i| Command::Update { resource: resource::PODS.key(), object: with_controller_ref(&pods[i], owner) })
+            .map(|&i| Command::Update { resource: resource::PODS.key(), object: meta::with_controller_ref(&pods[i], owner) })
             .collect();
         for (&i, r) in claim.adopt.iter().zip(apply_all(&self.store, adopt).await) {
             match r {
@@ -407,7 +363,7 @@ impl Controller {
         let release: Vec<Command> = claim
             .release
             .iter()
-            .map(|&i| Command::Update { resource: resource::PODS.key(), object: without_owner(&pods[i], meta::uid(owner)) })
+            .map(|&i| Command::Update { resource: resource::PODS.key(), object: meta::without_owner(&pods[i], meta::uid(owner)) })
             .collect();
         for (&i, r) in claim.release.iter().zip(apply_all(&self.store, release).await) {
             match r {
@@ -538,7 +494,7 @@ pub(crate) mod tests {
     }
 
     fn owned_by<'a>(pods: &'a [Value], owner: &Value) -> Vec<&'a Value> {
-        pods.iter().filter(|p| controller_of(p).is_some_and(|r| r["uid"].as_str() == Some(meta::uid(owner)))).collect()
+        pods.iter().filter(|p| meta::controller_of(p).is_some_and(|r| r["uid"].as_str() == Some(meta::uid(owner)))).collect()
     }
 
     async fn get(store: &Store, rt: &ResourceType, name: &str) -> Value {
@@ -587,7 +543,7 @@ pub(crate) mod tests {
         let pod = |labels: Value, owner: Option<&Value>, ns: &str| {
             let mut p = json!({"metadata": {"name": "p", "namespace": ns, "labels": labels}});
             if let Some(o) = owner {
-                p = with_controller_ref(&p, o);
+                p = meta::with_controller_ref(&p, o);
             }
             p
         };
@@ -607,10 +563,10 @@ pub(crate) mod tests {
         gone["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         assert_eq!(claim(&gone, &sel, &pods), Claim { owned: vec![0], adopt: vec![], release: vec![] }, "a terminating owner adopts and releases nothing");
         // References survive a round trip; other owners' references are kept.
-        let adopted = with_controller_ref(&pods[3], &owner);
+        let adopted = meta::with_controller_ref(&pods[3], &owner);
         assert_eq!(adopted["metadata"]["ownerReferences"].as_array().unwrap().len(), 2);
-        assert_eq!(without_owner(&adopted, "rs-a"), pods[3]);
-        assert!(without_owner(&pods[0], "rs-a")["metadata"].get("ownerReferences").is_none());
+        assert_eq!(meta::without_owner(&adopted, "rs-a"), pods[3]);
+        assert!(meta::without_owner(&pods[0], "rs-a")["metadata"].get("ownerReferences").is_none());
     }
 
     #[test]
@@ -741,7 +697,7 @@ pub(crate) mod tests {
         assert_eq!(all.len(), 3, "the orphan counts; one pod is created; the foreign pod is not counted");
         assert_eq!(owned_by(&all, &rs).len(), 2);
         let orphan = all.iter().find(|p| meta::name(p) == "orphan").unwrap();
-        assert_eq!(controller_of(orphan).unwrap()["uid"].as_str(), Some(meta::uid(&rs)));
+        assert_eq!(meta::controller_of(orphan).unwrap()["uid"].as_str(), Some(meta::uid(&rs)));
         assert_eq!(all.iter().find(|p| meta::name(p) == "foreign").unwrap()["metadata"]["ownerReferences"], foreign["metadata"]["ownerReferences"]);
 
         // Relabelled out of the selector: released (the reference goes), and replaced.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 pub fn name(obj: &Value) -> &str {
     obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
@@ -61,4 +61,48 @@ pub fn now() -> String {
 /// Parses a timestamp written by [`timestamp`] or any RFC 3339 form.
 pub fn parse_time(value: Option<&Value>) -> Option<jiff::Timestamp> {
     value?.as_str()?.parse().ok()
+}
+
+/// The ownerReference a controller puts on what it controls.
+pub fn controller_ref(owner: &Value) -> Value {
+    json!({
+        "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": name(owner), "uid": uid(owner),
+        "controller": true, "blockOwnerDeletion": true,
+    })
+}
+
+/// The ownerReference with `controller: true`, if any.
+pub fn controller_of(obj: &Value) -> Option<&Value> {
+    obj.pointer("/metadata/ownerReferences")?.as_array()?.iter().find(|r| r["controller"] == true)
+}
+
+/// Whether `obj` names the owner with `owner_uid` among its ownerReferences.
+pub fn is_owned_by(obj: &Value, owner_uid: &str) -> bool {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(owner_uid)))
+}
+
+/// `obj` with `owner`'s controller reference added.
+pub fn with_controller_ref(obj: &Value, owner: &Value) -> Value {
+    let mut new = obj.clone();
+    let mut refs = new.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
+    refs.retain(|r| r["uid"].as_str() != Some(uid(owner)));
+    refs.push(controller_ref(owner));
+    set(&mut new, "ownerReferences", refs);
+    new
+}
+
+/// `obj` without any reference to the owner with `owner_uid`.
+pub fn without_owner(obj: &Value, owner_uid: &str) -> Value {
+    let mut new = obj.clone();
+    let mut refs = new.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
+    refs.retain(|r| r["uid"].as_str() != Some(owner_uid));
+    let m = metadata_mut(&mut new);
+    if refs.is_empty() {
+        m.remove("ownerReferences");
+    } else {
+        m.insert("ownerReferences".into(), json!(refs));
+    }
+    new
 }

@@ -428,6 +428,17 @@ mod tests {
     }
 }
 
+/// The pod's `Ready` condition, if it has one.
+pub fn ready_condition(pod: &serde_json::Value) -> Option<&serde_json::Value> {
+    pod.pointer("/status/conditions")?.as_array()?.iter().find(|c| c["type"] == "Ready")
+}
+
+/// Whether the pod is ready (its `Ready` condition is `True`): what Services and replica
+/// counts go by.
+pub fn is_ready(pod: &serde_json::Value) -> bool {
+    ready_condition(pod).is_some_and(|c| c["status"] == "True")
+}
+
 /// The pod as it looks once a graceful deletion has begun: `deletionTimestamp` = now + grace.
 /// A deletion already under way is only ever shortened.
 pub fn begin_deletion(pod: &serde_json::Value, grace: i64, now: jiff::Timestamp) -> serde_json::Value {

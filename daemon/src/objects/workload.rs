@@ -259,6 +259,18 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
     Vec::new()
 }
 
+/// Whether two pod templates are equal apart from the `pod-template-hash` label.
+pub fn equal_ignore_hash(a: &Value, b: &Value) -> bool {
+    let strip = |t: &Value| {
+        let mut t = t.clone();
+        if let Some(labels) = t.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+            labels.remove(POD_TEMPLATE_HASH);
+        }
+        t
+    };
+    strip(a) == strip(b)
+}
+
 /// A stable hash of a pod template (the `pod-template-hash` value): FNV-1a over its canonical
 /// JSON (serde_json maps are ordered), written in the alphabet Kubernetes uses for it.
 pub fn template_hash(template: &Value, collision_count: i64) -> String {
