@@ -89,7 +89,10 @@ struct Size {
 
 /// The 1-minute load average now: the machine is often shared, and Swarm runs after Skerry.
 fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split_whitespace().next().map(String::from)).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(String::from))
+        .unwrap_or_default()
 }
 
 struct SwarmInfo {
@@ -146,7 +149,14 @@ pub async fn deploy(args: DeployArgs) -> Result<()> {
     Ok(())
 }
 
-async fn measure_skerry(args: &DeployArgs, env: &Env, floor: &skerryd::runtime::ContainerdRuntime, skerryd: &Skerryd, sizes: &mut [Size], timeout: Duration) -> Result<()> {
+async fn measure_skerry(
+    args: &DeployArgs,
+    env: &Env,
+    floor: &skerryd::runtime::ContainerdRuntime,
+    skerryd: &Skerryd,
+    sizes: &mut [Size],
+    timeout: Duration,
+) -> Result<()> {
     eprintln!("skerryd is up (pid {}); importing the images", skerryd.pid());
     let archive2 = env.dir().join("busybox-bench2.tar");
     ImageBuilder::new(IMAGE2).cmd(["sleep", "3600"]).write_oci(&archive2, false)?;
@@ -167,12 +177,14 @@ async fn measure_skerry(args: &DeployArgs, env: &Env, floor: &skerryd::runtime::
             let seen: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
             let watch = if args.timeline {
                 let sink = seen.clone();
-                let on_event = move |at: Instant, ev: Value| sink.lock().unwrap_or_else(|e| e.into_inner()).push((at, ev));
+                let on_event =
+                    move |at: Instant, ev: Value| sink.lock().unwrap_or_else(|e| e.into_inner()).push((at, ev));
                 Some(http::watch(&skerryd.socket, "/api/v1/namespaces/default/pods?watch=true", on_event).await?)
             } else {
                 None
             };
-            let perf = if rep == 0 { Perf::start(args.perf_dir.as_deref(), &format!("create-{n}")).await? } else { None };
+            let perf =
+                if rep == 0 { Perf::start(args.perf_dir.as_deref(), &format!("create-{n}")).await? } else { None };
             let started = Instant::now();
             let c = deploy_create(skerryd, &v1, n, timeout).await;
             drop(perf);
@@ -185,11 +197,20 @@ async fn measure_skerry(args: &DeployArgs, env: &Env, floor: &skerryd::runtime::
             }
             let u = deploy_update(skerryd, &v2, n, timeout).await?;
             let d = deploy_delete(skerryd, timeout).await?;
-            let perf = if rep == 0 { Perf::start(args.perf_dir.as_deref(), &format!("floor-{n}")).await? } else { None };
+            let perf =
+                if rep == 0 { Perf::start(args.perf_dir.as_deref(), &format!("floor-{n}")).await? } else { None };
             let f = floor_once(floor, env, n, &COMMAND).await;
             drop(perf);
             let f = f?;
-            eprintln!("N={n} run {}/{}: skerry create {} update {} delete {}; floor {}", rep + 1, args.reps, secs(c), secs(u), secs(d), secs(f));
+            eprintln!(
+                "N={n} run {}/{}: skerry create {} update {} delete {}; floor {}",
+                rep + 1,
+                args.reps,
+                secs(c),
+                secs(u),
+                secs(d),
+                secs(f)
+            );
             size.create.push(c);
             size.update.push(u);
             size.delete.push(d);
@@ -275,7 +296,12 @@ async fn bench_pods(skerryd: &Skerryd) -> Result<(usize, usize)> {
         bail!("listing pods: HTTP {code}: {}", String::from_utf8_lossy(&body));
     }
     let list: Value = serde_json::from_slice(&body)?;
-    let live: Vec<&Value> = list["items"].as_array().into_iter().flatten().filter(|p| p.pointer("/metadata/deletionTimestamp").is_none()).collect();
+    let live: Vec<&Value> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+        .collect();
     let running = live.iter().filter(|p| p.pointer("/status/phase").and_then(Value::as_str) == Some("Running")).count();
     Ok((live.len(), running))
 }
@@ -283,7 +309,13 @@ async fn bench_pods(skerryd: &Skerryd) -> Result<(usize, usize)> {
 /// Runs `skerry apply -f manifest` (timed from its start) and polls the Deployment every 5 ms
 /// until a generation newer than `after_generation` has rolled out to `n` available replicas
 /// and all `n` live pods are Running.
-async fn apply_until_rolled_out(skerryd: &Skerryd, manifest: &Path, n: usize, after_generation: i64, timeout: Duration) -> Result<Duration> {
+async fn apply_until_rolled_out(
+    skerryd: &Skerryd,
+    manifest: &Path,
+    n: usize,
+    after_generation: i64,
+    timeout: Duration,
+) -> Result<Duration> {
     let started = Instant::now();
     let mut apply = Apply::start(skerryd, manifest)?;
     let mut last = Value::Null;
@@ -319,7 +351,8 @@ async fn deploy_create(skerryd: &Skerryd, manifest: &Path, n: usize, timeout: Du
 }
 
 async fn deploy_update(skerryd: &Skerryd, manifest: &Path, n: usize, timeout: Duration) -> Result<Duration> {
-    let generation = get_deployment(skerryd).await?.map(|d| int(&d, "/metadata/generation")).context("Deployment bench is gone")?;
+    let generation =
+        get_deployment(skerryd).await?.map(|d| int(&d, "/metadata/generation")).context("Deployment bench is gone")?;
     apply_until_rolled_out(skerryd, manifest, n, generation, timeout).await
 }
 
@@ -329,17 +362,27 @@ async fn deploy_delete(skerryd: &Skerryd, timeout: Duration) -> Result<Duration>
     let started = Instant::now();
     skerryd.cli(&["delete", "deployment", "bench"]).await?;
     loop {
-        let (code, body) = http::get(&skerryd.socket, "/apis/apps/v1/namespaces/default/replicasets?labelSelector=app%3Dbench").await?;
+        let (code, body) =
+            http::get(&skerryd.socket, "/apis/apps/v1/namespaces/default/replicasets?labelSelector=app%3Dbench")
+                .await?;
         let rs_left = if code == 200 {
             serde_json::from_slice::<Value>(&body)?["items"].as_array().map_or(0, Vec::len)
         } else {
             bail!("listing ReplicaSets: HTTP {code}: {}", String::from_utf8_lossy(&body));
         };
-        if rs_left == 0 && get_deployment(skerryd).await?.is_none() && skerryd.pods().await?.is_empty() && skerryd.runtime.list_containers().await?.is_empty() {
+        if rs_left == 0
+            && get_deployment(skerryd).await?.is_none()
+            && skerryd.pods().await?.is_empty()
+            && skerryd.runtime.list_containers().await?.is_empty()
+        {
             return Ok(started.elapsed());
         }
         if started.elapsed() > timeout {
-            bail!("Deployment bench: {rs_left} ReplicaSets, pods or containers still there {}s after delete:\n{}", timeout.as_secs(), skerryd.logs());
+            bail!(
+                "Deployment bench: {rs_left} ReplicaSets, pods or containers still there {}s after delete:\n{}",
+                timeout.as_secs(),
+                skerryd.logs()
+            );
         }
         tokio::time::sleep(DETECT).await;
     }
@@ -347,7 +390,12 @@ async fn deploy_delete(skerryd: &Skerryd, timeout: Duration) -> Result<Duration>
 
 async fn measure_swarm(args: &DeployArgs, rootfs: &Path, sizes: &mut [Size], timeout: Duration) -> SwarmInfo {
     if let Err(e) = crate::swarm::ensure_installed() {
-        return SwarmInfo { version: String::new(), teardown: Vec::new(), leftovers: Vec::new(), error: Some(format!("{e:#}")) };
+        return SwarmInfo {
+            version: String::new(),
+            teardown: Vec::new(),
+            leftovers: Vec::new(),
+            error: Some(format!("{e:#}")),
+        };
     }
     let before = HostNet::read();
     let (version, leftovers, error) = match Swarm::start(rootfs, POD_IMAGE, POD_IMAGE2).await {
@@ -415,19 +463,38 @@ fn ratio(a: &[Duration], b: &[Duration]) -> Option<f64> {
     Some(Stats::of(a).median.as_secs_f64() / Stats::of(b).median.as_secs_f64().max(1e-9))
 }
 
-fn render(args: &DeployArgs, rev: &str, containerd_version: &str, sizes: &[Size], swarm: Option<&SwarmInfo>, loads: &[String]) -> String {
+fn render(
+    args: &DeployArgs,
+    rev: &str,
+    containerd_version: &str,
+    sizes: &[Size],
+    swarm: Option<&SwarmInfo>,
+    loads: &[String],
+) -> String {
     let mut r = String::new();
     let _ = writeln!(r, "# Skerry benchmark: Deployments\n");
-    let _ = writeln!(r, "- Machine: {}", crate::sys::machine_line(if containerd_version.is_empty() { "(not started)" } else { containerd_version }));
+    let _ = writeln!(
+        r,
+        "- Machine: {}",
+        crate::sys::machine_line(if containerd_version.is_empty() { "(not started)" } else { containerd_version })
+    );
     let _ = writeln!(r, "- Skerry: commit {rev}, release build");
     if let Some(s) = swarm {
-        let v = if s.version.is_empty() { "not started".to_string() } else { format!("dockerd {} (Debian's docker.io)", s.version) };
+        let v = if s.version.is_empty() {
+            "not started".to_string()
+        } else {
+            format!("dockerd {} (Debian's docker.io)", s.version)
+        };
         let _ = writeln!(r, "- Swarm: {v}");
     }
     let _ = writeln!(r, "- Date: {}", jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"));
     let _ = writeln!(r, "- Load average (1 min): {}", loads.join(", "));
     let swarm_flag = if args.swarm || args.swarm_only { " --swarm" } else { "" };
-    let _ = writeln!(r, "- Command: `sudo bench/run deploy{swarm_flag}` (sizes {:?}, {} runs each)\n", args.sizes, args.reps);
+    let _ = writeln!(
+        r,
+        "- Command: `sudo bench/run deploy{swarm_flag}` (sizes {:?}, {} runs each)\n",
+        args.sizes, args.reps
+    );
     let _ = writeln!(r, "Every replica, floor container and Swarm task runs the same one-layer busybox image (imported, never pulled) with `sh -c \"trap 'exit 0' TERM; sleep 3600 & wait\"`.\n");
 
     let _ = writeln!(r, "## Rollout: from the request to all N replicas available\n");
@@ -435,7 +502,10 @@ fn render(args: &DeployArgs, rev: &str, containerd_version: &str, sizes: &[Size]
     let _ = writeln!(r, "floor: the same N containers created and started in parallel straight through containerd until every task is Running (runs interleaved with skerry's).");
     let _ = writeln!(r, "swarm: `docker service create --detach --replicas N --network host` until N tasks are running (tasks polled every 20 ms; `--detach=false` would add the CLI's 5 s stability wait).\n");
     let _ = writeln!(r, "Medians (min–max).\n");
-    let _ = writeln!(r, "| N | skerry | floor | skerry / floor | target ≤ 1.5× | swarm | swarm / skerry | target ≥ 5× (N = 10) |");
+    let _ = writeln!(
+        r,
+        "| N | skerry | floor | skerry / floor | target ≤ 1.5× | swarm | swarm / skerry | target ≥ 5× (N = 10) |"
+    );
     let _ = writeln!(r, "|---:|---:|---:|---:|:---:|---:|---:|:---:|");
     for s in sizes {
         let f = ratio(&s.create, &s.floor);
@@ -466,7 +536,9 @@ fn render(args: &DeployArgs, rev: &str, containerd_version: &str, sizes: &[Size]
         let _ = writeln!(r, "| N | last pod created | last pod bound | last pod Running | created → bound, per pod (median, max) | bound → Running, per pod (median, max) |");
         let _ = writeln!(r, "|---:|---:|---:|---:|---:|---:|");
         for s in sizes.iter().filter(|s| !s.timelines.is_empty()) {
-            let m = |f: &dyn Fn(&Timeline) -> Duration| secs(Stats::of(&s.timelines.iter().map(f).collect::<Vec<_>>()).median);
+            let m = |f: &dyn Fn(&Timeline) -> Duration| {
+                secs(Stats::of(&s.timelines.iter().map(f).collect::<Vec<_>>()).median)
+            };
             let pooled = |f: &dyn Fn(&Timeline) -> &Vec<Duration>| {
                 let st = Stats::of(&s.timelines.iter().flat_map(|t| f(t).iter().copied()).collect::<Vec<_>>());
                 format!("{}, {}", secs(st.median), secs(st.max))
@@ -528,7 +600,10 @@ fn render(args: &DeployArgs, rev: &str, containerd_version: &str, sizes: &[Size]
             }
         }
         if sw.teardown.is_empty() {
-            let _ = writeln!(r, "The root namespace's links and nftables ruleset are the same after the Swarm run as before it.");
+            let _ = writeln!(
+                r,
+                "The root namespace's links and nftables ruleset are the same after the Swarm run as before it."
+            );
         } else {
             let _ = writeln!(r, "The root namespace's links or nftables ruleset changed during the Swarm run (other work on the machine, e.g. e2e tests, makes `sk…` links too):\n");
             for l in &sw.teardown {

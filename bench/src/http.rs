@@ -7,12 +7,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Returns (status code, body).
 pub async fn get(socket: &Path, path: &str) -> Result<(u16, Vec<u8>)> {
-    let mut s = tokio::net::UnixStream::connect(socket).await.with_context(|| format!("connecting to {}", socket.display()))?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+    let mut s =
+        tokio::net::UnixStream::connect(socket).await.with_context(|| format!("connecting to {}", socket.display()))?;
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
-    let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { bail!("malformed HTTP response from skerryd") };
+    let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        bail!("malformed HTTP response from skerryd")
+    };
     let head = String::from_utf8_lossy(&buf[..split]).to_string();
     let body = &buf[split + 4..];
     let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no HTTP status")?;
@@ -28,7 +32,8 @@ fn dechunk(mut b: &[u8]) -> Result<Vec<u8>> {
     loop {
         let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { bail!("truncated chunked body") };
         let size_text = String::from_utf8_lossy(&b[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).context("bad chunk size")?;
+        let size =
+            usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).context("bad chunk size")?;
         b = &b[eol + 2..];
         if size == 0 {
             return Ok(out);
@@ -48,7 +53,8 @@ pub async fn watch(
     path: &str,
     mut on_event: impl FnMut(std::time::Instant, serde_json::Value) + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let mut s = tokio::net::UnixStream::connect(socket).await.with_context(|| format!("connecting to {}", socket.display()))?;
+    let mut s =
+        tokio::net::UnixStream::connect(socket).await.with_context(|| format!("connecting to {}", socket.display()))?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n\r\n");
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();

@@ -13,10 +13,10 @@ mod swarm;
 mod sys;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -30,7 +30,10 @@ use tokio::task::JoinSet;
 use sys::Mem;
 
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into())
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
 }
 
 /// The image every pod and floor container runs (imported beforehand, never pulled).
@@ -147,7 +150,10 @@ fn check_prerequisites() -> Result<()> {
             bail!("{p} is missing; install it with `apt-get install -y containerd runc busybox-static`");
         }
     }
-    if !["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc", "/usr/local/bin/runc"].iter().any(|p| Path::new(p).exists()) {
+    if !["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc", "/usr/local/bin/runc"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+    {
         bail!("runc is missing; install it with `apt-get install -y runc`");
     }
     Ok(())
@@ -165,7 +171,12 @@ impl Bins {
     fn find() -> Result<Bins> {
         let exe = std::env::current_exe()?;
         let dir = exe.parent().context("no parent dir of the executable")?;
-        let b = Bins { dir: dir.to_path_buf(), skerryd: dir.join("skerryd"), skerry: dir.join("skerry"), logger: dir.join("skerry-logger") };
+        let b = Bins {
+            dir: dir.to_path_buf(),
+            skerryd: dir.join("skerryd"),
+            skerry: dir.join("skerry"),
+            logger: dir.join("skerry-logger"),
+        };
         let cni = dir.join("skerry-cni");
         for p in [&b.skerryd, &b.skerry, &b.logger, &cni] {
             if !p.is_file() {
@@ -350,7 +361,8 @@ impl Skerryd {
         loop {
             let applied = apply.done().await?;
             let pods = self.pods().await?;
-            let running = pods.iter().filter(|p| p.pointer("/status/phase").and_then(Value::as_str) == Some("Running")).count();
+            let running =
+                pods.iter().filter(|p| p.pointer("/status/phase").and_then(Value::as_str) == Some("Running")).count();
             if applied && pods.len() == n && running == n {
                 let took = started.elapsed();
                 let Some(watch) = watch else { return Ok((took, None)) };
@@ -405,7 +417,11 @@ impl Timeline {
             let obj = &ev["object"];
             let Some(name) = obj.pointer("/metadata/name").and_then(Value::as_str) else { continue };
             let slot = pods.entry(name.to_string()).or_default();
-            let marks = [true, obj.pointer("/spec/nodeName").is_some(), obj.pointer("/status/phase").and_then(Value::as_str) == Some("Running")];
+            let marks = [
+                true,
+                obj.pointer("/spec/nodeName").is_some(),
+                obj.pointer("/status/phase").and_then(Value::as_str) == Some("Running"),
+            ];
             for (i, hit) in marks.into_iter().enumerate() {
                 if hit && slot[i].is_none() {
                     slot[i] = Some(*at);
@@ -459,7 +475,13 @@ async fn floor_once(rt: &ContainerdRuntime, env: &Env, n: usize, args: &[&str]) 
                 cgroups_path: format!("{}/{id}", env.containerd.cgroup_parent()),
                 ..Default::default()
             });
-            ContainerRun { log_path: logs.join(format!("{id}.log")), id, image: IMAGE.into(), spec, labels: HashMap::new() }
+            ContainerRun {
+                log_path: logs.join(format!("{id}.log")),
+                id,
+                image: IMAGE.into(),
+                spec,
+                labels: HashMap::new(),
+            }
         })
         .collect();
     let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
@@ -556,11 +578,22 @@ async fn all(args: AllArgs) -> Result<()> {
     Ok(())
 }
 
-async fn measure(args: &AllArgs, env: &Env, floor: &ContainerdRuntime, skerryd: &Skerryd, containerd_version: &str) -> Result<String> {
+async fn measure(
+    args: &AllArgs,
+    env: &Env,
+    floor: &ContainerdRuntime,
+    skerryd: &Skerryd,
+    containerd_version: &str,
+) -> Result<String> {
     let mut mem_rows = Vec::new();
     eprintln!("skerryd is up (pid {}); idle memory", skerryd.pid());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    mem_rows.push(MemRow { what: "skerryd".into(), state: "idle after start".into(), mem: skerryd.mem()?, target: Some(20 * 1024) });
+    mem_rows.push(MemRow {
+        what: "skerryd".into(),
+        state: "idle after start".into(),
+        mem: skerryd.mem()?,
+        target: Some(20 * 1024),
+    });
     if let Some(pid) = env.containerd.pid() {
         if let Some(m) = sys::mem_of(pid) {
             mem_rows.push(MemRow { what: "containerd".into(), state: "idle".into(), mem: m, target: None });
@@ -597,25 +630,49 @@ async fn measure(args: &AllArgs, env: &Env, floor: &ContainerdRuntime, skerryd: 
     let (big_start, _) = skerryd.start_pods(&manifest, args.mem_pods, false).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let label = format!("{} pods running", args.mem_pods);
-    mem_rows.push(MemRow { what: "skerryd".into(), state: label.clone(), mem: skerryd.mem()?, target: Some(40 * 1024) });
+    mem_rows.push(MemRow {
+        what: "skerryd".into(),
+        state: label.clone(),
+        mem: skerryd.mem()?,
+        target: Some(40 * 1024),
+    });
     if let Some(pid) = env.containerd.pid() {
         if let Some(m) = sys::mem_of(pid) {
             mem_rows.push(MemRow { what: "containerd".into(), state: label.clone(), mem: m, target: None });
         }
     }
     let (shim_mem, shims) = env.shims();
-    mem_rows.push(MemRow { what: format!("containerd-shim-runc-v2 ×{shims} (sum)"), state: label.clone(), mem: shim_mem, target: None });
+    mem_rows.push(MemRow {
+        what: format!("containerd-shim-runc-v2 ×{shims} (sum)"),
+        state: label.clone(),
+        mem: shim_mem,
+        target: None,
+    });
     let logger = env.bins.logger.to_string_lossy().into_owned();
     let (logger_mem, loggers) = sys::mem_of_all(|argv| argv[0] == logger);
-    mem_rows.push(MemRow { what: format!("skerry-logger ×{loggers} (sum)"), state: label, mem: logger_mem, target: None });
+    mem_rows.push(MemRow {
+        what: format!("skerry-logger ×{loggers} (sum)"),
+        state: label,
+        mem: logger_mem,
+        target: None,
+    });
 
     skerryd.delete_all().await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    mem_rows.push(MemRow { what: "skerryd".into(), state: "idle again, all pods deleted".into(), mem: skerryd.mem()?, target: None });
+    mem_rows.push(MemRow {
+        what: "skerryd".into(),
+        state: "idle again, all pods deleted".into(),
+        mem: skerryd.mem()?,
+        target: None,
+    });
 
     let mut report = render(containerd_version, &lat, (args.mem_pods, big_start), &mem_rows);
     if args.host_network {
-        report = report.replacen("- Command: `sudo bench/run`", "- Command: `sudo bench/run --host-network` (pods without CNI: the pod lifecycle alone)", 1);
+        report = report.replacen(
+            "- Command: `sudo bench/run`",
+            "- Command: `sudo bench/run --host-network` (pods without CNI: the pod lifecycle alone)",
+            1,
+        );
     }
     Ok(report)
 }
@@ -640,7 +697,10 @@ fn render(containerd_version: &str, lat: &[Latency], big: (usize, Duration), mem
     let _ = writeln!(r, "## Pod start latency\n");
     let _ = writeln!(r, "skerry: `skerry apply -f` of N busybox pods (`sleep 3600`, image imported, IfNotPresent) until all N are `Running` (API polled every 5 ms).");
     let _ = writeln!(r, "floor: the same N containers created and started in parallel straight through containerd (`ContainerdRuntime::run`, new namespaces, no sandbox) until every task is Running. Runs are interleaved; pods are deleted between runs.\n");
-    let _ = writeln!(r, "| N | runs | skerry median | skerry min–max | floor median | floor min–max | skerry / floor | target ≤ 1.3× |");
+    let _ = writeln!(
+        r,
+        "| N | runs | skerry median | skerry min–max | floor median | floor min–max | skerry / floor | target ≤ 1.3× |"
+    );
     let _ = writeln!(r, "|---:|---:|---:|---:|---:|---:|---:|:---:|");
     for l in lat {
         let s = Stats::of(&l.skerry);
@@ -661,7 +721,12 @@ fn render(containerd_version: &str, lat: &[Latency], big: (usize, Duration), mem
             if ratio <= 1.3 { "met" } else { "**missed**" }
         );
     }
-    let _ = writeln!(r, "\n{} pods (one run, no floor; the memory figures below are taken with them): {} to all Running.\n", big.0, secs(big.1));
+    let _ = writeln!(
+        r,
+        "\n{} pods (one run, no floor; the memory figures below are taken with them): {} to all Running.\n",
+        big.0,
+        secs(big.1)
+    );
     let _ = writeln!(r, "## Memory\n");
     let _ = writeln!(r, "VmRSS and VmHWM (peak RSS since the process started) from `/proc/PID/status`.\n");
     let _ = writeln!(r, "| process | state | VmRSS | VmHWM | threads | target (VmRSS) |");
@@ -671,7 +736,16 @@ fn render(containerd_version: &str, lat: &[Latency], big: (usize, Duration), mem
             Some(t) => format!("≤ {} — {}", mib(t), if m.mem.rss_kib <= t { "met" } else { "**missed**" }),
             None => "—".into(),
         };
-        let _ = writeln!(r, "| {} | {} | {} | {} | {} | {} |", m.what, m.state, mib(m.mem.rss_kib), mib(m.mem.hwm_kib), m.mem.threads, target);
+        let _ = writeln!(
+            r,
+            "| {} | {} | {} | {} | {} | {} |",
+            m.what,
+            m.state,
+            mib(m.mem.rss_kib),
+            mib(m.mem.hwm_kib),
+            m.mem.threads,
+            target
+        );
     }
     if lat.iter().any(|l| !l.timelines.is_empty()) {
         let _ = writeln!(r, "\n## Where the time goes (`--timeline`)\n");
@@ -679,7 +753,8 @@ fn render(containerd_version: &str, lat: &[Latency], big: (usize, Duration), mem
         let _ = writeln!(r, "| N | last pod created (apply done) | last pod bound | last pod Running | created → bound, per pod | bound → Running, per pod |");
         let _ = writeln!(r, "|---:|---:|---:|---:|---:|---:|");
         for l in lat.iter().filter(|l| !l.timelines.is_empty()) {
-            let med = |f: &dyn Fn(&Timeline) -> Duration| Stats::of(&l.timelines.iter().map(f).collect::<Vec<_>>()).median;
+            let med =
+                |f: &dyn Fn(&Timeline) -> Duration| Stats::of(&l.timelines.iter().map(f).collect::<Vec<_>>()).median;
             let pooled = |f: &dyn Fn(&Timeline) -> &Vec<Duration>| {
                 let all: Vec<Duration> = l.timelines.iter().flat_map(|t| f(t).iter().copied()).collect();
                 let s = Stats::of(&all);

@@ -43,7 +43,10 @@ pub fn ensure_installed() -> Result<()> {
     let policy = Path::new("/usr/sbin/policy-rc.d");
     let made_policy = !policy.exists();
     if made_policy {
-        std::fs::write(policy, "#!/bin/sh\n# skerry-bench: do not start services while installing docker.io\nexit 101\n")?;
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# skerry-bench: do not start services while installing docker.io\nexit 101\n",
+        )?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))?;
     }
@@ -75,9 +78,14 @@ pub struct HostNet {
 impl HostNet {
     pub fn read() -> HostNet {
         let out = |prog: &str, args: &[&str]| {
-            Command::new(prog).args(args).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+            Command::new(prog)
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
         };
-        let links_json: Value = serde_json::from_str(&out("/usr/sbin/ip", &["-j", "link", "show"])).unwrap_or(Value::Null);
+        let links_json: Value =
+            serde_json::from_str(&out("/usr/sbin/ip", &["-j", "link", "show"])).unwrap_or(Value::Null);
         let links = links_json
             .as_array()
             .into_iter()
@@ -127,7 +135,8 @@ impl Swarm {
     /// tags it `image2`).
     pub async fn start(rootfs: &Path, image: &str, image2: &str) -> Result<Swarm> {
         let run_docker_existed = Path::new("/run/docker").exists();
-        let containerd = tokio::task::spawn_blocking(Containerd::start).await.context("starting dockerd's containerd")?;
+        let containerd =
+            tokio::task::spawn_blocking(Containerd::start).await.context("starting dockerd's containerd")?;
         let net = tokio::task::spawn_blocking(|| {
             let net = NodeNet::create();
             // Nothing in this namespace may reach past it: no default route.
@@ -252,7 +261,13 @@ impl Swarm {
 
     /// Runs a docker command (timed from its start) and polls until `done` holds for the
     /// service's tasks.
-    async fn timed(&self, args: &[&str], service: &str, timeout: Duration, done: impl Fn(&[(String, String, String)]) -> bool) -> Result<Duration> {
+    async fn timed(
+        &self,
+        args: &[&str],
+        service: &str,
+        timeout: Duration,
+        done: impl Fn(&[(String, String, String)]) -> bool,
+    ) -> Result<Duration> {
         let started = Instant::now();
         let mut cli = tokio::process::Command::new(DOCKER)
             .args(args)
@@ -269,7 +284,11 @@ impl Swarm {
                 if let Some(status) = cli.try_wait()? {
                     if !status.success() {
                         let out = cli.wait_with_output().await?;
-                        bail!("docker {} failed ({status}): {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+                        bail!(
+                            "docker {} failed ({status}): {}",
+                            args.join(" "),
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        );
                     }
                     exited = true;
                 }
@@ -281,7 +300,12 @@ impl Swarm {
                 }
                 if started.elapsed() > timeout {
                     let running = tasks.iter().filter(|t| t.2 == "running").count();
-                    bail!("swarm: `docker {}` not done after {}s ({running} tasks running):\n{}", args.join(" "), timeout.as_secs(), self.log_tail(20));
+                    bail!(
+                        "swarm: `docker {}` not done after {}s ({running} tasks running):\n{}",
+                        args.join(" "),
+                        timeout.as_secs(),
+                        self.log_tail(20)
+                    );
                 }
             }
             tokio::time::sleep(SWARM_POLL).await;
@@ -289,10 +313,27 @@ impl Swarm {
     }
 
     /// `docker service create --replicas n` until all n tasks are running.
-    pub async fn create(&self, service: &str, n: usize, image: &str, command: &[&str], timeout: Duration) -> Result<Duration> {
+    pub async fn create(
+        &self,
+        service: &str,
+        n: usize,
+        image: &str,
+        command: &[&str],
+        timeout: Duration,
+    ) -> Result<Duration> {
         let replicas = n.to_string();
         let mut args = vec![
-            "service", "create", "--detach", "--no-resolve-image", "--name", service, "--replicas", &replicas, "--network", "host", image,
+            "service",
+            "create",
+            "--detach",
+            "--no-resolve-image",
+            "--name",
+            service,
+            "--replicas",
+            &replicas,
+            "--network",
+            "host",
+            image,
         ];
         args.extend_from_slice(command);
         self.timed(&args, service, timeout, |tasks| {
@@ -303,12 +344,22 @@ impl Swarm {
 
     /// `docker service update --image new` (with `extra` flags) until n tasks of `new` run and
     /// no task of another image does — the rollout is over, whatever Swarm's 5 s monitor says.
-    pub async fn update(&self, service: &str, n: usize, new: &str, extra: &[&str], timeout: Duration) -> Result<Duration> {
+    pub async fn update(
+        &self,
+        service: &str,
+        n: usize,
+        new: &str,
+        extra: &[&str],
+        timeout: Duration,
+    ) -> Result<Duration> {
         let mut args = vec!["service", "update", "--detach", "--no-resolve-image", "--image", new];
         args.extend_from_slice(extra);
         args.push(service);
         self.timed(&args, service, timeout, |tasks| {
-            let new_running = tasks.iter().filter(|(img, desired, state)| img == new && desired == "running" && state == "running").count();
+            let new_running = tasks
+                .iter()
+                .filter(|(img, desired, state)| img == new && desired == "running" && state == "running")
+                .count();
             let old_running = tasks.iter().filter(|(img, _, state)| img != new && state == "running").count();
             new_running == n && old_running == 0
         })
@@ -348,7 +399,13 @@ impl Footprint {
         if Path::new("/run/netns").join(&self.netns).exists() {
             left.push(format!("network namespace {}", self.netns));
         }
-        if Command::new("/usr/sbin/ip").args(["link", "show", &self.root_veth]).stderr(Stdio::null()).stdout(Stdio::null()).status().is_ok_and(|s| s.success()) {
+        if Command::new("/usr/sbin/ip")
+            .args(["link", "show", &self.root_veth])
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
             left.push(format!("link {}", self.root_veth));
         }
         for d in &self.dirs {
@@ -443,9 +500,13 @@ mod tests {
 
     #[test]
     fn host_net_diff_names_links_and_rules() {
-        let before = HostNet { links: ["lo".to_string(), "eth0".to_string()].into(), ruleset: "table inet a {\n}\n".into() };
+        let before =
+            HostNet { links: ["lo".to_string(), "eth0".to_string()].into(), ruleset: "table inet a {\n}\n".into() };
         assert!(HostNet::diff(&before, &before.clone()).is_empty());
-        let after = HostNet { links: ["lo".to_string(), "docker0".to_string()].into(), ruleset: "table inet a {\n}\ntable ip nat {\n}\n".into() };
+        let after = HostNet {
+            links: ["lo".to_string(), "docker0".to_string()].into(),
+            ruleset: "table inet a {\n}\ntable ip nat {\n}\n".into(),
+        };
         let d = HostNet::diff(&before, &after);
         assert!(d.contains(&"link docker0 appeared".to_string()), "{d:?}");
         assert!(d.contains(&"link eth0 disappeared".to_string()), "{d:?}");

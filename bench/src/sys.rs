@@ -63,7 +63,9 @@ pub fn machine_line(containerd_version: &str) -> String {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let cpu_model = fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name"))?.split_once(':').map(|(_, v)| v.trim().to_string()))
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name"))?.split_once(':').map(|(_, v)| v.trim().to_string())
+        })
         .unwrap_or_default();
     let model = if cpu_model.is_empty() { String::new() } else { format!(" ({cpu_model})") };
     format!(

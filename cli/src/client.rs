@@ -53,11 +53,10 @@ impl Client {
 
     /// Sends one request on a fresh connection; the host header is set here.
     pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>> {
-        let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|source| {
-            Error::Connect { socket: self.socket.display().to_string(), source }
-        })?;
-        req.headers_mut()
-            .insert(hyper::header::HOST, hyper::header::HeaderValue::from_static("localhost"));
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| Error::Connect { socket: self.socket.display().to_string(), source })?;
+        req.headers_mut().insert(hyper::header::HOST, hyper::header::HeaderValue::from_static("localhost"));
         send_over(stream, req).await
     }
 }
@@ -81,12 +80,7 @@ pub async fn read_body(resp: Response<Incoming>) -> Result<Bytes> {
 
 /// Extracts the texts of `Warning: 299 - "text"` headers.
 pub fn warnings(resp: &Response<Incoming>) -> Vec<String> {
-    resp.headers()
-        .get_all(hyper::header::WARNING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(warning_text)
-        .collect()
+    resp.headers().get_all(hyper::header::WARNING).iter().filter_map(|v| v.to_str().ok()).map(warning_text).collect()
 }
 
 fn warning_text(header: &str) -> String {

@@ -23,11 +23,8 @@ impl Status {
             }
             _ => {
                 let text = String::from_utf8_lossy(body).trim().to_string();
-                let message = if text.is_empty() {
-                    format!("the server responded with status code {code}")
-                } else {
-                    text
-                };
+                let message =
+                    if text.is_empty() { format!("the server responded with status code {code}") } else { text };
                 Status { message, reason: reason_for_code(code).to_string(), code }
             }
         }

@@ -25,11 +25,7 @@ use std::ffi::OsString;
 
 /// Runs the CLI with the process's arguments and standard streams; returns the exit code.
 pub fn main_entry() -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

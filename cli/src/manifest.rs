@@ -35,9 +35,7 @@ pub async fn load(args: &[String], recursive: bool) -> Loaded {
             }
             add(&mut loaded, "STDIN", &text);
         } else if arg.starts_with("https://") {
-            loaded
-                .errors
-                .push("https URLs are not supported yet: download the file and pass it with -f".to_string());
+            loaded.errors.push("https URLs are not supported yet: download the file and pass it with -f".to_string());
         } else if arg.starts_with("http://") {
             match fetch_url(arg).await {
                 Ok(text) => add(&mut loaded, arg, &text),
@@ -74,18 +72,17 @@ pub async fn load(args: &[String], recursive: bool) -> Loaded {
 
 fn add(loaded: &mut Loaded, source: &str, text: &str) {
     match parse(source, text) {
-        Ok(objects) => loaded
-            .objects
-            .extend(objects.into_iter().map(|object| Manifest { source: source.to_string(), object })),
+        Ok(objects) => {
+            loaded.objects.extend(objects.into_iter().map(|object| Manifest { source: source.to_string(), object }))
+        }
         Err(e) => loaded.errors.push(e),
     }
 }
 
 /// The manifest files of a folder, in name order, like kubectl's walk.
 pub fn walk(dir: &Path, recursive: bool) -> std::io::Result<Vec<PathBuf>> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()?;
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>()?;
     entries.sort();
     let mut files = Vec::new();
     for path in entries {
@@ -192,10 +189,7 @@ async fn fetch_url(url: &str) -> Result<String, String> {
     let resp = crate::client::send_over(stream, req).await.map_err(|e| fail(e.to_string()))?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(format!(
-            "unable to read URL \"{url}\", server reported {status}, status code={}",
-            status.as_u16()
-        ));
+        return Err(format!("unable to read URL \"{url}\", server reported {status}, status code={}", status.as_u16()));
     }
     let body = crate::client::read_body(resp).await.map_err(|e| fail(e.to_string()))?;
     Ok(String::from_utf8_lossy(&body).into_owned())
@@ -277,7 +271,8 @@ mod tests {
         std::fs::write(dir.path().join("a.yml"), pod("a")).unwrap();
         std::fs::write(dir.path().join("c.txt"), pod("c")).unwrap();
         std::fs::create_dir(dir.path().join("aa")).unwrap();
-        std::fs::write(dir.path().join("aa/z.json"), r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"z"}}"#).unwrap();
+        std::fs::write(dir.path().join("aa/z.json"), r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"z"}}"#)
+            .unwrap();
         let arg = dir.path().display().to_string();
         let flat = load(std::slice::from_ref(&arg), false).await;
         let objs: Vec<Value> = flat.objects.iter().map(|m| m.object.clone()).collect();
@@ -297,7 +292,9 @@ mod tests {
         assert!(e.starts_with(&format!("error parsing {file}: document 2: ")), "{e}");
         assert!(e.contains("line 29"), "{e}");
 
-        let file = conformance("seed-head/_invalid/Kubernetes_patterns/Foundational-Patterns/predictable_demands/volumes_pvc.yaml");
+        let file = conformance(
+            "seed-head/_invalid/Kubernetes_patterns/Foundational-Patterns/predictable_demands/volumes_pvc.yaml",
+        );
         let loaded = load(std::slice::from_ref(&file), false).await;
         let e = &loaded.errors[0];
         assert!(e.starts_with(&format!("error parsing {file}: document 1: ")), "{e}");

@@ -16,11 +16,7 @@ pub struct Io {
 
 impl Io {
     pub fn std() -> Io {
-        Io {
-            out: Box::new(std::io::stdout()),
-            err: Box::new(std::io::stderr()),
-            tty: std::io::stdout().is_terminal(),
-        }
+        Io { out: Box::new(std::io::stdout()), err: Box::new(std::io::stderr()), tty: std::io::stdout().is_terminal() }
     }
 
     /// Buffers for tests: returns the Io and handles on what was written to out and err.

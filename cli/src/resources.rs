@@ -219,10 +219,7 @@ pub(crate) mod tests {
         for w in ["deploy", "deployments.apps", "deployment.apps", "deployments.v1.apps", "Deployment"] {
             assert_eq!(d.resolve(w).unwrap().name, "deployments", "{w}");
         }
-        assert_eq!(
-            d.resolve("foo").unwrap_err().to_string(),
-            "error: the server doesn't have a resource type \"foo\""
-        );
+        assert_eq!(d.resolve("foo").unwrap_err().to_string(), "error: the server doesn't have a resource type \"foo\"");
         assert!(d.resolve("deployments.batch").is_err());
     }
 

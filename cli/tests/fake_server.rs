@@ -94,7 +94,11 @@ async fn apply_rejects_namespace_conflict_and_sends_nothing_from_malformed_files
     .await;
     let dir = tempfile::tempdir().unwrap();
     let good = write_manifest(&dir, "a.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  namespace: other\n");
-    let bad = write_manifest(&dir, "b.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: b\n---\nkind: Pod\n  bad: indent\n");
+    let bad = write_manifest(
+        &dir,
+        "b.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: b\n---\nkind: Pod\n  bad: indent\n",
+    );
     let (code, out, err) = fake.run(&["-n", "mine", "apply", "-f", &good, "-f", &bad]).await;
     assert_eq!(code, 1);
     assert_eq!(out, "");
@@ -121,7 +125,10 @@ async fn create_prints_created_and_sources_errors() {
     let (code, out, err) = fake.run(&["create", "-f", &file]).await;
     assert_eq!(code, 1);
     assert_eq!(out, "pod/one created\n");
-    assert_eq!(err, format!("Error from server (AlreadyExists): error when creating \"{file}\": pods \"dupe\" already exists\n"));
+    assert_eq!(
+        err,
+        format!("Error from server (AlreadyExists): error when creating \"{file}\": pods \"dupe\" already exists\n")
+    );
     let reqs = fake.requests();
     assert_eq!(reqs[0].method, "POST");
     assert_eq!(reqs[0].uri, "/api/v1/namespaces/default/pods");
@@ -132,7 +139,9 @@ async fn get_prints_tables_and_not_found() {
     let fake = start(|s| {
         assert_eq!(s.headers.get("accept").unwrap(), "application/json;as=Table;v=v1;g=meta.k8s.io");
         match s.uri.as_str() {
-            "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb" => json_reply(200, pod_table(&["webapp", "queue"])),
+            "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb" => {
+                json_reply(200, pod_table(&["webapp", "queue"]))
+            }
             "/api/v1/namespaces/default/pods/webapp" => json_reply(200, pod_table(&["webapp"])),
             "/api/v1/namespaces/default/services" => json_reply(200, pod_table(&[])),
             "/api/v1/pods" => json_reply(200, pod_table(&["webapp"])),
@@ -207,7 +216,10 @@ async fn delete_waits_until_gone() {
     let reqs = fake.requests();
     assert_eq!(reqs[0].uri, "/api/v1/namespaces/default/pods/webapp?gracePeriodSeconds=5");
     let body: Value = serde_json::from_slice(&reqs[0].body).unwrap();
-    assert_eq!(body, json!({"kind":"DeleteOptions","apiVersion":"v1","gracePeriodSeconds":5,"propagationPolicy":"Background"}));
+    assert_eq!(
+        body,
+        json!({"kind":"DeleteOptions","apiVersion":"v1","gracePeriodSeconds":5,"propagationPolicy":"Background"})
+    );
     assert_eq!(*gets.lock().unwrap(), 2);
 
     let (code, out, err) = fake.run(&["delete", "pod", "webapp", "--force", "--grace-period=0", "--wait=false"]).await;
@@ -272,7 +284,10 @@ async fn logs_describe_version() {
         }
     })
     .await;
-    assert_eq!(fake.run(&["logs", "pod/web", "-c", "app", "--tail", "2"]).await, (0, "line1\nline2\n".into(), "".into()));
+    assert_eq!(
+        fake.run(&["logs", "pod/web", "-c", "app", "--tail", "2"]).await,
+        (0, "line1\nline2\n".into(), "".into())
+    );
     assert_eq!(fake.run(&["describe", "pod", "web"]).await, (0, "Name: web\n".into(), "".into()));
     let (code, out, _) = fake.run(&["version"]).await;
     assert_eq!(code, 0);
@@ -374,7 +389,8 @@ async fn exec_tty_under_a_pty() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     stdin.write_all(b"q").await.unwrap();
     stdin.flush().await.unwrap();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output()).await.unwrap().unwrap();
+    let out =
+        tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output()).await.unwrap().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ECHO:hi"), "{text}");
     assert!(text.contains("RC=0"), "{text}");
@@ -401,14 +417,16 @@ async fn exec_stdin_pipe_sends_eof() {
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"hello\n").await.unwrap();
     drop(stdin);
-    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output()).await.unwrap().unwrap();
+    let out =
+        tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output()).await.unwrap().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ECHO:hello\n");
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "Unable to use a TTY - input is not a terminal or the right kind of file\n"
     );
-    let frames: Vec<String> = fake.requests().iter().filter(|r| r.method.starts_with("frame:")).map(|r| r.method.clone()).collect();
+    let frames: Vec<String> =
+        fake.requests().iter().filter(|r| r.method.starts_with("frame:")).map(|r| r.method.clone()).collect();
     assert_eq!(frames, ["frame:0", "frame:5"]);
     let exec = fake.requests().into_iter().find(|r| r.uri.contains("/exec?")).unwrap();
     assert!(exec.uri.ends_with("command=cat&stdin=true"), "{}", exec.uri);

@@ -25,10 +25,23 @@ fn uris(fake: &support::Fake) -> Vec<String> {
 #[tokio::test]
 async fn top_pods_prints_kubectls_table() {
     let fake = start(|s| match s.uri.as_str() {
-        PODS => json_reply(200, list("PodMetricsList", vec![pod_metrics("default", "idle", "12345n", "1024Ki"), pod_metrics("default", "burner", "998765432n", "3Mi")])),
-        "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=app%3Dweb" => {
-            json_reply(200, list("PodMetricsList", vec![pod_metrics("kube-system", "dns", "5m", "20Mi"), pod_metrics("default", "idle", "0", "1024Ki")]))
-        }
+        PODS => json_reply(
+            200,
+            list(
+                "PodMetricsList",
+                vec![
+                    pod_metrics("default", "idle", "12345n", "1024Ki"),
+                    pod_metrics("default", "burner", "998765432n", "3Mi"),
+                ],
+            ),
+        ),
+        "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=app%3Dweb" => json_reply(
+            200,
+            list(
+                "PodMetricsList",
+                vec![pod_metrics("kube-system", "dns", "5m", "20Mi"), pod_metrics("default", "idle", "0", "1024Ki")],
+            ),
+        ),
         _ => status(404, "NotFound", "nope"),
     })
     .await;
@@ -55,14 +68,22 @@ async fn top_pods_prints_kubectls_table() {
 #[tokio::test]
 async fn top_pod_by_name_and_its_errors() {
     let fake = start(|s| match s.uri.as_str() {
-        "/apis/metrics.k8s.io/v1beta1/namespaces/prod/pods/web" => json_reply(200, pod_metrics("prod", "web", "250m", "64Mi")),
+        "/apis/metrics.k8s.io/v1beta1/namespaces/prod/pods/web" => {
+            json_reply(200, pod_metrics("prod", "web", "250m", "64Mi"))
+        }
         _ => status(404, "NotFound", "podmetrics.metrics.k8s.io \"prod/new\" not found"),
     })
     .await;
     let (code, out, _) = fake.run(&["top", "pod", "web", "-n", "prod"]).await;
-    assert_eq!((code, out.as_str()), (0, "NAME   CPU(cores)   MEMORY(bytes)   \nweb    250m         64Mi            \n"));
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "NAME   CPU(cores)   MEMORY(bytes)   \nweb    250m         64Mi            \n")
+    );
     let (code, out, err) = fake.run(&["top", "pod", "new", "-n", "prod"]).await;
-    assert_eq!((code, out.as_str(), err.as_str()), (1, "", "Error from server (NotFound): podmetrics.metrics.k8s.io \"prod/new\" not found\n"));
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (1, "", "Error from server (NotFound): podmetrics.metrics.k8s.io \"prod/new\" not found\n")
+    );
 }
 
 #[tokio::test]

@@ -67,9 +67,10 @@ fn not_found(what: &str) -> Reply {
 async fn scale_patches_replicas_with_preconditions() {
     let fake = start(|s| match (s.method.as_str(), s.uri.as_str()) {
         (_, DEPLOY) => json_reply(200, deployment("nginx:1.25", json!({"metadata": {"resourceVersion": "5"}}))),
-        (_, "/api/v1/namespaces/default/replicationcontrollers/legacy") => {
-            json_reply(200, json!({"kind": "ReplicationController", "metadata": {"name": "legacy"}, "spec": {"replicas": 1}}))
-        }
+        (_, "/api/v1/namespaces/default/replicationcontrollers/legacy") => json_reply(
+            200,
+            json!({"kind": "ReplicationController", "metadata": {"name": "legacy"}, "spec": {"replicas": 1}}),
+        ),
         (_, "/api/v1/namespaces/default/pods/p") => json_reply(200, json!({"kind": "Pod", "metadata": {"name": "p"}})),
         _ => not_found("deployments.apps \"missing\""),
     })
@@ -109,7 +110,10 @@ async fn scale_patches_replicas_with_preconditions() {
     );
 
     let (code, out, err) = fake.run(&["scale", "--replicas=2", "deploy/missing"]).await;
-    assert_eq!((code, out.as_str(), err.as_str()), (1, "", "Error from server (NotFound): deployments.apps \"missing\" not found\n"));
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (1, "", "Error from server (NotFound): deployments.apps \"missing\" not found\n")
+    );
 
     let (code, _, err) = fake.run(&["scale", "--replicas=-1", "deploy/web"]).await;
     assert_eq!(
@@ -163,7 +167,10 @@ async fn rollout_status_follows_the_deployment_until_rolled_out() {
     );
     let reqs = fake.requests();
     assert_eq!(reqs[0].uri, DEPLOY);
-    assert_eq!(reqs[1].uri, "/apis/apps/v1/namespaces/default/deployments?watch=true&fieldSelector=metadata.name%3Dweb&resourceVersion=10");
+    assert_eq!(
+        reqs[1].uri,
+        "/apis/apps/v1/namespaces/default/deployments?watch=true&fieldSelector=metadata.name%3Dweb&resourceVersion=10"
+    );
     assert_eq!(reqs.len(), 2, "the command stops at the first done state");
 
     let (code, out, _) = fake.run(&["rollout", "status", "deploy", "web", "--watch=false"]).await;
@@ -184,9 +191,10 @@ async fn rollout_status_errors() {
             u if u.contains("watch=true") && u.contains("gone") => {
                 ndjson(&[("DELETED", deployment("a", json!({"metadata": {"name": "gone"}})))])
             }
-            "/apis/apps/v1/namespaces/default/deployments/gone" => {
-                json_reply(200, deployment("a", json!({"metadata": {"name": "gone"}, "status": {"replicas": 2, "updatedReplicas": 1}})))
-            }
+            "/apis/apps/v1/namespaces/default/deployments/gone" => json_reply(
+                200,
+                deployment("a", json!({"metadata": {"name": "gone"}, "status": {"replicas": 2, "updatedReplicas": 1}})),
+            ),
             // A watch on web that never sees a change.
             u if u.contains("watch=true") => ndjson(&[]),
             _ => not_found("deployments.apps \"nope\""),
@@ -194,11 +202,17 @@ async fn rollout_status_errors() {
     })
     .await;
     let (code, out, err) = fake.run(&["rollout", "status", "deploy/stuck"]).await;
-    assert_eq!((code, out.as_str(), err.as_str()), (1, "", "error: deployment \"stuck\" exceeded its progress deadline\n"));
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (1, "", "error: deployment \"stuck\" exceeded its progress deadline\n")
+    );
 
     let (code, out, err) = fake.run(&["rollout", "status", "deploy/gone"]).await;
     assert_eq!(code, 1);
-    assert_eq!(out, "Waiting for deployment \"gone\" rollout to finish: 1 out of 2 new replicas have been updated...\n");
+    assert_eq!(
+        out,
+        "Waiting for deployment \"gone\" rollout to finish: 1 out of 2 new replicas have been updated...\n"
+    );
     assert_eq!(err, "error: object has been deleted\n");
 
     let (code, out, err) = fake.run(&["rollout", "status", "deploy/web", "--timeout=1500ms"]).await;
@@ -264,12 +278,19 @@ async fn rollout_history_lists_owned_revisions() {
     assert_eq!((code, out.as_str(), err.as_str()), (1, "", "error: unable to find the specified revision\n"));
 
     let (code, _, err) = fake.run(&["rollout", "history", "rc/legacy"]).await;
-    assert_eq!((code, err.as_str()), (1, "error: no history viewer has been implemented for \"ReplicationController\"\n"));
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "error: no history viewer has been implemented for \"ReplicationController\"\n")
+    );
 }
 
 #[tokio::test]
 async fn rollout_undo_restores_the_previous_template() {
-    let fake = with_history("nginx:c", json!({"metadata": {"annotations": {"team": "x", "kubernetes.io/change-cause": "to c"}}})).await;
+    let fake = with_history(
+        "nginx:c",
+        json!({"metadata": {"annotations": {"team": "x", "kubernetes.io/change-cause": "to c"}}}),
+    )
+    .await;
     let (code, out, err) = fake.run(&["rollout", "undo", "deployment/web"]).await;
     assert_eq!((code, out.as_str(), err.as_str()), (0, "deployment.apps/web rolled back\n", ""));
     let sent = patches(&fake);
@@ -294,7 +315,10 @@ async fn rollout_undo_restores_the_previous_template() {
     assert_eq!(body(&sent[1])[1]["value"], json!({"deployment.kubernetes.io/revision": "3"}));
 
     let (code, out, _) = fake.run(&["rollout", "undo", "deploy/web", "--to-revision=3"]).await;
-    assert_eq!((code, out.as_str()), (0, "deployment.apps/web skipped rollback (current template already matches revision 3)\n"));
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "deployment.apps/web skipped rollback (current template already matches revision 3)\n")
+    );
 
     let (code, out, err) = fake.run(&["rollout", "undo", "deploy/web", "--to-revision=9"]).await;
     assert_eq!((code, out.as_str(), err.as_str()), (1, "", "error: unable to find specified revision 9 in history\n"));
@@ -323,7 +347,8 @@ async fn rollout_restart_pause_and_resume() {
     assert_eq!((code, out.as_str(), err.as_str()), (0, "deployment.apps/web restarted\n", ""));
     let sent = patches(&fake);
     assert_eq!(sent[0].headers.get("content-type").unwrap(), "application/strategic-merge-patch+json");
-    let stamp = body(&sent[0])["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].clone();
+    let stamp =
+        body(&sent[0])["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].clone();
     let stamp = stamp.as_str().unwrap();
     assert!(stamp.len() >= 20 && stamp.as_bytes()[10] == b'T', "{stamp}");
 
@@ -375,7 +400,10 @@ async fn set_image_patches_the_named_containers() {
     let sent = patches(&fake);
     assert_eq!(sent[0].uri, DEPLOY);
     assert_eq!(sent[0].headers.get("content-type").unwrap(), "application/strategic-merge-patch+json");
-    assert_eq!(body(&sent[0]), json!({"spec": {"template": {"spec": {"containers": [{"image": "nginx:1.27", "name": "web"}]}}}}));
+    assert_eq!(
+        body(&sent[0]),
+        json!({"spec": {"template": {"spec": {"containers": [{"image": "nginx:1.27", "name": "web"}]}}}})
+    );
 
     let (code, out, err) = fake.run(&["set", "image", "deploy", "web", "nope=x:1"]).await;
     assert_eq!((code, out.as_str(), err.as_str()), (1, "", "error: unable to find container named \"nope\"\n"));
@@ -418,7 +446,10 @@ async fn annotate_sets_and_removes_annotations() {
     assert_eq!((code, out.as_str(), err.as_str()), (0, "deployment.apps/web annotated\n", ""));
     let sent = patches(&fake);
     assert_eq!(sent[0].headers.get("content-type").unwrap(), "application/merge-patch+json");
-    assert_eq!(body(&sent[0]), json!({"metadata": {"annotations": {"kubernetes.io/change-cause": "image nginx:1.27 for CVE-1"}}}));
+    assert_eq!(
+        body(&sent[0]),
+        json!({"metadata": {"annotations": {"kubernetes.io/change-cause": "image nginx:1.27 for CVE-1"}}})
+    );
 
     let (code, out, err) = fake.run(&["annotate", "deployment", "web", "team=b"]).await;
     assert_eq!(

@@ -144,7 +144,9 @@ fn attachment_hash(owner: &Owner) -> String {
 }
 
 fn is_host_veth_name(name: &str) -> bool {
-    name.len() == 13 && name.starts_with("sk") && name[2..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    name.len() == 13
+        && name.starts_with("sk")
+        && name[2..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
 /// Runs one command; `Ok(Some(json))` is printed on stdout.
@@ -157,9 +159,9 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, Error> {
         "GC" => gc(&config::parse(stdin)?).map(|()| None),
         "STATUS" => status(&config::parse(stdin)?).map(|()| None),
         "" => Err(Error::Env("CNI_COMMAND is not set".into())),
-        other => Err(Error::Env(format!(
-            "unknown CNI_COMMAND {other:?}; expected ADD, DEL, CHECK, GC, STATUS or VERSION"
-        ))),
+        other => {
+            Err(Error::Env(format!("unknown CNI_COMMAND {other:?}; expected ADD, DEL, CHECK, GC, STATUS or VERSION")))
+        }
     }
 }
 
@@ -307,7 +309,10 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), Error> {
     }
     for (dst, gw) in pod_routes(conf) {
         if !routes.contains(&(dst, gw)) {
-            return Err(Error::Check(format!("the pod has no route to {dst} via {}", gw.map(|g| g.to_string()).unwrap_or_default())));
+            return Err(Error::Check(format!(
+                "the pod has no route to {dst} via {}",
+                gw.map(|g| g.to_string()).unwrap_or_default()
+            )));
         }
     }
     Ok(())
@@ -384,6 +389,9 @@ mod tests {
             br#"{"cniVersion":"1.0.0","name":"n","type":"skerry-cni","isDefaultGateway":false,"ipam":{"routes":[{"dst":"10.43.0.0/16"}]}}"#,
         )
         .unwrap();
-        assert_eq!(pod_routes(&conf), vec![(Subnet::parse("10.43.0.0/16").unwrap(), Some(Ipv4Addr::new(10, 42, 0, 1)))]);
+        assert_eq!(
+            pod_routes(&conf),
+            vec![(Subnet::parse("10.43.0.0/16").unwrap(), Some(Ipv4Addr::new(10, 42, 0, 1)))]
+        );
     }
 }

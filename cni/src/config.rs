@@ -53,9 +53,8 @@ impl Subnet {
         if addr.contains(':') {
             return Err(ConfigError::Unsupported(format!("IPv6 subnet {s}: skerry-cni supports IPv4 only")));
         }
-        let addr: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| ConfigError::Invalid(format!("subnet {s:?}: {addr:?} is not an IPv4 address")))?;
+        let addr: Ipv4Addr =
+            addr.parse().map_err(|_| ConfigError::Invalid(format!("subnet {s:?}: {addr:?} is not an IPv4 address")))?;
         let prefix: u8 = prefix
             .parse()
             .ok()
@@ -256,8 +255,8 @@ fn validate_ipam(raw: RawIpam) -> Result<IpamConf, ConfigError> {
         None | Some("skerry-cni") | Some("host-local") => {}
         Some(other) => {
             return Err(ConfigError::Unsupported(format!(
-                "ipam type {other:?}: skerry-cni has host-local IPAM built in; set ipam.type to \"host-local\" or omit it"
-            )))
+            "ipam type {other:?}: skerry-cni has host-local IPAM built in; set ipam.type to \"host-local\" or omit it"
+        )))
         }
     }
     let range = match raw.ranges {
@@ -394,18 +393,45 @@ mod tests {
             (r#"{"cniVersion":"1.0.0","type":"t"}"#, |e| matches!(e, ConfigError::Invalid(_))),
             (r#"{"cniVersion":"1.0.0","name":"a/b","type":"t"}"#, |e| matches!(e, ConfigError::Invalid(_))),
             (r#"{"cniVersion":"1.0.0","name":"n"}"#, |e| matches!(e, ConfigError::Invalid(_))),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","mtu":"big"}"#, |e| matches!(e, ConfigError::Invalid(m) if m.contains("mtu"))),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","type":"t","mtu":"big"}"#,
+                |e| matches!(e, ConfigError::Invalid(m) if m.contains("mtu")),
+            ),
             (r#"{"cniVersion":"1.0.0","name":"n","type":"t","mtu":9}"#, |e| matches!(e, ConfigError::Invalid(_))),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","bridge":"a-very-long-bridge-name"}"#, |e| matches!(e, ConfigError::Invalid(_))),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"type":"dhcp"}}"#, |e| matches!(e, ConfigError::Unsupported(_))),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"subnet":"fd00::/64"}}"#, |e| matches!(e, ConfigError::Unsupported(_))),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"subnet":"10.0.0.0"}}"#, |e| matches!(e, ConfigError::Invalid(_))),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"subnet":"10.0.0.0/31"}}"#, |e| matches!(e, ConfigError::Invalid(_))),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"subnet":"10.0.0.0/24","gateway":"10.0.1.1"}}"#, |e| matches!(e, ConfigError::Invalid(m) if m.contains("gateway"))),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"subnet":"10.0.0.0/24","rangeStart":"10.0.0.9","rangeEnd":"10.0.0.3"}}"#, |e| matches!(e, ConfigError::Invalid(_))),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"subnet":"10.0.0.0/24","rangeEnd":"10.0.0.255"}}"#, |e| matches!(e, ConfigError::Invalid(_))),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"dataDir":"relative"}}"#, |e| matches!(e, ConfigError::Invalid(_))),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"ranges":[[{"subnet":"10.0.0.0/24"},{"subnet":"10.0.1.0/24"}]]}}"#, |e| matches!(e, ConfigError::Unsupported(_))),
+            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","bridge":"a-very-long-bridge-name"}"#, |e| {
+                matches!(e, ConfigError::Invalid(_))
+            }),
+            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"type":"dhcp"}}"#, |e| {
+                matches!(e, ConfigError::Unsupported(_))
+            }),
+            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"subnet":"fd00::/64"}}"#, |e| {
+                matches!(e, ConfigError::Unsupported(_))
+            }),
+            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"subnet":"10.0.0.0"}}"#, |e| {
+                matches!(e, ConfigError::Invalid(_))
+            }),
+            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"subnet":"10.0.0.0/31"}}"#, |e| {
+                matches!(e, ConfigError::Invalid(_))
+            }),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"subnet":"10.0.0.0/24","gateway":"10.0.1.1"}}"#,
+                |e| matches!(e, ConfigError::Invalid(m) if m.contains("gateway")),
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"subnet":"10.0.0.0/24","rangeStart":"10.0.0.9","rangeEnd":"10.0.0.3"}}"#,
+                |e| matches!(e, ConfigError::Invalid(_)),
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"subnet":"10.0.0.0/24","rangeEnd":"10.0.0.255"}}"#,
+                |e| matches!(e, ConfigError::Invalid(_)),
+            ),
+            (r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"dataDir":"relative"}}"#, |e| {
+                matches!(e, ConfigError::Invalid(_))
+            }),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"ranges":[[{"subnet":"10.0.0.0/24"},{"subnet":"10.0.1.0/24"}]]}}"#,
+                |e| matches!(e, ConfigError::Unsupported(_)),
+            ),
         ];
         for (input, is_expected) in cases {
             let err = parse_str(input).expect_err(input);

@@ -158,10 +158,8 @@ impl FileStore {
     pub fn lock(&self) -> Result<LockedStore<'_>, IpamError> {
         let path = self.dir.join(LOCK);
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| IpamError::Io {
-            path: path.clone(),
-            source: io::Error::from(errno),
-        })?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| IpamError::Io { path: path.clone(), source: io::Error::from(errno) })?;
         Ok(LockedStore { dir: &self.dir, _lock: lock })
     }
 }

@@ -181,7 +181,12 @@ pub async fn list(h: &Handle) -> Result<Vec<Link>, LinkError> {
 
 /// Makes sure the bridge exists and is up (creating it with `mtu` if needed), and, with
 /// `address`, holds that address. Safe to race with other plugin processes.
-pub async fn ensure_bridge(h: &Handle, name: &str, mtu: u32, address: Option<(Ipv4Addr, u8)>) -> Result<Link, LinkError> {
+pub async fn ensure_bridge(
+    h: &Handle,
+    name: &str,
+    mtu: u32,
+    address: Option<(Ipv4Addr, u8)>,
+) -> Result<Link, LinkError> {
     let bridge = match get(h, name).await? {
         Some(link) => link,
         None => {

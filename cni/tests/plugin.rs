@@ -23,7 +23,6 @@ use skerry_cni::link::{self, Netns};
 
 const BIN: &str = env!("CARGO_BIN_EXE_skerry-cni");
 
-
 /// Host veth names derive from the container ID, and the tests reuse IDs (`pod-a`, `pod-1`):
 /// run them one at a time so two tests never share a host-side link name.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -120,7 +119,9 @@ impl TestNet {
         let subnet = net.subnet();
         let taken = link::in_host(|h| async move { link::routes(&h).await }).unwrap();
         assert!(
-            !taken.iter().any(|(dst, _)| dst.prefix > 0 && (dst.contains(subnet.network) || subnet.contains(dst.network))),
+            !taken
+                .iter()
+                .any(|(dst, _)| dst.prefix > 0 && (dst.contains(subnet.network) || subnet.contains(dst.network))),
             "test subnet {subnet} is already routed on this host; rerun"
         );
         net
@@ -156,7 +157,11 @@ impl TestNet {
     /// Runs an attachment command; registers the host veth for cleanup.
     fn run(&mut self, command: &str, container: &str, netns: &Path, stdin: &Value) -> (i32, String) {
         self.links.0.push(host_veth_name(&Owner::new(container, "eth0")));
-        run_plugin(command, &[("CNI_CONTAINERID", container), ("CNI_NETNS", netns.to_str().unwrap()), ("CNI_IFNAME", "eth0")], &stdin.to_string())
+        run_plugin(
+            command,
+            &[("CNI_CONTAINERID", container), ("CNI_NETNS", netns.to_str().unwrap()), ("CNI_IFNAME", "eth0")],
+            &stdin.to_string(),
+        )
     }
 }
 
@@ -196,7 +201,10 @@ fn add_check_del_round_trip_with_tcp_reachability() {
     let result = json_of(&out);
     let pod_ip = net.ip(2);
     assert_eq!(result["cniVersion"], "1.0.0");
-    assert_eq!(result["ips"], json!([{"address": format!("{pod_ip}/24"), "gateway": net.ip(1).to_string(), "interface": 2}]));
+    assert_eq!(
+        result["ips"],
+        json!([{"address": format!("{pod_ip}/24"), "gateway": net.ip(1).to_string(), "interface": 2}])
+    );
     assert_eq!(result["routes"], json!([{"dst": "0.0.0.0/0", "gw": net.ip(1).to_string()}]));
     let ifaces = result["interfaces"].as_array().unwrap();
     assert_eq!(ifaces[0]["name"], net.bridge.as_str());
@@ -275,7 +283,11 @@ fn concurrent_adds_from_separate_processes_get_distinct_addresses() {
         .map(|(i, ns)| {
             let (conf, path) = (conf.to_string(), ns.path.to_str().unwrap().to_owned());
             std::thread::spawn(move || {
-                run_plugin("ADD", &[("CNI_CONTAINERID", &format!("pod-{i}")), ("CNI_NETNS", &path), ("CNI_IFNAME", "eth0")], &conf)
+                run_plugin(
+                    "ADD",
+                    &[("CNI_CONTAINERID", &format!("pod-{i}")), ("CNI_NETNS", &path), ("CNI_IFNAME", "eth0")],
+                    &conf,
+                )
             })
         })
         .collect();
@@ -427,9 +439,11 @@ fn a_failed_add_rolls_back_the_veth_and_the_address() {
     // The pod already has an eth0, so the pod side of ADD fails after the veth and the
     // address were made.
     link::in_netns(&Netns::open(&ns.path).unwrap(), |h| async move {
-        h.link().add(rtnetlink::LinkBridge::new("eth0").build()).execute().await.map_err(|e| {
-            link::LinkError::State(e.to_string())
-        })
+        h.link()
+            .add(rtnetlink::LinkBridge::new("eth0").build())
+            .execute()
+            .await
+            .map_err(|e| link::LinkError::State(e.to_string()))
     })
     .unwrap();
     let (code, out) = net.run("ADD", "pod-x", &ns.path, &net.conf(json!({})));

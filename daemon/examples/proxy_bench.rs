@@ -13,8 +13,8 @@ use serde_json::json;
 use skerryd::net::proxy::netns::NetNs;
 
 use skerryd::net::proxy::{
-    render_full_text, render_update, service_chain_name, Endpoint, NamespaceNft, NftRunner,
-    Protocol, Proxy, ProxyState, ServicePort,
+    render_full_text, render_update, service_chain_name, Endpoint, NamespaceNft, NftRunner, Protocol, Proxy,
+    ProxyState, ServicePort,
 };
 
 const ENDPOINTS: usize = 10;
@@ -35,11 +35,7 @@ fn service(i: usize) -> ServicePort {
         external_ips: vec![],
         affinity_timeout: None,
         endpoints: (0..ENDPOINTS)
-            .map(|e| Endpoint {
-                ip: Ipv4Addr::new(10, 42, hi, lo),
-                port: 8000 + e as u16,
-                ready: true,
-            })
+            .map(|e| Endpoint { ip: Ipv4Addr::new(10, 42, hi, lo), port: 8000 + e as u16, ready: true })
             .collect(),
     }
 }
@@ -85,26 +81,18 @@ fn first_packet(n: usize) -> (Duration, Duration) {
     let _ok = skerryd::net::proxy::netns::OkServer::start(&server).unwrap();
     let mut st = state(n);
     let target = n / 2;
-    st.services[target].endpoints = vec![Endpoint {
-        ip: Ipv4Addr::new(10, 251, 0, 2),
-        port: 8080,
-        ready: true,
-    }];
+    st.services[target].endpoints = vec![Endpoint { ip: Ipv4Addr::new(10, 251, 0, 2), port: 8080, ready: true }];
     let vip = SocketAddr::from((st.services[target].cluster_ip.unwrap(), 80));
-    let mut proxy = Proxy::with_runner(Arc::new(NamespaceNft {
-        path: client.path().to_path_buf(),
-    }));
-    proxy
-        .sync_blocking_now(st)
-        .expect("build for the latency run");
+    let mut proxy = Proxy::with_runner(Arc::new(NamespaceNft { path: client.path().to_path_buf() }));
+    proxy.sync_blocking_now(st).expect("build for the latency run");
     let time = |addr: SocketAddr| {
         client
             .run(move || {
                 let mut v = Vec::with_capacity(CONNECTS);
                 for _ in 0..CONNECTS {
                     let t = Instant::now();
-                    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-                        .expect("connect through the proxy");
+                    let s =
+                        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect through the proxy");
                     v.push(t.elapsed());
                     drop(s);
                 }
@@ -122,29 +110,18 @@ fn us(d: Duration) -> String {
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--dump") {
         // The full batch for N services, for timing nft by hand.
-        let n = std::env::args()
-            .nth(2)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(1000);
+        let n = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1000);
         println!("{}", render_full_text(&state(n)));
         return;
     }
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("sizes are numbers of services"))
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![100, 1000, 5000]
-    } else {
-        sizes
-    };
+    let sizes: Vec<usize> =
+        std::env::args().skip(1).map(|a| a.parse().expect("sizes are numbers of services")).collect();
+    let sizes = if sizes.is_empty() { vec![100, 1000, 5000] } else { sizes };
     println!("| services × endpoints | full sync ms (render_full_text alone) | 1 endpoint change ms, median of {REPEAT} (render_update alone) | 100 changes, 1 sync ms | 100 changes, 3 syncs ms | floor: bare 1-element nft -j -f ms, median of {REPEAT} |");
     println!("|---|---|---|---|---|---|");
     for n in sizes {
         let ns = NetNs::new().expect("creating a network namespace needs root");
-        let nft = NamespaceNft {
-            path: ns.path().to_path_buf(),
-        };
+        let nft = NamespaceNft { path: ns.path().to_path_buf() };
         let mut proxy = Proxy::with_runner(Arc::new(nft.clone()));
         let mut st = state(n);
 

@@ -145,22 +145,30 @@ impl Config {
     pub fn load(flags: Flags) -> Result<Config, ConfigError> {
         let file = read_file(&flags.config, flags.config.as_os_str() != DEFAULT_CONFIG)?;
         let hostname = || {
-            nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into()).to_lowercase()
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into())
+                .to_lowercase()
         };
         let node_name = flags.node_name.or(file.node_name).unwrap_or_else(hostname);
-        crate::objects::validation::dns1123_subdomain(&node_name).map_err(|_| ConfigError::NodeName(node_name.clone()))?;
+        crate::objects::validation::dns1123_subdomain(&node_name)
+            .map_err(|_| ConfigError::NodeName(node_name.clone()))?;
         let pod_cidr = flags.pod_cidr.clone().or(file.pod_cidr.clone()).unwrap_or_else(|| "10.42.0.0/24".into());
         if crate::net::nft::parse_cidr(&pod_cidr).is_none() {
             return Err(ConfigError::PodCidr(pod_cidr));
         }
-        let service_text = flags.service_cidr.clone().or(file.service_cidr.clone()).unwrap_or_else(|| "10.43.0.0/16".into());
+        let service_text =
+            flags.service_cidr.clone().or(file.service_cidr.clone()).unwrap_or_else(|| "10.43.0.0/16".into());
         let service_cidr = crate::net::nft::parse_cidr(&service_text).ok_or(ConfigError::ServiceCidr(service_text))?;
-        let cluster_dns = flags.cluster_dns.or(file.cluster_dns).unwrap_or_else(|| std::net::Ipv4Addr::new(10, 43, 0, 10));
+        let cluster_dns =
+            flags.cluster_dns.or(file.cluster_dns).unwrap_or_else(|| std::net::Ipv4Addr::new(10, 43, 0, 10));
         let mask = if service_cidr.1 == 0 { 0 } else { u32::MAX << (32 - service_cidr.1) };
         if u32::from(cluster_dns) & mask != u32::from(service_cidr.0) & mask {
             return Err(ConfigError::ClusterDns(cluster_dns));
         }
-        let range_text = flags.node_port_range.clone().or(file.node_port_range.clone()).unwrap_or_else(|| "30000-32767".into());
+        let range_text =
+            flags.node_port_range.clone().or(file.node_port_range.clone()).unwrap_or_else(|| "30000-32767".into());
         let node_port_range = range_text
             .split_once('-')
             .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
@@ -171,8 +179,14 @@ impl Config {
         Ok(Config {
             data_dir: flags.data_dir.or(file.data_dir).unwrap_or_else(|| "/var/lib/skerry".into()),
             socket: flags.socket.or(file.socket).unwrap_or_else(|| "/run/skerry/skerry.sock".into()),
-            containerd_socket: flags.containerd_socket.or(file.containerd_socket).unwrap_or_else(|| "/run/containerd/containerd.sock".into()),
-            containerd_namespace: flags.containerd_namespace.or(file.containerd_namespace).unwrap_or_else(|| "skerry".into()),
+            containerd_socket: flags
+                .containerd_socket
+                .or(file.containerd_socket)
+                .unwrap_or_else(|| "/run/containerd/containerd.sock".into()),
+            containerd_namespace: flags
+                .containerd_namespace
+                .or(file.containerd_namespace)
+                .unwrap_or_else(|| "skerry".into()),
             node_name,
             insecure_registries: insecure,
             image_dir: flags.image_dir.or(file.image_dir),
@@ -211,8 +225,17 @@ mod tests {
     fn flags_win_over_file_over_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
-        std::fs::write(&path, "data-dir: /srv/skerry\nsocket: /tmp/file.sock\ninsecure-registries: [\"127.0.0.1:5000\"]\n").unwrap();
-        let flags = Flags { config: path.clone(), socket: Some("/tmp/flag.sock".into()), node_name: Some("n1".into()), ..Default::default() };
+        std::fs::write(
+            &path,
+            "data-dir: /srv/skerry\nsocket: /tmp/file.sock\ninsecure-registries: [\"127.0.0.1:5000\"]\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config: path.clone(),
+            socket: Some("/tmp/flag.sock".into()),
+            node_name: Some("n1".into()),
+            ..Default::default()
+        };
         let c = Config::load(flags).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/srv/skerry"));
         assert_eq!(c.socket, PathBuf::from("/tmp/flag.sock"));

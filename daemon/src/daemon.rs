@@ -37,7 +37,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
 /// Runs the daemon until `shutdown` fires, then waits for every task to finish.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&config.data_dir).map_err(io_err(&config.data_dir))?;
-    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(&config.data_dir))?;
+    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err(&config.data_dir))?;
     let db = config.data_dir.join("state.db");
     let store = Store::open(&db)?;
     for file in ["state.db", "state.db-wal", "state.db-shm"] {
@@ -118,7 +119,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         local_ips: vec![config.cluster_dns],
     };
     tasks.spawn(crate::net::services::run(store.clone(), proxy_config, shutdown.clone()));
-    tasks.spawn(crate::net::hostports::run(store.clone(), config.node_name.clone(), pod_cidr, config.masquerade, shutdown.clone()));
+    tasks.spawn(crate::net::hostports::run(
+        store.clone(),
+        config.node_name.clone(),
+        pod_cidr,
+        config.masquerade,
+        shutdown.clone(),
+    ));
     let stop = shutdown.clone();
     tasks.spawn(async move {
         // Hand memory freed after a burst (pods deleted, a large list served) back to the host.
@@ -153,7 +160,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     match crate::net::dns::ensure_dns_address(config.cluster_dns).await {
         Ok(_) => {
             let records = crate::net::dns::shared(&config.cluster_domain);
-            tasks.spawn(crate::net::dns::run_records(store.clone(), config.cluster_domain.clone(), records.clone(), shutdown.clone()));
+            tasks.spawn(crate::net::dns::run_records(
+                store.clone(),
+                config.cluster_domain.clone(),
+                records.clone(),
+                shutdown.clone(),
+            ));
             let listen = std::net::SocketAddr::from((config.cluster_dns, 53));
             let upstreams = crate::net::dns::host_upstreams();
             let stop = shutdown.clone();
@@ -163,7 +175,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
                 }
             });
         }
-        Err(e) => tracing::error!(error = %e, address = %config.cluster_dns, "could not put the cluster DNS address on this node; running without cluster DNS"),
+        Err(e) => {
+            tracing::error!(error = %e, address = %config.cluster_dns, "could not put the cluster DNS address on this node; running without cluster DNS")
+        }
     }
     tracing::info!(socket = %config.socket.display(), node = %config.node_name, "skerryd is serving");
     shutdown.cancelled().await;

@@ -68,7 +68,8 @@ impl Recorder {
             "kind": object["kind"], "apiVersion": object["apiVersion"],
             "metadata": {"name": meta::name(object), "namespace": meta::namespace(object), "uid": meta::uid(object)},
         });
-        let job = Job::Record { object: involved, kind, reason: reason.into(), message: message.into(), at: meta::now() };
+        let job =
+            Job::Record { object: involved, kind, reason: reason.into(), message: message.into(), at: meta::now() };
         let _ = self.queue.send(job);
     }
 
@@ -82,7 +83,14 @@ impl Recorder {
 }
 
 impl Writer {
-    async fn write(&mut self, object: &Value, kind: EventType, reason: &str, message: &str, now: &str) -> Result<(), crate::store::StoreError> {
+    async fn write(
+        &mut self,
+        object: &Value,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+        now: &str,
+    ) -> Result<(), crate::store::StoreError> {
         let namespace = match meta::namespace(object) {
             "" => "default",
             ns => ns,
@@ -135,7 +143,8 @@ pub async fn expire(store: &Store, ttl: std::time::Duration) -> Result<usize, cr
     let cutoff = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ttl).unwrap_or_default();
     let mut removed = 0;
     for ev in events {
-        let last = meta::parse_time(ev.get("lastTimestamp")).or_else(|| meta::parse_time(ev.pointer("/metadata/creationTimestamp")));
+        let last = meta::parse_time(ev.get("lastTimestamp"))
+            .or_else(|| meta::parse_time(ev.pointer("/metadata/creationTimestamp")));
         if last.is_some_and(|t| t < cutoff) {
             let cmd = Command::delete_of(resource::EVENTS.key(), &ev);
             if store.apply(cmd).await.is_ok() {
@@ -153,7 +162,8 @@ mod tests {
     #[tokio::test]
     async fn repeats_fold_and_old_events_expire() {
         let store = Store::in_memory().unwrap();
-        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default", "uid": "u"}});
+        let pod =
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default", "uid": "u"}});
         let rec = Recorder::new(store.clone(), "kubelet", "n".into());
         rec.record(&pod, EventType::Warning, "BackOff", "again").await;
         rec.record(&pod, EventType::Warning, "BackOff", "again").await;

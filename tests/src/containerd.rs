@@ -27,7 +27,9 @@ pub fn require_prerequisites() {
     assert!(unsafe { libc::geteuid() } == 0, "these tests must run as root (they start containerd and runc)");
     assert!(Path::new(CONTAINERD).exists(), "{CONTAINERD} is missing; install it with `apt-get install -y containerd`");
     assert!(
-        ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc", "/usr/local/bin/runc"].iter().any(|p| Path::new(p).exists()),
+        ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc", "/usr/local/bin/runc"]
+            .iter()
+            .any(|p| Path::new(p).exists()),
         "runc is missing; install it with `apt-get install -y runc`"
     );
 }
@@ -37,13 +39,23 @@ impl Containerd {
     /// until its gRPC socket accepts connections.
     pub fn start() -> Containerd {
         require_prerequisites();
-        let dir = tempfile::Builder::new().prefix("sk-ctrd-").tempdir_in("/tmp").expect("creating containerd temp dir").keep();
+        let dir = tempfile::Builder::new()
+            .prefix("sk-ctrd-")
+            .tempdir_in("/tmp")
+            .expect("creating containerd temp dir")
+            .keep();
         let socket = dir.join("c.sock");
         let config = dir.join("config.toml");
         fs::write(&config, config_toml(&dir)).expect("writing containerd config");
         let child = spawn_containerd(&dir, &config);
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let mut guard = Containerd { child: Some(child), dir, socket, cgroup_parent: format!("/{name}"), extra_namespaces: Vec::new() };
+        let mut guard = Containerd {
+            child: Some(child),
+            dir,
+            socket,
+            cgroup_parent: format!("/{name}"),
+            extra_namespaces: Vec::new(),
+        };
         guard.wait_ready();
         guard
     }
@@ -121,7 +133,9 @@ impl Containerd {
         let needle = self.socket.to_string_lossy().into_owned();
         processes()
             .into_iter()
-            .filter(|(_, _, cmd)| cmd.iter().any(|a| a.contains("containerd-shim")) && cmd.iter().any(|a| a.contains(&needle)))
+            .filter(|(_, _, cmd)| {
+                cmd.iter().any(|a| a.contains("containerd-shim")) && cmd.iter().any(|a| a.contains(&needle))
+            })
             .map(|(pid, _, _)| pid)
             .collect()
     }
@@ -129,7 +143,11 @@ impl Containerd {
 
 /// Starts containerd with `config`, appending its output to `dir/containerd.log`.
 fn spawn_containerd(dir: &Path, config: &Path) -> Child {
-    let log = fs::OpenOptions::new().create(true).append(true).open(dir.join("containerd.log")).expect("opening containerd log");
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))
+        .expect("opening containerd log");
     Command::new(CONTAINERD)
         .arg("--config")
         .arg(config)
@@ -150,7 +168,8 @@ fn processes() -> Vec<(i32, i32, Vec<String>)> {
         let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
         let ppid = after.split(' ').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
         let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let argv = cmd.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+        let argv =
+            cmd.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
         out.push((pid, ppid, argv));
     }
     out
@@ -163,7 +182,9 @@ fn socket_paths(pid: i32) -> Vec<PathBuf> {
         .map(|d| {
             d.flatten()
                 .filter_map(|e| fs::read_link(e.path()).ok())
-                .filter_map(|l| l.to_string_lossy().strip_prefix("socket:[").map(|s| s.trim_end_matches(']').to_string()))
+                .filter_map(|l| {
+                    l.to_string_lossy().strip_prefix("socket:[").map(|s| s.trim_end_matches(']').to_string())
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -232,7 +253,9 @@ fn remove_cgroup(parent: &str) {
         return;
     }
     let present = || -> bool {
-        let mut dirs: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup").map(|d| d.flatten().map(|e| e.path().join(rel)).collect()).unwrap_or_default();
+        let mut dirs: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
+            .map(|d| d.flatten().map(|e| e.path().join(rel)).collect())
+            .unwrap_or_default();
         dirs.push(Path::new("/sys/fs/cgroup").join(rel));
         dirs.iter().any(|d| d.is_dir())
     };
@@ -317,4 +340,3 @@ fn wait_until_quiet(deadline: Instant, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
-

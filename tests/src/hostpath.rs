@@ -21,7 +21,8 @@ impl HostPathGuard {
     pub fn new(path: &Path) -> HostPathGuard {
         let name = path.to_string_lossy().replace(['/', ' '], "_");
         let lock_path = std::env::temp_dir().join(format!("sk-hostpath{name}.lock"));
-        let lock = std::fs::File::create(&lock_path).unwrap_or_else(|e| panic!("creating {}: {e}", lock_path.display()));
+        let lock =
+            std::fs::File::create(&lock_path).unwrap_or_else(|e| panic!("creating {}: {e}", lock_path.display()));
         // SAFETY: flock on a file descriptor this guard owns for its whole life.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
         assert_eq!(rc, 0, "locking {}: {}", lock_path.display(), std::io::Error::last_os_error());

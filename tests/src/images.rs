@@ -269,11 +269,9 @@ impl ImageBuilder {
         append_file(&mut tar, "index.json", &index, 0o644)?;
         append_dir(&mut tar, "blobs", 0o755)?;
         append_dir(&mut tar, "blobs/sha256", 0o755)?;
-        for (digest, data) in [
-            (&img.layer_digest, &img.layer),
-            (&img.config_digest, &img.config),
-            (&img.manifest_digest, &img.manifest),
-        ] {
+        for (digest, data) in
+            [(&img.layer_digest, &img.layer), (&img.config_digest, &img.config), (&img.manifest_digest, &img.manifest)]
+        {
             append_file(&mut tar, &format!("blobs/sha256/{}", hex_of(digest)), data, 0o644)?;
         }
         write_archive(path, tar.into_inner()?, gzip)?;

@@ -53,7 +53,8 @@ fn ip(args: &[&str]) -> Result<String, String> {
 /// Every IPv4 (address, prefix length) of the root namespace's interfaces.
 fn root_addresses() -> Vec<(Ipv4Addr, u8)> {
     let text = ip(&["-j", "-4", "addr", "show"]).unwrap_or_else(|e| panic!("{e}"));
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("`ip -j addr` is not JSON ({e}): {text}"));
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("`ip -j addr` is not JSON ({e}): {text}"));
     v.as_array()
         .into_iter()
         .flatten()
@@ -204,7 +205,8 @@ impl NodeNet {
     /// Names of the interfaces inside the namespace.
     pub fn links(&self) -> Vec<String> {
         let text = self.ip(&["-j", "link", "show"]);
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("`ip -j link` is not JSON ({e}): {text}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("`ip -j link` is not JSON ({e}): {text}"));
         v.as_array().into_iter().flatten().filter_map(|l| l["ifname"].as_str().map(String::from)).collect()
     }
 }

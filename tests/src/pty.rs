@@ -74,7 +74,11 @@ impl Pty {
     pub fn expect(&self, text: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while !self.output().contains(text) {
-            assert!(Instant::now() < deadline, "the terminal did not show {text:?} within {timeout:?}; it shows:\n{}", self.output());
+            assert!(
+                Instant::now() < deadline,
+                "the terminal did not show {text:?} within {timeout:?}; it shows:\n{}",
+                self.output()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -96,7 +100,10 @@ impl Pty {
                     libc::kill(self.child.id() as i32, libc::SIGKILL);
                 }
                 let _ = self.child.wait();
-                panic!("the command on the pty did not exit within {timeout:?}; the terminal shows:\n{}", self.output());
+                panic!(
+                    "the command on the pty did not exit within {timeout:?}; the terminal shows:\n{}",
+                    self.output()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

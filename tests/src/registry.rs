@@ -35,7 +35,10 @@ impl Registry {
     }
 
     fn start_at(net: Option<&crate::netns::NodeNet>) -> Registry {
-        assert!(Path::new(REGISTRY).exists(), "{REGISTRY} is missing; install it with `apt-get install -y docker-registry`");
+        assert!(
+            Path::new(REGISTRY).exists(),
+            "{REGISTRY} is missing; install it with `apt-get install -y docker-registry`"
+        );
         assert!(Path::new(SKOPEO).exists(), "{SKOPEO} is missing; install it with `apt-get install -y skopeo`");
         let dir = tempfile::Builder::new().prefix("sk-registry-").tempdir_in("/tmp").expect("creating registry dir");
         let port = match net {
@@ -92,7 +95,12 @@ impl Registry {
             s.spawn(move || {
                 use std::os::fd::AsRawFd;
                 // SAFETY: plain syscall on an open namespace fd, on this thread only.
-                assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns: {}", std::io::Error::last_os_error());
+                assert_eq!(
+                    unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0,
+                    "setns: {}",
+                    std::io::Error::last_os_error()
+                );
                 f()
             })
             .join()
@@ -120,7 +128,11 @@ impl Registry {
                 use std::os::fd::AsRawFd;
                 use std::os::unix::process::CommandExt;
                 cmd.pre_exec(move || {
-                    if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+                    if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
                 });
             }
         }

@@ -69,7 +69,9 @@ impl std::fmt::Display for Output {
 
 /// Runs `cmd` with `stdin`, killing it (by PID) if it takes longer than `timeout`.
 pub fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     if let Some(data) = stdin {
         let mut w = child.stdin.take().unwrap();
@@ -213,20 +215,34 @@ impl Skerryd {
         if opts.cni == CniPlugins::Reference {
             for p in ["bridge", "host-local"] {
                 let path = Path::new(REFERENCE_PLUGINS).join(p);
-                assert!(path.is_file(), "{} is missing; install it with `apt-get install -y containernetworking-plugins`", path.display());
+                assert!(
+                    path.is_file(),
+                    "{} is missing; install it with `apt-get install -y containernetworking-plugins`",
+                    path.display()
+                );
             }
         }
-        assert!(Path::new("/usr/sbin/nft").exists(), "/usr/sbin/nft is missing; install it with `apt-get install -y nftables`");
+        assert!(
+            Path::new("/usr/sbin/nft").exists(),
+            "/usr/sbin/nft is missing; install it with `apt-get install -y nftables`"
+        );
         // The namespace first: if anything below panics, dropping it removes it again.
         let net = opts.net.unwrap_or_else(NodeNet::create);
-        let dir = tempfile::Builder::new().prefix("sk-skerryd-").tempdir_in("/tmp").expect("creating skerryd temp dir").keep();
+        let dir = tempfile::Builder::new()
+            .prefix("sk-skerryd-")
+            .tempdir_in("/tmp")
+            .expect("creating skerryd temp dir")
+            .keep();
         // An empty config file, so a host's /etc/skerry/config.yaml cannot leak in.
         fs::write(dir.join("config.yaml"), "").expect("writing skerryd config");
         // The node's own CNI config and IPAM store: GC on one node never touches another's.
         fs::create_dir_all(dir.join("cni")).expect("creating the CNI config dir");
         fs::create_dir_all(dir.join("ipam")).expect("creating the IPAM dir");
-        fs::write(dir.join("cni/10-test.conflist"), serde_json::to_vec_pretty(&conflist(opts.cni, &dir.join("ipam"))).unwrap())
-            .expect("writing the CNI config");
+        fs::write(
+            dir.join("cni/10-test.conflist"),
+            serde_json::to_vec_pretty(&conflist(opts.cni, &dir.join("ipam"))).unwrap(),
+        )
+        .expect("writing the CNI config");
         if let Some(size) = opts.data_tmpfs {
             let data = dir.join("data");
             fs::create_dir_all(&data).expect("creating the data dir");
@@ -293,7 +309,11 @@ impl Skerryd {
                 }
             }
             if Instant::now() >= deadline {
-                panic!("skerryd did not answer GET /healthz on {} within 60s; log:\n{}", self.socket().display(), self.log());
+                panic!(
+                    "skerryd did not answer GET /healthz on {} within 60s; log:\n{}",
+                    self.socket().display(),
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -536,10 +556,9 @@ impl TestNode {
     /// `status.podIP` of pod `name` in `default`; panics when it has none.
     pub fn pod_ip(&self, name: &str) -> std::net::Ipv4Addr {
         let pod = self.pod(name);
-        pod.pointer("/status/podIP")
-            .and_then(Value::as_str)
-            .and_then(|ip| ip.parse().ok())
-            .unwrap_or_else(|| panic!("pod {name} has no status.podIP:\n{}", serde_json::to_string_pretty(&pod["status"]).unwrap()))
+        pod.pointer("/status/podIP").and_then(Value::as_str).and_then(|ip| ip.parse().ok()).unwrap_or_else(|| {
+            panic!("pod {name} has no status.podIP:\n{}", serde_json::to_string_pretty(&pod["status"]).unwrap())
+        })
     }
 
     pub fn skerry(&self, args: &[&str]) -> Output {
@@ -562,7 +581,12 @@ impl TestNode {
     /// `skerry apply -f -` with `yaml` on stdin; panics unless it succeeds.
     pub fn apply(&self, yaml: &str) -> String {
         let out = self.skerry_stdin(&["apply", "-f", "-"], yaml.as_bytes());
-        assert_eq!(out.code, 0, "apply failed:\n{out}\nmanifest:\n{yaml}\nskerryd log tail:\n{}", self.skerryd.log_tail(30));
+        assert_eq!(
+            out.code,
+            0,
+            "apply failed:\n{out}\nmanifest:\n{yaml}\nskerryd log tail:\n{}",
+            self.skerryd.log_tail(30)
+        );
         out.stdout
     }
 
@@ -614,7 +638,8 @@ impl TestNode {
             if Instant::now() >= deadline {
                 panic!(
                     "timed out waiting until pod {ns}/{name} {what}; last seen:\n{}\nskerryd log tail:\n{}",
-                    last.map(|p| serde_json::to_string_pretty(&p["status"]).unwrap()).unwrap_or_else(|| "(absent)".into()),
+                    last.map(|p| serde_json::to_string_pretty(&p["status"]).unwrap())
+                        .unwrap_or_else(|| "(absent)".into()),
                     self.skerryd.log_tail(40)
                 );
             }
@@ -663,7 +688,11 @@ impl TestNode {
                 return out;
             }
             if Instant::now() >= deadline {
-                panic!("timed out waiting until `skerry {}` {what}; last output:\n{out}\nskerryd log tail:\n{}", args.join(" "), self.skerryd.log_tail(40));
+                panic!(
+                    "timed out waiting until `skerry {}` {what}; last output:\n{out}\nskerryd log tail:\n{}",
+                    args.join(" "),
+                    self.skerryd.log_tail(40)
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -676,8 +705,7 @@ pub fn column(table: &str, row_name: &str, col: &str) -> Option<String> {
     let mut lines = table.lines();
     let header = lines.next()?;
     let at = header.match_indices(col).map(|(i, _)| i).find(|&i| {
-        (i == 0 || header.as_bytes()[i - 1] == b' ')
-            && header.as_bytes().get(i + col.len()).is_none_or(|b| *b == b' ')
+        (i == 0 || header.as_bytes()[i - 1] == b' ') && header.as_bytes().get(i + col.len()).is_none_or(|b| *b == b' ')
     })?;
     let row = lines.find(|l| l.split_whitespace().next() == Some(row_name))?;
     row.get(at..).and_then(|rest| rest.split_whitespace().next()).map(String::from)

@@ -42,7 +42,11 @@ pub fn pod_wget(node: &TestNode, pod: &str, url: &str) -> Result<String, String>
 }
 
 /// Polls `get` until `ok` accepts its answer (60 s); returns that answer.
-pub fn wait_for(what: &str, mut get: impl FnMut() -> Result<String, String>, mut ok: impl FnMut(&str) -> bool) -> String {
+pub fn wait_for(
+    what: &str,
+    mut get: impl FnMut() -> Result<String, String>,
+    mut ok: impl FnMut(&str) -> bool,
+) -> String {
     let deadline = deadline();
     let mut last;
     loop {
@@ -84,7 +88,8 @@ pub fn endpoint_addrs(node: &TestNode, ns: &str, name: &str) -> BTreeSet<String>
     if out.code != 0 {
         return BTreeSet::new();
     }
-    let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("get endpoints -o json is not JSON ({e}): {out}"));
+    let v: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("get endpoints -o json is not JSON ({e}): {out}"));
     let mut found = BTreeSet::new();
     for s in v["subsets"].as_array().into_iter().flatten() {
         for a in s["addresses"].as_array().into_iter().flatten() {
@@ -106,7 +111,10 @@ pub fn wait_endpoints(node: &TestNode, ns: &str, name: &str, want: &[String]) {
             return;
         }
         if Instant::now() >= deadline {
-            panic!("endpoints {ns}/{name} are {got:?}, not {want:?}, after 60 s; skerryd log tail:\n{}", node.skerryd.log_tail(40));
+            panic!(
+                "endpoints {ns}/{name} are {got:?}, not {want:?}, after 60 s; skerryd log tail:\n{}",
+                node.skerryd.log_tail(40)
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -120,7 +128,10 @@ pub fn describe_fields(text: &str, key: &str) -> Vec<String> {
 
 /// The first value of `key:` in a `describe` output; panics naming the output when absent.
 pub fn describe_field(text: &str, key: &str) -> String {
-    describe_fields(text, key).into_iter().next().unwrap_or_else(|| panic!("no {key:?} line in describe output:\n{text}"))
+    describe_fields(text, key)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no {key:?} line in describe output:\n{text}"))
 }
 
 /// The image the UDP tests use: busybox plus `/udp-echo` (the `skerry-udp-echo` binary) and the

@@ -47,7 +47,10 @@ fn optimistic_concurrency_and_status_errors() {
     let second = node.api("PUT", &format!("{PODS}/cas"), Some(&obj));
     let s = assert_status(&second, 409, "Conflict");
     assert!(
-        s["message"].as_str().unwrap().contains("the object has been modified; please apply your changes to the latest version and try again"),
+        s["message"]
+            .as_str()
+            .unwrap()
+            .contains("the object has been modified; please apply your changes to the latest version and try again"),
         "{s:#}"
     );
     let now = node.api("GET", &format!("{PODS}/cas"), None).json();

@@ -47,31 +47,47 @@ fn malformed_and_invalid_manifests_change_nothing() {
 
     // Invalid objects: the server's Invalid status naming the field.
     let bad_name = busybox_pod("Web_App", "Always", &["sleep", "60"]);
-    let bad_label = busybox_pod("labelled", "Always", &["sleep", "60"]).replace("spec:\n", "  labels:\n    app: \"not a valid value!\"\nspec:\n");
+    let bad_label = busybox_pod("labelled", "Always", &["sleep", "60"])
+        .replace("spec:\n", "  labels:\n    app: \"not a valid value!\"\nspec:\n");
     let no_containers = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: empty\nspec:\n  restartPolicy: Always\n";
-    for (yaml, field) in [(bad_name.as_str(), "metadata.name"), (bad_label.as_str(), "metadata.labels"), (no_containers, "spec.containers")] {
+    for (yaml, field) in [
+        (bad_name.as_str(), "metadata.name"),
+        (bad_label.as_str(), "metadata.labels"),
+        (no_containers, "spec.containers"),
+    ] {
         let out = node.skerry_stdin(&["apply", "-f", "-"], yaml.as_bytes());
         assert_eq!(out.code, 1, "{out}");
         assert!(out.stderr.starts_with("Error from server (Invalid)"), "{out}");
         assert!(out.stderr.contains(field), "the error names {field}:\n{out}");
     }
     let out = node.skerry_stdin(&["create", "-f", "-"], bad_name.as_bytes());
-    assert!(out.code == 1 && out.stderr.contains("Error from server (Invalid)") && out.stderr.contains("metadata.name"), "{out}");
+    assert!(
+        out.code == 1 && out.stderr.contains("Error from server (Invalid)") && out.stderr.contains("metadata.name"),
+        "{out}"
+    );
 
     // A namespace that does not exist.
-    let out = node.skerry_stdin(&["apply", "-n", "nope", "-f", "-"], busybox_pod("lost", "Always", &["sleep", "60"]).as_bytes());
+    let out = node
+        .skerry_stdin(&["apply", "-n", "nope", "-f", "-"], busybox_pod("lost", "Always", &["sleep", "60"]).as_bytes());
     assert_eq!(out.code, 1, "{out}");
-    assert!(out.stderr.contains("Error from server (NotFound)") && out.stderr.contains("namespaces \"nope\" not found"), "{out}");
+    assert!(
+        out.stderr.contains("Error from server (NotFound)") && out.stderr.contains("namespaces \"nope\" not found"),
+        "{out}"
+    );
     let out = node.skerry(&["get", "pods", "-n", "nope"]);
     assert_eq!(out.stderr, "No resources found in nope namespace.\n", "{out}");
     assert_no_pods(&node);
 
     // Unknown fields: accepted with a warning, kept.
-    let extra = busybox_pod("extra", "Always", &["sleep", "60"]).replace("spec:\n", "spec:\n  frobnicate: yes-please\n");
+    let extra =
+        busybox_pod("extra", "Always", &["sleep", "60"]).replace("spec:\n", "spec:\n  frobnicate: yes-please\n");
     let out = node.skerry_stdin(&["apply", "-f", "-"], extra.as_bytes());
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(out.stdout, "pod/extra created\n", "{out}");
-    assert!(out.stderr.starts_with("Warning:") && out.stderr.contains("spec.frobnicate"), "a warning names the field:\n{out}");
+    assert!(
+        out.stderr.starts_with("Warning:") && out.stderr.contains("spec.frobnicate"),
+        "a warning names the field:\n{out}"
+    );
     assert_eq!(node.pod("extra")["spec"]["frobnicate"], "yes-please", "the unknown field is preserved");
 }
 
@@ -97,20 +113,25 @@ fn missing_images_report_pull_errors() {
         p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImageNeverPull"
     });
     assert_eq!(p["status"]["phase"], "Pending", "{p:#}");
-    node.wait_output(&["get", "pods"], "shows ErrImageNeverPull", |o| column(&o.stdout, "never", "STATUS").as_deref() == Some("ErrImageNeverPull"));
+    node.wait_output(&["get", "pods"], "shows ErrImageNeverPull", |o| {
+        column(&o.stdout, "never", "STATUS").as_deref() == Some("ErrImageNeverPull")
+    });
 
     // A registry that refuses connections (a closed loopback port).
     let yaml = busybox_pod("unpullable", "Always", &["sleep", "60"])
         .replace(BUSYBOX, "127.0.0.1:1/nope:1")
         .replace("imagePullPolicy: Never", "imagePullPolicy: IfNotPresent");
     // Every status the pod goes through, from a watch opened before it exists.
-    let mut watch = skerry_tests::http::stream(&node.skerryd.socket(), "/api/v1/namespaces/default/pods?watch=true").unwrap();
+    let mut watch =
+        skerry_tests::http::stream(&node.skerryd.socket(), "/api/v1/namespaces/default/pods?watch=true").unwrap();
     assert_eq!(watch.status, 200);
     node.apply(&yaml);
     let mut reasons: Vec<String> = Vec::new();
     let d = deadline();
     while !(reasons.iter().any(|r| r == "ErrImagePull") && reasons.last().is_some_and(|r| r == "ImagePullBackOff")) {
-        let line = watch.next_line(d).unwrap_or_else(|| panic!("the pod never went ErrImagePull → ImagePullBackOff; reasons seen: {reasons:?}"));
+        let line = watch
+            .next_line(d)
+            .unwrap_or_else(|| panic!("the pod never went ErrImagePull → ImagePullBackOff; reasons seen: {reasons:?}"));
         let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
         if ev["object"]["metadata"]["name"] != "unpullable" {
             continue;
@@ -123,7 +144,9 @@ fn missing_images_report_pull_errors() {
     }
     let first = reasons.iter().position(|r| r.contains("ImagePull")).unwrap();
     assert_eq!(reasons[first], "ErrImagePull", "a failed pull shows ErrImagePull before the back-off: {reasons:?}");
-    node.wait_output(&["get", "pods"], "shows ImagePullBackOff", |o| column(&o.stdout, "unpullable", "STATUS").as_deref() == Some("ImagePullBackOff"));
+    node.wait_output(&["get", "pods"], "shows ImagePullBackOff", |o| {
+        column(&o.stdout, "unpullable", "STATUS").as_deref() == Some("ImagePullBackOff")
+    });
     let d = node.skerry_ok(&["describe", "pod", "unpullable"]);
     assert!(d.contains("Failed to pull image \"127.0.0.1:1/nope:1\""), "describe shows the pull failure:\n{d}");
     assert!(d.contains("Back-off pulling image \"127.0.0.1:1/nope:1\""), "describe shows the back-off:\n{d}");

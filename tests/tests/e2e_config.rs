@@ -6,11 +6,17 @@ use skerry_tests::skerryd::{column, TestNode, BUSYBOX};
 use skerry_tests::svc::{pod_exec, wait_for};
 
 fn secret_value() -> String {
-    format!("s3cr3t-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "s3cr3t-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    )
 }
 
 fn config_map(mode: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  mode: {mode}\n  greeting: hello\n")
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  mode: {mode}\n  greeting: hello\n"
+    )
 }
 
 /// `exec` until it succeeds (the container may just have started); returns stdout.
@@ -24,7 +30,9 @@ fn config_maps_and_secrets_as_env_and_files() {
     node.import_busybox();
     let secret = secret_value();
     node.apply(&config_map("fast"));
-    node.apply(&format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: {secret}\n  user: admin\n"));
+    node.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: {secret}\n  user: admin\n"
+    ));
     node.apply(&format!(
         r#"apiVersion: v1
 kind: Pod
@@ -117,7 +125,11 @@ spec:
     assert_eq!(exec_ok(&node, "app", &["ls", "/etc/items"]).trim(), "conf", "items project only the named keys");
     assert_eq!(exec_ok(&node, "app", &["cat", "/etc/sec/password"]), secret);
     assert_eq!(exec_ok(&node, "app", &["stat", "-L", "-c", "%a", "/etc/sec/password"]).trim(), "400");
-    assert_eq!(exec_ok(&node, "app", &["ls", "/etc/opt"]).trim(), "", "an optional missing ConfigMap is an empty volume");
+    assert_eq!(
+        exec_ok(&node, "app", &["ls", "/etc/opt"]).trim(),
+        "",
+        "an optional missing ConfigMap is an empty volume"
+    );
     let mounts = exec_ok(&node, "app", &["cat", "/proc/mounts"]);
     let sec = mounts.lines().find(|l| l.split(' ').nth(1) == Some("/etc/sec")).unwrap_or_else(|| panic!("{mounts}"));
     assert!(sec.starts_with("tmpfs "), "a secret volume is a tmpfs: {sec}");
@@ -129,8 +141,16 @@ spec:
     // A live update reaches the mounted file, not the subPath mount (as in Kubernetes).
     node.apply(&config_map("slow"));
     wait_for("the update reaches /etc/cfg/mode", || pod_exec(&node, "app", &["cat", "/etc/cfg/mode"]), |s| s == "slow");
-    wait_for("the update reaches the items volume", || pod_exec(&node, "app", &["cat", "/etc/items/conf/mode.txt"]), |s| s == "slow");
-    assert_eq!(exec_ok(&node, "app", &["cat", "/etc/pinned"]), "fast", "a subPath mount keeps what it was started with");
+    wait_for(
+        "the update reaches the items volume",
+        || pod_exec(&node, "app", &["cat", "/etc/items/conf/mode.txt"]),
+        |s| s == "slow",
+    );
+    assert_eq!(
+        exec_ok(&node, "app", &["cat", "/etc/pinned"]),
+        "fast",
+        "a subPath mount keeps what it was started with"
+    );
 
     // Hygiene: sizes only in describe secret; the value nowhere in describe pod or the log.
     let d = node.skerry_ok(&["describe", "secret", "db"]);
@@ -154,7 +174,10 @@ fn missing_config_waits_with_kubelets_errors() {
         )
     };
     node.apply(&pod("late", "    envFrom:\n    - configMapRef:\n        name: late-config\n"));
-    node.apply(&pod("nokey", "    env:\n    - name: X\n      valueFrom:\n        configMapKeyRef: {name: present, key: missing}\n"));
+    node.apply(&pod(
+        "nokey",
+        "    env:\n    - name: X\n      valueFrom:\n        configMapKeyRef: {name: present, key: missing}\n",
+    ));
     node.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: present\ndata:\n  other: x\n");
     node.apply(&format!(
         "{}  volumes:\n  - name: v\n    configMap:\n      name: late-volume\n",
@@ -166,12 +189,16 @@ fn missing_config_waits_with_kubelets_errors() {
         column(&o.stdout, "late", "STATUS").as_deref() == Some("CreateContainerConfigError")
             && column(&o.stdout, "nokey", "STATUS").as_deref() == Some("CreateContainerConfigError")
     });
-    let waiting = |name: &str| -> Value { node.pod(name)["status"]["containerStatuses"][0]["state"]["waiting"].clone() };
+    let waiting =
+        |name: &str| -> Value { node.pod(name)["status"]["containerStatuses"][0]["state"]["waiting"].clone() };
     assert_eq!(waiting("late")["message"], "configmap \"late-config\" not found");
     node.wait_pod("nokey", "waits for its key", |p| {
-        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"] == "couldn't find key missing in ConfigMap default/present"
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            == "couldn't find key missing in ConfigMap default/present"
     });
-    node.wait_output(&["describe", "pod", "late"], "shows the Failed event", |o| o.stdout.contains("Error: configmap \"late-config\" not found"));
+    node.wait_output(&["describe", "pod", "late"], "shows the Failed event", |o| {
+        o.stdout.contains("Error: configmap \"late-config\" not found")
+    });
     // A missing ConfigMap volume: FailedMount, ContainerCreating.
     node.wait_output(&["describe", "pod", "latevol"], "shows the FailedMount event", |o| {
         o.stdout.contains("MountVolume.SetUp failed for volume \"v\" : configmap \"late-volume\" not found")

@@ -39,7 +39,9 @@ fn get_json(node: &TestNode, kind: &str, name: &str) -> Value {
 fn running_and_ready(p: &Value) -> bool {
     p["metadata"]["deletionTimestamp"].is_null()
         && p["status"]["phase"] == "Running"
-        && p["status"]["containerStatuses"].as_array().is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c["ready"] == true))
+        && p["status"]["containerStatuses"]
+            .as_array()
+            .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c["ready"] == true))
 }
 
 /// Waits until exactly `n` pods matching `selector` run and are ready (and none other is
@@ -93,7 +95,10 @@ fn pages(node: &TestNode, selector: &str, port: u16) -> BTreeSet<String> {
         .collect();
     node.in_netns(|| {
         ips.iter()
-            .map(|ip| http_get(SocketAddr::from((*ip, port)), "/", Duration::from_secs(3)).unwrap_or_else(|e| format!("error: {e}")))
+            .map(|ip| {
+                http_get(SocketAddr::from((*ip, port)), "/", Duration::from_secs(3))
+                    .unwrap_or_else(|e| format!("error: {e}"))
+            })
             .collect()
     })
 }
@@ -144,7 +149,9 @@ fn seed_replicaset_replaces_a_deleted_pod_and_scales() {
     wait_pods(&node, "app=webapp", 3);
     node.skerry_ok(&["scale", "rs/webapp", "--replicas=1"]);
     wait_pods(&node, "app=webapp", 1);
-    let d = node.wait_output(&["describe", "rs", "webapp"], "shows 1 current / 1 desired", |o| o.stdout.contains("Replicas:     1 current / 1 desired"));
+    let d = node.wait_output(&["describe", "rs", "webapp"], "shows 1 current / 1 desired", |o| {
+        o.stdout.contains("Replicas:     1 current / 1 desired")
+    });
     assert!(d.stdout.contains("SuccessfulDelete"), "{d}");
 
     // Deleting the ReplicaSet deletes its pods (background cascade); the queue pod stays.
@@ -203,8 +210,17 @@ fn seed_deployment_rollout_history_and_undo() {
     let history_rows = |node: &TestNode| -> Vec<String> {
         let history = node.skerry_ok(&["rollout", "history", "deployment/webapp"]);
         assert_eq!(history.lines().next(), Some("deployment.apps/webapp "), "{history}");
-        assert_eq!(history.lines().nth(1).map(|l| l.split_whitespace().collect::<Vec<_>>()), Some(vec!["REVISION", "CHANGE-CAUSE"]), "{history}");
-        history.lines().skip(2).filter(|l| !l.trim().is_empty()).map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect()
+        assert_eq!(
+            history.lines().nth(1).map(|l| l.split_whitespace().collect::<Vec<_>>()),
+            Some(vec!["REVISION", "CHANGE-CAUSE"]),
+            "{history}"
+        );
+        history
+            .lines()
+            .skip(2)
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
     };
     skerry_tests::wait_until(deadline(), "the change cause reaches revision 3", || {
         history_rows(&node) == ["1 <none>", "2 move to release0", "3 move to release1"]
@@ -257,7 +273,8 @@ fn min_ready_seconds_is_honoured() {
         .iter()
         .map(|name| {
             let p = node.pod(name);
-            let cond = p["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").cloned().unwrap();
+            let cond =
+                p["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").cloned().unwrap();
             cond["lastTransitionTime"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap()
         })
         .max()
@@ -277,7 +294,8 @@ fn min_ready_seconds_is_honoured() {
     // Timestamps have one-second precision; Kubernetes counts from lastTransitionTime.
     assert!(waited >= 5.0, "available {waited:.1}s after ready, before minReadySeconds (6s)");
     let d = get_json(&node, "deployment", "webapp");
-    let available = d["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Available").cloned().unwrap();
+    let available =
+        d["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Available").cloned().unwrap();
     assert_eq!(available["status"], "True", "{available}");
 }
 
@@ -314,7 +332,11 @@ fn microservices_folder_applies_and_deletes_as_a_folder() {
 
     let out = node.skerry(&["delete", "-f", dir.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{out}");
-    for line in ["deployment.apps \"webapp\" deleted", "service \"fleetman-webapp\" deleted", "persistentvolume \"local-storage\" deleted"] {
+    for line in [
+        "deployment.apps \"webapp\" deleted",
+        "service \"fleetman-webapp\" deleted",
+        "persistentvolume \"local-storage\" deleted",
+    ] {
         assert!(out.stdout.contains(line), "missing {line:?}:\n{out}");
     }
     skerry_tests::wait_until(deadline(), "no deployments or replica sets are left", || {
@@ -352,7 +374,11 @@ impl FileServer {
                         let file: PathBuf = dir.join(&path);
                         let _ = match std::fs::read(&file) {
                             Ok(body) if !path.contains("..") => {
-                                let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
+                                let _ = write!(
+                                    s,
+                                    "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                                    body.len()
+                                );
                                 s.write_all(&body)
                             }
                             _ => write!(s, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
@@ -414,7 +440,12 @@ fn guestbook_from_a_folder_and_from_urls() {
     // The same files from http URLs on loopback.
     let server = FileServer::start(&dir);
     let mut args = vec!["apply".to_string()];
-    for f in ["redis-master-controller.json", "redis-master-service.json", "guestbook-controller.json", "guestbook-service.json"] {
+    for f in [
+        "redis-master-controller.json",
+        "redis-master-service.json",
+        "guestbook-controller.json",
+        "guestbook-service.json",
+    ] {
         args.push("-f".into());
         args.push(format!("http://{}/{f}", server.addr));
     }
@@ -507,9 +538,20 @@ spec:
     });
     assert_eq!(updated.code, 0, "{updated}");
     let failed: Vec<&String> = log.iter().filter_map(|r| r.as_ref().err()).collect();
-    let strange: Vec<&String> = log.iter().filter_map(|r| r.as_ref().ok()).filter(|b| **b != want1 && **b != want2).collect();
-    assert!(failed.is_empty() && strange.is_empty(), "{} of {} requests failed during the rollout: {failed:?} {strange:?}", failed.len(), log.len());
-    assert_eq!(log.last().and_then(|r| r.as_ref().ok()), Some(&want2), "the rollout finished within the loop ({} requests)", log.len());
+    let strange: Vec<&String> =
+        log.iter().filter_map(|r| r.as_ref().ok()).filter(|b| **b != want1 && **b != want2).collect();
+    assert!(
+        failed.is_empty() && strange.is_empty(),
+        "{} of {} requests failed during the rollout: {failed:?} {strange:?}",
+        failed.len(),
+        log.len()
+    );
+    assert_eq!(
+        log.last().and_then(|r| r.as_ref().ok()),
+        Some(&want2),
+        "the rollout finished within the loop ({} requests)",
+        log.len()
+    );
     wait_rolled_out(&node, "web");
 }
 
@@ -577,7 +619,8 @@ spec:
     // The container's main process dies: the kubelet rule restarts it in the same pod.
     let out = node.skerry(&["exec", &name, "--", "kill", "1"]);
     assert!(out.code == 0 || out.code == 137, "{out}");
-    let p = node.wait_pod(&name, "restarted once", |p| p["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(1));
+    let p = node
+        .wait_pod(&name, "restarted once", |p| p["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(1));
     assert_eq!(p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 143, "{p:#}");
     assert_eq!(wait_pods(&node, "app=healer", 1), pods, "the same pod, not a replacement");
 }

@@ -50,19 +50,32 @@ fn cluster_dns_from_pods() {
     let conf = node.skerry_ok(&["exec", "client", "--", "cat", "/etc/resolv.conf"]);
     let lines: Vec<Vec<&str>> = conf.lines().map(|l| l.split_whitespace().collect()).collect();
     assert!(lines.contains(&vec!["nameserver", "10.43.0.10"]), "{conf}");
-    assert!(lines.contains(&vec!["search", "default.svc.cluster.local", "svc.cluster.local", "cluster.local"]), "{conf}");
+    assert!(
+        lines.contains(&vec!["search", "default.svc.cluster.local", "svc.cluster.local", "cluster.local"]),
+        "{conf}"
+    );
     assert!(lines.contains(&vec!["options", "ndots:5"]), "{conf}");
     assert_eq!(lines.iter().filter(|l| l.first() == Some(&"nameserver")).count(), 1, "only the cluster DNS:\n{conf}");
 
-    let answers = |out: &str, ip: &str| out.lines().any(|l| l.trim() == format!("Address: {ip}") || l.trim().ends_with(&format!("Address: {ip}")));
+    let answers = |out: &str, ip: &str| {
+        out.lines().any(|l| l.trim() == format!("Address: {ip}") || l.trim().ends_with(&format!("Address: {ip}")))
+    };
     // The short name (through the search path), the full name, another namespace's service.
     let out = wait_for("nslookup fleetman-webapp", || nslookup(&node, &["fleetman-webapp"]), |o| answers(o, &webapp));
     assert!(out.contains("10.43.0.10"), "answered by the cluster DNS:\n{out}");
-    wait_for("nslookup of the full name", || nslookup(&node, &["fleetman-webapp.default.svc.cluster.local"]), |o| answers(o, &webapp));
+    wait_for(
+        "nslookup of the full name",
+        || nslookup(&node, &["fleetman-webapp.default.svc.cluster.local"]),
+        |o| answers(o, &webapp),
+    );
     // `svc.other-ns` through the search path: busybox nslookup applies the search list only to
     // names without a dot, so ask glibc's resolver (ndots:5) inside busybox wget instead.
     wait_body("wget http://svc.other-ns/", "web-o\n", || pod_wget(&node, "client", "http://svc.other-ns/"));
-    wait_for("nslookup svc.other-ns.svc.cluster.local", || nslookup(&node, &["svc.other-ns.svc.cluster.local"]), |o| answers(o, &other));
+    wait_for(
+        "nslookup svc.other-ns.svc.cluster.local",
+        || nslookup(&node, &["svc.other-ns.svc.cluster.local"]),
+        |o| answers(o, &other),
+    );
     // An unknown cluster name: NXDOMAIN.
     let out = node.skerry(&["exec", "client", "--", "timeout", "10", "nslookup", "nope.default.svc.cluster.local"]);
     assert_ne!(out.code, 0, "an unknown cluster name must not resolve:\n{out}");
@@ -70,7 +83,11 @@ fn cluster_dns_from_pods() {
     let found = out.stdout.lines().filter(|l| l.starts_with("Address:") && !l.contains("10.43.0.10")).count();
     assert_eq!(found, 0, "no address for an unknown name:\n{out}");
     // Headless: the ready pods' addresses, no VIP.
-    let out = wait_for("nslookup hl", || nslookup(&node, &["hl.default.svc.cluster.local"]), |o| answers(o, &a.to_string()) && answers(o, &b.to_string()));
+    let out = wait_for(
+        "nslookup hl",
+        || nslookup(&node, &["hl.default.svc.cluster.local"]),
+        |o| answers(o, &a.to_string()) && answers(o, &b.to_string()),
+    );
     let addrs = out.lines().filter(|l| l.trim_start().starts_with("Address:") && !l.contains("10.43.0.10")).count();
     assert_eq!(addrs, 2, "exactly the two pod IPs:\n{out}");
     // ExternalName: a CNAME (busybox prints the canonical name).

@@ -61,9 +61,11 @@ fn exec_i_forwards_stdin_until_eof() {
     let node = TestNode::start();
     webapp(&node);
     // kubectl closes the remote stdin at EOF, so `cat` ends.
-    let out = run_with_timeout(node.skerryd.command(&["exec", "-i", "webapp", "--", "cat"]), Some(b"piped through\n"), T);
+    let out =
+        run_with_timeout(node.skerryd.command(&["exec", "-i", "webapp", "--", "cat"]), Some(b"piped through\n"), T);
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(out.stdout, "piped through\n", "{out}");
-    let out = run_with_timeout(node.skerryd.command(&["exec", "-i", "webapp", "--", "wc", "-l"]), Some(b"a\nb\nc\n"), T);
+    let out =
+        run_with_timeout(node.skerryd.command(&["exec", "-i", "webapp", "--", "wc", "-l"]), Some(b"a\nb\nc\n"), T);
     assert_eq!(out.stdout.trim(), "3", "{out}");
 }

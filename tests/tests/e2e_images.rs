@@ -34,7 +34,11 @@ fn import_list_remove() {
     let ls = node.skerry_ok(&["image", "ls"]);
     let header: Vec<&str> = ls.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["IMAGE", "TAG", "IMAGE", "ID", "SIZE"], "{ls}");
-    for (repo, tag) in [("docker.io/skerry-test/oci", "1"), ("docker.io/skerry-test/ocigz", "2"), ("docker.io/skerry-test/docker", "3")] {
+    for (repo, tag) in [
+        ("docker.io/skerry-test/oci", "1"),
+        ("docker.io/skerry-test/ocigz", "2"),
+        ("docker.io/skerry-test/docker", "3"),
+    ] {
         assert!(listed(&ls, repo, tag), "image ls lists {repo}:{tag}:\n{ls}");
     }
     // IMAGE ID: a short hex digest, the same for the same image from plain and gzipped OCI archives.
@@ -43,7 +47,9 @@ fn import_list_remove() {
     assert_eq!(column(&ls, "docker.io/skerry-test/ocigz", "IMAGE ID"), Some(oci_id), "{ls}");
 
     // Every format runs.
-    for (pod, image) in [("from-oci", "skerry-test/oci:1"), ("from-gz", "skerry-test/ocigz:2"), ("from-docker", "skerry-test/docker:3")] {
+    for (pod, image) in
+        [("from-oci", "skerry-test/oci:1"), ("from-gz", "skerry-test/ocigz:2"), ("from-docker", "skerry-test/docker:3")]
+    {
         node.apply(&busybox_pod(pod, "Never", &["echo", "ran"]).replace(BUSYBOX, image));
     }
     for pod in ["from-oci", "from-gz", "from-docker"] {
@@ -68,9 +74,15 @@ fn pull_from_a_local_registry() {
     // skerryd pulls from inside its node's namespace: the registry listens on that namespace's loopback.
     let net = NodeNet::create();
     let registry = Registry::start_in(&net);
-    let node = TestNode::start_opts(Options { net: Some(net), ..Options::with_args(&["--insecure-registry", registry.addr()]) });
+    let node = TestNode::start_opts(Options {
+        net: Some(net),
+        ..Options::with_args(&["--insecure-registry", registry.addr()])
+    });
     let archive = node.work.path().join("pushed.tar");
-    ImageBuilder::new("skerry-test/pushed:1").file("/hello.txt", b"from the registry\n").write_oci(&archive, false).unwrap();
+    ImageBuilder::new("skerry-test/pushed:1")
+        .file("/hello.txt", b"from the registry\n")
+        .write_oci(&archive, false)
+        .unwrap();
     let pulled = registry.push_oci_archive(&archive, "pushed:1");
     let auto = registry.push_oci_archive(&archive, "auto:1");
 

@@ -15,13 +15,15 @@ fn logs_of_a_crashing_container_tail_timestamps_previous() {
         &["sh", "-c", "for i in 1 2 3; do echo line$i; done; sleep 0.3; echo err >&2; sleep 1; exit 1"],
     ));
 
-    let out = node.wait_output(&["logs", "crash"], "shows the first run's output", |o| o.code == 0 && o.stdout.contains("err"));
+    let out = node
+        .wait_output(&["logs", "crash"], "shows the first run's output", |o| o.code == 0 && o.stdout.contains("err"));
     assert_eq!(out.stdout, "line1\nline2\nline3\nerr\n", "stdout and stderr in order:\n{out}");
     // The last line is `err`; poll because a restart can briefly show an empty log.
     node.wait_output(&["logs", "crash", "--tail", "1"], "prints only the last line", |o| o.stdout == "err\n");
     node.wait_output(&["logs", "crash", "--tail=2"], "prints the last two lines", |o| o.stdout == "line3\nerr\n");
 
-    let out = node.wait_output(&["logs", "crash", "--timestamps"], "shows timestamped lines", |o| o.stdout.contains("line1"));
+    let out =
+        node.wait_output(&["logs", "crash", "--timestamps"], "shows timestamped lines", |o| o.stdout.contains("line1"));
     for line in out.stdout.lines() {
         let (ts, text) = line.split_once(' ').unwrap_or_else(|| panic!("no timestamp in {line:?}"));
         ts.parse::<jiff::Timestamp>().unwrap_or_else(|e| panic!("{ts:?} is not RFC 3339 ({e}) in:\n{}", out.stdout));
@@ -32,7 +34,9 @@ fn logs_of_a_crashing_container_tail_timestamps_previous() {
     node.wait_output(&["get", "pods"], "shows STATUS CrashLoopBackOff", |o| {
         column(&o.stdout, "crash", "STATUS").as_deref() == Some("CrashLoopBackOff")
     });
-    let pod = node.wait_pod("crash", "has restarted", |p| p["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(1));
+    let pod = node.wait_pod("crash", "has restarted", |p| {
+        p["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(1)
+    });
     let last = &pod["status"]["containerStatuses"][0]["lastState"]["terminated"];
     assert_eq!(last["exitCode"], 1, "{pod:#}");
     assert_eq!(last["reason"], "Error", "{pod:#}");
@@ -80,9 +84,15 @@ spec:
     assert_eq!(out.stderr, "Error from server (NotFound): pods \"missing\" not found\n");
 
     // -f follows a running container and ends by itself when it exits.
-    node.apply(&busybox_pod("ticker", "Never", &["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do echo tick$i; sleep 0.2; done"]));
-    node.wait_pod("ticker", "has started", |p| p["status"]["containerStatuses"][0]["state"].get("waiting").is_none()
-        && p["status"]["containerStatuses"][0]["state"].is_object());
+    node.apply(&busybox_pod(
+        "ticker",
+        "Never",
+        &["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do echo tick$i; sleep 0.2; done"],
+    ));
+    node.wait_pod("ticker", "has started", |p| {
+        p["status"]["containerStatuses"][0]["state"].get("waiting").is_none()
+            && p["status"]["containerStatuses"][0]["state"].is_object()
+    });
     let out = run_with_timeout(node.skerryd.command(&["logs", "-f", "ticker"]), None, Duration::from_secs(30));
     assert_eq!(out.code, 0, "{out}");
     let want: String = (1..=10).map(|i| format!("tick{i}\n")).collect();

@@ -12,7 +12,8 @@ fn namespace_lifecycle() {
     assert_eq!(out.stderr, "Error from server (AlreadyExists): namespaces \"dev\" already exists\n");
     assert_eq!(column(&node.skerry_ok(&["get", "ns"]), "dev", "STATUS").as_deref(), Some("Active"));
 
-    let pod = busybox_pod("worker", "Always", &["sleep", "3600"]).replace("terminationGracePeriodSeconds: 1", "terminationGracePeriodSeconds: 4");
+    let pod = busybox_pod("worker", "Always", &["sleep", "3600"])
+        .replace("terminationGracePeriodSeconds: 1", "terminationGracePeriodSeconds: 4");
     assert_eq!(node.skerry_stdin(&["apply", "-n", "dev", "-f", "-"], pod.as_bytes()).stdout, "pod/worker created\n");
     node.apply(&busybox_pod("worker", "Always", &["sleep", "3600"]));
     node.wait_running_in("dev", "worker");
@@ -32,13 +33,17 @@ fn namespace_lifecycle() {
     // Built-in namespaces cannot be deleted.
     let out = node.skerry(&["delete", "namespace", "default"]);
     assert_eq!(out.code, 1, "{out}");
-    assert!(out.stderr.starts_with("Error from server (Forbidden)") && out.stderr.contains("may not be deleted"), "{out}");
+    assert!(
+        out.stderr.starts_with("Error from server (Forbidden)") && out.stderr.contains("may not be deleted"),
+        "{out}"
+    );
 
     // Deleting dev: Terminating while its pod stops, no new content accepted, then gone.
     assert_eq!(node.skerry_ok(&["delete", "namespace", "dev", "--wait=false"]), "namespace \"dev\" deleted\n");
     let out = node.skerry(&["get", "ns", "dev"]);
     assert_eq!(column(&out.stdout, "dev", "STATUS").as_deref(), Some("Terminating"), "{out}");
-    let out = node.skerry_stdin(&["apply", "-n", "dev", "-f", "-"], busybox_pod("late", "Always", &["sleep", "1"]).as_bytes());
+    let out = node
+        .skerry_stdin(&["apply", "-n", "dev", "-f", "-"], busybox_pod("late", "Always", &["sleep", "1"]).as_bytes());
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("Forbidden") && out.stderr.contains("because it is being terminated"), "{out}");
     node.wait_gone_in("dev", "worker");

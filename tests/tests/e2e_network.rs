@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use skerry_tests::netns::http_get;
-use skerry_tests::skerryd::{busybox_pod, column, deadline, run_with_timeout, CniPlugins, Options, Output, TestNode, BUSYBOX, NODE_NAME};
+use skerry_tests::skerryd::{
+    busybox_pod, column, deadline, run_with_timeout, CniPlugins, Options, Output, TestNode, BUSYBOX, NODE_NAME,
+};
 
 /// A pod serving its own hostname as `/` with busybox httpd on port 80, optionally published
 /// on `host_port`.
@@ -83,7 +85,11 @@ fn hostport_rules(node: &TestNode) -> Vec<String> {
     if out.code != 0 {
         return Vec::new();
     }
-    out.stdout.lines().filter(|l| l.contains(" dnat ip to ") || l.contains(" dnat to ")).map(|l| l.trim().to_string()).collect()
+    out.stdout
+        .lines()
+        .filter(|l| l.contains(" dnat ip to ") || l.contains(" dnat to "))
+        .map(|l| l.trim().to_string())
+        .collect()
 }
 
 fn ip_of(pod: &Value) -> Ipv4Addr {
@@ -125,13 +131,17 @@ fn pods_reach_each_other_the_node_and_themselves() {
     assert_eq!(node.pod_ip("web"), web_ip);
 
     // Pod → pod.
-    wait_body("client fetching from web by pod IP", "web\n", || pod_wget(&node, "client", &format!("http://{web_ip}/")));
+    wait_body("client fetching from web by pod IP", "web\n", || {
+        pod_wget(&node, "client", &format!("http://{web_ip}/"))
+    });
     // Pod → itself through its own address.
     wait_body("web fetching from its own pod IP", "web\n", || pod_wget(&node, "web", &format!("http://{web_ip}/")));
     // Node → pod.
     let web_addr = SocketAddr::from((web_ip, 80));
     node.in_netns(|| {
-        wait_body("the node fetching from web", "web\n", || http_get(web_addr, "/", Duration::from_secs(5)).map_err(|e| e.to_string()))
+        wait_body("the node fetching from web", "web\n", || {
+            http_get(web_addr, "/", Duration::from_secs(5)).map_err(|e| e.to_string())
+        })
     });
     // Pod → node: a listener on the node's address inside the node's namespace.
     let node_ip = node.node_ip();
@@ -152,17 +162,25 @@ fn pods_reach_each_other_the_node_and_themselves() {
                         let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 13\r\n\r\nfrom the node");
                         return Some(peer);
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
                     Err(e) => panic!("accept: {e}"),
                 }
             }
             None
         });
-        wait_body("client fetching from the node's address", "from the node", || pod_wget(&node, "client", &format!("http://{node_ip}:{port}/")));
+        wait_body("client fetching from the node's address", "from the node", || {
+            pod_wget(&node, "client", &format!("http://{node_ip}:{port}/"))
+        });
         server.join().unwrap()
     });
     let peer = served.expect("the node's listener saw the pod's connection");
-    assert_eq!(peer.ip(), std::net::IpAddr::V4(client_ip), "pod → node traffic keeps the pod's source address (no masquerade inside the node)");
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(client_ip),
+        "pod → node traffic keeps the pod's source address (no masquerade inside the node)"
+    );
 
     // get -o wide: IP and NODE.
     let wide = node.skerry_ok(&["get", "pods", "-o", "wide"]);
@@ -179,7 +197,10 @@ fn pods_reach_each_other_the_node_and_themselves() {
         }),
         "/etc/hosts maps web to {web_ip}:\n{hosts}"
     );
-    assert!(hosts.lines().any(|l| l.split_whitespace().next() == Some("127.0.0.1")), "/etc/hosts has localhost:\n{hosts}");
+    assert!(
+        hosts.lines().any(|l| l.split_whitespace().next() == Some("127.0.0.1")),
+        "/etc/hosts has localhost:\n{hosts}"
+    );
     assert_eq!(node.skerry_ok(&["exec", "web", "--", "cat", "/etc/hostname"]).trim(), "web");
     let out = node.skerry(&["exec", "web", "--", "test", "-f", "/etc/resolv.conf"]);
     assert_eq!(out.code, 0, "/etc/resolv.conf exists in the pod:\n{out}");
@@ -209,7 +230,10 @@ fn host_port_answers_on_the_node_address_and_conflicts_wait() {
     let hp1_ip = ip_of(&hp1);
     wait_body("a client in the root namespace fetching node_ip:30080", "hp1\n", || root_fetch(node_ip));
     let rules = hostport_rules(&node);
-    assert!(rules.iter().any(|r| r.contains(&HOST_PORT.to_string()) && r.contains(&hp1_ip.to_string())), "a DNAT rule for the hostPort: {rules:#?}");
+    assert!(
+        rules.iter().any(|r| r.contains(&HOST_PORT.to_string()) && r.contains(&hp1_ip.to_string())),
+        "a DNAT rule for the hostPort: {rules:#?}"
+    );
 
     // The same hostPort again: the pod waits, unscheduled, and says why.
     node.apply(&web_pod("hp2", Some(HOST_PORT)));
@@ -218,7 +242,9 @@ fn host_port_answers_on_the_node_address_and_conflicts_wait() {
     });
     assert_eq!(hp2["status"]["phase"], "Pending", "{}", hp2["status"]);
     assert!(hp2.pointer("/spec/nodeName").is_none(), "hp2 is not bound: {}", hp2["spec"]);
-    let d = node.wait_output(&["describe", "pod", "hp2"], "shows a FailedScheduling event", |o| o.stdout.contains("FailedScheduling"));
+    let d = node.wait_output(&["describe", "pod", "hp2"], "shows a FailedScheduling event", |o| {
+        o.stdout.contains("FailedScheduling")
+    });
     assert!(d.stdout.contains("Warning  FailedScheduling"), "{}", d.stdout);
     assert_eq!(root_fetch(node_ip).as_deref(), Ok("hp1\n"), "hp1 still owns the hostPort");
 
@@ -229,7 +255,11 @@ fn host_port_answers_on_the_node_address_and_conflicts_wait() {
     let hp2_ip = ip_of(&hp2);
     wait_body("node_ip:30080 answered by hp2", "hp2\n", || root_fetch(node_ip));
     let rules = hostport_rules(&node);
-    assert_eq!(rules.iter().filter(|r| r.contains(&HOST_PORT.to_string())).count(), 1, "one rule for the hostPort: {rules:#?}");
+    assert_eq!(
+        rules.iter().filter(|r| r.contains(&HOST_PORT.to_string())).count(),
+        1,
+        "one rule for the hostPort: {rules:#?}"
+    );
     assert!(rules.iter().any(|r| r.contains(&hp2_ip.to_string())), "{rules:#?}");
     assert!(condition(&hp2, "PodScheduled").is_some_and(|c| c["status"] == "True"), "{}", hp2["status"]);
 
@@ -255,11 +285,22 @@ fn reference_plugins_wire_pods_too() {
     // host-local keeps its allocations in the node's own data dir.
     let store = node.skerryd.ipam_dir().join("skerry-ref");
     for ip in [web_ip, client_ip] {
-        assert!(store.join(ip.to_string()).is_file(), "host-local recorded {ip} in {}: {:?}", store.display(), allocations(&store));
+        assert!(
+            store.join(ip.to_string()).is_file(),
+            "host-local recorded {ip} in {}: {:?}",
+            store.display(),
+            allocations(&store)
+        );
     }
-    wait_body("client fetching from web (reference plugins)", "web\n", || pod_wget(&node, "client", &format!("http://{web_ip}/")));
+    wait_body("client fetching from web (reference plugins)", "web\n", || {
+        pod_wget(&node, "client", &format!("http://{web_ip}/"))
+    });
     let web_addr = SocketAddr::from((web_ip, 80));
-    node.in_netns(|| wait_body("the node fetching from web", "web\n", || http_get(web_addr, "/", Duration::from_secs(5)).map_err(|e| e.to_string())));
+    node.in_netns(|| {
+        wait_body("the node fetching from web", "web\n", || {
+            http_get(web_addr, "/", Duration::from_secs(5)).map_err(|e| e.to_string())
+        })
+    });
     // The default route the reference bridge gives with isDefaultGateway: pod → node address.
     let route = node.skerry_ok(&["exec", "client", "--", "ip", "route"]);
     assert!(route.lines().any(|l| l.starts_with("default via 10.42.0.1")), "{route}");
@@ -310,7 +351,11 @@ fn assert_nothing_left(node: &TestNode, when: &str) {
             return;
         }
         if Instant::now() >= deadline {
-            panic!("{when}: left behind after 60 s:\n{}\nskerryd log tail:\n{}", left.join("\n"), node.skerryd.log_tail(40));
+            panic!(
+                "{when}: left behind after 60 s:\n{}\nskerryd log tail:\n{}",
+                left.join("\n"),
+                node.skerryd.log_tail(40)
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -354,13 +399,21 @@ fn deleted_and_crashed_pods_leave_nothing_behind() {
     assert_eq!(ip_of(&again), ip, "a restart keeps the pod's address");
     // The GC at start kept the running pod's allocation, and its hostPort still answers.
     let store = node.skerryd.ipam_dir().join("skerry");
-    assert_eq!(allocations(&store), [ip.to_string()], "after the restart's CNI GC, only the running pod's address is allocated");
+    assert_eq!(
+        allocations(&store),
+        [ip.to_string()],
+        "after the restart's CNI GC, only the running pod's address is allocated"
+    );
     let node_ip = node.node_ip();
     wait_body("node_ip:30081 after skerryd was killed and restarted", "crash-running\n", || {
         http_get(SocketAddr::from((node_ip, 30081)), "/", Duration::from_secs(3)).map_err(|e| e.to_string())
     });
     let pod_addr = SocketAddr::from((ip, 80));
-    node.in_netns(|| wait_body("the node fetching from the pod after the restart", "crash-running\n", || http_get(pod_addr, "/", Duration::from_secs(3)).map_err(|e| e.to_string())));
+    node.in_netns(|| {
+        wait_body("the node fetching from the pod after the restart", "crash-running\n", || {
+            http_get(pod_addr, "/", Duration::from_secs(3)).map_err(|e| e.to_string())
+        })
+    });
     node.skerry_ok(&["delete", "pod", "crash-running"]);
     node.wait_gone_in("default", "crash-running");
     assert_nothing_left(&node, "after a SIGKILL while the pod ran");
@@ -370,7 +423,9 @@ fn deleted_and_crashed_pods_leave_nothing_behind() {
 fn cleanup_removes_the_table() {
     let mut node = TestNode::start();
     let config = node.skerryd.dir().join("config.yaml");
-    skerry_tests::wait_until(deadline(), "skerryd programmed inet skerry", || nft(&node, &["list", "table", "inet", "skerry"]).code == 0);
+    skerry_tests::wait_until(deadline(), "skerryd programmed inet skerry", || {
+        nft(&node, &["list", "table", "inet", "skerry"]).code == 0
+    });
     node.skerryd.stop();
     let out = node.skerryd.run_skerryd(&["--cleanup", "--config", config.to_str().unwrap()]);
     assert_eq!(out.code, 0, "skerryd --cleanup:\n{out}");
@@ -390,7 +445,12 @@ fn host_network_pods_use_the_node_address() {
     node.apply(manifest);
     let pod = node.wait_running("hostnet");
     let node_ip = node.node_ip().to_string();
-    assert_eq!(pod["status"]["podIP"], node_ip.as_str(), "a hostNetwork pod's podIP is the node's address: {}", pod["status"]);
+    assert_eq!(
+        pod["status"]["podIP"],
+        node_ip.as_str(),
+        "a hostNetwork pod's podIP is the node's address: {}",
+        pod["status"]
+    );
     assert_eq!(pod["status"]["hostIP"], node_ip.as_str());
     // It sees the node's interfaces and got no pod network (no address, no veth).
     let addr = node.skerry_ok(&["exec", "hostnet", "--", "ip", "-4", "addr", "show", "eth0"]);
@@ -403,7 +463,8 @@ fn host_network_pods_use_the_node_address() {
 #[test]
 fn each_node_is_its_own_namespace_and_leaves_the_root_one_alone() {
     let root_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
-    let root_has_bridge = || Command::new("ip").args(["link", "show", "dev", "skerry0"]).output().is_ok_and(|o| o.status.success());
+    let root_has_bridge =
+        || Command::new("ip").args(["link", "show", "dev", "skerry0"]).output().is_ok_and(|o| o.status.success());
     let root_bridge_before = root_has_bridge();
     let (name, veth, root_ip);
     {
@@ -415,7 +476,11 @@ fn each_node_is_its_own_namespace_and_leaves_the_root_one_alone() {
         // skerryd turned forwarding on in its namespace only.
         let fwd = node.in_netns(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap());
         assert_eq!(fwd.trim(), "1", "net.ipv4.ip_forward in the node's namespace");
-        assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), root_forward, "the root namespace's ip_forward is untouched");
+        assert_eq!(
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+            root_forward,
+            "the root namespace's ip_forward is untouched"
+        );
         // The root namespace holds nothing but the connected /30 towards the node.
         let routes = Command::new("ip").args(["-4", "route", "show", "dev", &veth]).output().unwrap();
         let routes = String::from_utf8_lossy(&routes.stdout).into_owned();

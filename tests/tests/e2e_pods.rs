@@ -51,7 +51,8 @@ fn seed_pods_get_describe_exec_label_delete() {
     let yaml = node.skerry_ok(&["get", "pods", "-o", "yaml"]);
     assert!(yaml.starts_with("apiVersion: v1\nitems:\n") || yaml.contains("kind: List"), "a list in YAML:\n{yaml}");
     assert!(yaml.contains("name: webapp-release0-5"), "{yaml}");
-    let list: Value = serde_json::from_str(&node.skerry_ok(&["get", "pods", "-o", "json"])).expect("get pods -o json is JSON");
+    let list: Value =
+        serde_json::from_str(&node.skerry_ok(&["get", "pods", "-o", "json"])).expect("get pods -o json is JSON");
     assert_eq!(list["kind"], "List");
     assert_eq!(list["items"].as_array().unwrap().len(), 3, "{list:#}");
     assert_eq!(node.skerry_ok(&["get", "pods", "-o", "name"]), "pod/queue\npod/webapp\npod/webapp-release0-5\n");
@@ -81,7 +82,9 @@ fn seed_pods_get_describe_exec_label_delete() {
     let d = node.skerry_ok(&["describe", "pod", "webapp"]);
     // kubectl shows the node as NAME/hostIP once the pod has a host IP.
     let node_field = format!("{NODE_NAME}/{}", node.node_ip());
-    for (field, value) in [("Name:", "webapp"), ("Namespace:", "default"), ("Node:", node_field.as_str()), ("Status:", "Running")] {
+    for (field, value) in
+        [("Name:", "webapp"), ("Namespace:", "default"), ("Node:", node_field.as_str()), ("Status:", "Running")]
+    {
         assert!(
             d.lines().any(|l| l.starts_with(field) && l[field.len()..].trim() == value),
             "describe shows {field} {value}:\n{d}"
@@ -132,7 +135,10 @@ fn seed_pods_get_describe_exec_label_delete() {
     assert!(node.pod_in("default", "webapp").is_none(), "delete waits until the pod is gone");
     let out = node.skerry(&["delete", "-f", file, "--now"]);
     assert_eq!(out.code, 1, "webapp is already gone, like kubectl this is an error:\n{out}");
-    assert!(out.stdout.contains("pod \"webapp-release0-5\" deleted") && out.stdout.contains("pod \"queue\" deleted"), "{out}");
+    assert!(
+        out.stdout.contains("pod \"webapp-release0-5\" deleted") && out.stdout.contains("pod \"queue\" deleted"),
+        "{out}"
+    );
     assert!(out.stderr.contains("Error from server (NotFound): pods \"webapp\" not found"), "{out}");
     let out = node.skerry(&["get", "pods"]);
     assert_eq!(out.code, 0, "{out}");
@@ -153,7 +159,10 @@ fn delete_waits_for_the_grace_period_then_kills() {
     assert_eq!(node.skerry_ok(&["delete", "pod", "stubborn"]), "pod \"stubborn\" deleted\n");
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(2), "the 3 s grace period was honoured (took {took:?})");
-    assert!(took < Duration::from_secs(25), "the kill came after the 3 s grace period, not the default 30 s (took {took:?})");
+    assert!(
+        took < Duration::from_secs(25),
+        "the kill came after the 3 s grace period, not the default 30 s (took {took:?})"
+    );
     assert!(node.pod_in("default", "stubborn").is_none());
 
     // A process that exits on SIGTERM goes at once even with a long grace period.
@@ -163,5 +172,9 @@ fn delete_waits_for_the_grace_period_then_kills() {
     node.wait_running("polite");
     let started = Instant::now();
     node.skerry_ok(&["delete", "pod", "polite"]);
-    assert!(started.elapsed() < Duration::from_secs(15), "SIGTERM ended it long before 30 s (took {:?})", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "SIGTERM ended it long before 30 s (took {:?})",
+        started.elapsed()
+    );
 }

@@ -22,7 +22,8 @@ fn condition<'a>(p: &'a Value, kind: &str) -> &'a Value {
 /// (reason, message) of the events about pod `name`, oldest first.
 fn events(node: &TestNode, name: &str) -> Vec<(String, String)> {
     let out = node.skerry_ok(&["get", "events", "-o", "json"]);
-    let list: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("get events -o json is not JSON ({e}): {out}"));
+    let list: Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("get events -o json is not JSON ({e}): {out}"));
     list["items"]
         .as_array()
         .into_iter()
@@ -35,7 +36,8 @@ fn events(node: &TestNode, name: &str) -> Vec<(String, String)> {
 /// How many times pod `name`'s probes failed, summing the `Unhealthy` events' counts.
 fn unhealthy_count(node: &TestNode, name: &str) -> i64 {
     let out = node.skerry_ok(&["get", "events", "-o", "json"]);
-    let list: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("get events -o json is not JSON ({e}): {out}"));
+    let list: Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("get events -o json is not JSON ({e}): {out}"));
     list["items"]
         .as_array()
         .into_iter()
@@ -54,7 +56,10 @@ fn wait_event(node: &TestNode, name: &str, reason: &str, ok: impl Fn(&str) -> bo
             return m.clone();
         }
         if std::time::Instant::now() >= deadline {
-            panic!("no {reason} event for pod {name} within 60 s; events: {evs:#?}\nskerryd log tail:\n{}", node.skerryd.log_tail(40));
+            panic!(
+                "no {reason} event for pod {name} within 60 s; events: {evs:#?}\nskerryd log tail:\n{}",
+                node.skerryd.log_tail(40)
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
@@ -77,7 +82,9 @@ fn not_ready_addrs(node: &TestNode, name: &str) -> Vec<String> {
 
 /// Every version of the pods labelled `selector` stored after revision `rv` (a replaying watch).
 fn history(node: &TestNode, rv: &str, selector: &str) -> Vec<Value> {
-    let path = format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}&timeoutSeconds=1&labelSelector={selector}");
+    let path = format!(
+        "/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}&timeoutSeconds=1&labelSelector={selector}"
+    );
     let mut w = skerry_tests::http::stream(&node.skerryd.socket(), &path).expect("watching pods");
     assert_eq!(w.status, 200);
     let mut pods = Vec::new();
@@ -190,7 +197,10 @@ fn readiness_startup_and_named_ports() {
     let mut node = TestNode::start();
     node.import_busybox();
     let list = node.api("GET", "/api/v1/namespaces/default/pods", None);
-    let rv = list.json()["metadata"]["resourceVersion"].as_str().unwrap_or_else(|| panic!("no resourceVersion: {}", list.text())).to_string();
+    let rv = list.json()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no resourceVersion: {}", list.text()))
+        .to_string();
     node.apply(&WEB.replace("BUSYBOX", BUSYBOX));
 
     // The readiness probe fails (404) while /ready.html is missing: running, READY 0/1, and the
@@ -250,7 +260,11 @@ fn readiness_startup_and_named_ports() {
     let slow_ip = node.pod_ip("slow");
     assert_eq!(msg, format!("Startup probe failed: dial tcp {slow_ip}:8080: connect: connection refused"));
     let p = node.wait_pod("slow", "is running", running);
-    assert_eq!((container(&p)["started"].as_bool(), container(&p)["ready"].as_bool()), (Some(false), Some(false)), "{p:#}");
+    assert_eq!(
+        (container(&p)["started"].as_bool(), container(&p)["ready"].as_bool()),
+        (Some(false), Some(false)),
+        "{p:#}"
+    );
     assert_eq!(ready_column(&node, "slow"), "0/1");
     let out = node.skerry(&["exec", "slow", "--", "cat", "/tmp/readiness-ran"]);
     assert_ne!(out.code, 0, "the readiness probe ran before the startup probe succeeded:\n{out}");
@@ -269,9 +283,11 @@ fn readiness_startup_and_named_ports() {
     let before = node.pod("named");
     let failures = unhealthy_count(&node, "web");
     node.skerryd.restart();
-    skerry_tests::wait_until(skerry_tests::skerryd::deadline(), "web's readiness probe fails again after the restart", || {
-        unhealthy_count(&node, "web") > failures
-    });
+    skerry_tests::wait_until(
+        skerry_tests::skerryd::deadline(),
+        "web's readiness probe fails again after the restart",
+        || unhealthy_count(&node, "web") > failures,
+    );
     let after = node.pod("named");
     assert_eq!(container(&after)["state"], container(&before)["state"], "the container kept running: {after:#}");
     assert_eq!(container(&after)["restartCount"], 0, "{after:#}");
@@ -320,8 +336,12 @@ fn failing_liveness_restarts_the_container() {
     let d = node.skerry_ok(&["describe", "pod", "live"]);
     let unhealthy = d.lines().find(|l| l.contains("Unhealthy")).unwrap_or_else(|| panic!("no Unhealthy event:\n{d}"));
     assert!(unhealthy.trim_start().starts_with("Warning"), "{unhealthy}");
-    assert!(unhealthy.contains("Liveness probe failed: cat: can't open '/tmp/healthy': No such file or directory"), "{d}");
-    let killing = d.lines().find(|l| l.contains("failed liveness probe")).unwrap_or_else(|| panic!("no Killing event:\n{d}"));
+    assert!(
+        unhealthy.contains("Liveness probe failed: cat: can't open '/tmp/healthy': No such file or directory"),
+        "{d}"
+    );
+    let killing =
+        d.lines().find(|l| l.contains("failed liveness probe")).unwrap_or_else(|| panic!("no Killing event:\n{d}"));
     assert!(killing.trim_start().starts_with("Normal") && killing.contains("Killing"), "{killing}");
     assert!(killing.contains("Container live failed liveness probe, will be restarted"), "{killing}");
 

@@ -44,7 +44,12 @@ fn container_cgroup_file(node: &TestNode, pod: &str, controller: &str, v1: &str,
 fn limits_reach_the_cgroups_and_set_the_qos_class() {
     let node = TestNode::start();
     node.import_busybox();
-    node.apply(&pod("guaranteed", "Always", r#"["sleep", "3600"]"#, "      limits:\n        memory: 64Mi\n        cpu: 500m\n"));
+    node.apply(&pod(
+        "guaranteed",
+        "Always",
+        r#"["sleep", "3600"]"#,
+        "      limits:\n        memory: 64Mi\n        cpu: 500m\n",
+    ));
     node.apply(&pod(
         "burstable",
         "Always",
@@ -55,7 +60,12 @@ fn limits_reach_the_cgroups_and_set_the_qos_class() {
 
     let g = node.wait_running("guaranteed");
     assert_eq!(g["status"]["qosClass"], "Guaranteed", "limits only: requests default to them\n{:#}", g["status"]);
-    assert_eq!(g["spec"]["containers"][0]["resources"]["requests"], serde_json::json!({"memory": "64Mi", "cpu": "500m"}), "{:#}", g["spec"]);
+    assert_eq!(
+        g["spec"]["containers"][0]["resources"]["requests"],
+        serde_json::json!({"memory": "64Mi", "cpu": "500m"}),
+        "{:#}",
+        g["spec"]
+    );
     let b = node.wait_running("burstable");
     assert_eq!(b["status"]["qosClass"], "Burstable", "{:#}", b["status"]);
     let e = node.wait_running("besteffort");
@@ -70,7 +80,10 @@ fn limits_reach_the_cgroups_and_set_the_qos_class() {
         assert_eq!(host_cgroup_file(&node, &g, "memory", "memory.memsw.limit_in_bytes", ""), "67108864");
     }
     let unlimited = host_cgroup_file(&node, &e, memory.0, memory.1, memory.2);
-    assert!(unlimited == "max" || unlimited.parse::<u64>().is_ok_and(|v| v > 1 << 40), "best effort has no memory limit: {unlimited}");
+    assert!(
+        unlimited == "max" || unlimited.parse::<u64>().is_ok_and(|v| v > 1 << 40),
+        "best effort has no memory limit: {unlimited}"
+    );
 
     // CPU: 500m is 50 ms every 100 ms; 1 CPU is 100 ms.
     if unified() {
@@ -116,11 +129,19 @@ fn a_container_over_its_memory_limit_is_oom_killed() {
     let at = describe.find("Last State:").unwrap_or_else(|| panic!("no Last State:\n{describe}"));
     let block: Vec<&str> = describe[at..].lines().take(4).collect();
     assert!(block[0].contains("Terminated"), "{describe}");
-    assert!(block.iter().any(|l| l.trim_start().starts_with("Reason:") && l.trim_end().ends_with("OOMKilled")), "{describe}");
-    assert!(block.iter().any(|l| l.trim_start().starts_with("Exit Code:") && l.trim_end().ends_with("137")), "{describe}");
+    assert!(
+        block.iter().any(|l| l.trim_start().starts_with("Reason:") && l.trim_end().ends_with("OOMKilled")),
+        "{describe}"
+    );
+    assert!(
+        block.iter().any(|l| l.trim_start().starts_with("Exit Code:") && l.trim_end().ends_with("137")),
+        "{describe}"
+    );
 
     // It keeps being killed: the count goes on.
-    node.wait_pod("hog", "restarted twice", |p| p["status"]["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(0) >= 2);
+    node.wait_pod("hog", "restarted twice", |p| {
+        p["status"]["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(0) >= 2
+    });
 
     // A plain failure with the same limit is an Error, not OOMKilled.
     node.apply(&pod("fails", "Never", r#"["sh", "-c", "exit 3"]"#, "      limits:\n        memory: 32Mi\n"));
@@ -132,11 +153,18 @@ fn a_container_over_its_memory_limit_is_oom_killed() {
 #[test]
 fn requests_over_limits_are_rejected() {
     let node = TestNode::start();
-    let yaml = pod("greedy", "Always", r#"["sleep", "3600"]"#, "      requests:\n        cpu: 2\n      limits:\n        cpu: 1\n");
+    let yaml = pod(
+        "greedy",
+        "Always",
+        r#"["sleep", "3600"]"#,
+        "      requests:\n        cpu: 2\n      limits:\n        cpu: 1\n",
+    );
     let out = node.skerry_stdin(&["apply", "-f", "-"], yaml.as_bytes());
     assert_ne!(out.code, 0, "{out}");
     assert!(
-        out.stderr.contains(r#"spec.containers[0].resources.requests: Invalid value: "2": must be less than or equal to cpu limit of 1"#),
+        out.stderr.contains(
+            r#"spec.containers[0].resources.requests: Invalid value: "2": must be less than or equal to cpu limit of 1"#
+        ),
         "{out}"
     );
     assert!(node.pod_in("default", "greedy").is_none(), "nothing is created");

@@ -15,7 +15,13 @@ fn restarts(p: &Value) -> u64 {
 fn restart_policies() {
     let node = TestNode::start();
     node.import_busybox();
-    for (name, policy, code) in [("never-ok", "Never", 0), ("never-fail", "Never", 2), ("onfail-ok", "OnFailure", 0), ("onfail-fail", "OnFailure", 3), ("always-ok", "Always", 0)] {
+    for (name, policy, code) in [
+        ("never-ok", "Never", 0),
+        ("never-fail", "Never", 2),
+        ("onfail-ok", "OnFailure", 0),
+        ("onfail-fail", "OnFailure", 3),
+        ("always-ok", "Always", 0),
+    ] {
         node.apply(&busybox_pod(name, policy, &["sh", "-c", &format!("echo run; exit {code}")]));
     }
 

@@ -116,16 +116,34 @@ fn seed_simple_app_node_port_switch_and_patch() {
     assert_eq!(applied.code, 0, "apply of the modified copy:\n{applied}");
     assert!(applied.stdout.contains("service/fleetman-webapp configured"), "{applied}");
     let failed: Vec<&String> = log.iter().filter_map(|r| r.as_ref().err()).collect();
-    let strange: Vec<&String> = log.iter().filter_map(|r| r.as_ref().ok()).filter(|b| **b != want0 && **b != want05).collect();
-    assert!(failed.is_empty() && strange.is_empty(), "{} of {} requests failed during the selector switch: {failed:?} {strange:?}", failed.len(), log.len());
-    assert!(log.iter().any(|r| r.as_deref() == Ok(want0.as_str())), "the client loop ({} requests, 20 s) never saw release 0's page", log.len());
+    let strange: Vec<&String> =
+        log.iter().filter_map(|r| r.as_ref().ok()).filter(|b| **b != want0 && **b != want05).collect();
+    assert!(
+        failed.is_empty() && strange.is_empty(),
+        "{} of {} requests failed during the selector switch: {failed:?} {strange:?}",
+        failed.len(),
+        log.len()
+    );
+    assert!(
+        log.iter().any(|r| r.as_deref() == Ok(want0.as_str())),
+        "the client loop ({} requests, 20 s) never saw release 0's page",
+        log.len()
+    );
     let before = log.iter().filter(|r| r.as_deref() == Ok(want05.as_str())).count();
-    eprintln!("selector switch: {} requests, {before} answered by release 0-5 then {} by release 0, none failed", log.len(), log.len() - before);
+    eprintln!(
+        "selector switch: {} requests, {before} answered by release 0-5 then {} by release 0, none failed",
+        log.len(),
+        log.len() - before
+    );
     wait_endpoints(&node, "default", "fleetman-webapp", &[format!("{ip0}:80")]);
     for _ in 0..10 {
         assert_eq!(root_fetch(nodeport), Ok(want0.clone()), "after the switch only release 0 answers");
     }
-    assert_eq!(std::fs::read_to_string(dir.join("webapp-service.yml")).unwrap(), original, "the seed file is unmodified");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("webapp-service.yml")).unwrap(),
+        original,
+        "the seed file is unmodified"
+    );
 
     // patch (strategic, the default): LoadBalancer with an externalIP we own (the node address).
     let patch = format!("{{\"spec\": {{\"type\": \"LoadBalancer\", \"externalIPs\":[\"{node_ip}\"]}}}}");
@@ -142,19 +160,38 @@ fn seed_simple_app_node_port_switch_and_patch() {
     let table = node.skerry_ok(&["get", "svc", "fleetman-webapp"]);
     assert_eq!(column(&table, "fleetman-webapp", "TYPE").as_deref(), Some("LoadBalancer"), "{table}");
     let ext = column(&table, "fleetman-webapp", "EXTERNAL-IP").unwrap_or_default();
-    assert!(ext.split(',').all(|e| e == node_ip.to_string()) && !ext.is_empty(), "EXTERNAL-IP shows {node_ip}: {table}");
+    assert!(
+        ext.split(',').all(|e| e == node_ip.to_string()) && !ext.is_empty(),
+        "EXTERNAL-IP shows {node_ip}: {table}"
+    );
     assert_eq!(column(&table, "fleetman-webapp", "PORT(S)").as_deref(), Some("80:30080/TCP"), "{table}");
     wait_body("the LoadBalancer's NodePort", &want0, || root_fetch(nodeport));
     // externalIPs: the service port on the external address.
     wait_body("the externalIP on port 80", &want0, || root_fetch(SocketAddr::from((node_ip, 80))));
 
     // patch --type json: the selector back to 0-5.
-    let out = node.skerry_ok(&["patch", "svc", "fleetman-webapp", "--type", "json", "-p", r#"[{"op": "replace", "path": "/spec/selector/release", "value": "0-5"}]"#]);
+    let out = node.skerry_ok(&[
+        "patch",
+        "svc",
+        "fleetman-webapp",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op": "replace", "path": "/spec/selector/release", "value": "0-5"}]"#,
+    ]);
     assert_eq!(out.trim(), "service/fleetman-webapp patched", "{out}");
     wait_endpoints(&node, "default", "fleetman-webapp", &[format!("{ip05}:80")]);
     wait_body("node_ip:30080 after the json patch", &want05, || root_fetch(nodeport));
     // patch --type merge: a label.
-    let out = node.skerry_ok(&["patch", "svc", "fleetman-webapp", "--type", "merge", "-p", r#"{"metadata": {"labels": {"patched": "merge"}}}"#]);
+    let out = node.skerry_ok(&[
+        "patch",
+        "svc",
+        "fleetman-webapp",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata": {"labels": {"patched": "merge"}}}"#,
+    ]);
     assert_eq!(out.trim(), "service/fleetman-webapp patched", "{out}");
     let svc = service(&node, "default", "fleetman-webapp");
     assert_eq!(svc["metadata"]["labels"]["patched"], "merge", "{svc}");
@@ -192,12 +229,20 @@ fn microservices_services_apply_and_node_port_conflicts() {
     assert_eq!(np("fleetman-api-gateway", 0), 30020);
     assert!(np("fleetman-position-tracker", 0).is_null(), "a ClusterIP service has no nodePort");
     let table = node.skerry_ok(&["get", "svc"]);
-    assert_eq!(column(&table, "fleetman-queue", "PORT(S)"), Some(format!("8161:30010/TCP,61616:{second}/TCP")), "{table}");
+    assert_eq!(
+        column(&table, "fleetman-queue", "PORT(S)"),
+        Some(format!("8161:30010/TCP,61616:{second}/TCP")),
+        "{table}"
+    );
     assert_eq!(column(&table, "fleetman-position-tracker", "TYPE").as_deref(), Some("ClusterIP"), "{table}");
     assert_eq!(column(&table, "fleetman-position-tracker", "PORT(S)").as_deref(), Some("8080/TCP"), "{table}");
     assert_eq!(column(&table, "fleetman-api-gateway", "PORT(S)").as_deref(), Some("8080:30020/TCP"), "{table}");
     let wide = node.skerry_ok(&["get", "svc", "-o", "wide"]);
-    assert_eq!(column(&wide, "fleetman-queue", "SELECTOR").as_deref(), Some("app=queue"), "get svc -o wide has kubectl's SELECTOR column:\n{wide}");
+    assert_eq!(
+        column(&wide, "fleetman-queue", "SELECTOR").as_deref(),
+        Some("app=queue"),
+        "get svc -o wide has kubectl's SELECTOR column:\n{wide}"
+    );
     // Applying the same file again changes nothing.
     let again = node.skerry_ok(&["apply", "-f", file.to_str().unwrap()]);
     for n in names {
@@ -209,7 +254,10 @@ fn microservices_services_apply_and_node_port_conflicts() {
     let out = node.skerry_stdin(&["apply", "-f", "-"], taken.as_bytes());
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("Error from server (Invalid)"), "{out}");
-    assert!(out.stderr.contains("30080") && out.stderr.contains("fleetman-webapp"), "the message names the port and its owner:\n{out}");
+    assert!(
+        out.stderr.contains("30080") && out.stderr.contains("fleetman-webapp"),
+        "the message names the port and its owner:\n{out}"
+    );
     let got = node.skerry(&["get", "svc", "taken"]);
     assert_ne!(got.code, 0, "the conflicting service was not created:\n{got}");
     assert!(got.stderr.contains("NotFound"), "{got}");
@@ -224,7 +272,11 @@ fn microservices_services_apply_and_node_port_conflicts() {
     assert_eq!(column(&table, "hl", "TYPE").as_deref(), Some("ClusterIP"), "{table}");
     assert_eq!(column(&table, "ext", "TYPE").as_deref(), Some("ExternalName"), "{table}");
     assert_eq!(column(&table, "ext", "CLUSTER-IP").as_deref(), Some("<none>"), "{table}");
-    assert_eq!(column(&table, "ext", "EXTERNAL-IP").as_deref(), Some("fleetman-webapp.default.svc.cluster.local"), "{table}");
+    assert_eq!(
+        column(&table, "ext", "EXTERNAL-IP").as_deref(),
+        Some("fleetman-webapp.default.svc.cluster.local"),
+        "{table}"
+    );
     // A taken clusterIP is refused as well.
     let dup = "apiVersion: v1\nkind: Service\nmetadata:\n  name: dup\nspec:\n  clusterIP: 10.43.100.100\n  ports:\n  - port: 80\n";
     let out = node.skerry_stdin(&["apply", "-f", "-"], dup.as_bytes());
@@ -259,35 +311,55 @@ fn cluster_ips_from_pods() {
     let web = vip("web");
     let url = format!("http://{web}:8080/");
     wait_for("client → web VIP", || pod_wget(&node, "client", &url), |b| b == "web-a\n" || b == "web-b\n");
-    let many = pod_exec(&node, "client", &["sh", "-c", &format!("for i in $(seq 30); do wget -qO- {url} || echo FAILED; done")]).unwrap_or_else(|e| panic!("{e}"));
+    let many = pod_exec(
+        &node,
+        "client",
+        &["sh", "-c", &format!("for i in $(seq 30); do wget -qO- {url} || echo FAILED; done")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let seen: std::collections::BTreeSet<&str> = many.lines().collect();
-    assert_eq!(seen, ["web-a", "web-b"].into_iter().collect(), "30 requests through the VIP reach both backends, none fail:\n{many}");
+    assert_eq!(
+        seen,
+        ["web-a", "web-b"].into_iter().collect(),
+        "30 requests through the VIP reach both backends, none fail:\n{many}"
+    );
 
     // Refusals: a VIP without endpoints, and an address of the service range nobody holds.
     let empty = vip("empty");
-    let e = pod_wget(&node, "client", &format!("http://{empty}/")).expect_err("a VIP without endpoints must not answer");
+    let e =
+        pod_wget(&node, "client", &format!("http://{empty}/")).expect_err("a VIP without endpoints must not answer");
     assert!(e.contains("Connection refused"), "a VIP without endpoints is refused at once (TCP RST):\n{e}");
     let unallocated = Ipv4Addr::new(10, 43, 255, 254);
     let in_use = node.skerry_ok(&["get", "svc", "-A", "-o", "json"]);
     assert!(!in_use.contains(&format!("\"{unallocated}\"")), "{unallocated} is unallocated");
-    let e = pod_wget(&node, "client", &format!("http://{unallocated}/")).expect_err("an unallocated service address must not answer");
+    let e = pod_wget(&node, "client", &format!("http://{unallocated}/"))
+        .expect_err("an unallocated service address must not answer");
     assert!(e.contains("Connection refused"), "an unallocated service address is refused:\n{e}");
 
     // Hairpin: web-a through a VIP whose only backend is web-a.
     let only_a = vip("only-a");
-    wait_body("web-a → itself through only-a's VIP", "web-a\n", || pod_wget(&node, "web-a", &format!("http://{only_a}/")));
+    wait_body("web-a → itself through only-a's VIP", "web-a\n", || {
+        pod_wget(&node, "web-a", &format!("http://{only_a}/"))
+    });
 
     // Session affinity ClientIP: every request from the client lands on the same backend.
     let sticky = format!("http://{}/", vip("sticky"));
     wait_for("client → sticky VIP", || pod_wget(&node, "client", &sticky), |b| b == "web-a\n" || b == "web-b\n");
-    let many = pod_exec(&node, "client", &["sh", "-c", &format!("for i in $(seq 20); do wget -qO- {sticky} || echo FAILED; done")]).unwrap_or_else(|e| panic!("{e}"));
+    let many = pod_exec(
+        &node,
+        "client",
+        &["sh", "-c", &format!("for i in $(seq 20); do wget -qO- {sticky} || echo FAILED; done")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let seen: std::collections::BTreeSet<&str> = many.lines().collect();
     assert_eq!(seen.len(), 1, "ClientIP affinity keeps one backend:\n{many}");
     assert!(!seen.contains("FAILED"), "{many}");
 
     // UDP through a ClusterIP (port 53 → targetPort 5353).
     let udp = vip("udp").to_string();
-    wait_body("client → udp VIP", "udp-a:ping\n", || pod_exec(&node, "client", &["/udp-echo", "send", &udp, "53", "ping"]));
+    wait_body("client → udp VIP", "udp-a:ping\n", || {
+        pod_exec(&node, "client", &["/udp-echo", "send", &udp, "53", "ping"])
+    });
 
     // expose pod: a service selecting the pod's labels, answering.
     let out = node.skerry_ok(&["expose", "pod", "web-a", "--port", "80", "--name", "x"]);
@@ -299,5 +371,9 @@ fn cluster_ips_from_pods() {
 
     // A deleted service's VIP is refused again (its rules went with it).
     node.skerry_ok(&["delete", "svc", "x"]);
-    wait_for("the deleted service's VIP refused", || Ok(pod_wget(&node, "client", &xurl).err().unwrap_or_default()), |e| e.contains("Connection refused"));
+    wait_for(
+        "the deleted service's VIP refused",
+        || Ok(pod_wget(&node, "client", &xurl).err().unwrap_or_default()),
+        |e| e.contains("Connection refused"),
+    );
 }

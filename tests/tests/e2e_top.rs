@@ -41,7 +41,11 @@ fn top_pods_and_nodes_follow_cpu_use() {
             // Before the first sample kubectl's message is the only acceptable failure.
             assert!(out.stderr.contains("metrics not available yet"), "{out}");
         }
-        assert!(Instant::now() < end, "the burner never showed more CPU than the idle pod:\n{out}\nskerryd log tail:\n{}", node.skerryd.log_tail(30));
+        assert!(
+            Instant::now() < end,
+            "the burner never showed more CPU than the idle pod:\n{out}\nskerryd log tail:\n{}",
+            node.skerryd.log_tail(30)
+        );
         std::thread::sleep(std::time::Duration::from_millis(500));
     };
     assert_eq!(header(&table), ["NAME", "CPU(cores)", "MEMORY(bytes)"], "{table}");
@@ -106,6 +110,7 @@ fn top_pods_and_nodes_follow_cpu_use() {
     node.skerry_ok(&["delete", "pod", "burner"]);
     node.wait_gone_in("default", "burner");
     node.wait_output(&["top", "pods"], "lists only the idle pod", |o| {
-        o.code == 0 && o.stdout.lines().skip(1).map(|l| l.split_whitespace().next()).collect::<Vec<_>>() == [Some("idle")]
+        o.code == 0
+            && o.stdout.lines().skip(1).map(|l| l.split_whitespace().next()).collect::<Vec<_>>() == [Some("idle")]
     });
 }

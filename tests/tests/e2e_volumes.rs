@@ -4,17 +4,23 @@
 use std::path::Path;
 
 use serde_json::Value;
+use skerry_tests::hostpath::{HostPathGuard, SEED_HOST_PATH};
 use skerry_tests::skerryd::{column, mounts_below, TestNode, BUSYBOX};
 use skerry_tests::standins::import_standins;
-use skerry_tests::hostpath::{HostPathGuard, SEED_HOST_PATH};
 use skerry_tests::svc::{pod_exec, wait_for};
 
 fn token(what: &str) -> String {
-    format!("{what}-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "{what}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    )
 }
 
 fn wait_cell(node: &TestNode, kind: &str, name: &str, col: &str, want: &str) {
-    node.wait_output(&["get", kind], &format!("shows {name} {col}={want}"), |o| o.code == 0 && column(&o.stdout, name, col).as_deref() == Some(want));
+    node.wait_output(&["get", kind], &format!("shows {name} {col}={want}"), |o| {
+        o.code == 0 && column(&o.stdout, name, col).as_deref() == Some(want)
+    });
 }
 
 /// Names of the running and ready pods matching `selector`.
@@ -64,14 +70,21 @@ fn seed_mongo_keeps_its_data_across_pods() {
     let marker = token("mongo");
     guard.files.push(host.join("marker"));
     pod_exec(&node, &first, &["sh", "-c", &format!("echo {marker} > /data/db/marker")]).unwrap();
-    assert_eq!(std::fs::read_to_string(host.join("marker")).unwrap().trim(), marker, "the write reached the volume's host path");
+    assert_eq!(
+        std::fs::read_to_string(host.join("marker")).unwrap().trim(),
+        marker,
+        "the write reached the volume's host path"
+    );
 
     node.skerry_ok(&["delete", "pod", &first]);
     let second = wait_one_running(&node, "app=mongodb", Some(&first));
     let seen = pod_exec(&node, &second, &["cat", "/data/db/marker"]).unwrap_or_else(|e| {
         let mounts = pod_exec(&node, &second, &["cat", "/proc/mounts"]).unwrap_or_else(|e| e);
         let host_ls = std::fs::read_dir(host).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>());
-        panic!("{second} cannot read the marker: {e}\nmounts:\n{mounts}\nhost dir: {host_ls:?}\npod: {}", node.skerry_ok(&["get", "pod", &second, "-o", "yaml"]))
+        panic!(
+            "{second} cannot read the marker: {e}\nmounts:\n{mounts}\nhost dir: {host_ls:?}\npod: {}",
+            node.skerry_ok(&["get", "pod", &second, "-o", "yaml"])
+        )
     });
     assert_eq!(seen.trim(), marker, "the replacement pod {second} sees what {first} wrote");
     let pv = node.skerry_ok(&["get", "pv"]);
@@ -93,7 +106,8 @@ fn local_path_claim_is_shared_by_two_pods() {
     // The pod first: it waits for the claim with kubelet's message.
     node.apply(&pod("writer"));
     node.wait_output(&["describe", "pod", "writer"], "shows the missing claim", |o| {
-        o.stdout.contains("FailedMount") && o.stdout.contains("error processing PVC default/shared: failed to fetch PVC from API server")
+        o.stdout.contains("FailedMount")
+            && o.stdout.contains("error processing PVC default/shared: failed to fetch PVC from API server")
     });
     assert_ne!(node.pod("writer")["status"]["phase"], "Running");
     node.apply("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: shared\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: 16Mi\n");
@@ -105,7 +119,12 @@ fn local_path_claim_is_shared_by_two_pods() {
     assert_eq!(pod_exec(&node, "reader", &["cat", "/data/file"]).unwrap(), "from-writer\n");
 
     let claim: Value = serde_json::from_str(&node.skerry_ok(&["get", "pvc", "shared", "-o", "json"])).unwrap();
-    let on_host = node.skerryd.data_dir().join("volumes").join(format!("pvc-{}", claim["metadata"]["uid"].as_str().unwrap())).join("file");
+    let on_host = node
+        .skerryd
+        .data_dir()
+        .join("volumes")
+        .join(format!("pvc-{}", claim["metadata"]["uid"].as_str().unwrap()))
+        .join("file");
     assert_eq!(std::fs::read_to_string(&on_host).unwrap(), "from-writer\n", "{}", on_host.display());
 }
 
@@ -152,10 +171,20 @@ spec:
         all.extend_from_slice(args);
         node.skerry(&all)
     };
-    let read = |path: &str| wait_for(&format!("reader sees {path}"), || {
-        let o = exec("reader", &["cat", path]);
-        if o.code == 0 { Ok(o.stdout) } else { Err(o.to_string()) }
-    }, |s| !s.is_empty());
+    let read = |path: &str| {
+        wait_for(
+            &format!("reader sees {path}"),
+            || {
+                let o = exec("reader", &["cat", path]);
+                if o.code == 0 {
+                    Ok(o.stdout)
+                } else {
+                    Err(o.to_string())
+                }
+            },
+            |s| !s.is_empty(),
+        )
+    };
     assert_eq!(read("/cache/sub/dir/x"), "one\n");
     assert_eq!(read("/nested/x"), "one\n", "subPath mount");
     assert_eq!(read("/mem/y"), "two\n");
@@ -189,12 +218,17 @@ fn missing_host_path_directory_waits_until_it_exists() {
     node.apply(&format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hp\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {BUSYBOX}\n    imagePullPolicy: Never\n    command: [sh, -c, \"echo hi > /host/hello && exec sleep 3600\"]\n    volumeMounts:\n    - name: h\n      mountPath: /host\n  volumes:\n  - name: h\n    hostPath:\n      path: \"{shown}\"\n      type: Directory\n"
     ));
-    let want = format!("MountVolume.SetUp failed for volume \"h\" : hostPath type check failed: {shown} is not a directory");
+    let want =
+        format!("MountVolume.SetUp failed for volume \"h\" : hostPath type check failed: {shown} is not a directory");
     let d = node.wait_output(&["describe", "pod", "hp"], "shows the FailedMount event", |o| o.stdout.contains(&want));
     assert!(d.stdout.contains("Warning") && d.stdout.contains("FailedMount"), "{d}");
     let pod = node.pod("hp");
     assert_eq!(pod["status"]["phase"], "Pending", "{}", pod["status"]);
-    assert_eq!(pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "ContainerCreating", "{}", pod["status"]);
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "ContainerCreating",
+        "{}",
+        pod["status"]
+    );
     let table = node.skerry_ok(&["get", "pods"]);
     assert_eq!(column(&table, "hp", "STATUS").as_deref(), Some("ContainerCreating"), "{table}");
 

@@ -3,7 +3,8 @@
 use serde_json::Value;
 use skerry_tests::skerryd::{column, deadline, TestNode};
 
-const PV_HEADER: &str = "NAME CAPACITY ACCESS MODES RECLAIM POLICY STATUS CLAIM STORAGECLASS VOLUMEATTRIBUTESCLASS REASON AGE";
+const PV_HEADER: &str =
+    "NAME CAPACITY ACCESS MODES RECLAIM POLICY STATUS CLAIM STORAGECLASS VOLUMEATTRIBUTESCLASS REASON AGE";
 const PVC_HEADER: &str = "NAME STATUS VOLUME CAPACITY ACCESS MODES STORAGECLASS VOLUMEATTRIBUTESCLASS AGE";
 
 fn header(table: &str) -> String {
@@ -37,7 +38,11 @@ fn claims_bind_provision_and_release() {
     // The seed's storage.yml, unmodified: the claim comes first, the volume second; they bind.
     let storage = skerry_tests::conformance("seed/microservices_deployment/storage.yml");
     let out = node.skerry_ok(&["apply", "-f", storage.to_str().unwrap()]);
-    assert!(out.contains("persistentvolumeclaim/mongo-pvc created") && out.contains("persistentvolume/local-storage created"), "{out}");
+    assert!(
+        out.contains("persistentvolumeclaim/mongo-pvc created")
+            && out.contains("persistentvolume/local-storage created"),
+        "{out}"
+    );
     let pvc = wait_cell(&node, "pvc", "mongo-pvc", "STATUS", "Bound");
     assert_eq!(header(&pvc), PVC_HEADER, "{pvc}");
     assert_eq!(column(&pvc, "mongo-pvc", "VOLUME").as_deref(), Some("local-storage"), "{pvc}");
@@ -55,7 +60,11 @@ fn claims_bind_provision_and_release() {
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: 64Mi\n",
     );
     let pvc = wait_cell(&node, "pvc", "data", "STATUS", "Bound");
-    assert_eq!(column(&pvc, "data", "STORAGECLASS").as_deref(), Some("local-path"), "the default class is assigned:\n{pvc}");
+    assert_eq!(
+        column(&pvc, "data", "STORAGECLASS").as_deref(),
+        Some("local-path"),
+        "the default class is assigned:\n{pvc}"
+    );
     let claim = get_json(&node, "pvc", "data");
     let volume = format!("pvc-{}", claim["metadata"]["uid"].as_str().unwrap());
     assert_eq!(column(&pvc, "data", "VOLUME").as_deref(), Some(volume.as_str()), "{pvc}");
@@ -69,7 +78,11 @@ fn claims_bind_provision_and_release() {
     assert!(dir.is_dir(), "{} exists", dir.display());
     assert_eq!(get_json(&node, "pv", &volume)["spec"]["hostPath"]["path"], dir.display().to_string());
     let describe = node.skerry_ok(&["describe", "pvc", "data"]);
-    assert!(describe.contains("ProvisioningSucceeded") && describe.contains(&format!("Successfully provisioned volume {volume}")), "{describe}");
+    assert!(
+        describe.contains("ProvisioningSucceeded")
+            && describe.contains(&format!("Successfully provisioned volume {volume}")),
+        "{describe}"
+    );
     std::fs::write(dir.join("kept-until-the-claim-goes"), "x").unwrap();
 
     // Deleting the claim deletes the provisioned volume and its directory.
@@ -88,7 +101,11 @@ fn claims_bind_provision_and_release() {
     let describe = node.wait_output(&["describe", "pvc", "waiting"], "shows the ProvisioningFailed event", |o| {
         o.code == 0 && o.stdout.contains("ProvisioningFailed")
     });
-    assert!(describe.stdout.contains("Warning") && describe.stdout.contains("storageclass.storage.k8s.io \"nothing-here\" not found"), "{describe}");
+    assert!(
+        describe.stdout.contains("Warning")
+            && describe.stdout.contains("storageclass.storage.k8s.io \"nothing-here\" not found"),
+        "{describe}"
+    );
     assert!(describe.stdout.contains("persistentvolume-controller"), "{describe}");
     let pvc = node.skerry_ok(&["get", "pvc"]);
     assert_eq!(column(&pvc, "waiting", "STATUS").as_deref(), Some("Pending"), "{pvc}");

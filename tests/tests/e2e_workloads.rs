@@ -48,7 +48,9 @@ fn count(obj: &Value, field: &str) -> i64 {
 fn running_and_ready(p: &Value) -> bool {
     p["metadata"]["deletionTimestamp"].is_null()
         && p["status"]["phase"] == "Running"
-        && p["status"]["containerStatuses"].as_array().is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c["ready"] == true))
+        && p["status"]["containerStatuses"]
+            .as_array()
+            .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c["ready"] == true))
 }
 
 /// Polls `check` until it returns `Some` (60 s); panics with `what`, the last state it
@@ -61,7 +63,10 @@ fn wait_for<T>(node: &TestNode, what: &str, mut check: impl FnMut() -> Result<T,
             Err(last) => last,
         };
         if Instant::now() >= deadline {
-            panic!("timed out waiting until {what}; last seen:\n{last}\nskerryd log tail:\n{}", node.skerryd.log_tail(40));
+            panic!(
+                "timed out waiting until {what}; last seen:\n{last}\nskerryd log tail:\n{}",
+                node.skerryd.log_tail(40)
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -85,7 +90,11 @@ fn wait_rolled_out(node: &TestNode, deployment: &str, replicas: i64) -> Vec<Valu
         if done {
             Ok(live)
         } else {
-            Err(format!("status: {}\npods:\n{}", d["status"], node.skerry(&["get", "pods", "-l", &format!("app={deployment}")]).stdout))
+            Err(format!(
+                "status: {}\npods:\n{}",
+                d["status"],
+                node.skerry(&["get", "pods", "-l", &format!("app={deployment}")]).stdout
+            ))
         }
     })
 }
@@ -93,7 +102,12 @@ fn wait_rolled_out(node: &TestNode, deployment: &str, replicas: i64) -> Vec<Valu
 /// The Deployment's ReplicaSets, oldest revision first.
 fn replica_sets(node: &TestNode, deployment: &str) -> Vec<Value> {
     let mut sets = list(node, "replicasets", &format!("app={deployment}"));
-    let revision = |s: &Value| s["metadata"]["annotations"]["deployment.kubernetes.io/revision"].as_str().and_then(|r| r.parse::<i64>().ok()).unwrap_or(0);
+    let revision = |s: &Value| {
+        s["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+            .as_str()
+            .and_then(|r| r.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
     sets.sort_by_key(revision);
     sets
 }
@@ -182,7 +196,10 @@ fn rollout_commands_drive_a_deployment() {
     assert_eq!((out.code, out.stderr.as_str()), (1, "error: Expected replicas to be 1, was 2\n"));
     wait_rolled_out(&node, "site", 2);
 
-    assert_eq!(node.skerry_ok(&["set", "image", "deploy/site", "web=skerry-test/web:2"]), "deployment.apps/site image updated\n");
+    assert_eq!(
+        node.skerry_ok(&["set", "image", "deploy/site", "web=skerry-test/web:2"]),
+        "deployment.apps/site image updated\n"
+    );
     assert_eq!(
         node.skerry_ok(&["annotate", "deploy/site", "kubernetes.io/change-cause=web 2"]),
         "deployment.apps/site annotated\n"

@@ -10,8 +10,7 @@ use skerry_tests::registry::Registry;
 use skerry_tests::wait_until;
 use skerryd::runtime::{
     build_spec, logger, merge_command, merge_env, ContainerRun, ContainerdRuntime, ExecControl, ExecRequest,
-    ExecSession, RuntimeError,
-    SpecInput, TaskState,
+    ExecSession, RuntimeError, SpecInput, TaskState,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -62,7 +61,10 @@ impl Env {
     }
 
     async fn run(&self, id: &str, args: &[&str]) -> u32 {
-        self.rt.run(&self.run_spec(id, BUSYBOX, args)).await.unwrap_or_else(|e| panic!("running {id}: {e}\n{}", self.ctrd.log()))
+        self.rt
+            .run(&self.run_spec(id, BUSYBOX, args))
+            .await
+            .unwrap_or_else(|e| panic!("running {id}: {e}\n{}", self.ctrd.log()))
     }
 }
 
@@ -70,7 +72,9 @@ fn wait_for_log(path: &Path, what: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     let content = || std::fs::read_to_string(path).unwrap_or_default();
     let what_desc = format!("{} contains {what:?}", path.display());
-    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wait_until(deadline, &what_desc, || content().contains(what))));
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(deadline, &what_desc, || content().contains(what))
+    }));
     assert!(found.is_ok(), "{what_desc} timed out; the log holds:\n{}", content());
     std::fs::read_to_string(path).unwrap()
 }
@@ -174,7 +178,10 @@ async fn kill_stops_tasks_and_remove_is_idempotent() {
     assert!(matches!(env.rt.state("sleeper").await.unwrap(), Some(TaskState::Running { pid }) if pid > 0));
 
     env.rt.kill("term", libc::SIGTERM).await.unwrap();
-    let exit = tokio::time::timeout(Duration::from_secs(10), env.rt.wait("term")).await.expect("SIGTERM was not honoured").unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), env.rt.wait("term"))
+        .await
+        .expect("SIGTERM was not honoured")
+        .unwrap();
     assert_eq!(exit.code, 143);
 
     env.rt.kill("sleeper", libc::SIGKILL).await.unwrap();

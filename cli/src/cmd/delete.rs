@@ -83,7 +83,9 @@ pub async fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
     let mut victims = Vec::new();
     if !args.selection.files.is_empty() {
         if !args.resources.is_empty() {
-            return Err(Error::msg("there is no need to specify a resource type as a separate argument when passing arguments with -f"));
+            return Err(Error::msg(
+                "there is no need to specify a resource type as a separate argument when passing arguments with -f",
+            ));
         }
         let (planned, errs) = plan_manifests(ctx, &args.selection.files, args.selection.recursive).await?;
         errors.extend(errs);
@@ -180,10 +182,7 @@ async fn wait_gone(ctx: &mut Ctx, v: &Victim, uid: Option<&str>, deadline: Optio
             }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(Error::msg(format!(
-                "timed out waiting for the condition on {}/{}",
-                v.resource.name, v.name
-            )));
+            return Err(Error::msg(format!("timed out waiting for the condition on {}/{}", v.resource.name, v.name)));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

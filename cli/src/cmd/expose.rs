@@ -69,7 +69,11 @@ pub fn selector_and_port(obj: &Value) -> (Map<String, Value>, Option<i64>) {
 fn pairs(text: &str) -> Result<Map<String, Value>> {
     text.split(',')
         .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').map(|(k, v)| (k.trim().to_string(), json!(v.trim()))).ok_or_else(|| Error::msg(format!("invalid key=value {p:?}"))))
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), json!(v.trim())))
+                .ok_or_else(|| Error::msg(format!("invalid key=value {p:?}")))
+        })
         .collect()
 }
 
@@ -78,7 +82,10 @@ pub async fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
     let targets = parse_targets(&disc, &args.resource)?;
     let [target] = targets.targets.as_slice() else { return Err(Error::msg("expose takes one resource")) };
     let [name] = target.names.as_slice() else { return Err(Error::msg("expose takes one object name")) };
-    if !matches!(target.resource.kind.as_str(), "Pod" | "Deployment" | "ReplicaSet" | "ReplicationController" | "Service") {
+    if !matches!(
+        target.resource.kind.as_str(),
+        "Pod" | "Deployment" | "ReplicaSet" | "ReplicationController" | "Service"
+    ) {
         return Err(Error::msg(format!("cannot expose a {}", target.resource.kind)));
     }
     let obj = ctx.get_json(&target.resource.item(&ctx.namespace, name), false).await?;
@@ -87,10 +94,16 @@ pub async fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
         selector = pairs(s)?;
     }
     if selector.is_empty() {
-        return Err(Error::msg(format!("couldn't retrieve selectors via --selector flag or introspection: the {} {name:?} has no labels", target.resource.singular_name)));
+        return Err(Error::msg(format!(
+            "couldn't retrieve selectors via --selector flag or introspection: the {} {name:?} has no labels",
+            target.resource.singular_name
+        )));
     }
     let port = args.port.map(i64::from).or(first_port).ok_or_else(|| {
-        Error::msg(format!("couldn't find port via --port flag or introspection: the {} {name:?} names no container port", target.resource.singular_name))
+        Error::msg(format!(
+            "couldn't find port via --port flag or introspection: the {} {name:?} names no container port",
+            target.resource.singular_name
+        ))
     })?;
     let target_port: Value = match &args.target_port {
         Some(t) => t.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(t)),

@@ -199,11 +199,14 @@ async fn watch(ctx: &mut Ctx, args: &Args, format: Format, t: &Target) -> Result
     let res = &t.resource;
     let tabular = matches!(format, Format::Table | Format::Wide);
     let opts = table_options(args, format, res, false);
-    let name_selector = match t.names.as_slice() {
-        [] => None,
-        [one] => Some(format!("metadata.name={one}")),
-        _ => return Err(Error::msg("watch is only supported on individual resources and resource collections, but 2 resources were found")),
-    };
+    let name_selector =
+        match t.names.as_slice() {
+            [] => None,
+            [one] => Some(format!("metadata.name={one}")),
+            _ => return Err(Error::msg(
+                "watch is only supported on individual resources and resource collections, but 2 resources were found",
+            )),
+        };
     // List first: the table to print and the resourceVersion to watch from.
     let mut errors = Vec::new();
     let mut widths: Vec<usize> = Vec::new();
@@ -255,8 +258,7 @@ async fn watch(ctx: &mut Ctx, args: &Args, format: Format, t: &Target) -> Result
     let path = list_path(ctx, args, res, &extra);
     let mut req = request(Method::GET, &path, client::empty());
     if tabular {
-        req.headers_mut()
-            .insert(hyper::header::ACCEPT, hyper::header::HeaderValue::from_static(client::ACCEPT_TABLE));
+        req.headers_mut().insert(hyper::header::ACCEPT, hyper::header::HeaderValue::from_static(client::ACCEPT_TABLE));
     }
     let resp = ctx.call(req).await?;
     let mut events = client::JsonLines::new(resp);

@@ -13,9 +13,7 @@ use crate::output::{self, Table, TableOptions};
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Import images from a docker-archive or OCI archive file (`-` for stdin)
-    Import {
-        file: String,
-    },
+    Import { file: String },
     /// List the node's images
     #[command(visible_alias = "list")]
     Ls,
@@ -50,16 +48,12 @@ async fn import(ctx: &mut Ctx, file: &str) -> Result<()> {
     let body = if file == "-" {
         client::stream(tokio::io::stdin())
     } else {
-        let f = tokio::fs::File::open(file)
-            .await
-            .map_err(|e| Error::msg(format!("cannot open \"{file}\": {e}")))?;
+        let f = tokio::fs::File::open(file).await.map_err(|e| Error::msg(format!("cannot open \"{file}\": {e}")))?;
         client::stream(f)
     };
     let mut req = request(Method::POST, "/skerry/v1/images/import", body);
-    req.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/octet-stream"),
-    );
+    req.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/octet-stream"));
     let reply = ctx.json(req).await?;
     for img in reply["images"].as_array().cloned().unwrap_or_default() {
         writeln!(

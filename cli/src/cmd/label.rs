@@ -320,7 +320,10 @@ mod tests {
             split_args(&s(&["po", "x", "a=1", "a-", "b=2", "b-"]), Field::Annotations).unwrap_err(),
             "can not both modify and remove the following annotation(s) in the same command: a, b"
         );
-        assert_eq!(split_args(&s(&["po", "x"]), Field::Annotations).unwrap_err(), "at least one annotation update is required");
+        assert_eq!(
+            split_args(&s(&["po", "x"]), Field::Annotations).unwrap_err(),
+            "at least one annotation update is required"
+        );
         let (_, changes) = split_args(&s(&["po", "x", "a=1", "a=2"]), Field::Annotations).unwrap();
         assert_eq!(changes, vec![Change { key: "a".into(), value: Some("2".into()) }]);
     }

@@ -136,8 +136,7 @@ pub async fn read(ctx: &mut Ctx, subject: &Subject) -> Result<Value> {
 /// Sends a PATCH of the given media type and returns the updated object.
 pub async fn patch(ctx: &mut Ctx, path: &str, content_type: &'static str, body: &Value) -> Result<Value> {
     let mut req = request(Method::PATCH, path, super::json_body(body));
-    req.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    req.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
     ctx.json(req).await
 }
 
@@ -162,7 +161,10 @@ pub fn done(ctx: &mut Ctx, subject: &Subject, operation: &str) -> Result<()> {
 
 /// Splits arguments into resource words and `KEY=VALUE`/`KEY-` pairs, kubectl's
 /// `GetResourcesAndPairs`: every resource must come before the first pair.
-pub fn resources_and_pairs(args: &[String], pair_type: &str) -> std::result::Result<(Vec<String>, Vec<String>), String> {
+pub fn resources_and_pairs(
+    args: &[String],
+    pair_type: &str,
+) -> std::result::Result<(Vec<String>, Vec<String>), String> {
     let mut resources = Vec::new();
     let mut pairs = Vec::new();
     for a in args {
@@ -237,7 +239,10 @@ mod tests {
 
     #[test]
     fn selectors_as_strings() {
-        assert_eq!(selector_string(&json!({"matchLabels": {"tier": "fe", "app": "web"}})).as_deref(), Some("app=web,tier=fe"));
+        assert_eq!(
+            selector_string(&json!({"matchLabels": {"tier": "fe", "app": "web"}})).as_deref(),
+            Some("app=web,tier=fe")
+        );
         assert_eq!(
             selector_string(&json!({"matchLabels": {"app": "web"}, "matchExpressions": [
                 {"key": "env", "operator": "In", "values": ["prod", "dev"]},

@@ -110,7 +110,13 @@ pub async fn run(ctx: &mut Ctx, args: Args) -> Result<()> {
 /// Patches `spec.replicas`. With a precondition the patch names the resourceVersion it checked,
 /// so a concurrent change makes the server answer Conflict; then it reads again and retries,
 /// as kubectl retries a conflicting scale update.
-async fn scale_one(ctx: &mut Ctx, s: &Subject, mut obj: Value, replicas: i64, pre: Option<&Precondition>) -> Result<()> {
+async fn scale_one(
+    ctx: &mut Ctx,
+    s: &Subject,
+    mut obj: Value,
+    replicas: i64,
+    pre: Option<&Precondition>,
+) -> Result<()> {
     let Some(pre) = pre else {
         objects::patch(ctx, &s.path(), MERGE_PATCH, &json!({"spec": {"replicas": replicas}})).await?;
         return Ok(());
@@ -170,9 +176,7 @@ mod tests {
 
     #[test]
     fn desired_replicas() {
-        let obj = |status: i64, generation: i64, observed: i64| {
-            json!({"metadata": {"generation": generation}, "status": {"replicas": status, "observedGeneration": observed}})
-        };
+        let obj = |status: i64, generation: i64, observed: i64| json!({"metadata": {"generation": generation}, "status": {"replicas": status, "observedGeneration": observed}});
         assert!(has_desired_replicas(&obj(3, 2, 2), 3));
         assert!(!has_desired_replicas(&obj(2, 2, 2), 3));
         assert!(!has_desired_replicas(&obj(3, 3, 2), 3));

@@ -124,7 +124,10 @@ impl PodRow {
     }
 
     fn total(&self) -> Usage {
-        self.containers.iter().fold(Usage::default(), |a, (_, u)| Usage { nanocores: a.nanocores + u.nanocores, bytes: a.bytes + u.bytes })
+        self.containers.iter().fold(Usage::default(), |a, (_, u)| Usage {
+            nanocores: a.nanocores + u.nanocores,
+            bytes: a.bytes + u.bytes,
+        })
     }
 }
 
@@ -206,7 +209,13 @@ fn tabwrite(mut lines: Vec<Vec<String>>) -> String {
 }
 
 /// The `top pods` table.
-pub fn pod_table(mut rows: Vec<PodRow>, containers: bool, with_namespace: bool, no_headers: bool, sort: SortBy) -> String {
+pub fn pod_table(
+    mut rows: Vec<PodRow>,
+    containers: bool,
+    with_namespace: bool,
+    no_headers: bool,
+    sort: SortBy,
+) -> String {
     if rows.is_empty() {
         return String::new();
     }
@@ -303,7 +312,10 @@ async fn pods(ctx: &mut Ctx, a: PodArgs) -> Result<()> {
     }
     let ns = ctx.namespace.clone();
     let items: Vec<Value> = match &a.name {
-        Some(name) => vec![ctx.get_json(&format!("{METRICS}/namespaces/{}/pods/{}", client::encode(&ns), client::encode(name)), false).await?],
+        Some(name) => vec![
+            ctx.get_json(&format!("{METRICS}/namespaces/{}/pods/{}", client::encode(&ns), client::encode(name)), false)
+                .await?,
+        ],
         None => {
             let scope = if a.all_namespaces { String::new() } else { format!("/namespaces/{}", client::encode(&ns)) };
             let list = ctx.get_json(&format!("{METRICS}{scope}/pods{}", query(&q)), false).await?;
@@ -319,7 +331,9 @@ async fn pods(ctx: &mut Ctx, a: PodArgs) -> Result<()> {
             let now = SystemTime::now();
             for p in &pods {
                 let created = p.pointer("/metadata/creationTimestamp").and_then(Value::as_str).and_then(parse_time);
-                if let Some(age) = created.and_then(|c| now.duration_since(c).ok()).filter(|age| *age > METRICS_CREATION_DELAY) {
+                if let Some(age) =
+                    created.and_then(|c| now.duration_since(c).ok()).filter(|age| *age > METRICS_CREATION_DELAY)
+                {
                     return Err(Error::msg(format!(
                         "Metrics not available for pod {}/{}, age: {}",
                         p["metadata"]["namespace"].as_str().unwrap_or(""),
@@ -494,14 +508,23 @@ mod tests {
              burner   burner    999m   0Mi    \n"
         );
         let t = pod_table(rows(), true, true, false, SortBy::Cpu);
-        assert!(t.starts_with("NAMESPACE     POD      NAME      CPU(cores)   MEMORY(bytes)   \ndefault       burner   burner"), "{t}");
+        assert!(
+            t.starts_with(
+                "NAMESPACE     POD      NAME      CPU(cores)   MEMORY(bytes)   \ndefault       burner   burner"
+            ),
+            "{t}"
+        );
         assert_eq!(pod_table(Vec::new(), false, false, false, SortBy::Name), "");
     }
 
     #[test]
     fn node_tables() {
         let available = Some(Usage { nanocores: 2_000_000_000, bytes: 4 << 30 });
-        let n1 = NodeRow { name: "n1".into(), usage: Some(Usage { nanocores: 523_400_000, bytes: 1 << 30 }), available: available.clone() };
+        let n1 = NodeRow {
+            name: "n1".into(),
+            usage: Some(Usage { nanocores: 523_400_000, bytes: 1 << 30 }),
+            available: available.clone(),
+        };
         assert_eq!(
             node_table(vec![n1.clone()], false, SortBy::Name),
             "NAME   CPU(cores)   CPU(%)   MEMORY(bytes)   MEMORY(%)   \n\
@@ -519,8 +542,14 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(parse_time("1970-01-01T00:00:00Z"), Some(SystemTime::UNIX_EPOCH));
-        assert_eq!(parse_time("2024-03-01T12:30:05Z"), Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_709_296_205)));
-        assert_eq!(parse_time("2024-03-01T12:30:05.5Z"), Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_709_296_205_500)));
+        assert_eq!(
+            parse_time("2024-03-01T12:30:05Z"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_709_296_205))
+        );
+        assert_eq!(
+            parse_time("2024-03-01T12:30:05.5Z"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_709_296_205_500))
+        );
         assert_eq!(parse_time("2024-03-01 12:30:05"), None);
         assert_eq!(go_duration(Duration::from_millis(125_500)), "2m5.5s");
         assert_eq!(go_duration(Duration::from_secs(3603)), "1h0m3s");

@@ -141,7 +141,6 @@ async fn serve(mut req: Request<hyper::body::Incoming>, handler: Handler, seen: 
     handler(&s)
 }
 
-
 /// A tty exec: records each client frame as a request named `frame:<channel>`, echoes
 /// stdin back as `ECHO:<data>` on stdout, and exits 0 once it sees `q` or stdin's end.
 async fn interactive_exec(upgrade: hyper::upgrade::OnUpgrade, seen: Arc<Mutex<Vec<Seen>>>) {

@@ -63,7 +63,9 @@ fn hierarchies() -> Vec<PathBuf> {
 /// Where the memory controller lives: the v1 `memory` hierarchy, else the unified tree (a
 /// hybrid host's unified mount has no controllers; runc then uses v1, and so do we).
 fn memory_hierarchy(all: &[Hierarchy]) -> Option<&Hierarchy> {
-    all.iter().find(|h| !h.unified && h.controllers.iter().any(|c| c == "memory")).or_else(|| all.iter().find(|h| h.unified))
+    all.iter()
+        .find(|h| !h.unified && h.controllers.iter().any(|c| c == "memory"))
+        .or_else(|| all.iter().find(|h| h.unified))
 }
 
 /// Whether a memory + swap limit can be set (containerd's CRI plugin asks the same before it
@@ -142,7 +144,11 @@ mod tests {
         assert_eq!(hybrid.len(), 3);
         assert_eq!(hybrid[1].controllers, ["rw", "cpu", "cpuacct"]);
         let m = memory_hierarchy(&hybrid).unwrap();
-        assert_eq!((m.mount.to_str().unwrap(), m.unified), ("/sys/fs/cgroup/memory", false), "a hybrid host uses v1 memory");
+        assert_eq!(
+            (m.mount.to_str().unwrap(), m.unified),
+            ("/sys/fs/cgroup/memory", false),
+            "a hybrid host uses v1 memory"
+        );
         let unified = parse_mountinfo(UNIFIED);
         let m = memory_hierarchy(&unified).unwrap();
         assert_eq!((m.mount.to_str().unwrap(), m.unified), ("/sys/fs/cgroup", true));
@@ -152,7 +158,11 @@ mod tests {
     #[test]
     fn reads_the_oom_kill_counter() {
         assert_eq!(oom_kill_count("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"), Some(2), "v1 memory.oom_control");
-        assert_eq!(oom_kill_count("low 0\nhigh 0\nmax 13\noom 1\noom_kill 1\noom_group_kill 0\n"), Some(1), "v2 memory.events");
+        assert_eq!(
+            oom_kill_count("low 0\nhigh 0\nmax 13\noom 1\noom_kill 1\noom_group_kill 0\n"),
+            Some(1),
+            "v2 memory.events"
+        );
         assert_eq!(oom_kill_count("oom_kill_disable 0\nunder_oom 0\n"), None, "kernels before 4.13");
         assert_eq!(oom_kills("/no-such-cgroup-for-skerry-tests/x"), None);
     }

@@ -158,7 +158,14 @@ pub fn resolve(pod: &Value, c: &Value, facts: &PodFacts, lookups: &Lookups) -> R
 }
 
 /// One `valueFrom`; `None` when an optional source or key is missing (the variable is unset).
-fn value_from(pod: &Value, from: &Value, env: &str, namespace: &str, facts: &PodFacts, lookups: &Lookups) -> Result<Option<String>, EnvError> {
+fn value_from(
+    pod: &Value,
+    from: &Value,
+    env: &str,
+    namespace: &str,
+    facts: &PodFacts,
+    lookups: &Lookups,
+) -> Result<Option<String>, EnvError> {
     if let Some(r) = from.get("configMapKeyRef").filter(|r| r.is_object()) {
         let (name, key) = (r["name"].as_str().unwrap_or(""), r["key"].as_str().unwrap_or(""));
         let Some(cm) = lookups.config_maps.get(name).cloned().flatten() else {
@@ -204,11 +211,19 @@ pub fn field(pod: &Value, path: &str, facts: &PodFacts) -> Option<String> {
         "metadata.uid" => meta::uid(pod).to_string(),
         "spec.nodeName" => {
             let n = text("/spec/nodeName");
-            if n.is_empty() { facts.node_name.clone() } else { n }
+            if n.is_empty() {
+                facts.node_name.clone()
+            } else {
+                n
+            }
         }
         "spec.serviceAccountName" => {
             let n = text("/spec/serviceAccountName");
-            if n.is_empty() { "default".into() } else { n }
+            if n.is_empty() {
+                "default".into()
+            } else {
+                n
+            }
         }
         "status.podIP" => facts.pod_ip.clone(),
         "status.podIPs" => facts.pod_ip.clone(),
@@ -379,8 +394,12 @@ mod tests {
             err(json!({"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "db", "key": "token"}}}]})),
             "couldn't find key token in Secret shop/db"
         );
-        assert_eq!(err(json!({"env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "y"}}}]})), "configmap \"gone\" not found");
-        assert!(err(json!({"env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}}]})).contains("unsupported fieldRef"));
+        assert_eq!(
+            err(json!({"env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "y"}}}]})),
+            "configmap \"gone\" not found"
+        );
+        assert!(err(json!({"env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.bogus"}}}]}))
+            .contains("unsupported fieldRef"));
         // An optional missing source leaves the variable unset.
         let c = json!({"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "nosecret", "key": "y", "optional": true}}}]});
         assert!(resolve(&pod(), &c, &facts(), &lookups()).unwrap().is_empty());

@@ -362,7 +362,10 @@ pub fn targets(pod: &Value, node: &str, cgroup_parent: &str) -> Vec<Target> {
         .flatten()
         .filter(|c| c.pointer("/state/running").is_some())
         .filter_map(|c| c["name"].as_str())
-        .map(|name| Target { container: name.to_string(), cgroup: cgroups::container_path(cgroup_parent, uid, &container_id(uid, name)) })
+        .map(|name| Target {
+            container: name.to_string(),
+            cgroup: cgroups::container_path(cgroup_parent, uid, &container_id(uid, name)),
+        })
         .collect()
 }
 
@@ -388,7 +391,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
         }
         let Ok((pods, _)) = ctx.store.list(&resource::PODS.key(), None).await else { continue };
-        let mut keys: Vec<String> = pods.iter().flat_map(|p| targets(p, &ctx.node_name, &ctx.cgroup_parent)).map(|t| t.cgroup).collect();
+        let mut keys: Vec<String> =
+            pods.iter().flat_map(|p| targets(p, &ctx.node_name, &ctx.cgroup_parent)).map(|t| t.cgroup).collect();
         let keep = keys.iter().cloned().collect();
         keys.push(NODE_KEY.to_string());
         let (readings, at) = read_batch(&keys, read_keys).await;
@@ -410,7 +414,8 @@ mod tests {
     const V1_MEMORY_STAT: &str = "cache 4096000\nrss 1200000\ninactive_file 100\nactive_file 200\n\
         total_cache 4096000\ntotal_rss 1200000\ntotal_inactive_file 3000000\ntotal_active_file 1000000\n";
     const V2_CPU_STAT: &str = "usage_usec 1234567\nuser_usec 1000000\nsystem_usec 234567\nnr_periods 0\n";
-    const V2_MEMORY_STAT: &str = "anon 1200000\nfile 4096000\nkernel_stack 16384\ninactive_anon 0\nactive_anon 1200000\n\
+    const V2_MEMORY_STAT: &str =
+        "anon 1200000\nfile 4096000\nkernel_stack 16384\ninactive_anon 0\nactive_anon 1200000\n\
         inactive_file 3000000\nactive_file 1096000\n";
 
     #[test]
@@ -437,12 +442,14 @@ mod tests {
 
     #[test]
     fn proc_files() {
-        let stat = "cpu  100 20 30 5000 40 5 6 7 50 0\ncpu0 50 10 15 2500 20 2 3 3 25 0\ncpu1 50 10 15 2500 20 3 3 4 25 0\n\
+        let stat =
+            "cpu  100 20 30 5000 40 5 6 7 50 0\ncpu0 50 10 15 2500 20 2 3 3 25 0\ncpu1 50 10 15 2500 20 3 3 4 25 0\n\
             intr 12345 0 0\nctxt 999\nbtime 1700000000\nprocs_running 1\n";
         // user + nice + system + irq + softirq + steal; not idle, iowait or guest (inside user).
         assert_eq!(parse_proc_stat(stat), Some(ProcStat { busy_ticks: 100 + 20 + 30 + 5 + 6 + 7, cpus: 2 }));
         assert_eq!(parse_proc_stat("intr 1\n"), None);
-        let meminfo = "MemTotal:        8041888 kB\nMemFree:          512000 kB\nMemAvailable:    6000000 kB\nBuffers: 1 kB\n";
+        let meminfo =
+            "MemTotal:        8041888 kB\nMemFree:          512000 kB\nMemAvailable:    6000000 kB\nBuffers: 1 kB\n";
         let m = parse_meminfo(meminfo).unwrap();
         assert_eq!(m, MemInfo { total: 8_041_888 * 1024, available: 6_000_000 * 1024 });
         assert_eq!(m.used(), 2_041_888 * 1024);
@@ -482,7 +489,11 @@ mod tests {
         write("unified/sk/podu/c/cpu.stat", V2_CPU_STAT);
         write("unified/sk/podu/c/memory.current", "5300000\n");
         write("unified/sk/podu/c/memory.stat", V2_MEMORY_STAT);
-        let v1 = Layout { cpuacct: Some(dir.path().join("cpuacct")), memory: Some(dir.path().join("memory")), unified: Some(dir.path().join("unified")) };
+        let v1 = Layout {
+            cpuacct: Some(dir.path().join("cpuacct")),
+            memory: Some(dir.path().join("memory")),
+            unified: Some(dir.path().join("unified")),
+        };
         assert_eq!(v1.read("/sk/podu/c"), Some(Reading { cpu_ns: 2_000_000_000, memory: 2_000_000 }));
         let v2 = Layout { unified: Some(dir.path().join("unified")), ..Layout::default() };
         assert_eq!(v2.read("/sk/podu/c"), Some(Reading { cpu_ns: 1_234_567_000, memory: 2_300_000 }));
@@ -524,7 +535,11 @@ mod tests {
         // 1 CPU-second per 10 s since the sample at 40 s.
         assert_eq!(sampler.rate("/c", s(5_000_000_000, 50)), Some((100_000_000, Duration::from_secs(10))));
         sampler.record("/c", s(5, 51));
-        assert_eq!(sampler.history.lock().unwrap()["/c"], VecDeque::from([s(5, 51)]), "a smaller counter is a new cgroup");
+        assert_eq!(
+            sampler.history.lock().unwrap()["/c"],
+            VecDeque::from([s(5, 51)]),
+            "a smaller counter is a new cgroup"
+        );
         sampler.retain(&["/other".to_string()].into());
         assert!(sampler.history.lock().unwrap().get("/c").is_none());
     }
@@ -566,7 +581,10 @@ mod tests {
         });
         assert_eq!(
             targets(&pod, "n1", "/skerry"),
-            [Target { container: "app".into(), cgroup: "/skerry/pod0b7c54a2-1d3e-4f5a-9b6c-7d8e9f0a1b2c/0b7c54a21d3e-app".into() }]
+            [Target {
+                container: "app".into(),
+                cgroup: "/skerry/pod0b7c54a2-1d3e-4f5a-9b6c-7d8e9f0a1b2c/0b7c54a21d3e-app".into()
+            }]
         );
         assert!(targets(&pod, "n2", "/skerry").is_empty());
         let mut pending = pod.clone();

@@ -100,7 +100,8 @@ pub fn attachment(uid: &str, namespace: &str, name: &str, netns: PathBuf) -> cra
 pub async fn release_network(ctx: &Context, uid: &str, namespace: &str, name: &str) {
     let dir = ctx.pod_dir(uid);
     let netns = dir.join("ns").join("net");
-    let cached: Option<Value> = std::fs::read(dir.join("network.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let cached: Option<Value> =
+        std::fs::read(dir.join("network.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
     if cached.is_none() && !netns.exists() {
         return;
     }
@@ -151,12 +152,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             let _ = done.send(uid);
         });
     };
-    let resync = |workers: &mut HashMap<String, WorkerHandle>, tasks: &mut JoinSet<()>, pods: Vec<Value>, spawn: &mut dyn FnMut(&Value, &mut HashMap<String, WorkerHandle>, &mut JoinSet<()>)| {
-        let new: Vec<&Value> = pods.iter().filter(|p| bound_here(p, &ctx.node_name) && !workers.contains_key(meta::uid(p))).collect();
-        for pod in new {
-            spawn(pod, workers, tasks);
-        }
-    };
+    let resync =
+        |workers: &mut HashMap<String, WorkerHandle>,
+         tasks: &mut JoinSet<()>,
+         pods: Vec<Value>,
+         spawn: &mut dyn FnMut(&Value, &mut HashMap<String, WorkerHandle>, &mut JoinSet<()>)| {
+            let new: Vec<&Value> =
+                pods.iter().filter(|p| bound_here(p, &ctx.node_name) && !workers.contains_key(meta::uid(p))).collect();
+            for pod in new {
+                spawn(pod, workers, tasks);
+            }
+        };
     if let Ok((pods, _)) = ctx.store.list(&key, None).await {
         resync(&mut workers, &mut tasks, pods, &mut spawn);
     }

@@ -26,9 +26,9 @@ fn runtime_error(e: RuntimeError) -> ApiError {
         RuntimeError::ImageNotFound(_) | RuntimeError::ContainerNotFound(_) => {
             ApiError::new(axum::http::StatusCode::NOT_FOUND, "NotFound", e.to_string())
         }
-        RuntimeError::InvalidArchive { .. } | RuntimeError::InvalidReference { .. } | RuntimeError::InvalidImage { .. } => {
-            ApiError::bad_request(e.to_string())
-        }
+        RuntimeError::InvalidArchive { .. }
+        | RuntimeError::InvalidReference { .. }
+        | RuntimeError::InvalidImage { .. } => ApiError::bad_request(e.to_string()),
         RuntimeError::Connect { .. } => ApiError::unavailable(e.to_string()),
         RuntimeError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => ApiError::new(
             axum::http::StatusCode::INSUFFICIENT_STORAGE,
@@ -77,7 +77,8 @@ impl NodeOps for Node {
             let forward = tokio::spawn(async move {
                 while let Some(p) = rx.recv().await {
                     let p: crate::runtime::PullProgress = p;
-                    let _ = progress.send(json!({"layer": p.layer, "current": p.current, "total": p.total, "status": p.status}));
+                    let _ = progress
+                        .send(json!({"layer": p.layer, "current": p.current, "total": p.total, "status": p.status}));
                 }
             });
             let result = self.ctx.runtime.pull(&image, auth, &self.ctx.insecure_registries, tx).await;
@@ -113,10 +114,11 @@ impl NodeOps for Node {
                 return Err(ApiError::bad_request(msg));
             }
             if !o.follow {
-                let text = tokio::task::spawn_blocking(move || crate::runtime::logger::read_log(&path, o.tail, o.timestamps))
-                    .await
-                    .map_err(|e| ApiError::internal(e.to_string()))?
-                    .map_err(|e| ApiError::internal(format!("reading the log: {e}")))?;
+                let text =
+                    tokio::task::spawn_blocking(move || crate::runtime::logger::read_log(&path, o.tail, o.timestamps))
+                        .await
+                        .map_err(|e| ApiError::internal(e.to_string()))?
+                        .map_err(|e| ApiError::internal(format!("reading the log: {e}")))?;
                 return Ok(futures::stream::once(async move { Bytes::from(text) }).boxed());
             }
             let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
@@ -124,7 +126,8 @@ impl NodeOps for Node {
             tokio::spawn(crate::runtime::logger::follow_log(path, o.tail, o.timestamps, tx, stop.clone()));
             // Following ends when that run of the container ends, as with kubectl.
             let store = self.ctx.store.clone();
-            let (ns, name, uid) = (meta::namespace(&pod).to_string(), meta::name(&pod).to_string(), meta::uid(&pod).to_string());
+            let (ns, name, uid) =
+                (meta::namespace(&pod).to_string(), meta::name(&pod).to_string(), meta::uid(&pod).to_string());
             let container = o.container.clone();
             tokio::spawn(async move {
                 loop {
@@ -132,11 +135,22 @@ impl NodeOps for Node {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
                     }
-                    let current = store.get(&resource::PODS.key(), &ns, &name).await.ok().flatten().filter(|p| meta::uid(p) == uid);
+                    let current = store
+                        .get(&resource::PODS.key(), &ns, &name)
+                        .await
+                        .ok()
+                        .flatten()
+                        .filter(|p| meta::uid(p) == uid);
                     let still = current.as_ref().and_then(|p| {
-                        p.pointer("/status/containerStatuses")?.as_array()?.iter().find(|c| c["name"].as_str() == Some(&container)).map(|c| {
-                            c["restartCount"].as_i64() == Some(run) && !c["state"]["terminated"].is_object() && !c["state"]["waiting"].is_object()
-                        })
+                        p.pointer("/status/containerStatuses")?
+                            .as_array()?
+                            .iter()
+                            .find(|c| c["name"].as_str() == Some(&container))
+                            .map(|c| {
+                                c["restartCount"].as_i64() == Some(run)
+                                    && !c["state"]["terminated"].is_object()
+                                    && !c["state"]["waiting"].is_object()
+                            })
                     });
                     if still != Some(true) {
                         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
@@ -149,7 +163,14 @@ impl NodeOps for Node {
         })
     }
 
-    fn exec(&self, pod: Value, container: String, command: Vec<String>, tty: bool, stdin: bool) -> BoxFuture<'_, Result<ExecStreams, ApiError>> {
+    fn exec(
+        &self,
+        pod: Value,
+        container: String,
+        command: Vec<String>,
+        tty: bool,
+        stdin: bool,
+    ) -> BoxFuture<'_, Result<ExecStreams, ApiError>> {
         Box::pin(async move {
             let id = container_id(meta::uid(&pod), &container);
             let req = ExecRequest { args: command, env: Vec::new(), tty, stdin, cwd: None };
@@ -173,7 +194,8 @@ impl NodeOps for Node {
                     let _ = c.close_stdin().await;
                 })
             });
-            let wait: BoxFuture<'static, Result<i32, ApiError>> = Box::pin(async move { control.wait().await.map_err(runtime_error) });
+            let wait: BoxFuture<'static, Result<i32, ApiError>> =
+                Box::pin(async move { control.wait().await.map_err(runtime_error) });
             Ok(ExecStreams { stdin, stdout, stderr, resize, close_stdin, wait })
         })
     }
@@ -215,7 +237,8 @@ impl NodeOps for Node {
 
     fn node_capacity(&self) -> BoxFuture<'_, Result<Capacity, ApiError>> {
         Box::pin(async move {
-            let node = tokio::task::spawn_blocking(metrics::read_node).await.map_err(|e| ApiError::internal(e.to_string()))?;
+            let node =
+                tokio::task::spawn_blocking(metrics::read_node).await.map_err(|e| ApiError::internal(e.to_string()))?;
             let node = node.ok_or_else(|| ApiError::internal("could not read /proc/stat and /proc/meminfo"))?;
             Ok(Capacity { cpus: node.cpus, memory_bytes: node.memory_total })
         })

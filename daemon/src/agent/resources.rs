@@ -63,9 +63,11 @@ fn quantity(v: &Value, parse: fn(&str) -> Result<u64, String>) -> Result<Option<
 pub fn container_limits(c: &Value) -> Result<Limits, String> {
     let r = &c["resources"];
     let field = |e: String, at: &str| format!("resources.{at}: {e}");
-    let memory = quantity(&r["limits"]["memory"], parse_bytes).map_err(|e| field(e, "limits.memory"))?.filter(|m| *m > 0);
+    let memory =
+        quantity(&r["limits"]["memory"], parse_bytes).map_err(|e| field(e, "limits.memory"))?.filter(|m| *m > 0);
     let cpu_limit = quantity(&r["limits"]["cpu"], parse_cpu_millis).map_err(|e| field(e, "limits.cpu"))?.unwrap_or(0);
-    let cpu_request = quantity(&r["requests"]["cpu"], parse_cpu_millis).map_err(|e| field(e, "requests.cpu"))?.unwrap_or(0);
+    let cpu_request =
+        quantity(&r["requests"]["cpu"], parse_cpu_millis).map_err(|e| field(e, "requests.cpu"))?.unwrap_or(0);
     let request = if cpu_request == 0 { cpu_limit } else { cpu_request };
     let quota = quota(cpu_limit, CFS_PERIOD_US);
     Ok(Limits {
@@ -111,11 +113,20 @@ mod tests {
 
     #[test]
     fn container_values() {
-        assert_eq!(limits(json!({})), Limits { memory_limit: None, cpu_shares: 2, cpu_quota: None, cpu_period: None }, "best effort");
+        assert_eq!(
+            limits(json!({})),
+            Limits { memory_limit: None, cpu_shares: 2, cpu_quota: None, cpu_period: None },
+            "best effort"
+        );
         assert_eq!(container_limits(&json!({"name": "c"})).unwrap().cpu_shares, 2, "no resources at all");
         assert_eq!(
             limits(json!({"limits": {"memory": "64Mi", "cpu": "500m"}})),
-            Limits { memory_limit: Some(64 << 20), cpu_shares: 512, cpu_quota: Some(50_000), cpu_period: Some(100_000) },
+            Limits {
+                memory_limit: Some(64 << 20),
+                cpu_shares: 512,
+                cpu_quota: Some(50_000),
+                cpu_period: Some(100_000)
+            },
             "the request defaults to the limit"
         );
         assert_eq!(
@@ -127,7 +138,11 @@ mod tests {
         assert_eq!(limits(json!({"limits": {"memory": "0"}})).memory_limit, None, "zero means no limit");
         assert_eq!(limits(json!({"limits": {"memory": "1G", "cpu": 2}})).memory_limit, Some(1_000_000_000));
         assert_eq!(limits(json!({"limits": {"cpu": 2}})).cpu_quota, Some(200_000), "a bare number");
-        assert_eq!(limits(json!({"limits": {"cpu": "0.0001"}})).cpu_quota, Some(1000), "rounded up to 1m, then the minimum");
+        assert_eq!(
+            limits(json!({"limits": {"cpu": "0.0001"}})).cpu_quota,
+            Some(1000),
+            "rounded up to 1m, then the minimum"
+        );
     }
 
     #[test]

@@ -87,8 +87,10 @@ impl Sandbox {
         for k in KINDS {
             let path = self.dir.join(k);
             if is_namespace_mount(&path) {
-                umount2(&path, MntFlags::MNT_DETACH)
-                    .map_err(|e| SandboxError::Remove { dir: self.dir.clone(), source: std::io::Error::from_raw_os_error(e as i32) })?;
+                umount2(&path, MntFlags::MNT_DETACH).map_err(|e| SandboxError::Remove {
+                    dir: self.dir.clone(),
+                    source: std::io::Error::from_raw_os_error(e as i32),
+                })?;
             }
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -109,7 +111,11 @@ fn loopback_up() -> std::io::Result<()> {
         let result = async {
             use futures::TryStreamExt;
             let mut links = handle.link().get().match_name("lo").execute();
-            let link = links.try_next().await.map_err(std::io::Error::other)?.ok_or_else(|| std::io::Error::other("no lo link"))?;
+            let link = links
+                .try_next()
+                .await
+                .map_err(std::io::Error::other)?
+                .ok_or_else(|| std::io::Error::other("no lo link"))?;
             let msg = rtnetlink::LinkUnspec::new_with_index(link.header.index).up().build();
             handle.link().set(msg).execute().await.map_err(std::io::Error::other)
         }

@@ -16,8 +16,16 @@ pub const BACKOFF_RESET: Duration = Duration::from_secs(600);
 pub enum Observed {
     /// Never started (or its task is gone without a record).
     Absent,
-    Running { started_at: jiff::Timestamp },
-    Exited { code: i32, signal: Option<i32>, started_at: Option<jiff::Timestamp>, finished_at: jiff::Timestamp, oom: bool },
+    Running {
+        started_at: jiff::Timestamp,
+    },
+    Exited {
+        code: i32,
+        signal: Option<i32>,
+        started_at: Option<jiff::Timestamp>,
+        finished_at: jiff::Timestamp,
+        oom: bool,
+    },
 }
 
 /// What to do with a container.
@@ -80,7 +88,9 @@ pub fn decide(policy: &str, observed: &Observed, backoff_steps: u32, now: jiff::
 pub fn state_json(observed: &Observed, container_id: &str) -> Value {
     match observed {
         Observed::Absent => json!({"waiting": {"reason": "ContainerCreating"}}),
-        Observed::Running { started_at } => json!({"running": {"startedAt": crate::objects::meta::timestamp(*started_at)}}),
+        Observed::Running { started_at } => {
+            json!({"running": {"startedAt": crate::objects::meta::timestamp(*started_at)}})
+        }
         Observed::Exited { code, signal, started_at, finished_at, oom } => {
             let reason = if *oom {
                 "OOMKilled"
@@ -239,7 +249,8 @@ mod tests {
         let running = json!({"state": {"running": {}}});
         let done = json!({"state": {"terminated": {"exitCode": 0}}});
         let failed = json!({"state": {"terminated": {"exitCode": 1}}});
-        let crashloop = json!({"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1}}});
+        let crashloop =
+            json!({"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1}}});
         let creating = json!({"state": {"waiting": {"reason": "ContainerCreating"}}});
         assert_eq!(phase("Always", &[], 1), "Pending");
         assert_eq!(phase("Always", &[creating], 1), "Pending");
@@ -265,7 +276,13 @@ mod tests {
             Err(("ContainersNotReady", "containers with unready status: [b c]".to_string()))
         );
         let mut c = Vec::new();
-        set_condition_why(&mut c, "Ready", false, Some(("ContainersNotReady", "containers with unready status: [b]")), "t1");
+        set_condition_why(
+            &mut c,
+            "Ready",
+            false,
+            Some(("ContainersNotReady", "containers with unready status: [b]")),
+            "t1",
+        );
         assert_eq!(c[0]["reason"], "ContainersNotReady");
         set_condition_why(&mut c, "Ready", true, None, "t2");
         assert_eq!(c[0], json!({"type": "Ready", "status": "True", "lastProbeTime": null, "lastTransitionTime": "t2"}));

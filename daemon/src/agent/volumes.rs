@@ -169,9 +169,13 @@ pub fn plan(pod: &Value) -> Result<Vec<Volume>, VolumeError> {
         } else if let Some(s) = v.get("secret").filter(|e| e.is_object()) {
             Source::Secret(projection(s, "secretName"))
         } else if let Some(c) = v.get("persistentVolumeClaim").filter(|e| e.is_object()) {
-            Source::Claim { claim: c["claimName"].as_str().unwrap_or("").to_string(), read_only: c["readOnly"].as_bool().unwrap_or(false) }
+            Source::Claim {
+                claim: c["claimName"].as_str().unwrap_or("").to_string(),
+                read_only: c["readOnly"].as_bool().unwrap_or(false),
+            }
         } else {
-            let kind = v.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned()).unwrap_or_else(|| "(none)".into());
+            let kind =
+                v.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned()).unwrap_or_else(|| "(none)".into());
             return Err(fail(format!("volume type {kind:?} is not supported by skerry (supported: emptyDir, hostPath, configMap, secret, persistentVolumeClaim)")));
         };
         out.push(Volume { name, source });
@@ -200,7 +204,11 @@ pub struct FileSpec {
 
 /// The files of a `configMap`/`secret` volume (`data` is `None` when the object is missing).
 /// `what` is `configmap` or `secret`, for kubelet's messages.
-pub fn project(what: &str, data: Option<&BTreeMap<String, Vec<u8>>>, p: &Projection) -> Result<BTreeMap<String, FileSpec>, String> {
+pub fn project(
+    what: &str,
+    data: Option<&BTreeMap<String, Vec<u8>>>,
+    p: &Projection,
+) -> Result<BTreeMap<String, FileSpec>, String> {
     let Some(data) = data else {
         return if p.optional { Ok(BTreeMap::new()) } else { Err(format!("{what} {:?} not found", p.name)) };
     };
@@ -219,7 +227,10 @@ pub fn project(what: &str, data: Option<&BTreeMap<String, Vec<u8>>>, p: &Project
                 }
                 match data.get(&i.key) {
                     Some(v) => {
-                        out.insert(i.path.clone(), FileSpec { data: v.clone(), mode: i.mode.unwrap_or(p.default_mode) });
+                        out.insert(
+                            i.path.clone(),
+                            FileSpec { data: v.clone(), mode: i.mode.unwrap_or(p.default_mode) },
+                        );
                     }
                     None if p.optional => {}
                     None if what == "secret" => return Err(format!("references non-existent secret key: {}", i.key)),
@@ -232,7 +243,12 @@ pub fn project(what: &str, data: Option<&BTreeMap<String, Vec<u8>>>, p: &Project
 }
 
 /// The host path a bound claim's volume provides, with its `hostPath` type.
-pub fn claim_path(namespace: &str, claim_name: &str, claim: Option<&Value>, pv: Option<&Value>) -> Result<(PathBuf, HostPathType), String> {
+pub fn claim_path(
+    namespace: &str,
+    claim_name: &str,
+    claim: Option<&Value>,
+    pv: Option<&Value>,
+) -> Result<(PathBuf, HostPathType), String> {
     let Some(claim) = claim else {
         return Err(format!("failed to fetch PVC from API server: persistentvolumeclaims {claim_name:?} not found"));
     };
@@ -243,7 +259,10 @@ pub fn claim_path(namespace: &str, claim_name: &str, claim: Option<&Value>, pv: 
     let Some(pv) = pv else {
         return Err(format!("failed to fetch PV {volume:?} from API server: persistentvolumes {volume:?} not found"));
     };
-    let bound_to = (pv.pointer("/spec/claimRef/namespace").and_then(Value::as_str), pv.pointer("/spec/claimRef/name").and_then(Value::as_str));
+    let bound_to = (
+        pv.pointer("/spec/claimRef/namespace").and_then(Value::as_str),
+        pv.pointer("/spec/claimRef/name").and_then(Value::as_str),
+    );
     if bound_to != (Some(namespace), Some(claim_name)) {
         return Err(format!("PV {volume:?} is not bound to claim {namespace}/{claim_name}"));
     }
@@ -272,7 +291,8 @@ pub fn check_host_path(path: &Path, kind: HostPathType) -> Result<(), String> {
             Ok(_) => Err(failed("a directory")),
             Err(_) => {
                 std::fs::create_dir_all(path).map_err(|e| format!("creating {shown}: {e}"))?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod {shown}: {e}"))
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+                    .map_err(|e| format!("chmod {shown}: {e}"))
             }
         },
         HostPathType::Directory => meta.ok().filter(|m| m.is_dir()).map(|_| ()).ok_or_else(|| failed("a directory")),
@@ -280,21 +300,37 @@ pub fn check_host_path(path: &Path, kind: HostPathType) -> Result<(), String> {
             Ok(m) if m.is_file() => Ok(()),
             Ok(_) => Err(failed("a file")),
             Err(_) => {
-                std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("creating {shown}: {e}"))?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(|e| format!("chmod {shown}: {e}"))
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("creating {shown}: {e}"))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+                    .map_err(|e| format!("chmod {shown}: {e}"))
             }
         },
         HostPathType::File => meta.ok().filter(|m| m.is_file()).map(|_| ()).ok_or_else(|| failed("a file")),
-        HostPathType::Socket => meta.ok().filter(|m| m.file_type().is_socket()).map(|_| ()).ok_or_else(|| failed("a socket file")),
-        HostPathType::CharDevice => meta.ok().filter(|m| m.file_type().is_char_device()).map(|_| ()).ok_or_else(|| failed("a character device")),
-        HostPathType::BlockDevice => meta.ok().filter(|m| m.file_type().is_block_device()).map(|_| ()).ok_or_else(|| failed("a block device")),
+        HostPathType::Socket => {
+            meta.ok().filter(|m| m.file_type().is_socket()).map(|_| ()).ok_or_else(|| failed("a socket file"))
+        }
+        HostPathType::CharDevice => {
+            meta.ok().filter(|m| m.file_type().is_char_device()).map(|_| ()).ok_or_else(|| failed("a character device"))
+        }
+        HostPathType::BlockDevice => {
+            meta.ok().filter(|m| m.file_type().is_block_device()).map(|_| ()).ok_or_else(|| failed("a block device"))
+        }
     }
 }
 
 /// Mount points at or below `dir` (from `/proc/self/mountinfo`), deepest first.
 pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<PathBuf> = info.lines().filter_map(|l| l.split(' ').nth(4)).map(|p| PathBuf::from(unescape(p))).filter(|p| p.starts_with(dir)).collect();
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points.dedup();
     points
@@ -329,8 +365,14 @@ fn mount_tmpfs(dir: &Path, size: Option<u64>) -> Result<(), String> {
     if let Some(s) = size {
         data.push_str(&format!(",size={s}"));
     }
-    nix::mount::mount(Some("tmpfs"), dir, Some("tmpfs"), nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV, Some(data.as_str()))
-        .map_err(|e| format!("mounting a tmpfs on {}: {e}", dir.display()))
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(|e| format!("mounting a tmpfs on {}: {e}", dir.display()))
 }
 
 /// Unmounts every tmpfs of the pod's volumes; true when nothing is left mounted below them
@@ -393,8 +435,11 @@ impl AtomicWriter {
         std::os::unix::fs::symlink(&stamp, &tmp)?;
         std::fs::rename(&tmp, self.dir.join(DATA))?;
         // Top-level names: add the new ones, drop the ones no longer projected.
-        let top: std::collections::BTreeSet<String> =
-            files.keys().filter_map(|p| Path::new(p).components().next()).map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let top: std::collections::BTreeSet<String> = files
+            .keys()
+            .filter_map(|p| Path::new(p).components().next())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
         for name in &top {
             let link = self.dir.join(name);
             if std::fs::symlink_metadata(&link).is_err() {
@@ -458,7 +503,8 @@ pub fn set_up(pod_dir: &Path, namespace: &str, v: &Volume, input: Input) -> Resu
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(|e| fail(e.to_string()))?;
             if *memory {
                 mount_tmpfs(&dir, *size_limit).map_err(fail)?;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(|e| fail(e.to_string()))?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                    .map_err(|e| fail(e.to_string()))?;
             }
             Ok(Ready { path: dir, read_only: false, version: None })
         }
@@ -467,7 +513,12 @@ pub fn set_up(pod_dir: &Path, namespace: &str, v: &Volume, input: Input) -> Resu
             Ok(Ready { path: path.clone(), read_only: false, version: None })
         }
         (Source::Claim { claim, read_only }, Input::Claim(found)) => {
-            let claim_err = |message: String| VolumeError::Claim { volume: v.name.clone(), namespace: namespace.into(), claim: claim.clone(), message };
+            let claim_err = |message: String| VolumeError::Claim {
+                volume: v.name.clone(),
+                namespace: namespace.into(),
+                claim: claim.clone(),
+                message,
+            };
             let (path, kind) = found.map_err(claim_err)?;
             let kind = if kind == HostPathType::Unchecked { HostPathType::Directory } else { kind };
             check_host_path(&path, kind).map_err(fail)?;
@@ -476,7 +527,9 @@ pub fn set_up(pod_dir: &Path, namespace: &str, v: &Volume, input: Input) -> Resu
         (Source::ConfigMap(p), Input::Data(data, version)) => {
             let files = project("configmap", data.as_ref(), p).map_err(fail)?;
             let dir = v.dir(pod_dir).expect("owned");
-            AtomicWriter { dir: dir.clone() }.write(&files).map_err(|e| fail(format!("writing {}: {e}", dir.display())))?;
+            AtomicWriter { dir: dir.clone() }
+                .write(&files)
+                .map_err(|e| fail(format!("writing {}: {e}", dir.display())))?;
             Ok(Ready { path: dir, read_only: true, version: Some(version) })
         }
         (Source::Secret(p), Input::Data(data, version)) => {
@@ -484,10 +537,13 @@ pub fn set_up(pod_dir: &Path, namespace: &str, v: &Volume, input: Input) -> Resu
             let dir = v.dir(pod_dir).expect("owned");
             let parent = dir.parent().expect("parent");
             std::fs::create_dir_all(parent).map_err(|e| fail(format!("creating {}: {e}", parent.display())))?;
-            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700)).map_err(|e| fail(e.to_string()))?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| fail(e.to_string()))?;
             std::fs::create_dir_all(&dir).map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
             mount_tmpfs(&dir, None).map_err(fail)?;
-            AtomicWriter { dir: dir.clone() }.write(&files).map_err(|e| fail(format!("writing the secret volume: {}", e.kind())))?;
+            AtomicWriter { dir: dir.clone() }
+                .write(&files)
+                .map_err(|e| fail(format!("writing the secret volume: {}", e.kind())))?;
             Ok(Ready { path: dir, read_only: true, version: Some(version) })
         }
         (_, _) => Err(fail("internal error: the volume's inputs were not fetched".into())),
@@ -498,7 +554,11 @@ pub fn set_up(pod_dir: &Path, namespace: &str, v: &Volume, input: Input) -> Resu
 /// expand `subPathExpr`. Missing subPath directories are created; a subPath that leaves its
 /// volume (through `..` or a symlink) is refused. Errors are `CreateContainerConfigError`
 /// messages.
-pub fn container_mounts(c: &Value, ready: &HashMap<String, Ready>, vars: &[(String, String)]) -> Result<Vec<BindMount>, String> {
+pub fn container_mounts(
+    c: &Value,
+    ready: &HashMap<String, Ready>,
+    vars: &[(String, String)],
+) -> Result<Vec<BindMount>, String> {
     let container = c["name"].as_str().unwrap_or("");
     let mut out = Vec::new();
     for m in c["volumeMounts"].as_array().into_iter().flatten() {
@@ -515,13 +575,20 @@ pub fn container_mounts(c: &Value, ready: &HashMap<String, Ready>, vars: &[(Stri
         let source = if sub.is_empty() {
             r.path.clone()
         } else {
-            check_sub_path(&sub).map_err(|e| format!("failed to prepare subPath for volumeMount {name:?} of container {container:?}: subPath {e}"))?;
+            check_sub_path(&sub).map_err(|e| {
+                format!("failed to prepare subPath for volumeMount {name:?} of container {container:?}: subPath {e}")
+            })?;
             let p = r.path.join(&sub);
             if std::fs::symlink_metadata(&p).is_err() {
-                std::fs::create_dir_all(&p).map_err(|e| format!("failed to create subPath directory for volumeMount {name:?} of container {container:?}: {e}"))?;
+                std::fs::create_dir_all(&p).map_err(|e| {
+                    format!(
+                        "failed to create subPath directory for volumeMount {name:?} of container {container:?}: {e}"
+                    )
+                })?;
             }
             let root = std::fs::canonicalize(&r.path).map_err(|e| format!("volume {name:?}: {e}"))?;
-            let resolved = std::fs::canonicalize(&p).map_err(|e| format!("subPath {sub:?} of volumeMount {name:?}: {e}"))?;
+            let resolved =
+                std::fs::canonicalize(&p).map_err(|e| format!("subPath {sub:?} of volumeMount {name:?}: {e}"))?;
             if !resolved.starts_with(&root) {
                 return Err(format!("failed to prepare subPath for volumeMount {name:?} of container {container:?}: subPath {sub:?} resolves outside the volume"));
             }
@@ -610,8 +677,17 @@ async fn fetch(store: &Store, namespace: &str, v: &Volume) -> Result<Input, Stri
         }
         Source::Claim { claim, .. } => {
             let pvc = store.get(&resource::PERSISTENT_VOLUME_CLAIMS.key(), namespace, claim).await.map_err(err)?;
-            let volume = pvc.as_ref().and_then(|c| c.pointer("/spec/volumeName")).and_then(Value::as_str).unwrap_or("").to_string();
-            let pv = if volume.is_empty() { None } else { store.get(&resource::PERSISTENT_VOLUMES.key(), "", &volume).await.map_err(err)? };
+            let volume = pvc
+                .as_ref()
+                .and_then(|c| c.pointer("/spec/volumeName"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let pv = if volume.is_empty() {
+                None
+            } else {
+                store.get(&resource::PERSISTENT_VOLUMES.key(), "", &volume).await.map_err(err)?
+            };
             Input::Claim(claim_path(namespace, claim, pvc.as_ref(), pv.as_ref()))
         }
         _ => Input::None,
@@ -641,7 +717,10 @@ mod tests {
         let plan = plan(&p).unwrap();
         assert_eq!(plan[0].source, Source::EmptyDir { memory: false, size_limit: None });
         assert_eq!(plan[1].source, Source::EmptyDir { memory: true, size_limit: Some(64 << 20) });
-        assert_eq!(plan[2].source, Source::HostPath { path: "/mnt/some new/dir/".into(), kind: HostPathType::DirectoryOrCreate });
+        assert_eq!(
+            plan[2].source,
+            Source::HostPath { path: "/mnt/some new/dir/".into(), kind: HostPathType::DirectoryOrCreate }
+        );
         assert_eq!(
             plan[3].source,
             Source::ConfigMap(Projection {
@@ -651,10 +730,16 @@ mod tests {
                 optional: false
             })
         );
-        assert_eq!(plan[4].source, Source::Secret(Projection { name: "db".into(), items: None, default_mode: 0o644, optional: true }));
+        assert_eq!(
+            plan[4].source,
+            Source::Secret(Projection { name: "db".into(), items: None, default_mode: 0o644, optional: true })
+        );
         assert_eq!(plan[5].source, Source::Claim { claim: "c".into(), read_only: true });
         let root = Path::new("/var/lib/skerry/pods/u");
-        assert_eq!(plan[0].dir(root).unwrap(), Path::new("/var/lib/skerry/pods/u/volumes/kubernetes.io~empty-dir/scratch"));
+        assert_eq!(
+            plan[0].dir(root).unwrap(),
+            Path::new("/var/lib/skerry/pods/u/volumes/kubernetes.io~empty-dir/scratch")
+        );
         assert_eq!(plan[3].dir(root).unwrap(), Path::new("/var/lib/skerry/pods/u/volumes/kubernetes.io~configmap/cfg"));
         assert_eq!(plan[4].dir(root).unwrap(), Path::new("/var/lib/skerry/pods/u/volumes/kubernetes.io~secret/sec"));
         assert_eq!(plan[2].dir(root), None);
@@ -663,20 +748,28 @@ mod tests {
     #[test]
     fn unsupported_types_and_bad_fields_are_failed_mounts() {
         let e = plan(&pod(json!([{"name": "n", "nfs": {"server": "x", "path": "/"}}]))).unwrap_err();
-        assert!(e.to_string().starts_with("MountVolume.SetUp failed for volume \"n\" : volume type \"nfs\" is not supported"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("MountVolume.SetUp failed for volume \"n\" : volume type \"nfs\" is not supported"),
+            "{e}"
+        );
         let e = plan(&pod(json!([{"name": "h", "hostPath": {"path": "/x", "type": "Dir"}}]))).unwrap_err();
         assert!(e.to_string().contains("invalid HostPathType \"Dir\""), "{e}");
     }
 
     #[test]
     fn projection_keys_items_modes_and_optional() {
-        let data: BTreeMap<String, Vec<u8>> = [("a".to_string(), b"1".to_vec()), ("b".to_string(), b"2".to_vec())].into();
+        let data: BTreeMap<String, Vec<u8>> =
+            [("a".to_string(), b"1".to_vec()), ("b".to_string(), b"2".to_vec())].into();
         let all = Projection { name: "c".into(), items: None, default_mode: 0o644, optional: false };
         let files = project("configmap", Some(&data), &all).unwrap();
         assert_eq!(files.len(), 2);
         assert_eq!(files["a"], FileSpec { data: b"1".to_vec(), mode: 0o644 });
         let items = Projection {
-            items: Some(vec![Item { key: "b".into(), path: "dir/b.txt".into(), mode: Some(0o600) }, Item { key: "a".into(), path: "a".into(), mode: None }]),
+            items: Some(vec![
+                Item { key: "b".into(), path: "dir/b.txt".into(), mode: Some(0o600) },
+                Item { key: "a".into(), path: "a".into(), mode: None },
+            ]),
             default_mode: 0o440,
             ..all.clone()
         };
@@ -686,8 +779,12 @@ mod tests {
         assert_eq!(project("configmap", None, &all).unwrap_err(), "configmap \"c\" not found");
         assert_eq!(project("secret", None, &all).unwrap_err(), "secret \"c\" not found");
         assert!(project("configmap", None, &Projection { optional: true, ..all.clone() }).unwrap().is_empty());
-        let missing = Projection { items: Some(vec![Item { key: "z".into(), path: "z".into(), mode: None }]), ..all.clone() };
-        assert_eq!(project("configmap", Some(&data), &missing).unwrap_err(), "configmap references non-existent config key: z");
+        let missing =
+            Projection { items: Some(vec![Item { key: "z".into(), path: "z".into(), mode: None }]), ..all.clone() };
+        assert_eq!(
+            project("configmap", Some(&data), &missing).unwrap_err(),
+            "configmap references non-existent config key: z"
+        );
         assert_eq!(project("secret", Some(&data), &missing).unwrap_err(), "references non-existent secret key: z");
         let escape = Projection { items: Some(vec![Item { key: "a".into(), path: "../a".into(), mode: None }]), ..all };
         assert!(project("configmap", Some(&data), &escape).unwrap_err().contains("'..'"));
@@ -706,12 +803,20 @@ mod tests {
     fn claims_resolve_to_their_volume_path() {
         let pvc = json!({"spec": {"volumeName": "pv1"}, "status": {"phase": "Bound"}});
         let pv = json!({"spec": {"claimRef": {"namespace": "default", "name": "c"}, "hostPath": {"path": "/mnt/x", "type": "DirectoryOrCreate"}}});
-        assert_eq!(claim_path("default", "c", Some(&pvc), Some(&pv)).unwrap(), (PathBuf::from("/mnt/x"), HostPathType::DirectoryOrCreate));
+        assert_eq!(
+            claim_path("default", "c", Some(&pvc), Some(&pv)).unwrap(),
+            (PathBuf::from("/mnt/x"), HostPathType::DirectoryOrCreate)
+        );
         let pending = json!({"spec": {}, "status": {"phase": "Pending"}});
         assert_eq!(claim_path("default", "c", Some(&pending), None).unwrap_err(), "PVC is not bound");
         assert!(claim_path("default", "c", None, None).unwrap_err().contains("persistentvolumeclaims \"c\" not found"));
         assert!(claim_path("other", "c", Some(&pvc), Some(&pv)).unwrap_err().contains("not bound to claim other/c"));
-        let e = VolumeError::Claim { volume: "data".into(), namespace: "default".into(), claim: "c".into(), message: "PVC is not bound".into() };
+        let e = VolumeError::Claim {
+            volume: "data".into(),
+            namespace: "default".into(),
+            claim: "c".into(),
+            message: "PVC is not bound".into(),
+        };
         assert_eq!(
             e.to_string(),
             "Unable to attach or mount volumes: unmounted volumes=[data], unattached volumes=[data]: error processing PVC default/c: PVC is not bound"
@@ -743,7 +848,9 @@ mod tests {
         let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         check_host_path(&sock, HostPathType::Socket).unwrap();
         check_host_path(Path::new("/dev/null"), HostPathType::CharDevice).unwrap();
-        assert!(check_host_path(Path::new("/dev/null"), HostPathType::BlockDevice).unwrap_err().ends_with("is not a block device"));
+        assert!(check_host_path(Path::new("/dev/null"), HostPathType::BlockDevice)
+            .unwrap_err()
+            .ends_with("is not a block device"));
         assert!(check_host_path(&file, HostPathType::CharDevice).unwrap_err().ends_with("is not a character device"));
     }
 
@@ -773,7 +880,11 @@ mod tests {
         assert_eq!(std::fs::read_to_string(w.dir.join("c")).unwrap(), "3");
         assert!(std::fs::symlink_metadata(w.dir.join("sub")).is_err());
         assert!(!w.dir.join(&first).exists());
-        let mut names: Vec<String> = std::fs::read_dir(&w.dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = std::fs::read_dir(&w.dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         let mut want = vec!["..data".to_string(), second.to_string_lossy().into_owned(), "a".into(), "c".into()];
         want.sort();
@@ -804,10 +915,22 @@ mod tests {
         assert!(vol.join("a/b").is_dir(), "a missing subPath is created");
         assert_eq!(m[2].source, canon.join("logs/p1"));
         assert!(m[3].readonly);
-        let bad = |sub: &str| container_mounts(&json!({"name": "c", "volumeMounts": [{"name": "v", "mountPath": "/x", "subPath": sub}]}), &ready, &vars).unwrap_err();
+        let bad = |sub: &str| {
+            container_mounts(
+                &json!({"name": "c", "volumeMounts": [{"name": "v", "mountPath": "/x", "subPath": sub}]}),
+                &ready,
+                &vars,
+            )
+            .unwrap_err()
+        };
         assert!(bad("../../etc").contains("must not contain '..'"), "{}", bad("../../etc"));
         assert!(bad("evil").contains("resolves outside the volume"), "{}", bad("evil"));
-        let e = container_mounts(&json!({"name": "c", "volumeMounts": [{"name": "nope", "mountPath": "/x"}]}), &ready, &vars).unwrap_err();
+        let e = container_mounts(
+            &json!({"name": "c", "volumeMounts": [{"name": "nope", "mountPath": "/x"}]}),
+            &ready,
+            &vars,
+        )
+        .unwrap_err();
         assert!(e.contains("names no volume"), "{e}");
     }
 

@@ -198,7 +198,8 @@ impl Worker {
             self.teardown(&containers_of_memos(&self.memos)).await;
             return Ok(Next::Done);
         };
-        let names: Vec<String> = spec_containers(&pod).iter().map(|c| c["name"].as_str().unwrap_or("").to_string()).collect();
+        let names: Vec<String> =
+            spec_containers(&pod).iter().map(|c| c["name"].as_str().unwrap_or("").to_string()).collect();
         if meta::is_deleting(&pod) {
             return self.terminate(&pod, &names).await;
         }
@@ -250,7 +251,8 @@ impl Worker {
         }
         let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         let joined = messages.join("\n");
-        let due = self.mount_event.as_ref().is_none_or(|(m, at)| *m != joined || at.elapsed() >= Duration::from_secs(10));
+        let due =
+            self.mount_event.as_ref().is_none_or(|(m, at)| *m != joined || at.elapsed() >= Duration::from_secs(10));
         if due {
             for m in &messages {
                 self.ctx.recorder.record(pod, EventType::Warning, "FailedMount", m).await;
@@ -294,19 +296,26 @@ impl Worker {
             pod_ip: self.pod_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             host_ip: self.ctx.node_ip.to_string(),
         };
-        super::env::resolve(pod, c, &facts, &lookups).map_err(|e| ("CreateContainerConfigError".to_string(), e.to_string()))
+        super::env::resolve(pod, c, &facts, &lookups)
+            .map_err(|e| ("CreateContainerConfigError".to_string(), e.to_string()))
     }
 
     /// The pod's files and the container's volume mounts (a volume mounted at `/etc/hosts` and
     /// the like replaces the pod's file, as in kubelet).
-    async fn container_mounts(&self, pod: &Value, c: &Value, vars: &[(String, String)]) -> Result<Vec<runtime::BindMount>, (String, String)> {
+    async fn container_mounts(
+        &self,
+        pod: &Value,
+        c: &Value,
+        vars: &[(String, String)],
+    ) -> Result<Vec<runtime::BindMount>, (String, String)> {
         let files = self.pod_files(pod).map_err(|e| ("CreateContainerError".to_string(), e))?;
         let (c, ready, vars) = (c.clone(), self.volumes.ready.clone(), vars.to_vec());
         let mounts = tokio::task::spawn_blocking(move || super::volumes::container_mounts(&c, &ready, &vars))
             .await
             .unwrap_or_else(|e| Err(e.to_string()))
             .map_err(|e| ("CreateContainerConfigError".to_string(), e))?;
-        let mut all: Vec<runtime::BindMount> = files.into_iter().filter(|f| !mounts.iter().any(|m| m.destination == f.destination)).collect();
+        let mut all: Vec<runtime::BindMount> =
+            files.into_iter().filter(|f| !mounts.iter().any(|m| m.destination == f.destination)).collect();
         all.extend(mounts);
         Ok(all)
     }
@@ -322,16 +331,22 @@ impl Worker {
             return Ok(());
         }
         let cache = self.network_cache();
-        if let Some(ip) = std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()).and_then(|r| crate::net::cni::result_ip(&r)) {
+        if let Some(ip) = std::fs::read(&cache)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|r| crate::net::cni::result_ip(&r))
+        {
             self.pod_ip = ip.parse().ok();
             if self.pod_ip.is_some() {
                 return Ok(());
             }
         }
         let result = self.ctx.cni.add(&self.attachment()).await?;
-        let ip = crate::net::cni::result_ip(&result).and_then(|ip| ip.parse().ok()).ok_or_else(|| crate::net::cni::CniError::BadResult {
-            plugin: self.ctx.cni.list.name.clone(),
-            message: "the result has no IPv4 address".into(),
+        let ip = crate::net::cni::result_ip(&result).and_then(|ip| ip.parse().ok()).ok_or_else(|| {
+            crate::net::cni::CniError::BadResult {
+                plugin: self.ctx.cni.list.name.clone(),
+                message: "the result has no IPv4 address".into(),
+            }
         })?;
         if let Err(e) = std::fs::write(&cache, serde_json::to_vec(&result).expect("json")) {
             tracing::warn!(error = %e, path = %cache.display(), "could not cache the CNI result");
@@ -357,15 +372,24 @@ impl Worker {
         let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or(meta::name(pod));
         let hostname: String = hostname.chars().take(63).collect();
         let sandbox = self.sandbox.clone();
-        tokio::task::spawn_blocking(move || sandbox.create(&hostname))
-            .await
-            .unwrap_or_else(|e| Err(super::sandbox::SandboxError::Create { dir: self.sandbox.dir.clone(), step: "namespace task", source: std::io::Error::other(e.to_string()) }))?;
+        tokio::task::spawn_blocking(move || sandbox.create(&hostname)).await.unwrap_or_else(|e| {
+            Err(super::sandbox::SandboxError::Create {
+                dir: self.sandbox.dir.clone(),
+                step: "namespace task",
+                source: std::io::Error::other(e.to_string()),
+            })
+        })?;
         self.sandbox_ready = true;
         Ok(())
     }
 
     /// Observes one container and starts it when its policy says so. Returns when to look again.
-    async fn reconcile_container(&mut self, pod: &Value, c: &Value, policy: &str) -> Result<Option<Duration>, RuntimeError> {
+    async fn reconcile_container(
+        &mut self,
+        pod: &Value,
+        c: &Value,
+        policy: &str,
+    ) -> Result<Option<Duration>, RuntimeError> {
         let name = c["name"].as_str().unwrap_or("").to_string();
         let id = container_id(&self.uid, &name);
         let state = self.ctx.runtime.state(&id).await?;
@@ -376,7 +400,9 @@ impl Worker {
         let memo = self.memos.entry(name.clone()).or_default();
         memo.seen = state.clone();
         let observed = match &state {
-            Some(TaskState::Running { .. }) => Observed::Running { started_at: *memo.started_at.get_or_insert_with(jiff::Timestamp::now) },
+            Some(TaskState::Running { .. }) => {
+                Observed::Running { started_at: *memo.started_at.get_or_insert_with(jiff::Timestamp::now) }
+            }
             Some(TaskState::Exited(exit)) => Observed::Exited {
                 code: exit.code,
                 signal: exit.signal,
@@ -411,7 +437,13 @@ impl Worker {
             Decision::Wait(d) => {
                 memo.waiting = Some((
                     "CrashLoopBackOff".into(),
-                    format!("back-off {} restarting failed container={name} pod={}_{}({})", fmt_secs(status::restart_delay(memo.backoff_steps)), self.name, self.namespace, self.uid),
+                    format!(
+                        "back-off {} restarting failed container={name} pod={}_{}({})",
+                        fmt_secs(status::restart_delay(memo.backoff_steps)),
+                        self.name,
+                        self.namespace,
+                        self.uid
+                    ),
                 ));
                 if let Observed::Exited { .. } = observed {
                     memo.last_state = status::state_json(&observed, &format!("containerd://{id}"));
@@ -423,7 +455,10 @@ impl Worker {
                     // Like kubelet, show the failure itself for a moment, then the back-off.
                     let shown = memo.failed_at.is_some_and(|f| f.elapsed() >= Duration::from_secs(2));
                     if shown && memo.waiting.as_ref().is_some_and(|(r, _)| r == "ErrImagePull") {
-                        memo.waiting = Some(("ImagePullBackOff".into(), format!("Back-off pulling image {:?}", c["image"].as_str().unwrap_or(""))));
+                        memo.waiting = Some((
+                            "ImagePullBackOff".into(),
+                            format!("Back-off pulling image {:?}", c["image"].as_str().unwrap_or("")),
+                        ));
                     }
                     return Ok(Some(t.saturating_duration_since(Instant::now())));
                 }
@@ -457,7 +492,11 @@ impl Worker {
                         let memo = self.memos.get_mut(&name).expect("memo");
                         // A missing ConfigMap or Secret is retried at a steady pace (kubelet
                         // retries on every pod sync), not with the crash back-off.
-                        let delay = if reason == "CreateContainerConfigError" { Duration::from_secs(2) } else { status::backoff(memo.attempts) };
+                        let delay = if reason == "CreateContainerConfigError" {
+                            Duration::from_secs(2)
+                        } else {
+                            status::backoff(memo.attempts)
+                        };
                         memo.attempts += 1;
                         memo.next_attempt = Some(Instant::now() + delay);
                         memo.failed_at = Some(Instant::now());
@@ -505,13 +544,16 @@ impl Worker {
             tracing::warn!(pod = %self.name, namespace = %self.namespace, container = name, "{}", i.reason);
             let ctx = self.ctx.clone();
             let (involved, message) = (involved.clone(), format!("container {name}: {}", i.reason));
-            tokio::spawn(async move { ctx.recorder.record(&involved, EventType::Warning, "ProbeIgnored", &message).await });
+            tokio::spawn(
+                async move { ctx.recorder.record(&involved, EventType::Warning, "ProbeIgnored", &message).await },
+            );
         }
         if specs.is_empty() {
             memo.adopted = None;
             return;
         }
-        let since_start = memo.started_at.map(|s| jiff::Timestamp::now().duration_since(s).unsigned_abs()).unwrap_or_default();
+        let since_start =
+            memo.started_at.map(|s| jiff::Timestamp::now().duration_since(s).unsigned_abs()).unwrap_or_default();
         let mut machine = ContainerProbes::new(specs, tokio::time::Instant::now(), since_start);
         if let Some((started, ready)) = memo.adopted.take() {
             machine.adopt(started, ready);
@@ -566,13 +608,18 @@ impl Worker {
         let image = c["image"].as_str().unwrap_or("");
         let config = self.ensure_image(pod, c).await?;
         self.memos.get_mut(name).expect("memo").image_id = config.image_id.clone();
-        let strings = |v: &Value| -> Vec<String> { v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect() };
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect()
+        };
         let fail = |e: RuntimeError| ("CreateContainerError".to_string(), e.to_string());
         let vars = match self.container_env(pod, c).await {
             Ok(v) => v,
             Err(e) => return Err(self.config_error(pod, e).await),
         };
-        let (command, cargs) = (super::env::expand_all(&strings(&c["command"]), &vars), super::env::expand_all(&strings(&c["args"]), &vars));
+        let (command, cargs) = (
+            super::env::expand_all(&strings(&c["command"]), &vars),
+            super::env::expand_all(&strings(&c["args"]), &vars),
+        );
         let args = runtime::merge_command(&config, &command, &cargs).map_err(fail)?;
         let mounts = match self.container_mounts(pod, c, &vars).await {
             Ok(m) => m,
@@ -592,10 +639,20 @@ impl Worker {
             env,
             cwd,
             user,
-            hostname: pod.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or(&self.name).chars().take(63).collect(),
+            hostname: pod
+                .pointer("/spec/hostname")
+                .and_then(Value::as_str)
+                .unwrap_or(&self.name)
+                .chars()
+                .take(63)
+                .collect(),
             // A host-network pod shares the namespace the node's address lives in: skerryd's own
             // (which is not containerd's when skerryd runs inside a node namespace).
-            netns: Some(if host_network(pod) { format!("/proc/{}/ns/net", std::process::id()).into() } else { self.sandbox.netns() }),
+            netns: Some(if host_network(pod) {
+                format!("/proc/{}/ns/net", std::process::id()).into()
+            } else {
+                self.sandbox.netns()
+            }),
             ipcns: Some(self.sandbox.ipcns()),
             utsns: Some(self.sandbox.utsns()),
             mounts,
@@ -612,7 +669,8 @@ impl Worker {
         let restart = self.memos[name].restart_count;
         let log = log_path(&self.ctx.data_dir, &self.uid, name, restart);
         if let Some(dir) = log.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| ("CreateContainerError".to_string(), format!("creating {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ("CreateContainerError".to_string(), format!("creating {}: {e}", dir.display())))?;
         }
         let labels = HashMap::from([
             (LABEL_POD_UID.to_string(), self.uid.clone()),
@@ -632,7 +690,11 @@ impl Worker {
             let _ = self.ctx.runtime.remove(id).await;
             let msg = e.to_string();
             self.ctx.recorder.record(pod, EventType::Warning, "Failed", &format!("Error: {msg}")).await;
-            let reason = if matches!(e, RuntimeError::NoCommand | RuntimeError::InvalidImage { .. }) { "CreateContainerError" } else { "RunContainerError" };
+            let reason = if matches!(e, RuntimeError::NoCommand | RuntimeError::InvalidImage { .. }) {
+                "CreateContainerError"
+            } else {
+                "RunContainerError"
+            };
             return Err((reason.into(), msg));
         }
         self.ctx.recorder.record(pod, EventType::Normal, "Started", &format!("Started container {name}")).await;
@@ -684,11 +746,18 @@ impl Worker {
     async fn ensure_image(&mut self, pod: &Value, c: &Value) -> Result<runtime::ImageConfig, (String, String)> {
         let image = c["image"].as_str().unwrap_or("");
         let policy = c["imagePullPolicy"].as_str().unwrap_or("IfNotPresent");
-        let present = self.ctx.runtime.image_config(image).await.map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?;
+        let present =
+            self.ctx.runtime.image_config(image).await.map_err(|e| ("ErrImagePull".to_string(), e.to_string()))?;
         let rec = &self.ctx.recorder;
         match (policy, present) {
             ("Never", Some(config)) | ("IfNotPresent", Some(config)) => {
-                rec.record(pod, EventType::Normal, "Pulled", &format!("Container image {image:?} already present on machine")).await;
+                rec.record(
+                    pod,
+                    EventType::Normal,
+                    "Pulled",
+                    &format!("Container image {image:?} already present on machine"),
+                )
+                .await;
                 return Ok(config);
             }
             ("Never", None) => {
@@ -702,13 +771,16 @@ impl Worker {
                 let (tx, _rx) = mpsc::unbounded_channel();
                 match self.ctx.runtime.pull(image, None, &self.ctx.insecure_registries, tx).await {
                     Ok(_) => {
-                        let msg = format!("Successfully pulled image {image:?} in {:.3}s", started.elapsed().as_secs_f64());
+                        let msg =
+                            format!("Successfully pulled image {image:?} in {:.3}s", started.elapsed().as_secs_f64());
                         rec.record(pod, EventType::Normal, "Pulled", &msg).await;
                     }
                     Err(e) => {
                         if let Some(config) = present {
                             // Offline edge host: the local copy serves when the registry is out of reach.
-                            let msg = format!("Failed to pull image {image:?}: {e}; using the image already present on the node");
+                            let msg = format!(
+                                "Failed to pull image {image:?}: {e}; using the image already present on the node"
+                            );
                             rec.record(pod, EventType::Warning, "Failed", &msg).await;
                             return Ok(config);
                         }
@@ -727,9 +799,14 @@ impl Worker {
     }
 
     /// Graceful stop: SIGTERM, then SIGKILL at the deadline; removes the pod once all is gone.
-    async fn terminate(&mut self, pod: &Value, names: &[String]) -> Result<Next, Box<dyn std::error::Error + Send + Sync>> {
+    async fn terminate(
+        &mut self,
+        pod: &Value,
+        names: &[String],
+    ) -> Result<Next, Box<dyn std::error::Error + Send + Sync>> {
         self.stop_probes();
-        let deadline = meta::parse_time(pod.pointer("/metadata/deletionTimestamp")).unwrap_or_else(jiff::Timestamp::now);
+        let deadline =
+            meta::parse_time(pod.pointer("/metadata/deletionTimestamp")).unwrap_or_else(jiff::Timestamp::now);
         let mut running = Vec::new();
         for name in names {
             let id = container_id(&self.uid, name);
@@ -742,7 +819,10 @@ impl Worker {
             if !self.term_sent {
                 self.term_sent = true;
                 for (name, id) in &running {
-                    self.ctx.recorder.record(pod, EventType::Normal, "Killing", &format!("Stopping container {name}")).await;
+                    self.ctx
+                        .recorder
+                        .record(pod, EventType::Normal, "Killing", &format!("Stopping container {name}"))
+                        .await;
                     let _ = self.ctx.runtime.kill(id, libc::SIGTERM).await;
                 }
                 return Ok(Next::After(Duration::from_millis(200)));

@@ -67,7 +67,8 @@ impl Filter {
         self.labels.matches(&meta::labels(obj))
             && self.fields.iter().all(|(path, negate, want)| {
                 let pointer = format!("/{}", path.replace('.', "/"));
-                let have = obj.pointer(&pointer).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+                let have =
+                    obj.pointer(&pointer).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
                 (have.as_deref().unwrap_or("") == want) != *negate
             })
     }
@@ -181,7 +182,9 @@ async fn describe_one(st: ApiState, target: Target) -> Result<Response, ApiError
     let (events, _) = st.store.list(&resource::EVENTS.key(), Some(meta::namespace(&obj))).await?;
     let mut events: Vec<Value> =
         events.into_iter().filter(|e| e.pointer("/involvedObject/uid").and_then(Value::as_str) == Some(&uid)).collect();
-    events.sort_by_key(|e| (meta::parse_time(e.get("firstTimestamp")), meta::resource_version(e).parse::<u64>().unwrap_or(0)));
+    events.sort_by_key(|e| {
+        (meta::parse_time(e.get("firstTimestamp")), meta::resource_version(e).parse::<u64>().unwrap_or(0))
+    });
     let ns = meta::namespace(&obj);
     let related: Vec<Value> = match target.rt.kind {
         "Service" => st.store.get(&resource::ENDPOINTS.key(), ns, meta::name(&obj)).await?.into_iter().collect(),
@@ -222,8 +225,8 @@ fn place(rt: &ResourceType, target: &Target, obj: &mut Value) -> Result<(), ApiE
         "" => meta::set(obj, "namespace", path_ns),
         ns if ns != path_ns => {
             return Err(ApiError::bad_request(format!(
-                "the namespace of the provided object ({ns}) does not match the namespace sent on the request ({path_ns})"
-            )))
+            "the namespace of the provided object ({ns}) does not match the namespace sent on the request ({path_ns})"
+        )))
         }
         _ => {}
     }
@@ -234,7 +237,14 @@ fn place(rt: &ResourceType, target: &Target, obj: &mut Value) -> Result<(), ApiE
 fn has_status_subresource(rt: &ResourceType) -> bool {
     matches!(
         rt.kind,
-        "Pod" | "Namespace" | "Service" | "Deployment" | "ReplicaSet" | "ReplicationController" | "PersistentVolume" | "PersistentVolumeClaim"
+        "Pod"
+            | "Namespace"
+            | "Service"
+            | "Deployment"
+            | "ReplicaSet"
+            | "ReplicationController"
+            | "PersistentVolume"
+            | "PersistentVolumeClaim"
     )
 }
 
@@ -278,7 +288,13 @@ async fn create(st: ApiState, target: Target, body: &[u8]) -> Result<Response, A
 }
 
 /// Validates and stores a new version of `old`. `new` carries the caller's whole object.
-async fn replace(st: &ApiState, target: &Target, old: &Value, mut new: Value, status_only: bool) -> Result<(Value, Vec<String>, bool), ApiError> {
+async fn replace(
+    st: &ApiState,
+    target: &Target,
+    old: &Value,
+    mut new: Value,
+    status_only: bool,
+) -> Result<(Value, Vec<String>, bool), ApiError> {
     let rt = target.rt;
     place(rt, target, &mut new)?;
     let name = target.name.as_deref().unwrap_or("");
@@ -377,7 +393,13 @@ where
     }
 }
 
-async fn patch(st: ApiState, target: Target, headers: &HeaderMap, _q: &Query, body: &[u8]) -> Result<Response, ApiError> {
+async fn patch(
+    st: ApiState,
+    target: Target,
+    headers: &HeaderMap,
+    _q: &Query,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let patch = parse_body(body)?;
     let unconditional = patch.pointer("/metadata/resourceVersion").is_none_or(Value::is_null);
@@ -390,7 +412,12 @@ async fn patch(st: ApiState, target: Target, headers: &HeaderMap, _q: &Query, bo
 }
 
 /// Reads the object, patches it and stores the result.
-async fn patch_once(st: &ApiState, target: &Target, content_type: &str, patch: &Value) -> Result<(Value, Vec<String>), ApiError> {
+async fn patch_once(
+    st: &ApiState,
+    target: &Target,
+    content_type: &str,
+    patch: &Value,
+) -> Result<(Value, Vec<String>), ApiError> {
     let old = fetch(st, target).await?;
     let mut new = old.clone();
     match content_type {
@@ -496,7 +523,10 @@ fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
         Some(g) => Some(g),
         None => options.get("gracePeriodSeconds").and_then(Value::as_i64),
     };
-    let policy = q.get("propagationPolicy").map(str::to_string).or_else(|| options["propagationPolicy"].as_str().map(str::to_string));
+    let policy = q
+        .get("propagationPolicy")
+        .map(str::to_string)
+        .or_else(|| options["propagationPolicy"].as_str().map(str::to_string));
     let orphan = q.get("orphanDependents").map(|v| v == "true").or(options["orphanDependents"].as_bool());
     let propagation = match (policy.as_deref(), orphan) {
         (Some("Foreground"), _) => Propagation::Foreground,
@@ -520,7 +550,12 @@ async fn delete(st: ApiState, target: Target, q: &Query, body: &[u8]) -> Result<
 
 /// Deletes one object: pods and namespaces gracefully (the agent or the namespace controller
 /// finishes the job), owners by the requested propagation, everything else at once.
-pub async fn delete_object(st: &ApiState, rt: &ResourceType, obj: Value, options: DeleteOptions) -> Result<Value, ApiError> {
+pub async fn delete_object(
+    st: &ApiState,
+    rt: &ResourceType,
+    obj: Value,
+    options: DeleteOptions,
+) -> Result<Value, ApiError> {
     let grace = options.grace;
     let name = meta::name(&obj).to_string();
     let remove = || Command::delete_of(rt.key(), &obj);
@@ -538,7 +573,9 @@ pub async fn delete_object(st: &ApiState, rt: &ResourceType, obj: Value, options
         }
         "Namespace" => {
             if SYSTEM_NAMESPACES.contains(&name.as_str()) {
-                return Err(ApiError::forbidden(format!("namespaces {name:?} is forbidden: this namespace may not be deleted")));
+                return Err(ApiError::forbidden(format!(
+                    "namespaces {name:?} is forbidden: this namespace may not be deleted"
+                )));
             }
             if meta::is_deleting(&obj) {
                 return Ok(obj);
@@ -594,7 +631,11 @@ mod tests {
         let calls = Cell::new(0);
         let attempt = || async {
             calls.set(calls.get() + 1);
-            if calls.get() < 3 { Err(conflict()) } else { Ok(calls.get()) }
+            if calls.get() < 3 {
+                Err(conflict())
+            } else {
+                Ok(calls.get())
+            }
         };
         assert_eq!(retrying(true, attempt).await.unwrap(), 3);
         calls.set(0);

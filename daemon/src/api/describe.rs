@@ -102,7 +102,11 @@ fn pod(out: &mut Out, pod: &Value) {
     }
     if meta::is_deleting(pod) {
         out.line(0, "Status", format!("Terminating (lasts {})", age(pod.pointer("/metadata/deletionTimestamp"))));
-        out.line(0, "Termination Grace Period", format!("{}s", pod.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0)));
+        out.line(
+            0,
+            "Termination Grace Period",
+            format!("{}s", pod.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0)),
+        );
     } else {
         out.line(0, "Status", status["phase"].as_str().unwrap_or("Pending"));
     }
@@ -168,7 +172,8 @@ fn service(out: &mut Out, svc: &Value, endpoints: Option<&Value>) {
         out.line(0, "External Name", spec["externalName"].as_str().unwrap_or(""));
     } else {
         out.line(0, "IP Family Policy", spec["ipFamilyPolicy"].as_str().unwrap_or("SingleStack"));
-        let families: Vec<&str> = spec["ipFamilies"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let families: Vec<&str> =
+            spec["ipFamilies"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         out.line(0, "IP Families", families.join(","));
         out.line(0, "IP", spec["clusterIP"].as_str().unwrap_or(""));
         let ips: Vec<&str> = spec["clusterIPs"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
@@ -178,7 +183,13 @@ fn service(out: &mut Out, svc: &Value, endpoints: Option<&Value>) {
         let ext: Vec<&str> = ext.iter().filter_map(Value::as_str).collect();
         out.line(0, "External IPs", ext.join(","));
     }
-    let ingress: Vec<&str> = svc.pointer("/status/loadBalancer/ingress").and_then(Value::as_array).into_iter().flatten().filter_map(|i| i["ip"].as_str()).collect();
+    let ingress: Vec<&str> = svc
+        .pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["ip"].as_str())
+        .collect();
     if !ingress.is_empty() {
         out.line(0, "LoadBalancer Ingress", ingress.join(", "));
     }
@@ -194,16 +205,30 @@ fn service(out: &mut Out, svc: &Value, endpoints: Option<&Value>) {
         if let Some(np) = p["nodePort"].as_i64() {
             out.line(0, "NodePort", format!("{name}  {np}/{proto}"));
         }
-        let addrs: Vec<String> = endpoints
-            .and_then(|e| e["subsets"].as_array())
-            .into_iter()
-            .flatten()
-            .filter(|s| s["ports"].as_array().into_iter().flatten().any(|sp| sp["name"].as_str().unwrap_or("") == p["name"].as_str().unwrap_or("")))
-            .flat_map(|s| {
-                let port = s["ports"].as_array().into_iter().flatten().find(|sp| sp["name"].as_str().unwrap_or("") == p["name"].as_str().unwrap_or("")).map(|sp| sp["port"].clone());
-                s["addresses"].as_array().cloned().unwrap_or_default().into_iter().map(move |a| format!("{}:{}", a["ip"].as_str().unwrap_or(""), port.clone().unwrap_or_default()))
-            })
-            .collect();
+        let addrs: Vec<String> =
+            endpoints
+                .and_then(|e| e["subsets"].as_array())
+                .into_iter()
+                .flatten()
+                .filter(|s| {
+                    s["ports"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|sp| sp["name"].as_str().unwrap_or("") == p["name"].as_str().unwrap_or(""))
+                })
+                .flat_map(|s| {
+                    let port = s["ports"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|sp| sp["name"].as_str().unwrap_or("") == p["name"].as_str().unwrap_or(""))
+                        .map(|sp| sp["port"].clone());
+                    s["addresses"].as_array().cloned().unwrap_or_default().into_iter().map(move |a| {
+                        format!("{}:{}", a["ip"].as_str().unwrap_or(""), port.clone().unwrap_or_default())
+                    })
+                })
+                .collect();
         out.line(0, "Endpoints", addrs.join(","));
     }
     out.line(0, "Session Affinity", spec["sessionAffinity"].as_str().unwrap_or("None"));
@@ -260,7 +285,8 @@ fn annotations(out: &mut Out, indent: usize, obj: &Value) {
 
 /// `Deployment/webapp`: the controlling owner, as `Controlled By` shows it.
 fn controller_of(obj: &Value) -> Option<String> {
-    meta::controller_of(obj).map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or(""), o["name"].as_str().unwrap_or("")))
+    meta::controller_of(obj)
+        .map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or(""), o["name"].as_str().unwrap_or("")))
 }
 
 fn owned_by<'a>(owner: &'a Value, objects: &'a [Value]) -> impl Iterator<Item = &'a Value> + 'a {
@@ -297,7 +323,11 @@ fn deployment(out: &mut Out, d: &Value, replica_sets: &[Value]) {
             v => v.to_string(),
         };
         let ru = &spec["strategy"]["rollingUpdate"];
-        out.line(0, "RollingUpdateStrategy", format!("{} max unavailable, {} max surge", text(&ru["maxUnavailable"]), text(&ru["maxSurge"])));
+        out.line(
+            0,
+            "RollingUpdateStrategy",
+            format!("{} max unavailable, {} max surge", text(&ru["maxUnavailable"]), text(&ru["maxSurge"])),
+        );
     }
     pod_template(out, &spec["template"]);
     if let Some(conditions) = status["conditions"].as_array().filter(|c| !c.is_empty()) {
@@ -314,12 +344,22 @@ fn deployment(out: &mut Out, d: &Value, replica_sets: &[Value]) {
         }
     }
     let owned: Vec<&Value> = owned_by(d, replica_sets).collect();
-    let (new, old): (Vec<&Value>, Vec<&Value>) =
-        owned.into_iter().partition(|rs| crate::objects::workload::equal_ignore_hash(&rs["spec"]["template"], &spec["template"]));
+    let (new, old): (Vec<&Value>, Vec<&Value>) = owned
+        .into_iter()
+        .partition(|rs| crate::objects::workload::equal_ignore_hash(&rs["spec"]["template"], &spec["template"]));
     let summary = |rs: &&Value| {
-        format!("{} ({}/{} replicas created)", meta::name(rs), n(&rs["status"]["replicas"]), rs["spec"]["replicas"].as_i64().unwrap_or(0))
+        format!(
+            "{} ({}/{} replicas created)",
+            meta::name(rs),
+            n(&rs["status"]["replicas"]),
+            rs["spec"]["replicas"].as_i64().unwrap_or(0)
+        )
     };
-    let old: Vec<String> = old.iter().filter(|rs| n(&rs["spec"]["replicas"]) > 0 || n(&rs["status"]["replicas"]) > 0).map(summary).collect();
+    let old: Vec<String> = old
+        .iter()
+        .filter(|rs| n(&rs["spec"]["replicas"]) > 0 || n(&rs["status"]["replicas"]) > 0)
+        .map(summary)
+        .collect();
     out.line(0, "OldReplicaSets", if old.is_empty() { "<none>".into() } else { old.join(", ") });
     out.line(0, "NewReplicaSet", new.first().map(summary).unwrap_or_else(|| "<none>".into()));
 }
@@ -335,7 +375,11 @@ fn replica_set(out: &mut Out, rs: &Value, pods: &[Value]) {
     out.line(
         0,
         "Replicas",
-        format!("{} current / {} desired", rs.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), spec["replicas"].as_i64().unwrap_or(1)),
+        format!(
+            "{} current / {} desired",
+            rs.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            spec["replicas"].as_i64().unwrap_or(1)
+        ),
     );
     let mut counts = [0; 4];
     for p in owned_by(rs, pods) {
@@ -346,7 +390,11 @@ fn replica_set(out: &mut Out, rs: &Value, pods: &[Value]) {
             _ => counts[1] += 1,
         }
     }
-    out.line(0, "Pods Status", format!("{} Running / {} Waiting / {} Succeeded / {} Failed", counts[0], counts[1], counts[2], counts[3]));
+    out.line(
+        0,
+        "Pods Status",
+        format!("{} Running / {} Waiting / {} Succeeded / {} Failed", counts[0], counts[1], counts[2], counts[3]),
+    );
     pod_template(out, &spec["template"]);
 }
 
@@ -361,9 +409,19 @@ fn pod_template(out: &mut Out, template: &Value) {
     for c in template.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
         out.raw(format!("   {}:", c["name"].as_str().unwrap_or("")));
         out.line(4, "Image", c["image"].as_str().unwrap_or(""));
-        let ports: Vec<String> = c["ports"].as_array().into_iter().flatten().map(|p| format!("{}/{}", p["containerPort"], p["protocol"].as_str().unwrap_or("TCP"))).collect();
+        let ports: Vec<String> = c["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}/{}", p["containerPort"], p["protocol"].as_str().unwrap_or("TCP")))
+            .collect();
         out.line(4, "Port", if ports.is_empty() { "<none>".into() } else { ports.join(", ") });
-        let host_ports: Vec<String> = c["ports"].as_array().into_iter().flatten().map(|p| format!("{}/{}", p["hostPort"].as_i64().unwrap_or(0), p["protocol"].as_str().unwrap_or("TCP"))).collect();
+        let host_ports: Vec<String> = c["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}/{}", p["hostPort"].as_i64().unwrap_or(0), p["protocol"].as_str().unwrap_or("TCP")))
+            .collect();
         out.line(4, "Host Port", if host_ports.is_empty() { "<none>".into() } else { host_ports.join(", ") });
         resources(out, c);
         probes(out, c);
@@ -408,17 +466,39 @@ fn volumes(out: &mut Out, indent: usize, spec: &Value) {
     out.raw(format!("{pad}Volumes:"));
     for v in list {
         out.raw(format!("{pad}  {}:", v["name"].as_str().unwrap_or("")));
-        let text = |x: &Value| x.as_str().map(str::to_string).unwrap_or_else(|| x.as_bool().map(|b| b.to_string()).unwrap_or_default());
+        let text = |x: &Value| {
+            x.as_str().map(str::to_string).unwrap_or_else(|| x.as_bool().map(|b| b.to_string()).unwrap_or_default())
+        };
         let fields: Vec<(&str, String)> = if let Some(p) = v.get("persistentVolumeClaim").filter(|x| x.is_object()) {
-            vec![("Type", "PersistentVolumeClaim (a reference to a PersistentVolumeClaim in the same namespace)".into()), ("ClaimName", text(&p["claimName"])), ("ReadOnly", p["readOnly"].as_bool().unwrap_or(false).to_string())]
+            vec![
+                ("Type", "PersistentVolumeClaim (a reference to a PersistentVolumeClaim in the same namespace)".into()),
+                ("ClaimName", text(&p["claimName"])),
+                ("ReadOnly", p["readOnly"].as_bool().unwrap_or(false).to_string()),
+            ]
         } else if let Some(h) = v.get("hostPath").filter(|x| x.is_object()) {
-            vec![("Type", "HostPath (bare host directory volume)".into()), ("Path", text(&h["path"])), ("HostPathType", text(&h["type"]))]
+            vec![
+                ("Type", "HostPath (bare host directory volume)".into()),
+                ("Path", text(&h["path"])),
+                ("HostPathType", text(&h["type"])),
+            ]
         } else if let Some(e) = v.get("emptyDir").filter(|x| x.is_object()) {
-            vec![("Type", "EmptyDir (a temporary directory that shares a pod's lifetime)".into()), ("Medium", text(&e["medium"])), ("SizeLimit", e["sizeLimit"].as_str().unwrap_or("<unset>").to_string())]
+            vec![
+                ("Type", "EmptyDir (a temporary directory that shares a pod's lifetime)".into()),
+                ("Medium", text(&e["medium"])),
+                ("SizeLimit", e["sizeLimit"].as_str().unwrap_or("<unset>").to_string()),
+            ]
         } else if let Some(c) = v.get("configMap").filter(|x| x.is_object()) {
-            vec![("Type", "ConfigMap (a volume populated by a ConfigMap)".into()), ("Name", text(&c["name"])), ("Optional", c["optional"].as_bool().unwrap_or(false).to_string())]
+            vec![
+                ("Type", "ConfigMap (a volume populated by a ConfigMap)".into()),
+                ("Name", text(&c["name"])),
+                ("Optional", c["optional"].as_bool().unwrap_or(false).to_string()),
+            ]
         } else if let Some(sec) = v.get("secret").filter(|x| x.is_object()) {
-            vec![("Type", "Secret (a volume populated by a Secret)".into()), ("SecretName", text(&sec["secretName"])), ("Optional", sec["optional"].as_bool().unwrap_or(false).to_string())]
+            vec![
+                ("Type", "Secret (a volume populated by a Secret)".into()),
+                ("SecretName", text(&sec["secretName"])),
+                ("Optional", sec["optional"].as_bool().unwrap_or(false).to_string()),
+            ]
         } else {
             vec![("Type", "<unknown>".into())]
         };
@@ -452,7 +532,8 @@ fn resources(out: &mut Out, c: &Value) {
 
 /// `Liveness:`/`Readiness:`/`Startup:` lines, as kubectl prints probes.
 fn probes(out: &mut Out, c: &Value) {
-    for (field, label) in [("livenessProbe", "Liveness"), ("readinessProbe", "Readiness"), ("startupProbe", "Startup")] {
+    for (field, label) in [("livenessProbe", "Liveness"), ("readinessProbe", "Readiness"), ("startupProbe", "Startup")]
+    {
         let p = &c[field];
         if !p.is_object() {
             continue;
@@ -463,7 +544,12 @@ fn probes(out: &mut Out, c: &Value) {
         };
         let action = if let Some(h) = p.get("httpGet") {
             let scheme = h["scheme"].as_str().unwrap_or("HTTP").to_lowercase();
-            format!("http-get {scheme}://{}:{}{}", h["host"].as_str().unwrap_or(""), port(&h["port"]), h["path"].as_str().unwrap_or("/"))
+            format!(
+                "http-get {scheme}://{}:{}{}",
+                h["host"].as_str().unwrap_or(""),
+                port(&h["port"]),
+                h["path"].as_str().unwrap_or("/")
+            )
         } else if let Some(t) = p.get("tcpSocket") {
             format!("tcp-socket {}:{}", t["host"].as_str().unwrap_or(""), port(&t["port"]))
         } else if let Some(e) = p.get("exec") {
@@ -494,10 +580,20 @@ fn env_value(e: &Value) -> String {
     let from = &e["valueFrom"];
     let optional = |r: &Value| r["optional"].as_bool().unwrap_or(false);
     if let Some(r) = from.get("secretKeyRef").filter(|r| r.is_object()) {
-        return format!("<set to the key '{}' in secret '{}'>  Optional: {}", r["key"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""), optional(r));
+        return format!(
+            "<set to the key '{}' in secret '{}'>  Optional: {}",
+            r["key"].as_str().unwrap_or(""),
+            r["name"].as_str().unwrap_or(""),
+            optional(r)
+        );
     }
     if let Some(r) = from.get("configMapKeyRef").filter(|r| r.is_object()) {
-        return format!("<set to the key '{}' of config map '{}'>  Optional: {}", r["key"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""), optional(r));
+        return format!(
+            "<set to the key '{}' of config map '{}'>  Optional: {}",
+            r["key"].as_str().unwrap_or(""),
+            r["name"].as_str().unwrap_or(""),
+            optional(r)
+        );
     }
     if let Some(r) = from.get("fieldRef").filter(|r| r.is_object()) {
         return format!("({}:{})", r["apiVersion"].as_str().unwrap_or("v1"), r["fieldPath"].as_str().unwrap_or(""));
@@ -511,9 +607,19 @@ fn environment(out: &mut Out, c: &Value) {
         .into_iter()
         .flatten()
         .filter_map(|f| {
-            let (kind, r) = if f["configMapRef"].is_object() { ("ConfigMap", &f["configMapRef"]) } else if f["secretRef"].is_object() { ("Secret", &f["secretRef"]) } else { return None };
+            let (kind, r) = if f["configMapRef"].is_object() {
+                ("ConfigMap", &f["configMapRef"])
+            } else if f["secretRef"].is_object() {
+                ("Secret", &f["secretRef"])
+            } else {
+                return None;
+            };
             let prefix = f["prefix"].as_str().map(|p| format!(" with prefix '{p}'")).unwrap_or_default();
-            Some(format!("{}  {kind}{prefix}  Optional: {}", r["name"].as_str().unwrap_or(""), r["optional"].as_bool().unwrap_or(false)))
+            Some(format!(
+                "{}  {kind}{prefix}  Optional: {}",
+                r["name"].as_str().unwrap_or(""),
+                r["optional"].as_bool().unwrap_or(false)
+            ))
         })
         .collect();
     if !sources.is_empty() {
@@ -617,12 +723,10 @@ fn events_section(out: &mut Out, events: &[Value]) {
         .iter()
         .map(|e| {
             let count = e["count"].as_i64().unwrap_or(1);
-            let last = age(e.get("lastTimestamp").filter(|v| !v.is_null()).or(e.pointer("/metadata/creationTimestamp")));
-            let when = if count > 1 {
-                format!("{last} (x{count} over {})", age(e.get("firstTimestamp")))
-            } else {
-                last
-            };
+            let last =
+                age(e.get("lastTimestamp").filter(|v| !v.is_null()).or(e.pointer("/metadata/creationTimestamp")));
+            let when =
+                if count > 1 { format!("{last} (x{count} over {})", age(e.get("firstTimestamp"))) } else { last };
             [
                 e["type"].as_str().unwrap_or("").to_string(),
                 e["reason"].as_str().unwrap_or("").to_string(),
@@ -681,8 +785,16 @@ mod tests {
                     {"name": "PLAIN", "value": "x"}]});
         let pod = json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": [c]}, "status": {}});
         let text = describe("Pod", &pod, &[], &[]);
-        assert!(text.contains("    Environment Variables from:\n      settings  ConfigMap with prefix 'APP_'  Optional: false\n"), "{text}");
-        assert!(text.contains("      PASSWORD:  <set to the key 'password' in secret 'db'>  Optional: false\n"), "{text}");
+        assert!(
+            text.contains(
+                "    Environment Variables from:\n      settings  ConfigMap with prefix 'APP_'  Optional: false\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("      PASSWORD:  <set to the key 'password' in secret 'db'>  Optional: false\n"),
+            "{text}"
+        );
         assert!(text.contains("      POD:  (v1:metadata.name)\n"), "{text}");
         assert!(text.contains("      PLAIN:  x\n"), "{text}");
     }
@@ -702,9 +814,15 @@ mod tests {
         let old = json!({"metadata": {"name": "web-old", "ownerReferences": owner}, "spec": {"replicas": 2,
             "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}, "status": {"replicas": 2}});
         let text = describe("Deployment", &d, &[old, new], &[]);
-        assert!(text.contains("Replicas:               2 desired | 1 updated | 3 total | 2 available | 1 unavailable"), "{text}");
+        assert!(
+            text.contains("Replicas:               2 desired | 1 updated | 3 total | 2 available | 1 unavailable"),
+            "{text}"
+        );
         assert!(text.contains("RollingUpdateStrategy:  25% max unavailable, 25% max surge"), "{text}");
-        assert!(text.contains("Readiness:      http-get http://:80/ delay=0s timeout=1s period=1s #success=1 #failure=3"), "{text}");
+        assert!(
+            text.contains("Readiness:      http-get http://:80/ delay=0s timeout=1s period=1s #success=1 #failure=3"),
+            "{text}"
+        );
         assert!(text.contains("OldReplicaSets:         web-old (2/2 replicas created)"), "{text}");
         assert!(text.contains("    Limits:\n      memory:  64Mi\n    Requests:\n      cpu:     250m\n"), "{text}");
         assert!(text.contains("NewReplicaSet:          web-new (1/1 replicas created)"), "{text}");

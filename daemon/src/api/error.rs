@@ -28,10 +28,18 @@ impl ApiError {
         e
     }
     pub fn path_not_found(path: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("the server could not find the requested resource ({path})"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
     }
     pub fn method_not_allowed(method: &str, what: &str) -> ApiError {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("the server does not allow {method} on {what}"))
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("the server does not allow {method} on {what}"),
+        )
     }
     pub fn forbidden(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message)
@@ -67,7 +75,11 @@ impl From<ObjectError> for ApiError {
     fn from(e: ObjectError) -> ApiError {
         match &e {
             ObjectError::Invalid { kind, name, causes } => {
-                let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", format!("{kind} {name:?} is invalid: {}", causes_line(causes)));
+                let mut err = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    format!("{kind} {name:?} is invalid: {}", causes_line(causes)),
+                );
                 err.details = json!({"name": name, "kind": kind, "causes": causes.iter().map(|c| json!({"field": c.field, "message": c.message, "reason": "FieldValueInvalid"})).collect::<Vec<_>>()});
                 err
             }
@@ -92,7 +104,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match &e {
             StoreError::AlreadyExists { resource, name } => {
-                let mut err = ApiError::new(StatusCode::CONFLICT, "AlreadyExists", format!("{resource} {name:?} already exists"));
+                let mut err =
+                    ApiError::new(StatusCode::CONFLICT, "AlreadyExists", format!("{resource} {name:?} already exists"));
                 err.details = json!({"name": name, "kind": resource});
                 err
             }

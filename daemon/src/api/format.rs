@@ -15,22 +15,38 @@ pub fn human_duration(seconds: i64) -> String {
         format!("{s}s")
     } else if m < 10 {
         let rem = s % 60;
-        if rem == 0 { format!("{m}m") } else { format!("{m}m{rem}s") }
+        if rem == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{rem}s")
+        }
     } else if m < 180 {
         format!("{m}m")
     } else if h < 8 {
         let rem = m % 60;
-        if rem == 0 { format!("{h}h") } else { format!("{h}h{rem}m") }
+        if rem == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{rem}m")
+        }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
         let (d, rem) = (h / 24, h % 24);
-        if rem == 0 { format!("{d}d") } else { format!("{d}d{rem}h") }
+        if rem == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{rem}h")
+        }
     } else if h < 24 * 365 * 2 {
         format!("{}d", h / 24)
     } else if h < 24 * 365 * 8 {
         let (y, d) = (h / 24 / 365, (h / 24) % 365);
-        if d == 0 { format!("{y}y") } else { format!("{y}y{d}d") }
+        if d == 0 {
+            format!("{y}y")
+        } else {
+            format!("{y}y{d}d")
+        }
     } else {
         format!("{}y", h / 24 / 365)
     }

@@ -73,7 +73,5 @@ pub fn router(state: ApiState) -> Router {
 /// Serves the API on `listener` until `shutdown` fires.
 pub async fn serve(listener: tokio::net::UnixListener, state: ApiState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

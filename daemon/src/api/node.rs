@@ -60,8 +60,14 @@ pub trait NodeOps: Send + Sync + 'static {
         progress: tokio::sync::mpsc::UnboundedSender<Value>,
     ) -> BoxFuture<'_, Result<Value, ApiError>>;
     fn logs(&self, pod: Value, options: LogOptions) -> BoxFuture<'_, Result<BoxStream<'static, Bytes>, ApiError>>;
-    fn exec(&self, pod: Value, container: String, command: Vec<String>, tty: bool, stdin: bool)
-        -> BoxFuture<'_, Result<ExecStreams, ApiError>>;
+    fn exec(
+        &self,
+        pod: Value,
+        container: String,
+        command: Vec<String>,
+        tty: bool,
+        stdin: bool,
+    ) -> BoxFuture<'_, Result<ExecStreams, ApiError>>;
     /// What the running containers of each pod used lately; `None` for a pod that is not running
     /// here or has not been sampled yet (metrics-server leaves such pods out).
     fn pod_metrics(&self, pods: Vec<Value>) -> BoxFuture<'_, Result<Vec<Option<PodUsage>>, ApiError>>;
@@ -165,15 +171,19 @@ fn human_size(bytes: u64) -> String {
 
 pub async fn remove_image(State(st): State<ApiState>, q: axum::extract::RawQuery) -> Result<Response, ApiError> {
     let q = Query::parse(q.0.as_deref())?;
-    let name = q.get("name").filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request("name the image: ?name=IMAGE"))?;
+    let name =
+        q.get("name").filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request("name the image: ?name=IMAGE"))?;
     st.node.remove_image(name.to_string()).await?;
-    Ok(axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name}})).into_response())
+    Ok(axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name}}))
+        .into_response())
 }
 
 /// Streams the uploaded archive into a file under the data dir, then imports it.
 pub async fn import_image(State(st): State<ApiState>, req: Request) -> Result<Response, ApiError> {
     let dir = PathBuf::from(&st.info.data_dir).join("tmp");
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
     let path = dir.join(format!("import-{}.tar", uuid::Uuid::new_v4().simple()));
     let result = async {
         let mut body = req.into_body().into_data_stream();
@@ -211,7 +221,10 @@ fn disk_error(path: &std::path::Path, e: std::io::Error) -> ApiError {
         ApiError::new(
             StatusCode::INSUFFICIENT_STORAGE,
             "InsufficientStorage",
-            format!("no space left on the device holding {}; free some space (skerry image rm, old logs) and try again", path.display()),
+            format!(
+                "no space left on the device holding {}; free some space (skerry image rm, old logs) and try again",
+                path.display()
+            ),
         )
     } else {
         ApiError::internal(format!("writing {}: {e}", path.display()))
@@ -220,7 +233,11 @@ fn disk_error(path: &std::path::Path, e: std::io::Error) -> ApiError {
 
 pub async fn pull_image(State(st): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     let req = super::crud::parse_body(&body)?;
-    let image = req["image"].as_str().filter(|s| !s.is_empty()).ok_or_else(|| ApiError::bad_request("name the image to pull"))?.to_string();
+    let image = req["image"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("name the image to pull"))?
+        .to_string();
     let auth = match (req["username"].as_str(), req["password"].as_str()) {
         (Some(u), Some(p)) => Some((u.to_string(), p.to_string())),
         _ => None,
@@ -246,7 +263,11 @@ pub async fn pull_image(State(st): State<ApiState>, body: Bytes) -> Result<Respo
 
 async fn pod_for(st: &ApiState, target: &Target) -> Result<Value, ApiError> {
     if target.rt.kind != "Pod" {
-        return Err(ApiError::path_not_found(&format!("{}/{}", target.rt.name, target.subresource.as_deref().unwrap_or(""))));
+        return Err(ApiError::path_not_found(&format!(
+            "{}/{}",
+            target.rt.name,
+            target.subresource.as_deref().unwrap_or("")
+        )));
     }
     let ns = target.namespace.as_deref().unwrap_or("");
     let name = target.name.as_deref().unwrap_or("");
@@ -255,7 +276,13 @@ async fn pod_for(st: &ApiState, target: &Target) -> Result<Value, ApiError> {
 
 /// Picks the container a request means: the named one, or the only one.
 fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, ApiError> {
-    let names: Vec<&str> = pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+    let names: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
     match requested.filter(|c| !c.is_empty()) {
         Some(c) if names.contains(&c) => Ok(c.to_string()),
         Some(c) => Err(ApiError::bad_request(format!(
@@ -306,7 +333,13 @@ pub mod frame {
     }
 }
 
-pub async fn exec(st: ApiState, target: Target, q: Query, headers: HeaderMap, req: Request) -> Result<Response, ApiError> {
+pub async fn exec(
+    st: ApiState,
+    target: Target,
+    q: Query,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, ApiError> {
     let pod = pod_for(&st, &target).await?;
     let container = pick_container(&pod, q.get("container"))?;
     let command = q.all("command");
@@ -443,7 +476,9 @@ pub fn metrics_target(path: &str) -> Option<MetricsTarget> {
         [] => Some(MetricsTarget::Resources),
         ["pods"] => Some(MetricsTarget::Pods { namespace: None, name: None }),
         ["namespaces", ns, "pods"] => Some(MetricsTarget::Pods { namespace: Some(owned(ns)?), name: None }),
-        ["namespaces", ns, "pods", name] => Some(MetricsTarget::Pods { namespace: Some(owned(ns)?), name: Some(owned(name)?) }),
+        ["namespaces", ns, "pods", name] => {
+            Some(MetricsTarget::Pods { namespace: Some(owned(ns)?), name: Some(owned(name)?) })
+        }
         ["nodes"] => Some(MetricsTarget::Nodes { name: None }),
         ["nodes", name] => Some(MetricsTarget::Nodes { name: Some(owned(name)?) }),
         _ => None,
@@ -508,7 +543,8 @@ fn usage_json(u: &Usage) -> Value {
 
 /// A `PodMetrics` object for `pod`.
 pub fn pod_metrics_json(pod: &Value, u: &PodUsage) -> Value {
-    let containers: Vec<Value> = u.containers.iter().map(|(name, c)| json!({"name": name, "usage": usage_json(c)})).collect();
+    let containers: Vec<Value> =
+        u.containers.iter().map(|(name, c)| json!({"name": name, "usage": usage_json(c)})).collect();
     json!({
         "kind": "PodMetrics",
         "apiVersion": METRICS_VERSION,
@@ -621,9 +657,15 @@ mod tests {
         assert_eq!(metrics_target("/apis/metrics.k8s.io/v1beta1"), Some(MetricsTarget::Resources));
         assert_eq!(metrics_target("/apis/metrics.k8s.io/v1beta1/pods"), pods(None, None));
         assert_eq!(metrics_target("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods"), pods(Some("default"), None));
-        assert_eq!(metrics_target("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web/"), pods(Some("default"), Some("web")));
+        assert_eq!(
+            metrics_target("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web/"),
+            pods(Some("default"), Some("web"))
+        );
         assert_eq!(metrics_target("/apis/metrics.k8s.io/v1beta1/nodes"), Some(MetricsTarget::Nodes { name: None }));
-        assert_eq!(metrics_target("/apis/metrics.k8s.io/v1beta1/nodes/n1"), Some(MetricsTarget::Nodes { name: Some("n1".into()) }));
+        assert_eq!(
+            metrics_target("/apis/metrics.k8s.io/v1beta1/nodes/n1"),
+            Some(MetricsTarget::Nodes { name: Some("n1".into()) })
+        );
         for bad in [
             "/apis/metrics.k8s.io/v1/pods",
             "/apis/metrics.k8s.io/v1beta1/services",
@@ -676,30 +718,47 @@ mod tests {
         fn import_image(&self, _: PathBuf) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
             Box::pin(async { unsupported() })
         }
-        fn pull_image(&self, _: String, _: Option<(String, String)>, _: tokio::sync::mpsc::UnboundedSender<Value>) -> BoxFuture<'_, Result<Value, ApiError>> {
+        fn pull_image(
+            &self,
+            _: String,
+            _: Option<(String, String)>,
+            _: tokio::sync::mpsc::UnboundedSender<Value>,
+        ) -> BoxFuture<'_, Result<Value, ApiError>> {
             Box::pin(async { unsupported() })
         }
         fn logs(&self, _: Value, _: LogOptions) -> BoxFuture<'_, Result<BoxStream<'static, Bytes>, ApiError>> {
             Box::pin(async { unsupported() })
         }
-        fn exec(&self, _: Value, _: String, _: Vec<String>, _: bool, _: bool) -> BoxFuture<'_, Result<ExecStreams, ApiError>> {
+        fn exec(
+            &self,
+            _: Value,
+            _: String,
+            _: Vec<String>,
+            _: bool,
+            _: bool,
+        ) -> BoxFuture<'_, Result<ExecStreams, ApiError>> {
             Box::pin(async { unsupported() })
         }
         fn pod_metrics(&self, pods: Vec<Value>) -> BoxFuture<'_, Result<Vec<Option<PodUsage>>, ApiError>> {
             let usage = |p: &Value| {
                 // Only running pods bound to n1 are "sampled".
-                (p.pointer("/spec/nodeName").and_then(Value::as_str) == Some("n1") && p.pointer("/status/phase").and_then(Value::as_str) == Some("Running"))
-                    .then(|| PodUsage {
-                        containers: vec![("c".into(), Usage { cpu_nanocores: 250_000_000, memory_bytes: 12 << 20 })],
-                        timestamp: jiff::Timestamp::UNIX_EPOCH,
-                        window: Duration::from_secs(10),
-                    })
+                (p.pointer("/spec/nodeName").and_then(Value::as_str) == Some("n1")
+                    && p.pointer("/status/phase").and_then(Value::as_str) == Some("Running"))
+                .then(|| PodUsage {
+                    containers: vec![("c".into(), Usage { cpu_nanocores: 250_000_000, memory_bytes: 12 << 20 })],
+                    timestamp: jiff::Timestamp::UNIX_EPOCH,
+                    window: Duration::from_secs(10),
+                })
             };
             let out = pods.iter().map(usage).collect();
             Box::pin(async move { Ok(out) })
         }
         fn node_metrics(&self) -> BoxFuture<'_, Result<Option<NodeUsage>, ApiError>> {
-            let u = NodeUsage { usage: Usage { cpu_nanocores: 1_234_567, memory_bytes: 1 << 30 }, timestamp: jiff::Timestamp::UNIX_EPOCH, window: Duration::from_millis(10_500) };
+            let u = NodeUsage {
+                usage: Usage { cpu_nanocores: 1_234_567, memory_bytes: 1 << 30 },
+                timestamp: jiff::Timestamp::UNIX_EPOCH,
+                window: Duration::from_millis(10_500),
+            };
             Box::pin(async move { Ok(Some(u)) })
         }
         fn node_capacity(&self) -> BoxFuture<'_, Result<Capacity, ApiError>> {
@@ -750,9 +809,15 @@ mod tests {
             let socket = socket.clone();
             Box::pin(async move {
                 let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
-                let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+                let (mut send, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
                 tokio::spawn(conn);
-                let req = axum::http::Request::builder().method(method).uri(path).header("host", "localhost").body(Body::empty()).unwrap();
+                let req = axum::http::Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header("host", "localhost")
+                    .body(Body::empty())
+                    .unwrap();
                 let resp = send.send_request(req).await.unwrap();
                 let code = resp.status().as_u16();
                 let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
@@ -763,7 +828,18 @@ mod tests {
     }
 
     fn names(list: &Value) -> Vec<String> {
-        list["items"].as_array().unwrap().iter().map(|i| format!("{}/{}", i["metadata"]["namespace"].as_str().unwrap_or(""), i["metadata"]["name"].as_str().unwrap())).collect()
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}/{}",
+                    i["metadata"]["namespace"].as_str().unwrap_or(""),
+                    i["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect()
     }
 
     #[tokio::test]
@@ -791,7 +867,10 @@ mod tests {
         let (code, one) = get("GET", format!("{V}/namespaces/default/pods/web")).await;
         assert_eq!((code, one["metadata"]["name"].as_str()), (200, Some("web")));
         let (code, status) = get("GET", format!("{V}/namespaces/default/pods/new")).await;
-        assert_eq!((code, status["message"].as_str()), (404, Some("podmetrics.metrics.k8s.io \"default/new\" not found")));
+        assert_eq!(
+            (code, status["message"].as_str()),
+            (404, Some("podmetrics.metrics.k8s.io \"default/new\" not found"))
+        );
         let (code, status) = get("GET", format!("{V}/namespaces/default/pods/nope")).await;
         assert_eq!((code, status["message"].as_str()), (404, Some("pods \"nope\" not found")));
 

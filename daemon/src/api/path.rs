@@ -25,16 +25,18 @@ pub fn parse(path: &str) -> Result<Target, ApiError> {
     let lookup = |name: &str| resource::by_path(group, version, name).ok_or_else(|| ApiError::path_not_found(path));
     let target = match rest {
         // /namespaces/{ns}/{resource}[/{name}[/{sub}]] — but /namespaces/{name}/{sub} for the namespace itself.
-        ["namespaces", ns, res, tail @ ..] if resource::by_path(group, version, res).is_some_and(|r| r.namespaced) => Target {
-            rt: lookup(res)?,
-            namespace: Some(ns.to_string()),
-            name: tail.first().map(|s| s.to_string()),
-            subresource: match tail {
-                [_, sub] => Some(sub.to_string()),
-                [_] | [] => None,
-                _ => return Err(ApiError::path_not_found(path)),
-            },
-        },
+        ["namespaces", ns, res, tail @ ..] if resource::by_path(group, version, res).is_some_and(|r| r.namespaced) => {
+            Target {
+                rt: lookup(res)?,
+                namespace: Some(ns.to_string()),
+                name: tail.first().map(|s| s.to_string()),
+                subresource: match tail {
+                    [_, sub] => Some(sub.to_string()),
+                    [_] | [] => None,
+                    _ => return Err(ApiError::path_not_found(path)),
+                },
+            }
+        }
         [res] => Target { rt: lookup(res)?, namespace: None, name: None, subresource: None },
         [res, name] => Target { rt: lookup(res)?, namespace: None, name: Some(name.to_string()), subresource: None },
         [res, name, sub] => Target {
@@ -58,13 +60,19 @@ mod tests {
     #[test]
     fn paths() {
         let t = parse("/api/v1/namespaces/default/pods/webapp/log").unwrap();
-        assert_eq!((t.rt.name, t.namespace.as_deref(), t.name.as_deref(), t.subresource.as_deref()), ("pods", Some("default"), Some("webapp"), Some("log")));
+        assert_eq!(
+            (t.rt.name, t.namespace.as_deref(), t.name.as_deref(), t.subresource.as_deref()),
+            ("pods", Some("default"), Some("webapp"), Some("log"))
+        );
         let t = parse("/api/v1/pods").unwrap();
         assert_eq!((t.rt.name, t.namespace, t.name), ("pods", None, None));
         let t = parse("/api/v1/namespaces/kube-system").unwrap();
         assert_eq!((t.rt.name, t.name.as_deref()), ("namespaces", Some("kube-system")));
         let t = parse("/api/v1/namespaces/dev/status").unwrap();
-        assert_eq!((t.rt.name, t.name.as_deref(), t.subresource.as_deref()), ("namespaces", Some("dev"), Some("status")));
+        assert_eq!(
+            (t.rt.name, t.name.as_deref(), t.subresource.as_deref()),
+            ("namespaces", Some("dev"), Some("status"))
+        );
         assert!(parse("/api/v1/widgets").is_err());
         assert!(parse("/api/v1/pods/x").is_err());
         assert!(parse("/healthz").is_err());

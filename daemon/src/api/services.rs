@@ -62,7 +62,9 @@ impl ServiceNet {
             (Some(o), _) => o,
             (None, Some(a)) if a == "None" => a,
             (None, Some(a)) => {
-                let addr: Ipv4Addr = a.parse().map_err(|_| invalid("spec.clusterIP".into(), &format!("{a:?}"), "must be a valid IP address".into()))?;
+                let addr: Ipv4Addr = a.parse().map_err(|_| {
+                    invalid("spec.clusterIP".into(), &format!("{a:?}"), "must be a valid IP address".into())
+                })?;
                 if !in_cidr(addr, self.cidr) {
                     return Err(invalid(
                         "spec.clusterIPs".into(),
@@ -70,11 +72,16 @@ impl ServiceNet {
                         format!("failed to allocate IP {a}: the provided IP ({a}) is not in the valid range. The range of valid IPs is {}/{}", self.cidr.0, self.cidr.1),
                     ));
                 }
-                if let Some(o) = others.iter().find(|o| o.pointer("/spec/clusterIP").and_then(Value::as_str) == Some(&a)) {
+                if let Some(o) =
+                    others.iter().find(|o| o.pointer("/spec/clusterIP").and_then(Value::as_str) == Some(&a))
+                {
                     return Err(invalid(
                         "spec.clusterIPs".into(),
                         &format!("[]string{{{a:?}}}"),
-                        format!("failed to allocate IP {a}: provided IP is already allocated (by service {})", owner(o)),
+                        format!(
+                            "failed to allocate IP {a}: provided IP is already allocated (by service {})",
+                            owner(o)
+                        ),
                     ));
                 }
                 a
@@ -90,12 +97,22 @@ impl ServiceNet {
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|p| Some(((p["port"].as_i64()?, p["protocol"].as_str().unwrap_or("TCP").to_string()), p["nodePort"].as_i64()?)))
+            .filter_map(|p| {
+                Some((
+                    (p["port"].as_i64()?, p["protocol"].as_str().unwrap_or("TCP").to_string()),
+                    p["nodePort"].as_i64()?,
+                ))
+            })
             .collect();
         let mut taken: HashMap<i64, String> = others
             .iter()
             .flat_map(|o| {
-                o.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default().into_iter().filter_map(move |p| Some((p["nodePort"].as_i64()?, owner(o))))
+                o.pointer("/spec/ports")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(move |p| Some((p["nodePort"].as_i64()?, owner(o))))
             })
             .collect();
         let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) else { return Ok(()) };
@@ -110,7 +127,11 @@ impl ServiceNet {
                 Some(n) => {
                     let (lo, hi) = self.node_ports;
                     if n < lo as i64 || n > hi as i64 {
-                        return Err(invalid(format!("spec.ports[{i}].nodePort"), &n.to_string(), format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}")));
+                        return Err(invalid(
+                            format!("spec.ports[{i}].nodePort"),
+                            &n.to_string(),
+                            format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}"),
+                        ));
                     }
                     if let Some(o) = taken.get(&n) {
                         return Err(invalid(
@@ -134,20 +155,31 @@ impl ServiceNet {
 
     /// The lowest free address; the DNS address is only ever taken explicitly.
     fn next_ip(&self, others: &[Value]) -> Result<Ipv4Addr, ApiError> {
-        let used: std::collections::HashSet<&str> = others.iter().filter_map(|o| o.pointer("/spec/clusterIP").and_then(Value::as_str)).collect();
+        let used: std::collections::HashSet<&str> =
+            others.iter().filter_map(|o| o.pointer("/spec/clusterIP").and_then(Value::as_str)).collect();
         let (net, len) = self.cidr;
         let size = 1u64 << (32 - len as u32);
         // Skip the network address, .1 (kept for the API's own service) and the broadcast.
         (2..size.saturating_sub(1))
             .map(|off| Ipv4Addr::from(u32::from(net).wrapping_add(off as u32)))
             .find(|ip| *ip != self.dns_ip && !used.contains(ip.to_string().as_str()))
-            .ok_or_else(|| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "InternalError", format!("failed to allocate a serviceIP: range is full ({}/{}); delete unused services", net, len)))
+            .ok_or_else(|| {
+                ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    format!("failed to allocate a serviceIP: range is full ({}/{}); delete unused services", net, len),
+                )
+            })
     }
 
     fn next_port(&self, taken: &HashMap<i64, String>) -> Result<i64, ApiError> {
         let (lo, hi) = self.node_ports;
         (lo as i64..=hi as i64).find(|p| !taken.contains_key(p)).ok_or_else(|| {
-            ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "InternalError", format!("failed to allocate a nodePort: range {lo}-{hi} is full; delete unused NodePort services"))
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                format!("failed to allocate a nodePort: range {lo}-{hi} is full; delete unused NodePort services"),
+            )
         })
     }
 }
@@ -157,7 +189,12 @@ mod tests {
     use super::*;
 
     fn net() -> ServiceNet {
-        ServiceNet { cidr: ("10.43.0.0".parse().unwrap(), 29), dns_ip: "10.43.0.2".parse().unwrap(), node_ports: (30000, 30001), lock: Default::default() }
+        ServiceNet {
+            cidr: ("10.43.0.0".parse().unwrap(), 29),
+            dns_ip: "10.43.0.2".parse().unwrap(),
+            node_ports: (30000, 30001),
+            lock: Default::default(),
+        }
     }
 
     fn svc(name: &str, spec: Value) -> Value {
@@ -176,7 +213,10 @@ mod tests {
         assert!(e.message.contains("already allocated (by service default/a)"), "{}", e.message);
         let mut b = svc("b", json!({"type": "LoadBalancer", "ports": [{"port": 80}]}));
         n.allocate(&mut b, None, std::slice::from_ref(&a)).unwrap();
-        assert_eq!((b["spec"]["clusterIP"].as_str(), b["spec"]["ports"][0]["nodePort"].as_i64()), (Some("10.43.0.4"), Some(30001)));
+        assert_eq!(
+            (b["spec"]["clusterIP"].as_str(), b["spec"]["ports"][0]["nodePort"].as_i64()),
+            (Some("10.43.0.4"), Some(30001))
+        );
         let mut c = svc("c", json!({"type": "NodePort", "ports": [{"port": 80}]}));
         let e = n.allocate(&mut c, None, &[a.clone(), b.clone()]).unwrap_err();
         assert!(e.message.contains("range 30000-30001 is full"), "{}", e.message);
@@ -208,7 +248,8 @@ mod tests {
         let mut headless = svc("h", json!({"clusterIP": "None"}));
         n.allocate(&mut headless, None, &[]).unwrap();
         assert_eq!(headless["spec"]["clusterIP"], "None");
-        let mut ext = svc("x", json!({"type": "ExternalName", "externalName": "db.example.com", "clusterIP": "10.43.0.3"}));
+        let mut ext =
+            svc("x", json!({"type": "ExternalName", "externalName": "db.example.com", "clusterIP": "10.43.0.3"}));
         n.allocate(&mut ext, None, &[]).unwrap();
         assert!(ext["spec"].get("clusterIP").is_none());
     }

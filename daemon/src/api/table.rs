@@ -92,7 +92,8 @@ fn columns(kind: &str) -> &'static [Column] {
         col("VolumeMode", "string", 1),
     ];
     const CONFIG_MAP: &[Column] = &[col("Name", "string", 0), col("Data", "integer", 0), col("Age", "string", 0)];
-    const SECRET: &[Column] = &[col("Name", "string", 0), col("Type", "string", 0), col("Data", "integer", 0), col("Age", "string", 0)];
+    const SECRET: &[Column] =
+        &[col("Name", "string", 0), col("Type", "string", 0), col("Data", "integer", 0), col("Age", "string", 0)];
     const STORAGE_CLASS: &[Column] = &[
         col("Name", "string", 0),
         col("Provisioner", "string", 0),
@@ -123,7 +124,11 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
     let created = obj.pointer("/metadata/creationTimestamp");
     match kind {
         "Pod" => pod_cells(obj),
-        "Namespace" => vec![name, json!(obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Active")), json!(age(created))],
+        "Namespace" => vec![
+            name,
+            json!(obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Active")),
+            json!(age(created)),
+        ],
         "Event" => {
             let last = obj.get("lastTimestamp").filter(|v| !v.is_null()).or(obj.get("eventTime")).or(created);
             let involved = &obj["involvedObject"];
@@ -145,7 +150,8 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
         "Deployment" | "ReplicaSet" | "ReplicationController" => workload_cells(kind, obj),
         "PersistentVolume" | "PersistentVolumeClaim" => volume_cells(kind, obj),
         "ConfigMap" => {
-            let n = obj["data"].as_object().map_or(0, |m| m.len()) + obj["binaryData"].as_object().map_or(0, |m| m.len());
+            let n =
+                obj["data"].as_object().map_or(0, |m| m.len()) + obj["binaryData"].as_object().map_or(0, |m| m.len());
             vec![name, json!(n), json!(age(created))]
         }
         "Secret" => {
@@ -153,7 +159,11 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
             vec![name, json!(obj["type"].as_str().unwrap_or("Opaque")), json!(n), json!(age(created))]
         }
         "StorageClass" => {
-            let shown = if crate::objects::config::is_default_class(obj) { format!("{} (default)", meta::name(obj)) } else { meta::name(obj).to_string() };
+            let shown = if crate::objects::config::is_default_class(obj) {
+                format!("{} (default)", meta::name(obj))
+            } else {
+                meta::name(obj).to_string()
+            };
             vec![
                 json!(shown),
                 json!(obj["provisioner"].as_str().unwrap_or("")),
@@ -190,7 +200,11 @@ pub fn selector_text(selector: &Value) -> String {
             other => format!("{key} {other}"),
         });
     }
-    if parts.is_empty() { "<none>".into() } else { parts.join(",") }
+    if parts.is_empty() {
+        "<none>".into()
+    } else {
+        parts.join(",")
+    }
 }
 
 fn workload_cells(kind: &str, obj: &Value) -> Vec<Value> {
@@ -238,7 +252,10 @@ fn volume_cells(kind: &str, obj: &Value) -> Vec<Value> {
     let text = |p: &str, none: &str| json!(obj.pointer(p).and_then(Value::as_str).unwrap_or(none));
     let created = age(obj.pointer("/metadata/creationTimestamp"));
     if kind == "PersistentVolume" {
-        let claim = match (obj.pointer("/spec/claimRef/namespace").and_then(Value::as_str), obj.pointer("/spec/claimRef/name").and_then(Value::as_str)) {
+        let claim = match (
+            obj.pointer("/spec/claimRef/namespace").and_then(Value::as_str),
+            obj.pointer("/spec/claimRef/name").and_then(Value::as_str),
+        ) {
             (Some(ns), Some(n)) => format!("{ns}/{n}"),
             _ => String::new(),
         };
@@ -285,7 +302,11 @@ pub fn service_ports(svc: &Value) -> String {
             }
         })
         .collect();
-    if ports.is_empty() { "<none>".into() } else { ports.join(",") }
+    if ports.is_empty() {
+        "<none>".into()
+    } else {
+        ports.join(",")
+    }
 }
 
 /// EXTERNAL-IP: load-balancer ingress and external IPs, `<pending>` for a LoadBalancer
@@ -302,7 +323,8 @@ pub fn external_ips(svc: &Value) -> String {
         .flatten()
         .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()).map(String::from))
         .collect();
-    for ip in svc.pointer("/spec/externalIPs").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+    for ip in svc.pointer("/spec/externalIPs").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
+    {
         if !ips.iter().any(|i| i == ip) {
             ips.push(ip.to_string());
         }
@@ -453,11 +475,14 @@ mod tests {
 
     #[test]
     fn pod_status_column() {
-        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Pending"}});
+        let mut pod =
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Pending"}});
         assert_eq!(pod_status_reason(&pod), "Pending");
-        pod["status"]["containerStatuses"] = json!([{"name": "a", "ready": false, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]);
+        pod["status"]["containerStatuses"] =
+            json!([{"name": "a", "ready": false, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]);
         assert_eq!(pod_status_reason(&pod), "CrashLoopBackOff");
-        pod["status"]["containerStatuses"] = json!([{"name": "a", "ready": false, "state": {"terminated": {"exitCode": 3}}}]);
+        pod["status"]["containerStatuses"] =
+            json!([{"name": "a", "ready": false, "state": {"terminated": {"exitCode": 3}}}]);
         assert_eq!(pod_status_reason(&pod), "ExitCode:3");
         pod["status"]["phase"] = json!("Running");
         pod["status"]["containerStatuses"] = json!([{"name": "a", "ready": true, "state": {"running": {}}}]);
@@ -475,7 +500,10 @@ mod tests {
         let lb = json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}], "externalIPs": ["192.0.2.9"]}});
         assert_eq!(external_ips(&lb), "192.0.2.9");
         assert_eq!(external_ips(&json!({"spec": {"type": "LoadBalancer"}})), "<pending>");
-        assert_eq!(external_ips(&json!({"spec": {"type": "ExternalName", "externalName": "db.example.com"}})), "db.example.com");
+        assert_eq!(
+            external_ips(&json!({"spec": {"type": "ExternalName", "externalName": "db.example.com"}})),
+            "db.example.com"
+        );
         let ep = json!({"subsets": [{"addresses": [{"ip": "10.42.0.5"}, {"ip": "10.42.0.6"}], "ports": [{"port": 80}, {"port": 81}]}]});
         assert_eq!(endpoints_text(&ep), "10.42.0.5:80,10.42.0.5:81,10.42.0.6:80 + 1 more...");
         assert_eq!(endpoints_text(&json!({})), "<none>");
@@ -487,7 +515,8 @@ mod tests {
             "template": {"spec": {"containers": [{"name": "webapp", "image": "webapp:1"}]}}},
             "status": {"replicas": 3, "readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
         let t = render("Deployment", &[d.clone()], 1);
-        let names: Vec<&str> = t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> =
+            t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]);
         let cells = &t["rows"][0]["cells"];
         assert_eq!(cells[1], "2/3");
@@ -516,11 +545,17 @@ mod tests {
     fn volume_rows() {
         let pvc = json!({"metadata": {"name": "mongo-pvc"}, "spec": {"storageClassName": "mylocalstorage", "accessModes": ["ReadWriteOnce"]}, "status": {"phase": "Pending"}});
         let cells = volume_cells("PersistentVolumeClaim", &pvc);
-        assert_eq!(cells[..6], [json!("mongo-pvc"), json!("Pending"), json!(""), json!(""), json!(""), json!("mylocalstorage")]);
+        assert_eq!(
+            cells[..6],
+            [json!("mongo-pvc"), json!("Pending"), json!(""), json!(""), json!(""), json!("mylocalstorage")]
+        );
         let pv = json!({"metadata": {"name": "local-storage"}, "spec": {"capacity": {"storage": "20Gi"}, "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
             "claimRef": {"namespace": "default", "name": "mongo-pvc"}}, "status": {"phase": "Bound"}});
         let cells = volume_cells("PersistentVolume", &pv);
-        assert_eq!(cells[1..6], [json!("20Gi"), json!("RWO,RWX"), json!("Retain"), json!("Bound"), json!("default/mongo-pvc")]);
+        assert_eq!(
+            cells[1..6],
+            [json!("20Gi"), json!("RWO,RWX"), json!("Retain"), json!("Bound"), json!("default/mongo-pvc")]
+        );
     }
 
     #[test]

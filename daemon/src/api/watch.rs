@@ -25,7 +25,9 @@ pub async fn watch(st: ApiState, target: Target, q: Query, as_table: bool) -> Re
     // Without a resourceVersion, Kubernetes starts with the current objects as ADDED events.
     let (initial, from) = match from {
         Some(v) => {
-            let rv = v.parse::<u64>().map_err(|_| ApiError::bad_request(format!("resourceVersion {v:?} is not a number")))?;
+            let rv = v
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("resourceVersion {v:?} is not a number")))?;
             (Vec::new(), rv)
         }
         None => {

@@ -80,7 +80,11 @@ pub fn fenceposts(d: &Value) -> (i64, i64) {
 }
 
 pub fn max_surge(d: &Value) -> i64 {
-    if is_rolling(d) { fenceposts(d).0 } else { 0 }
+    if is_rolling(d) {
+        fenceposts(d).0
+    } else {
+        0
+    }
 }
 
 pub fn max_unavailable(d: &Value) -> i64 {
@@ -145,7 +149,15 @@ pub fn set_replicas_annotations(rs: &mut Value, desired: i64, max: i64) -> bool 
 }
 
 fn skip_copy(key: &str) -> bool {
-    matches!(key, LAST_APPLIED | REVISION | REVISION_HISTORY | DESIRED_REPLICAS | MAX_REPLICAS | "deprecated.deployment.rollback.to")
+    matches!(
+        key,
+        LAST_APPLIED
+            | REVISION
+            | REVISION_HISTORY
+            | DESIRED_REPLICAS
+            | MAX_REPLICAS
+            | "deprecated.deployment.rollback.to"
+    )
 }
 
 /// Kubernetes' `SetNewReplicaSetAnnotations`: copies the Deployment's annotations (those
@@ -331,9 +343,8 @@ pub fn replica_set_fraction(rs: &Value, d: &Value) -> i64 {
         return -replicas;
     }
     let deployment_replicas = spec_replicas(d) + max_surge(d);
-    let annotated = annotation(rs, MAX_REPLICAS)
-        .and_then(|a| a.parse::<i64>().ok())
-        .unwrap_or_else(|| status_count(d, "replicas"));
+    let annotated =
+        annotation(rs, MAX_REPLICAS).and_then(|a| a.parse::<i64>().ok()).unwrap_or_else(|| status_count(d, "replicas"));
     if annotated <= 0 {
         return 0;
     }
@@ -350,7 +361,9 @@ pub fn proportional_sizes(d: &Value, active: &[&Value]) -> Vec<i64> {
     // Larger first; on a tie newer first when growing, older first when shrinking.
     order.sort_by(|&a, &b| {
         let size = spec_replicas(active[b]).cmp(&spec_replicas(active[a]));
-        size.then_with(|| if to_add > 0 { by_creation(active[b], active[a]) } else { by_creation(active[a], active[b]) })
+        size.then_with(
+            || if to_add > 0 { by_creation(active[b], active[a]) } else { by_creation(active[a], active[b]) },
+        )
     });
     let mut sizes: Vec<i64> = active.iter().map(|r| spec_replicas(r)).collect();
     if to_add == 0 {
@@ -420,7 +433,11 @@ enum Stop {
 
 impl From<StoreError> for Stop {
     fn from(e: StoreError) -> Stop {
-        if rs::benign(&e) { Stop::Requeue } else { Stop::Store(e) }
+        if rs::benign(&e) {
+            Stop::Requeue
+        } else {
+            Stop::Store(e)
+        }
     }
 }
 
@@ -468,7 +485,9 @@ impl Controller {
     }
 
     async fn sync(&self, d: &Value, sets: &mut [Value], pods: &mut Pods, now: Timestamp) -> Step<Option<Duration>> {
-        let Some(sel) = d.pointer("/spec/selector").and_then(|s| Selector::from_label_selector(s).ok()).filter(|s| !s.is_empty()) else {
+        let Some(sel) =
+            d.pointer("/spec/selector").and_then(|s| Selector::from_label_selector(s).ok()).filter(|s| !s.is_empty())
+        else {
             return Ok(None);
         };
         // Claim ReplicaSets as the replica set controller claims pods.
@@ -476,14 +495,18 @@ impl Controller {
         let mut owned: Vec<Value> = claim.owned.iter().map(|&i| sets[i].clone()).collect();
         for &i in &claim.adopt {
             let adopted = meta::with_controller_ref(&sets[i], d);
-            if let Ok(applied) = self.store.apply(Command::Update { resource: resource::REPLICA_SETS.key(), object: adopted }).await {
+            if let Ok(applied) =
+                self.store.apply(Command::Update { resource: resource::REPLICA_SETS.key(), object: adopted }).await
+            {
                 sets[i] = applied.object.clone();
                 owned.push(applied.object);
             }
         }
         for &i in &claim.release {
             let released = meta::without_owner(&sets[i], meta::uid(d));
-            if let Ok(applied) = self.store.apply(Command::Update { resource: resource::REPLICA_SETS.key(), object: released }).await {
+            if let Ok(applied) =
+                self.store.apply(Command::Update { resource: resource::REPLICA_SETS.key(), object: released }).await
+            {
                 sets[i] = applied.object;
             }
         }
@@ -523,13 +546,18 @@ impl Sync<'_> {
     }
 
     async fn write_deployment(&mut self) -> Step<()> {
-        let applied = self.ctl.store.apply(Command::Update { resource: resource::DEPLOYMENTS.key(), object: self.d.clone() }).await?;
+        let applied = self
+            .ctl
+            .store
+            .apply(Command::Update { resource: resource::DEPLOYMENTS.key(), object: self.d.clone() })
+            .await?;
         self.d = applied.object;
         Ok(())
     }
 
     async fn write_set(&mut self, i: usize, new: Value) -> Step<()> {
-        let applied = self.ctl.store.apply(Command::Update { resource: resource::REPLICA_SETS.key(), object: new }).await?;
+        let applied =
+            self.ctl.store.apply(Command::Update { resource: resource::REPLICA_SETS.key(), object: new }).await?;
         self.sets[i] = applied.object;
         Ok(())
     }
@@ -570,7 +598,10 @@ impl Sync<'_> {
     fn new_and_old(&self) -> (Option<usize>, Vec<usize>) {
         let template = self.d.pointer("/spec/template").cloned().unwrap_or(Value::Null);
         let all = self.by_creation((0..self.sets.len()).collect());
-        let new = all.iter().copied().find(|&i| self.sets[i].pointer("/spec/template").is_some_and(|t| equal_ignore_hash(t, &template)));
+        let new = all
+            .iter()
+            .copied()
+            .find(|&i| self.sets[i].pointer("/spec/template").is_some_and(|t| equal_ignore_hash(t, &template)));
         (new, all.into_iter().filter(|&i| Some(i) != new).collect())
     }
 
@@ -593,7 +624,8 @@ impl Sync<'_> {
             }
             let rev = annotation(&self.sets[i], REVISION).unwrap_or("").to_string();
             let mut needs_update = self.set_deployment_revision(&rev);
-            if has_progress_deadline(&self.d) && self.d.get("status").and_then(|s| condition(s, PROGRESSING)).is_none() {
+            if has_progress_deadline(&self.d) && self.d.get("status").and_then(|s| condition(s, PROGRESSING)).is_none()
+            {
                 let msg = format!("Found new replica set \"{}\"", meta::name(&self.sets[i]));
                 self.set_status_condition(new_condition(PROGRESSING, "True", FOUND_NEW_RS, &msg, self.now));
                 needs_update = true;
@@ -616,7 +648,15 @@ impl Sync<'_> {
         let set = match objects::admit(&resource::REPLICA_SETS, set.clone()) {
             Ok(a) => a.object,
             Err(e) => {
-                self.ctl.events.record(&self.d, EventType::Warning, "FailedCreate", &format!("Failed to create new replica set: {e}")).await;
+                self.ctl
+                    .events
+                    .record(
+                        &self.d,
+                        EventType::Warning,
+                        "FailedCreate",
+                        &format!("Failed to create new replica set: {e}"),
+                    )
+                    .await;
                 return Err(Stop::Requeue);
             }
         };
@@ -631,9 +671,18 @@ impl Sync<'_> {
                 }
             }
             Err(StoreError::AlreadyExists { .. }) => {
-                let existing = self.ctl.store.get(&resource::REPLICA_SETS.key(), meta::namespace(&self.d), &name).await?.ok_or(Stop::Requeue)?;
-                let ours = meta::controller_of(&existing).is_some_and(|r| r["uid"].as_str() == Some(meta::uid(&self.d)));
-                let same = existing.pointer("/spec/template").zip(self.d.pointer("/spec/template")).is_some_and(|(a, b)| equal_ignore_hash(a, b));
+                let existing = self
+                    .ctl
+                    .store
+                    .get(&resource::REPLICA_SETS.key(), meta::namespace(&self.d), &name)
+                    .await?
+                    .ok_or(Stop::Requeue)?;
+                let ours =
+                    meta::controller_of(&existing).is_some_and(|r| r["uid"].as_str() == Some(meta::uid(&self.d)));
+                let same = existing
+                    .pointer("/spec/template")
+                    .zip(self.d.pointer("/spec/template"))
+                    .is_some_and(|(a, b)| equal_ignore_hash(a, b));
                 if !(ours && same) {
                     // A hash collision: the next hash comes from a higher collision count.
                     self.d["status"]["collisionCount"] = json!(collisions + 1);
@@ -708,7 +757,8 @@ impl Sync<'_> {
         let replicas = self.replicas();
         Ok(new.into_iter().chain(old).any(|i| {
             let set = &self.sets[i];
-            spec_replicas(set) > 0 && annotation(set, DESIRED_REPLICAS).and_then(|a| a.parse::<i64>().ok()).is_some_and(|n| n != replicas)
+            spec_replicas(set) > 0
+                && annotation(set, DESIRED_REPLICAS).and_then(|a| a.parse::<i64>().ok()).is_some_and(|n| n != replicas)
         }))
     }
 
@@ -733,7 +783,8 @@ impl Sync<'_> {
         let replicas = self.replicas();
         let mut newest_first = self.by_creation(old.to_vec());
         newest_first.reverse();
-        let active: Vec<usize> = newest_first.iter().copied().chain(new).filter(|&i| spec_replicas(&self.sets[i]) > 0).collect();
+        let active: Vec<usize> =
+            newest_first.iter().copied().chain(new).filter(|&i| spec_replicas(&self.sets[i]) > 0).collect();
         let target = match active.len() {
             0 => new.or(newest_first.first().copied()),
             1 => Some(active[0]),
@@ -749,7 +800,8 @@ impl Sync<'_> {
                 && annotation(set, DESIRED_REPLICAS).and_then(|a| a.parse::<i64>().ok()) == Some(replicas)
                 && status_count(set, "availableReplicas") == replicas;
             if saturated {
-                let active_old: Vec<usize> = old.iter().copied().filter(|&i| spec_replicas(&self.sets[i]) > 0).collect();
+                let active_old: Vec<usize> =
+                    old.iter().copied().filter(|&i| spec_replicas(&self.sets[i]) > 0).collect();
                 for i in active_old {
                     self.scale(i, 0).await?;
                 }
@@ -803,7 +855,8 @@ impl Sync<'_> {
     /// Scales old ReplicaSets down within `maxUnavailable`: unhealthy replicas first, then
     /// as many as the available pods allow (`reconcileOldReplicaSets`).
     async fn reconcile_old(&mut self, new: usize, old: &[usize]) -> Step<bool> {
-        let active_old: Vec<usize> = self.by_creation(old.iter().copied().filter(|&i| spec_replicas(&self.sets[i]) > 0).collect());
+        let active_old: Vec<usize> =
+            self.by_creation(old.iter().copied().filter(|&i| spec_replicas(&self.sets[i]) > 0).collect());
         if self.sum_spec(&active_old) == 0 {
             return Ok(false);
         }
@@ -824,7 +877,8 @@ impl Sync<'_> {
             if max_scaled_down - cleaned <= 0 {
                 break;
             }
-            let (replicas, available) = (spec_replicas(&self.sets[i]), status_count(&self.sets[i], "availableReplicas"));
+            let (replicas, available) =
+                (spec_replicas(&self.sets[i]), status_count(&self.sets[i], "availableReplicas"));
             if replicas == 0 || available >= replicas {
                 continue;
             }
@@ -897,7 +951,11 @@ impl Sync<'_> {
         if diff <= 0 {
             return Ok(());
         }
-        cleanable.sort_by(|&a, &b| revision(&self.sets[a]).cmp(&revision(&self.sets[b])).then_with(|| by_creation(&self.sets[a], &self.sets[b])));
+        cleanable.sort_by(|&a, &b| {
+            revision(&self.sets[a])
+                .cmp(&revision(&self.sets[b]))
+                .then_with(|| by_creation(&self.sets[a], &self.sets[b]))
+        });
         for &i in cleanable.iter().take(diff as usize) {
             let set = &self.sets[i];
             if status_count(set, "replicas") != 0 || spec_replicas(set) != 0 || !status_current(set) {
@@ -929,7 +987,8 @@ impl Sync<'_> {
         let empty = json!({});
         let current = condition(self.d.get("status").unwrap_or(&empty), PROGRESSING).cloned();
         let n = |f: &str| status.get(f).and_then(Value::as_i64).unwrap_or(0);
-        let complete = n("replicas") == n("updatedReplicas") && current.as_ref().is_some_and(|c| c["reason"] == NEW_RS_AVAILABLE);
+        let complete =
+            n("replicas") == n("updatedReplicas") && current.as_ref().is_some_and(|c| c["reason"] == NEW_RS_AVAILABLE);
         if deadline && !complete {
             let subject = match new {
                 Some(i) => format!("ReplicaSet \"{}\"", meta::name(&self.sets[i])),
@@ -1041,7 +1100,12 @@ mod tests {
             for p in pods(&self.store).await {
                 if meta::is_deleting(&p) {
                     if self.finish_deletions {
-                        let cmd = Command::Delete { resource: "pods".into(), namespace: "default".into(), name: meta::name(&p).into(), uid: None };
+                        let cmd = Command::Delete {
+                            resource: "pods".into(),
+                            namespace: "default".into(),
+                            name: meta::name(&p).into(),
+                            uid: None,
+                        };
                         self.store.apply(cmd).await.unwrap();
                     }
                 } else if p["status"]["phase"] != "Running" || (self.ready && !is_ready(&p)) {
@@ -1089,7 +1153,11 @@ mod tests {
             self.deployments.events.flush().await;
             let mut events = self.store.list("events", None).await.unwrap().0;
             events.sort_by_key(|e| e["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap());
-            events.iter().filter(|e| e["reason"] == "ScalingReplicaSet").map(|e| e["message"].as_str().unwrap().to_string()).collect()
+            events
+                .iter()
+                .filter(|e| e["reason"] == "ScalingReplicaSet")
+                .map(|e| e["message"].as_str().unwrap().to_string())
+                .collect()
         }
     }
 
@@ -1104,7 +1172,11 @@ mod tests {
     #[test]
     fn surge_and_unavailable_resolve_like_kubernetes() {
         let d = |replicas: i64, surge: Value, unavailable: Value| {
-            deployment("web", replicas, json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}}}))
+            deployment(
+                "web",
+                replicas,
+                json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}}}),
+            )
         };
         assert_eq!(fenceposts(&d(10, json!("25%"), json!("25%"))), (3, 2), "surge rounds up, unavailable down");
         assert_eq!(fenceposts(&d(1, json!("25%"), json!("25%"))), (1, 0));
@@ -1145,14 +1217,24 @@ mod tests {
         assert_eq!(condition(&status, PROGRESSING).unwrap()["message"], "a", "same status and reason: unchanged");
         set_condition(&mut status, new_condition(PROGRESSING, "True", RS_UPDATED, "c", t(9)));
         let c = condition(&status, PROGRESSING).unwrap();
-        assert_eq!((c["lastTransitionTime"].as_str(), c["lastUpdateTime"].as_str()), (Some(meta::timestamp(t(0)).as_str()), Some(meta::timestamp(t(9)).as_str())));
+        assert_eq!(
+            (c["lastTransitionTime"].as_str(), c["lastUpdateTime"].as_str()),
+            (Some(meta::timestamp(t(0)).as_str()), Some(meta::timestamp(t(9)).as_str()))
+        );
         set_condition(&mut status, new_condition(PROGRESSING, "False", TIMED_OUT, "d", t(12)));
         assert_eq!(condition(&status, PROGRESSING).unwrap()["lastTransitionTime"], meta::timestamp(t(12)));
 
-        let d = deployment("web", 3, json!({"metadata": {"annotations": {rsc_change_cause(): "v2", LAST_APPLIED: "{}", REVISION: "9"}}}));
+        let d = deployment(
+            "web",
+            3,
+            json!({"metadata": {"annotations": {rsc_change_cause(): "v2", LAST_APPLIED: "{}", REVISION: "9"}}}),
+        );
         let mut set = json!({"metadata": {"name": "web-x", "annotations": {REVISION: "1"}}});
         assert!(set_new_rs_annotations(&d, &mut set, 4, true));
-        assert_eq!(set["metadata"]["annotations"], json!({REVISION: "4", REVISION_HISTORY: "1", rsc_change_cause(): "v2"}));
+        assert_eq!(
+            set["metadata"]["annotations"],
+            json!({REVISION: "4", REVISION_HISTORY: "1", rsc_change_cause(): "v2"})
+        );
         assert!(set_new_rs_annotations(&d, &mut set, 6, true));
         assert_eq!(set["metadata"]["annotations"][REVISION_HISTORY], "1,4");
         assert!(!set_new_rs_annotations(&d, &mut set, 6, true), "nothing to change");
@@ -1171,8 +1253,17 @@ mod tests {
     async fn rolling_update_steps_within_surge_and_unavailable_to_completion() {
         let mut c = Cluster::new();
         let strategy = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}});
-        let d = create(&c.store, &resource::DEPLOYMENTS, deployment("web", 4, json!({"spec": {"strategy": strategy},
-            "metadata": {"annotations": {rsc_change_cause(): "first", LAST_APPLIED: "{}"}}}))).await;
+        let d = create(
+            &c.store,
+            &resource::DEPLOYMENTS,
+            deployment(
+                "web",
+                4,
+                json!({"spec": {"strategy": strategy},
+            "metadata": {"annotations": {rsc_change_cause(): "first", LAST_APPLIED: "{}"}}}),
+            ),
+        )
+        .await;
         c.roll("web", &mut |_, _| {}).await;
         let h1 = template_hash(&d["spec"]["template"], 0);
         let sets = c.sets().await;
@@ -1182,7 +1273,10 @@ mod tests {
         assert_eq!(first["spec"]["template"]["metadata"]["labels"], json!({"app": "web", POD_TEMPLATE_HASH: h1}));
         assert_eq!(first["metadata"]["ownerReferences"][0]["kind"], "Deployment");
         let ann = &first["metadata"]["annotations"];
-        assert_eq!((ann[REVISION].as_str(), ann[DESIRED_REPLICAS].as_str(), ann[MAX_REPLICAS].as_str()), (Some("1"), Some("4"), Some("5")));
+        assert_eq!(
+            (ann[REVISION].as_str(), ann[DESIRED_REPLICAS].as_str(), ann[MAX_REPLICAS].as_str()),
+            (Some("1"), Some("4"), Some("5"))
+        );
         assert_eq!(ann[rsc_change_cause()], "first");
         assert!(ann.get(LAST_APPLIED).is_none(), "last-applied-configuration is not copied");
         let all = pods(&c.store).await;
@@ -1191,11 +1285,22 @@ mod tests {
         let d = c.d("web").await;
         assert_eq!(d["metadata"]["annotations"][REVISION], "1");
         let s = &d["status"];
-        assert_eq!((s["replicas"].as_i64(), s["updatedReplicas"].as_i64(), s["readyReplicas"].as_i64(), s["availableReplicas"].as_i64()), (Some(4), Some(4), Some(4), Some(4)));
+        assert_eq!(
+            (
+                s["replicas"].as_i64(),
+                s["updatedReplicas"].as_i64(),
+                s["readyReplicas"].as_i64(),
+                s["availableReplicas"].as_i64()
+            ),
+            (Some(4), Some(4), Some(4), Some(4))
+        );
         assert!(s.get("unavailableReplicas").is_none());
         assert_eq!(condition(s, AVAILABLE).unwrap()["reason"], MIN_AVAILABLE);
         assert_eq!(condition(s, PROGRESSING).unwrap()["reason"], NEW_RS_AVAILABLE);
-        assert_eq!(condition(s, PROGRESSING).unwrap()["message"], format!("ReplicaSet \"web-{h1}\" has successfully progressed."));
+        assert_eq!(
+            condition(s, PROGRESSING).unwrap()["message"],
+            format!("ReplicaSet \"web-{h1}\" has successfully progressed.")
+        );
         assert_eq!(c.events().await, vec![format!("Scaled up replica set web-{h1} from 0 to 4")]);
 
         // A new image: never more than 5 pods, never fewer than 3 available.
@@ -1237,7 +1342,12 @@ mod tests {
     #[tokio::test]
     async fn recreate_scales_old_to_zero_and_waits_for_old_pods_to_go() {
         let mut c = Cluster::new();
-        create(&c.store, &resource::DEPLOYMENTS, deployment("db", 2, json!({"spec": {"strategy": {"type": "Recreate"}}}))).await;
+        create(
+            &c.store,
+            &resource::DEPLOYMENTS,
+            deployment("db", 2, json!({"spec": {"strategy": {"type": "Recreate"}}})),
+        )
+        .await;
         c.roll("db", &mut |_, _| {}).await;
         c.edit("db", |d| d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("img:2")).await;
         c.finish_deletions = false;
@@ -1251,7 +1361,8 @@ mod tests {
         c.finish_deletions = true;
         c.roll("db", &mut |sets, pods| {
             // Old and new pods never run side by side.
-            let hashes: std::collections::BTreeSet<&str> = pods.iter().filter_map(|p| p["metadata"]["labels"][POD_TEMPLATE_HASH].as_str()).collect();
+            let hashes: std::collections::BTreeSet<&str> =
+                pods.iter().filter_map(|p| p["metadata"]["labels"][POD_TEMPLATE_HASH].as_str()).collect();
             assert!(hashes.len() <= 1, "old and new pods together: {hashes:?} ({} sets)", sets.len());
         })
         .await;
@@ -1262,7 +1373,8 @@ mod tests {
     #[tokio::test]
     async fn history_is_cleaned_to_the_limit_and_undo_makes_an_old_set_new() {
         let mut c = Cluster::new();
-        create(&c.store, &resource::DEPLOYMENTS, deployment("web", 2, json!({"spec": {"revisionHistoryLimit": 1}}))).await;
+        create(&c.store, &resource::DEPLOYMENTS, deployment("web", 2, json!({"spec": {"revisionHistoryLimit": 1}})))
+            .await;
         c.roll("web", &mut |_, _| {}).await;
         let v1 = c.d("web").await["spec"]["template"].clone();
         for image in ["img:2", "img:3"] {
@@ -1312,7 +1424,10 @@ mod tests {
         assert_eq!(c.sets().await.len(), 1, "no rollout while paused");
         let d = c.d("web").await;
         let p = condition(&d["status"], PROGRESSING).unwrap();
-        assert_eq!((p["status"].as_str(), p["reason"].as_str(), p["message"].as_str()), (Some("Unknown"), Some(PAUSED), Some("Deployment is paused")));
+        assert_eq!(
+            (p["status"].as_str(), p["reason"].as_str(), p["message"].as_str()),
+            (Some("Unknown"), Some(PAUSED), Some("Deployment is paused"))
+        );
         assert_eq!(d["status"]["observedGeneration"], d["metadata"]["generation"]);
 
         c.edit("web", |d| d["spec"]["replicas"] = json!(3)).await;
@@ -1329,7 +1444,8 @@ mod tests {
         let mut resumed = false;
         while let Some(Ok(ev)) = futures::FutureExt::now_or_never(watch.next()) {
             if ev.resource == resource::DEPLOYMENTS.key() {
-                resumed |= condition(&ev.object["status"], PROGRESSING).is_some_and(|c| c["reason"] == RESUMED && c["message"] == "Deployment is resumed");
+                resumed |= condition(&ev.object["status"], PROGRESSING)
+                    .is_some_and(|c| c["reason"] == RESUMED && c["message"] == "Deployment is resumed");
             }
         }
         assert!(resumed, "Progressing went through DeploymentResumed");
@@ -1345,7 +1461,10 @@ mod tests {
         assert_eq!(set["spec"]["minReadySeconds"], 5, "copied to the replica set");
         // Pods became ready at t(10); the replica set controller asks to be woken after 5 s.
         let wake = c.sets.reconcile(t(c.now)).await.unwrap();
-        assert!(wake.is_some_and(|w| w > Duration::from_secs(3) && w <= Duration::from_secs(5) + Duration::from_millis(5)), "{wake:?}");
+        assert!(
+            wake.is_some_and(|w| w > Duration::from_secs(3) && w <= Duration::from_secs(5) + Duration::from_millis(5)),
+            "{wake:?}"
+        );
         c.deployments.reconcile(t(c.now)).await.unwrap();
         let d = c.d("web").await;
         assert_eq!(d["status"]["readyReplicas"], 2);
@@ -1364,7 +1483,12 @@ mod tests {
     async fn a_stuck_rollout_exceeds_its_progress_deadline() {
         let mut c = Cluster::new();
         c.ready = false;
-        create(&c.store, &resource::DEPLOYMENTS, deployment("web", 1, json!({"spec": {"progressDeadlineSeconds": 30}}))).await;
+        create(
+            &c.store,
+            &resource::DEPLOYMENTS,
+            deployment("web", 1, json!({"spec": {"progressDeadlineSeconds": 30}})),
+        )
+        .await;
         c.step().await;
         c.step().await;
         let wake = c.step().await.expect("a wake-up at the deadline");
@@ -1372,7 +1496,11 @@ mod tests {
         let p = condition(&d["status"], PROGRESSING).unwrap().clone();
         assert_eq!(p["status"], "True");
         let since = meta::parse_time(p.get("lastUpdateTime")).unwrap();
-        assert_eq!(Duration::try_from(t(c.now - 1).duration_until(since + jiff::SignedDuration::from_secs(30))).unwrap() + Duration::from_millis(5), wake);
+        assert_eq!(
+            Duration::try_from(t(c.now - 1).duration_until(since + jiff::SignedDuration::from_secs(30))).unwrap()
+                + Duration::from_millis(5),
+            wake
+        );
         c.now = since.as_second() - 1_700_000_000 + 31;
         c.step().await;
         let d = c.d("web").await;

@@ -12,7 +12,9 @@ use crate::objects::{meta, resource, selector::Selector};
 use crate::store::{Command, Store, StoreError};
 
 fn string_map(v: &Value) -> BTreeMap<String, String> {
-    v.as_object().map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()).unwrap_or_default()
+    v.as_object()
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default()
 }
 
 /// The container port a service port's `targetPort` means in `pod` (a number, or a named port).
@@ -39,7 +41,10 @@ pub fn subsets(svc: &Value, pods: &[Value]) -> Vec<Value> {
     // Pods with the same resolved ports share a subset.
     let mut groups: BTreeMap<Vec<(String, i64, String)>, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
     for pod in pods {
-        if meta::namespace(pod) != meta::namespace(svc) || meta::is_deleting(pod) || !selector.matches(&meta::labels(pod)) {
+        if meta::namespace(pod) != meta::namespace(svc)
+            || meta::is_deleting(pod)
+            || !selector.matches(&meta::labels(pod))
+        {
             continue;
         }
         let Some(ip) = pod.pointer("/status/podIP").and_then(Value::as_str) else { continue };
@@ -50,7 +55,11 @@ pub fn subsets(svc: &Value, pods: &[Value]) -> Vec<Value> {
             .iter()
             .filter_map(|p| {
                 let target = p.get("targetPort").cloned().unwrap_or_else(|| p["port"].clone());
-                Some((p["name"].as_str().unwrap_or("").to_string(), resolve(&target, pod)?, p["protocol"].as_str().unwrap_or("TCP").to_string()))
+                Some((
+                    p["name"].as_str().unwrap_or("").to_string(),
+                    resolve(&target, pod)?,
+                    p["protocol"].as_str().unwrap_or("TCP").to_string(),
+                ))
             })
             .collect();
         if resolved.is_empty() && !ports.is_empty() {
@@ -62,7 +71,11 @@ pub fn subsets(svc: &Value, pods: &[Value]) -> Vec<Value> {
             "targetRef": {"kind": "Pod", "namespace": meta::namespace(pod), "name": meta::name(pod), "uid": meta::uid(pod)},
         });
         let entry = groups.entry(resolved).or_default();
-        if crate::objects::pod::is_ready(pod) { entry.0.push(address) } else { entry.1.push(address) }
+        if crate::objects::pod::is_ready(pod) {
+            entry.0.push(address)
+        } else {
+            entry.1.push(address)
+        }
     }
     groups
         .into_iter()
@@ -235,7 +248,15 @@ mod tests {
         let rev = store.revision().await.unwrap();
         reconcile(&store, "192.0.2.10").await.unwrap();
         assert_eq!(store.revision().await.unwrap(), rev, "nothing changed, nothing written");
-        store.apply(Command::Delete { resource: "services".into(), namespace: "default".into(), name: "web".into(), uid: None }).await.unwrap();
+        store
+            .apply(Command::Delete {
+                resource: "services".into(),
+                namespace: "default".into(),
+                name: "web".into(),
+                uid: None,
+            })
+            .await
+            .unwrap();
         reconcile(&store, "192.0.2.10").await.unwrap();
         assert!(store.get("endpoints", "default", "web").await.unwrap().is_none());
     }

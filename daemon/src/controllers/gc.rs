@@ -25,7 +25,8 @@ pub const ORPHAN: &str = "orphan";
 
 /// The kinds that own or are owned, dependents first (pods before their replica sets, replica
 /// sets before their deployments).
-const ORDER: &[ResourceType] = &[resource::PODS, resource::REPLICA_SETS, resource::REPLICATION_CONTROLLERS, resource::DEPLOYMENTS];
+const ORDER: &[ResourceType] =
+    &[resource::PODS, resource::REPLICA_SETS, resource::REPLICATION_CONTROLLERS, resource::DEPLOYMENTS];
 
 /// Whether the collector looks after objects of this type (others own nothing it tracks, so
 /// their deletion never waits for it).
@@ -97,7 +98,11 @@ fn plan(objects: &[(&'static ResourceType, Value)]) -> Vec<(usize, Action)> {
         } else if present.iter().any(|o| is_foreground_deleting(o)) {
             actions.push((i, Action::Delete { foreground: true }));
         } else if present.len() < refs.len() {
-            let gone = refs.iter().filter(|(_, _, uid)| !live.contains_key(uid.as_str())).map(|(_, _, uid)| uid.clone()).collect();
+            let gone = refs
+                .iter()
+                .filter(|(_, _, uid)| !live.contains_key(uid.as_str()))
+                .map(|(_, _, uid)| uid.clone())
+                .collect();
             actions.push((i, Action::DropRefs(gone)));
         }
     }
@@ -117,7 +122,10 @@ pub fn delete_command(rt: &ResourceType, obj: &Value, foreground: bool) -> Comma
     if rt.kind == "Pod" && obj.pointer("/spec/nodeName").is_some() {
         let grace = pod::grace_period(obj, None);
         if grace > 0 {
-            return Command::Update { resource: rt.key(), object: pod::begin_deletion(obj, grace, jiff::Timestamp::now()) };
+            return Command::Update {
+                resource: rt.key(),
+                object: pod::begin_deletion(obj, grace, jiff::Timestamp::now()),
+            };
         }
     }
     if foreground && rt.kind != "Pod" {
@@ -216,7 +224,8 @@ mod tests {
     use super::*;
 
     fn obj(kind: &str, name: &str, uid: &str, owners: &[(&str, &str, &str)]) -> Value {
-        let refs: Vec<Value> = owners.iter().map(|(k, n, u)| json!({"kind": k, "name": n, "uid": u, "controller": true})).collect();
+        let refs: Vec<Value> =
+            owners.iter().map(|(k, n, u)| json!({"kind": k, "name": n, "uid": u, "controller": true})).collect();
         let mut o = json!({"kind": kind, "metadata": {"name": name, "namespace": "default", "uid": uid}});
         if !refs.is_empty() {
             o["metadata"]["ownerReferences"] = json!(refs);
@@ -247,7 +256,11 @@ mod tests {
         let actions = plan(&objects);
         assert_eq!(
             actions,
-            vec![(0, Action::Delete { foreground: false }), (1, Action::DropRefs(vec!["gone".into()])), (4, Action::Delete { foreground: false })]
+            vec![
+                (0, Action::Delete { foreground: false }),
+                (1, Action::DropRefs(vec!["gone".into()])),
+                (4, Action::Delete { foreground: false })
+            ]
         );
     }
 
@@ -259,7 +272,10 @@ mod tests {
         put(&store, &resource::REPLICA_SETS, &rs).await;
         put(&store, &resource::PODS, &pod).await;
         collect(&store).await.unwrap();
-        assert!(store.get("replicasets.apps", "default", "web-abc").await.unwrap().is_none(), "the deployment is gone, so is its RS");
+        assert!(
+            store.get("replicasets.apps", "default", "web-abc").await.unwrap().is_none(),
+            "the deployment is gone, so is its RS"
+        );
         assert!(store.get("pods", "default", "web-abc-x").await.unwrap().is_some(), "one level per pass");
         collect(&store).await.unwrap();
         assert!(store.get("pods", "default", "web-abc-x").await.unwrap().is_none());
@@ -283,7 +299,15 @@ mod tests {
         collect(&store).await.unwrap();
         let pod = store.get("pods", "default", "web-abc-x").await.unwrap().unwrap();
         assert!(meta::is_deleting(&pod), "the bound pod is stopped gracefully");
-        store.apply(Command::Delete { resource: "pods".into(), namespace: "default".into(), name: "web-abc-x".into(), uid: None }).await.unwrap();
+        store
+            .apply(Command::Delete {
+                resource: "pods".into(),
+                namespace: "default".into(),
+                name: "web-abc-x".into(),
+                uid: None,
+            })
+            .await
+            .unwrap();
         collect(&store).await.unwrap();
         assert!(store.get("replicasets.apps", "default", "web-abc").await.unwrap().is_none());
         collect(&store).await.unwrap();

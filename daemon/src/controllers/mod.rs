@@ -56,7 +56,8 @@ where
             return;
         }
     };
-    let wake_at = |after: Option<Duration>| tokio::time::Instant::now() + after.map_or(RESYNC, |d| d.clamp(MIN_WAKE, RESYNC));
+    let wake_at =
+        |after: Option<Duration>| tokio::time::Instant::now() + after.map_or(RESYNC, |d| d.clamp(MIN_WAKE, RESYNC));
     let mut wake = wake_at(reconcile().await);
     loop {
         let mut changed = tokio::select! {

@@ -33,7 +33,12 @@ pub async fn reconcile(store: &Store, ns: &Value) -> Result<(), StoreError> {
     let contents = store.list_namespace(name).await?;
     if contents.is_empty() {
         store
-            .apply(Command::Delete { resource: resource::NAMESPACES.key(), namespace: String::new(), name: name.into(), uid: Some(meta::uid(ns).into()) })
+            .apply(Command::Delete {
+                resource: resource::NAMESPACES.key(),
+                namespace: String::new(),
+                name: name.into(),
+                uid: Some(meta::uid(ns).into()),
+            })
             .await?;
         return Ok(());
     }
@@ -87,7 +92,8 @@ mod tests {
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "dev", "uid": "u1", "deletionTimestamp": "2026-01-01T00:00:00Z"}});
         store.apply(Command::Create { resource: "namespaces".into(), object: ns.clone() }).await.unwrap();
         let bound = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "dev", "uid": "p1"}, "spec": {"nodeName": "n"}});
-        let event = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "dev", "uid": "e1"}});
+        let event =
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "dev", "uid": "e1"}});
         store.apply(Command::Create { resource: "pods".into(), object: bound }).await.unwrap();
         store.apply(Command::Create { resource: "events".into(), object: event }).await.unwrap();
         reconcile(&store, &ns).await.unwrap();

@@ -40,7 +40,8 @@ const MAX_GENERATED_PREFIX: usize = 58;
 pub fn selector(owner: &Value) -> Option<Selector> {
     let sel = owner.pointer("/spec/selector")?;
     if owner["kind"] == "ReplicationController" {
-        let map: BTreeMap<String, String> = sel.as_object()?.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect();
+        let map: BTreeMap<String, String> =
+            sel.as_object()?.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect();
         return Some(Selector::from_map(&map));
     }
     Selector::from_label_selector(sel).ok()
@@ -69,10 +70,11 @@ pub fn is_active(pod: &Value) -> bool {
     !meta::is_deleting(pod) && !matches!(phase(pod), "Succeeded" | "Failed")
 }
 
-
 /// When a ready pod became ready.
 fn ready_since(pod: &Value) -> Option<Timestamp> {
-    pod::ready_condition(pod).filter(|c| c["status"] == "True").and_then(|c| meta::parse_time(c.get("lastTransitionTime")))
+    pod::ready_condition(pod)
+        .filter(|c| c["status"] == "True")
+        .and_then(|c| meta::parse_time(c.get("lastTransitionTime")))
 }
 
 /// When a ready pod counts as available: `minReadySeconds` after it became ready (Kubernetes
@@ -218,7 +220,9 @@ pub fn status(owner: &Value, pods: &[&Value], now: Timestamp) -> Value {
     let available = pods.iter().filter(|p| is_available(p, min_ready, now)).count();
     let mut s = owner.get("status").and_then(Value::as_object).cloned().unwrap_or_default();
     s.insert("replicas".into(), json!(pods.len()));
-    for (field, n) in [("fullyLabeledReplicas", fully_labeled), ("readyReplicas", ready), ("availableReplicas", available)] {
+    for (field, n) in
+        [("fullyLabeledReplicas", fully_labeled), ("readyReplicas", ready), ("availableReplicas", available)]
+    {
         if n > 0 {
             s.insert(field.into(), json!(n));
         } else {
@@ -333,11 +337,21 @@ impl Controller {
     }
 
     fn recorder(&self, rt: &ResourceType) -> &Recorder {
-        if rt.kind == "ReplicationController" { &self.rc_events } else { &self.rs_events }
+        if rt.kind == "ReplicationController" {
+            &self.rc_events
+        } else {
+            &self.rs_events
+        }
     }
 
     /// Syncs one owner against the pods of its namespace (updated in place as it writes).
-    async fn sync(&self, rt: &ResourceType, owner: &Value, pods: &mut Vec<Value>, now: Timestamp) -> Result<Option<Duration>, StoreError> {
+    async fn sync(
+        &self,
+        rt: &ResourceType,
+        owner: &Value,
+        pods: &mut Vec<Value>,
+        now: Timestamp,
+    ) -> Result<Option<Duration>, StoreError> {
         let Some(sel) = selector(owner) else {
             tracing::warn!(kind = rt.kind, name = meta::name(owner), "unreadable selector; skipping");
             return Ok(None);
@@ -348,7 +362,10 @@ impl Controller {
         let adopt: Vec<Command> = claim
             .adopt
             .iter()
-            .map(|&i| Command::Update { resource: resource::PODS.key(), object: meta::with_controller_ref(&pods[i], owner) })
+            .map(|&i| Command::Update {
+                resource: resource::PODS.key(),
+                object: meta::with_controller_ref(&pods[i], owner),
+            })
             .collect();
         for (&i, r) in claim.adopt.iter().zip(apply_all(&self.store, adopt).await) {
             match r {
@@ -363,7 +380,10 @@ impl Controller {
         let release: Vec<Command> = claim
             .release
             .iter()
-            .map(|&i| Command::Update { resource: resource::PODS.key(), object: meta::without_owner(&pods[i], meta::uid(owner)) })
+            .map(|&i| Command::Update {
+                resource: resource::PODS.key(),
+                object: meta::without_owner(&pods[i], meta::uid(owner)),
+            })
             .collect();
         for (&i, r) in claim.release.iter().zip(apply_all(&self.store, release).await) {
             match r {
@@ -394,10 +414,14 @@ impl Controller {
                         }
                     }
                     if let Some(e) = failed {
-                        recorder.record(owner, EventType::Warning, "FailedCreate", &format!("Error creating: {e}")).await;
+                        recorder
+                            .record(owner, EventType::Warning, "FailedCreate", &format!("Error creating: {e}"))
+                            .await;
                     }
                 }
-                Err(e) => recorder.record(owner, EventType::Warning, "FailedCreate", &format!("Error creating: {e}")).await,
+                Err(e) => {
+                    recorder.record(owner, EventType::Warning, "FailedCreate", &format!("Error creating: {e}")).await
+                }
             }
         } else if active.len() > want {
             active.sort_by(|&a, &b| deletion_order(&pods[a], &pods[b]));
@@ -494,7 +518,9 @@ pub(crate) mod tests {
     }
 
     fn owned_by<'a>(pods: &'a [Value], owner: &Value) -> Vec<&'a Value> {
-        pods.iter().filter(|p| meta::controller_of(p).is_some_and(|r| r["uid"].as_str() == Some(meta::uid(owner)))).collect()
+        pods.iter()
+            .filter(|p| meta::controller_of(p).is_some_and(|r| r["uid"].as_str() == Some(meta::uid(owner))))
+            .collect()
     }
 
     async fn get(store: &Store, rt: &ResourceType, name: &str) -> Value {
@@ -510,7 +536,8 @@ pub(crate) mod tests {
                 p["spec"]["nodeName"] = json!("n1");
             }
             if let Some(at) = ready {
-                p["status"]["conditions"] = json!([{"type": "Ready", "status": "True", "lastTransitionTime": meta::timestamp(t(at))}]);
+                p["status"]["conditions"] =
+                    json!([{"type": "Ready", "status": "True", "lastTransitionTime": meta::timestamp(t(at))}]);
             }
             p
         };
@@ -527,12 +554,22 @@ pub(crate) mod tests {
         ];
         for i in 0..ranked.len() {
             for j in 0..ranked.len() {
-                assert_eq!(deletion_order(&ranked[i], &ranked[j]), i.cmp(&j), "{} vs {}", meta::name(&ranked[i]), meta::name(&ranked[j]));
+                assert_eq!(
+                    deletion_order(&ranked[i], &ranked[j]),
+                    i.cmp(&j),
+                    "{} vs {}",
+                    meta::name(&ranked[i]),
+                    meta::name(&ranked[j])
+                );
             }
         }
         let mut cheap = ranked[7].clone();
         cheap["metadata"]["annotations"] = json!({DELETION_COST: "-10"});
-        assert_eq!(deletion_order(&cheap, &ranked[4]), Ordering::Less, "a lower deletion cost goes first among ready pods");
+        assert_eq!(
+            deletion_order(&cheap, &ranked[4]),
+            Ordering::Less,
+            "a lower deletion cost goes first among ready pods"
+        );
     }
 
     #[test]
@@ -550,18 +587,22 @@ pub(crate) mod tests {
         let mut deleting = pod(json!({"app": "a"}), None, "default");
         deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         let pods = vec![
-            pod(json!({"app": "a"}), Some(&owner), "default"),  // owned
-            pod(json!({"app": "a"}), None, "default"),          // orphan: adopt
-            pod(json!({"app": "x"}), Some(&owner), "default"),  // owned, no longer matches: release
-            pod(json!({"app": "a"}), Some(&other), "default"),  // another controller's
-            pod(json!({"app": "x"}), None, "default"),          // unrelated orphan
-            pod(json!({"app": "a"}), None, "elsewhere"),        // another namespace
-            deleting,                                           // terminating orphan
+            pod(json!({"app": "a"}), Some(&owner), "default"), // owned
+            pod(json!({"app": "a"}), None, "default"),         // orphan: adopt
+            pod(json!({"app": "x"}), Some(&owner), "default"), // owned, no longer matches: release
+            pod(json!({"app": "a"}), Some(&other), "default"), // another controller's
+            pod(json!({"app": "x"}), None, "default"),         // unrelated orphan
+            pod(json!({"app": "a"}), None, "elsewhere"),       // another namespace
+            deleting,                                          // terminating orphan
         ];
         assert_eq!(claim(&owner, &sel, &pods), Claim { owned: vec![0], adopt: vec![1], release: vec![2] });
         let mut gone = owner.clone();
         gone["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-        assert_eq!(claim(&gone, &sel, &pods), Claim { owned: vec![0], adopt: vec![], release: vec![] }, "a terminating owner adopts and releases nothing");
+        assert_eq!(
+            claim(&gone, &sel, &pods),
+            Claim { owned: vec![0], adopt: vec![], release: vec![] },
+            "a terminating owner adopts and releases nothing"
+        );
         // References survive a round trip; other owners' references are kept.
         let adopted = meta::with_controller_ref(&pods[3], &owner);
         assert_eq!(adopted["metadata"]["ownerReferences"].as_array().unwrap().len(), 2);
@@ -580,7 +621,11 @@ pub(crate) mod tests {
         let pods = [run_pod(&base, Some(t(0))), run_pod(&base, None), partial];
         let refs: Vec<&Value> = pods.iter().collect();
         let s = status(&owner, &refs, t(5));
-        assert_eq!(s, json!({"replicas": 3, "fullyLabeledReplicas": 2, "readyReplicas": 2, "observedGeneration": 4}), "ready, not yet available");
+        assert_eq!(
+            s,
+            json!({"replicas": 3, "fullyLabeledReplicas": 2, "readyReplicas": 2, "observedGeneration": 4}),
+            "ready, not yet available"
+        );
         assert_eq!(next_available(&refs, 10, t(5)), Some(Duration::from_secs(5) + Duration::from_millis(5)));
         assert_eq!(status(&owner, &refs, t(10))["availableReplicas"], Value::Null, "strictly after minReadySeconds");
         assert_eq!(status(&owner, &refs, t(11))["availableReplicas"], 2);
@@ -601,7 +646,10 @@ pub(crate) mod tests {
             assert!(meta::name(p)[4..].bytes().all(|b| NAME_ALPHABET.contains(&b)));
             assert_eq!(p["metadata"]["generateName"], "web-");
             assert_eq!(p["metadata"]["labels"], json!({"app": "web", "tier": "web"}));
-            assert_eq!(p["metadata"]["ownerReferences"], json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": meta::uid(&rs), "controller": true, "blockOwnerDeletion": true}]));
+            assert_eq!(
+                p["metadata"]["ownerReferences"],
+                json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": meta::uid(&rs), "controller": true, "blockOwnerDeletion": true}])
+            );
             assert_eq!(p["spec"]["restartPolicy"], "Always", "admitted with defaults");
             assert_eq!(p["status"]["phase"], "Pending");
         }
@@ -609,7 +657,14 @@ pub(crate) mod tests {
         assert_eq!(rs["status"], json!({"replicas": 3, "fullyLabeledReplicas": 3, "observedGeneration": 1}));
         ctl.rs_events.flush().await;
         let events = store.list("events", None).await.unwrap().0;
-        assert_eq!(events.iter().filter(|e| e["reason"] == "SuccessfulCreate" && e["message"].as_str().unwrap().starts_with("Created pod: web-")).count(), 3);
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e["reason"] == "SuccessfulCreate"
+                    && e["message"].as_str().unwrap().starts_with("Created pod: web-"))
+                .count(),
+            3
+        );
 
         // Nothing changed: nothing written.
         let rev = store.revision().await.unwrap();
@@ -634,7 +689,10 @@ pub(crate) mod tests {
         let doomed = all.iter().find(|p| meta::name(p) == meta::name(&b)).unwrap();
         assert!(meta::is_deleting(doomed), "the bound pod stops gracefully");
         assert_eq!(doomed["metadata"]["deletionGracePeriodSeconds"], 5);
-        assert!(!meta::is_deleting(all.iter().find(|p| meta::name(p) == meta::name(&a)).unwrap()), "the longest-ready pod stays");
+        assert!(
+            !meta::is_deleting(all.iter().find(|p| meta::name(p) == meta::name(&a)).unwrap()),
+            "the longest-ready pod stays"
+        );
         let rs = get(&store, &resource::REPLICA_SETS, "web").await;
         assert_eq!(rs["status"]["replicas"], 1, "terminating pods do not count");
         ctl.rs_events.flush().await;
@@ -665,7 +723,11 @@ pub(crate) mod tests {
         while let Some(Ok(ev)) = futures::FutureExt::now_or_never(watch.next()) {
             *writes.entry(ev.resource.clone()).or_default() += 1;
         }
-        assert_eq!((writes.get("pods"), writes.get("replicasets.apps")), (Some(&100), Some(&1)), "100 creates and one status write");
+        assert_eq!(
+            (writes.get("pods"), writes.get("replicasets.apps")),
+            (Some(&100), Some(&1)),
+            "100 creates and one status write"
+        );
         let all = pods(&store).await;
         let names: std::collections::BTreeSet<&str> = all.iter().map(meta::name).collect();
         assert_eq!(names.len(), 100, "distinct names");
@@ -698,7 +760,10 @@ pub(crate) mod tests {
         assert_eq!(owned_by(&all, &rs).len(), 2);
         let orphan = all.iter().find(|p| meta::name(p) == "orphan").unwrap();
         assert_eq!(meta::controller_of(orphan).unwrap()["uid"].as_str(), Some(meta::uid(&rs)));
-        assert_eq!(all.iter().find(|p| meta::name(p) == "foreign").unwrap()["metadata"]["ownerReferences"], foreign["metadata"]["ownerReferences"]);
+        assert_eq!(
+            all.iter().find(|p| meta::name(p) == "foreign").unwrap()["metadata"]["ownerReferences"],
+            foreign["metadata"]["ownerReferences"]
+        );
 
         // Relabelled out of the selector: released (the reference goes), and replaced.
         let mut stray = orphan.clone();
@@ -714,7 +779,15 @@ pub(crate) mod tests {
         gone["metadata"]["deletionTimestamp"] = json!(meta::timestamp(t(3)));
         update(&store, &resource::REPLICA_SETS, gone).await;
         let victim = owned_by(&all, &rs)[0].clone();
-        store.apply(Command::Delete { resource: "pods".into(), namespace: "default".into(), name: meta::name(&victim).into(), uid: None }).await.unwrap();
+        store
+            .apply(Command::Delete {
+                resource: "pods".into(),
+                namespace: "default".into(),
+                name: meta::name(&victim).into(),
+                uid: None,
+            })
+            .await
+            .unwrap();
         let mut back = all.iter().find(|p| meta::name(p) == "orphan").unwrap().clone();
         back["metadata"]["labels"] = json!({"app": "web"});
         update(&store, &resource::PODS, back).await;

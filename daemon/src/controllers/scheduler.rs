@@ -39,7 +39,8 @@ fn wanted_ports(pod: &Value) -> Vec<(String, String, u64)> {
 pub fn fits(pod: &Value, on_node: &[&Value]) -> Result<(), String> {
     let used: Vec<(String, String, u64)> = on_node.iter().flat_map(|p| wanted_ports(p)).collect();
     for (proto, ip, port) in wanted_ports(pod) {
-        let clash = used.iter().any(|(p, i, n)| *p == proto && *n == port && (i == &ip || i == "0.0.0.0" || ip == "0.0.0.0"));
+        let clash =
+            used.iter().any(|(p, i, n)| *p == proto && *n == port && (i == &ip || i == "0.0.0.0" || ip == "0.0.0.0"));
         if clash {
             return Err(format!("0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports (hostPort {port}/{proto} is taken)."));
         }
@@ -81,9 +82,11 @@ pub async fn run(store: Store, node: String, shutdown: CancellationToken) {
         }
         // All binds of a pass go to the store at once, so its group commit writes them in one
         // transaction instead of one fsync per pod.
-        let results = futures::future::join_all(binds.iter().map(|(bound, _)| {
-            store.apply(Command::Update { resource: key.clone(), object: bound.clone() })
-        }))
+        let results = futures::future::join_all(
+            binds
+                .iter()
+                .map(|(bound, _)| store.apply(Command::Update { resource: key.clone(), object: bound.clone() })),
+        )
         .await;
         for ((pod, target), result) in binds.iter().zip(results) {
             match result {
@@ -104,7 +107,9 @@ fn bind(pod: &Value, target: &str) -> Value {
     bound["spec"]["nodeName"] = json!(target);
     let conditions = bound["status"]["conditions"].as_array().cloned().unwrap_or_default();
     let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
-    conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()}));
+    conditions.push(
+        json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()}),
+    );
     bound["status"]["conditions"] = json!(conditions);
     bound
 }
@@ -113,7 +118,8 @@ fn bind(pod: &Value, target: &str) -> Value {
 async fn unschedulable(store: &Store, recorder: &Recorder, pod: &Value, reason: &str) {
     let mut new = pod.clone();
     let mut conditions: Vec<Value> = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
-    let already = conditions.iter().any(|c| c["type"] == "PodScheduled" && c["status"] == "False" && c["message"] == reason);
+    let already =
+        conditions.iter().any(|c| c["type"] == "PodScheduled" && c["status"] == "False" && c["message"] == reason);
     if already {
         return;
     }
@@ -135,7 +141,11 @@ mod tests {
         assert_eq!(choose(&json!({"spec": {}}), &nodes), Some(&nodes[0]));
         assert_eq!(choose(&json!({"spec": {"nodeName": "b"}}), &nodes), Some(&nodes[1]));
         assert_eq!(choose(&json!({"spec": {"nodeName": "z"}}), &nodes), None);
-        let pods = vec![json!({"spec": {"nodeName": "a"}}), json!({"spec": {}}), json!({"metadata": {"deletionTimestamp": "x"}, "spec": {}})];
+        let pods = vec![
+            json!({"spec": {"nodeName": "a"}}),
+            json!({"spec": {}}),
+            json!({"metadata": {"deletionTimestamp": "x"}, "spec": {}}),
+        ];
         assert_eq!(unbound(&pods).count(), 1);
     }
 

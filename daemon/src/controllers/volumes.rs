@@ -85,10 +85,7 @@ pub async fn ensure_default_class(store: &Store) -> Result<(), StoreError> {
 
 /// The default class: the newest of those marked default, as Kubernetes picks.
 pub fn default_class(classes: &[Value]) -> Option<&Value> {
-    classes
-        .iter()
-        .filter(|c| is_default_class(c) && !meta::is_deleting(c))
-        .max_by_key(|c| (created(c), meta::name(c)))
+    classes.iter().filter(|c| is_default_class(c) && !meta::is_deleting(c)).max_by_key(|c| (created(c), meta::name(c)))
 }
 
 fn created(obj: &Value) -> Option<jiff::Timestamp> {
@@ -246,7 +243,11 @@ pub fn step_claim(claim: &Value, pvs: &[Value], classes: &[Value], has_consumer:
         return ClaimStep::Bind(meta::name(pv).to_string());
     }
     if wait {
-        return ClaimStep::Pending(Some(note(EventType::Normal, "WaitForFirstConsumer", "waiting for first consumer to be created before binding")));
+        return ClaimStep::Pending(Some(note(
+            EventType::Normal,
+            "WaitForFirstConsumer",
+            "waiting for first consumer to be created before binding",
+        )));
     }
     if class_name.is_empty() {
         return ClaimStep::Pending(Some(note(
@@ -273,7 +274,11 @@ pub fn step_claim(claim: &Value, pvs: &[Value], classes: &[Value], has_consumer:
         )));
     }
     if claim.pointer("/spec/selector").is_some_and(|s| !s.is_null()) {
-        return ClaimStep::Pending(Some(note(EventType::Warning, "ProvisioningFailed", "claim.Spec.Selector is not supported for dynamic provisioning")));
+        return ClaimStep::Pending(Some(note(
+            EventType::Warning,
+            "ProvisioningFailed",
+            "claim.Spec.Selector is not supported for dynamic provisioning",
+        )));
     }
     if request(claim).is_none() {
         return ClaimStep::Pending(Some(note(
@@ -282,14 +287,21 @@ pub fn step_claim(claim: &Value, pvs: &[Value], classes: &[Value], has_consumer:
             "the claim requests no valid storage size; set spec.resources.requests.storage, like 1Gi",
         )));
     }
-    ClaimStep::Provision { class: class_name.to_string(), reclaim: class["reclaimPolicy"].as_str().unwrap_or("Delete").to_string() }
+    ClaimStep::Provision {
+        class: class_name.to_string(),
+        reclaim: class["reclaimPolicy"].as_str().unwrap_or("Delete").to_string(),
+    }
 }
 
 /// A claim naming its volume (`spec.volumeName`): by the user, or bound by us.
 fn step_pre_bound(claim: &Value, wanted: &str, pvs: &[Value], bound_before: bool) -> ClaimStep {
     let Some(pv) = pvs.iter().find(|pv| meta::name(pv) == wanted) else {
         if bound_before {
-            return ClaimStep::Lost(note(EventType::Warning, "ClaimLost", "Bound claim has lost reference to PersistentVolume. Data on the volume is lost!"));
+            return ClaimStep::Lost(note(
+                EventType::Warning,
+                "ClaimLost",
+                "Bound claim has lost reference to PersistentVolume. Data on the volume is lost!",
+            ));
         }
         // The user asked for a volume that does not exist yet: wait for it, as Kubernetes does.
         return ClaimStep::Pending(None);
@@ -299,21 +311,34 @@ fn step_pre_bound(claim: &Value, wanted: &str, pvs: &[Value], bound_before: bool
     }
     if has_claim_ref(pv) {
         if bound_before {
-            return ClaimStep::Lost(note(EventType::Warning, "ClaimMisbound", "Two claims are bound to the same volume, this one is bound incorrectly"));
+            return ClaimStep::Lost(note(
+                EventType::Warning,
+                "ClaimMisbound",
+                "Two claims are bound to the same volume, this one is bound incorrectly",
+            ));
         }
-        return ClaimStep::Pending(Some(note(EventType::Warning, "FailedBinding", format!("volume {wanted:?} already bound to a different claim"))));
+        return ClaimStep::Pending(Some(note(
+            EventType::Warning,
+            "FailedBinding",
+            format!("volume {wanted:?} already bound to a different claim"),
+        )));
     }
     match satisfies(pv, claim) {
         Ok(()) if !meta::is_deleting(pv) => ClaimStep::Bind(wanted.to_string()),
         Ok(()) => ClaimStep::Pending(None),
-        Err(why) => ClaimStep::Pending(Some(note(EventType::Warning, "FailedBinding", format!("Cannot bind to requested volume {wanted:?}: {why}")))),
+        Err(why) => ClaimStep::Pending(Some(note(
+            EventType::Warning,
+            "FailedBinding",
+            format!("Cannot bind to requested volume {wanted:?}: {why}"),
+        ))),
     }
 }
 
 /// The volume, bound to `claim`.
 pub fn bound_volume(pv: &Value, claim: &Value) -> Value {
     let mut new = pv.clone();
-    let already = claim_ref_is(pv, claim) && pv.pointer("/spec/claimRef/uid").and_then(Value::as_str) == Some(meta::uid(claim));
+    let already =
+        claim_ref_is(pv, claim) && pv.pointer("/spec/claimRef/uid").and_then(Value::as_str) == Some(meta::uid(claim));
     if !already {
         if !has_claim_ref(pv) {
             new["metadata"]["annotations"][BOUND_BY_CONTROLLER] = json!("yes");
@@ -403,7 +428,11 @@ pub fn step_volume(pv: &Value, claims: &[Value], volumes_dir: &Path) -> VolumeSt
     }
     let set = |want: &'static str| {
         let message = pv.pointer("/status/message").is_some_and(|m| !m.is_null());
-        if phase(pv) == want && !message { VolumeStep::Done } else { VolumeStep::Phase(want, None) }
+        if phase(pv) == want && !message {
+            VolumeStep::Done
+        } else {
+            VolumeStep::Phase(want, None)
+        }
     };
     let uid = pv.pointer("/spec/claimRef/uid").and_then(Value::as_str).unwrap_or("");
     if !has_claim_ref(pv) || uid.is_empty() {
@@ -426,24 +455,28 @@ pub fn step_volume(pv: &Value, claims: &[Value], volumes_dir: &Path) -> VolumeSt
     let name = meta::name(pv);
     match text(pv, "/spec/persistentVolumeReclaimPolicy").unwrap_or("Retain") {
         "Retain" => VolumeStep::Done,
-        "Delete" => match local_path(pv, volumes_dir) {
-            Some(path) => VolumeStep::DeleteLocal(path),
-            None => {
-                let what = match text(pv, "/spec/hostPath/path") {
+        "Delete" => {
+            match local_path(pv, volumes_dir) {
+                Some(path) => VolumeStep::DeleteLocal(path),
+                None => {
+                    let what = match text(pv, "/spec/hostPath/path") {
                     Some(p) => format!("the data at {p} is kept: remove it yourself if you no longer need it, then delete the volume"),
                     None => "delete the storage behind it yourself, then delete the volume".into(),
                 };
-                VolumeStep::Fail(note(
-                    EventType::Warning,
-                    "VolumeFailedDelete",
-                    format!("skerry deletes only the volumes it provisioned, and {name:?} was not; {what}"),
-                ))
+                    VolumeStep::Fail(note(
+                        EventType::Warning,
+                        "VolumeFailedDelete",
+                        format!("skerry deletes only the volumes it provisioned, and {name:?} was not; {what}"),
+                    ))
+                }
             }
-        },
+        }
         policy => VolumeStep::Fail(note(
             EventType::Warning,
             "VolumeFailedRecycle",
-            format!("reclaim policy {policy:?} is not supported; set persistentVolumeReclaimPolicy to Retain or Delete"),
+            format!(
+                "reclaim policy {policy:?} is not supported; set persistentVolumeReclaimPolicy to Retain or Delete"
+            ),
         )),
     }
 }
@@ -554,7 +587,8 @@ impl Controller {
     /// Removes a released local-path volume: its directory, then the object.
     async fn delete_local(&self, pv: Value, path: &Path) -> Result<Option<Value>, StoreError> {
         // Data goes for good: check again, from the store, that the claim is gone.
-        let (ns, name) = (text(&pv, "/spec/claimRef/namespace").unwrap_or(""), text(&pv, "/spec/claimRef/name").unwrap_or(""));
+        let (ns, name) =
+            (text(&pv, "/spec/claimRef/namespace").unwrap_or(""), text(&pv, "/spec/claimRef/name").unwrap_or(""));
         let claim = self.store.get(&resource::PERSISTENT_VOLUME_CLAIMS.key(), ns, name).await?;
         if claim.is_some_and(|c| Some(meta::uid(&c)) == text(&pv, "/spec/claimRef/uid")) {
             return Ok(Some(pv));
@@ -586,7 +620,9 @@ impl Controller {
         let key = resource::PERSISTENT_VOLUME_CLAIMS.key();
         let wait_possible = |claim: &Value| {
             volume_name(claim).is_empty()
-                && classes.iter().any(|c| Some(meta::name(c)) == claim_class(claim) && c["volumeBindingMode"] == "WaitForFirstConsumer")
+                && classes.iter().any(|c| {
+                    Some(meta::name(c)) == claim_class(claim) && c["volumeBindingMode"] == "WaitForFirstConsumer"
+                })
         };
         for _ in 0..MAX_STEPS {
             let has_consumer = if wait_possible(&claim) {
@@ -616,14 +652,18 @@ impl Controller {
                         self.recorder.record(&claim, n.kind, n.reason, &n.message).await;
                     }
                     if phase(&claim) != "Pending" {
-                        self.store.apply(Command::Update { resource: key.clone(), object: with_phase(&claim, "Pending") }).await?;
+                        self.store
+                            .apply(Command::Update { resource: key.clone(), object: with_phase(&claim, "Pending") })
+                            .await?;
                     }
                     return Ok(());
                 }
                 ClaimStep::Lost(n) => {
                     self.recorder.record(&claim, n.kind, n.reason, &n.message).await;
                     if phase(&claim) != "Lost" {
-                        self.store.apply(Command::Update { resource: key.clone(), object: with_phase(&claim, "Lost") }).await?;
+                        self.store
+                            .apply(Command::Update { resource: key.clone(), object: with_phase(&claim, "Lost") })
+                            .await?;
                     }
                     return Ok(());
                 }
@@ -638,33 +678,57 @@ impl Controller {
         let Some(slot) = pvs.iter_mut().find(|pv| meta::name(pv) == volume) else { return Ok(()) };
         let new = bound_volume(slot, claim);
         if new != *slot {
-            *slot = self.store.apply(Command::Update { resource: resource::PERSISTENT_VOLUMES.key(), object: new }).await?.object;
+            *slot = self
+                .store
+                .apply(Command::Update { resource: resource::PERSISTENT_VOLUMES.key(), object: new })
+                .await?
+                .object;
         }
         let new = bound_claim(claim, slot);
         if new != *claim {
-            self.store.apply(Command::Update { resource: resource::PERSISTENT_VOLUME_CLAIMS.key(), object: new }).await?;
+            self.store
+                .apply(Command::Update { resource: resource::PERSISTENT_VOLUME_CLAIMS.key(), object: new })
+                .await?;
         }
         Ok(())
     }
 
     /// Creates the claim's directory and volume; `false` when that failed (event recorded).
-    async fn provision(&self, claim: &Value, class: &str, reclaim: &str, pvs: &mut Vec<Value>) -> Result<bool, StoreError> {
+    async fn provision(
+        &self,
+        claim: &Value,
+        class: &str,
+        reclaim: &str,
+        pvs: &mut Vec<Value>,
+    ) -> Result<bool, StoreError> {
         let name = format!("pvc-{}", meta::uid(claim));
         let path = self.volumes_dir.join(&name);
         if let Err(e) = make_volume_dir(&path).await {
-            let message = format!("creating {}: {e}; check that the data dir is writable and has space", path.display());
+            let message =
+                format!("creating {}: {e}; check that the data dir is writable and has space", path.display());
             self.recorder.record(claim, EventType::Warning, "ProvisioningFailed", &message).await;
             return Ok(false);
         }
         let pv = provisioned_volume(claim, class, reclaim, &path);
-        let created = match self.store.apply(Command::Create { resource: resource::PERSISTENT_VOLUMES.key(), object: pv }).await {
+        let created = match self
+            .store
+            .apply(Command::Create { resource: resource::PERSISTENT_VOLUMES.key(), object: pv })
+            .await
+        {
             Ok(applied) => applied.object,
             // Made by an earlier pass whose claim write did not land: the next pass binds it.
             Err(StoreError::AlreadyExists { .. }) => return Ok(false),
             Err(e) => return Err(e),
         };
         pvs.push(created);
-        self.recorder.record(claim, EventType::Normal, "ProvisioningSucceeded", &format!("Successfully provisioned volume {name}")).await;
+        self.recorder
+            .record(
+                claim,
+                EventType::Normal,
+                "ProvisioningSucceeded",
+                &format!("Successfully provisioned volume {name}"),
+            )
+            .await;
         Ok(true)
     }
 
@@ -758,13 +822,27 @@ mod tests {
         let claim = pvc("c", Some("fast"), "1Gi", RWO);
         // Class: only the same class; an absent PV class matches only claims asking for "".
         assert_eq!(matched(&claim, &[pv("other", Some("slow"), "5Gi", RWO), pv("none", None, "5Gi", RWO)]), None);
-        assert_eq!(matched(&pvc("c", Some(""), "1Gi", RWO), &[pv("fast", Some("fast"), "5Gi", RWO), pv("none", None, "5Gi", RWO)]), Some("none"));
+        assert_eq!(
+            matched(
+                &pvc("c", Some(""), "1Gi", RWO),
+                &[pv("fast", Some("fast"), "5Gi", RWO), pv("none", None, "5Gi", RWO)]
+            ),
+            Some("none")
+        );
         // Access modes: every requested mode offered.
         let rwx = pvc("c", Some("fast"), "1Gi", &["ReadWriteOnce", "ReadWriteMany"]);
         assert_eq!(matched(&rwx, &[pv("a", Some("fast"), "5Gi", RWO)]), None);
-        assert_eq!(matched(&rwx, &[pv("a", Some("fast"), "5Gi", &["ReadWriteMany", "ReadWriteOnce", "ReadOnlyMany"])]), Some("a"));
+        assert_eq!(
+            matched(&rwx, &[pv("a", Some("fast"), "5Gi", &["ReadWriteMany", "ReadWriteOnce", "ReadOnlyMany"])]),
+            Some("a")
+        );
         // Capacity: enough, and the smallest that is enough (in bytes, whatever the unit).
-        let pvs = [pv("big", Some("fast"), "10Gi", RWO), pv("small", Some("fast"), "1000Mi", RWO), pv("fit", Some("fast"), "1100M", RWO), pv("exact", Some("fast"), "1Gi", RWO)];
+        let pvs = [
+            pv("big", Some("fast"), "10Gi", RWO),
+            pv("small", Some("fast"), "1000Mi", RWO),
+            pv("fit", Some("fast"), "1100M", RWO),
+            pv("exact", Some("fast"), "1Gi", RWO),
+        ];
         assert_eq!(matched(&claim, &pvs), Some("exact"));
         assert_eq!(matched(&claim, &pvs[..3]), Some("fit"), "1100M > 1Gi > 1000Mi");
         assert_eq!(matched(&pvc("c", Some("fast"), "20Gi", RWO), &pvs), None);
@@ -780,7 +858,11 @@ mod tests {
         assert_eq!(matched(&claim, &[released, taken]), None);
         let mut mine = pv("mine", Some("fast"), "8Gi", RWO);
         mine["spec"]["claimRef"] = json!({"namespace": "default", "name": "c"});
-        assert_eq!(matched(&claim, &[pvs[3].clone(), mine.clone()]), Some("mine"), "pre-bound by name wins over a better fit");
+        assert_eq!(
+            matched(&claim, &[pvs[3].clone(), mine.clone()]),
+            Some("mine"),
+            "pre-bound by name wins over a better fit"
+        );
         mine["spec"]["claimRef"]["uid"] = json!("another-claim-of-that-name");
         assert_eq!(matched(&claim, &[mine]), None);
         // Selector: matchLabels on the volume's labels.
@@ -801,22 +883,44 @@ mod tests {
         };
         let classes = [local, class("ext", "example.com/nfs")];
         // Default class: only when the field is absent.
-        assert_eq!(step_claim(&pvc("c", None, "1Gi", RWO), &[], &classes, false), ClaimStep::SetClass(LOCAL_PATH.into()));
+        assert_eq!(
+            step_claim(&pvc("c", None, "1Gi", RWO), &[], &classes, false),
+            ClaimStep::SetClass(LOCAL_PATH.into())
+        );
         let none = step_claim(&pvc("c", Some(""), "1Gi", RWO), &[], &classes, false);
         let ClaimStep::Pending(Some(n)) = none else { panic!("{none:?}") };
         assert_eq!((n.kind, n.reason), (EventType::Normal, "FailedBinding"));
         assert_eq!(n.message, "no persistent volumes available for this claim and no storage class is set");
         // Without a default class an absent class means "": it binds "" volumes.
-        assert_eq!(step_claim(&pvc("c", None, "1Gi", RWO), &[pv("v", None, "1Gi", RWO)], &classes[1..], false), ClaimStep::Bind("v".into()));
+        assert_eq!(
+            step_claim(&pvc("c", None, "1Gi", RWO), &[pv("v", None, "1Gi", RWO)], &classes[1..], false),
+            ClaimStep::Bind("v".into())
+        );
         // An existing volume wins over provisioning; otherwise local-path provisions.
         let claim = pvc("c", Some(LOCAL_PATH), "1Gi", RWO);
-        assert_eq!(step_claim(&claim, &[pv("v", Some(LOCAL_PATH), "2Gi", RWO)], &classes, false), ClaimStep::Bind("v".into()));
-        assert_eq!(step_claim(&claim, &[], &classes, false), ClaimStep::Provision { class: LOCAL_PATH.into(), reclaim: "Delete".into() });
+        assert_eq!(
+            step_claim(&claim, &[pv("v", Some(LOCAL_PATH), "2Gi", RWO)], &classes, false),
+            ClaimStep::Bind("v".into())
+        );
+        assert_eq!(
+            step_claim(&claim, &[], &classes, false),
+            ClaimStep::Provision { class: LOCAL_PATH.into(), reclaim: "Delete".into() }
+        );
         // Unknown class, external provisioner.
         let step = step_claim(&pvc("c", Some("nothing-here"), "1Gi", RWO), &[], &classes, false);
-        assert_eq!(step, ClaimStep::Pending(Some(note(EventType::Warning, "ProvisioningFailed", "storageclass.storage.k8s.io \"nothing-here\" not found"))));
+        assert_eq!(
+            step,
+            ClaimStep::Pending(Some(note(
+                EventType::Warning,
+                "ProvisioningFailed",
+                "storageclass.storage.k8s.io \"nothing-here\" not found"
+            )))
+        );
         let step = step_claim(&pvc("c", Some("ext"), "1Gi", RWO), &[], &classes, false);
-        assert!(matches!(&step, ClaimStep::Pending(Some(n)) if n.reason == "ExternalProvisioning" && n.message.contains("'example.com/nfs'")), "{step:?}");
+        assert!(
+            matches!(&step, ClaimStep::Pending(Some(n)) if n.reason == "ExternalProvisioning" && n.message.contains("'example.com/nfs'")),
+            "{step:?}"
+        );
         // Pre-bound by volumeName: honoured over a better fit, checked, waited for.
         let mut named = pvc("c", Some("fast"), "1Gi", RWO);
         named["spec"]["volumeName"] = json!("big");
@@ -824,13 +928,22 @@ mod tests {
         assert_eq!(step_claim(&named, &pvs, &classes, false), ClaimStep::Bind("big".into()));
         assert_eq!(step_claim(&named, &pvs[..1], &classes, false), ClaimStep::Pending(None));
         let step = step_claim(&named, &[pv("big", Some("slow"), "10Gi", RWO)], &classes, false);
-        assert_eq!(step, ClaimStep::Pending(Some(note(EventType::Warning, "FailedBinding", "Cannot bind to requested volume \"big\": storageClassName does not match"))));
+        assert_eq!(
+            step,
+            ClaimStep::Pending(Some(note(
+                EventType::Warning,
+                "FailedBinding",
+                "Cannot bind to requested volume \"big\": storageClassName does not match"
+            )))
+        );
         // WaitForFirstConsumer: nothing until a pod uses the claim.
         let mut wffc = class("late", PROVISIONER);
         wffc["volumeBindingMode"] = json!("WaitForFirstConsumer");
         let late = pvc("c", Some("late"), "1Gi", RWO);
         let free = [pv("v", Some("late"), "1Gi", RWO)];
-        assert!(matches!(step_claim(&late, &free, std::slice::from_ref(&wffc), false), ClaimStep::Pending(Some(n)) if n.reason == "WaitForFirstConsumer"));
+        assert!(
+            matches!(step_claim(&late, &free, std::slice::from_ref(&wffc), false), ClaimStep::Pending(Some(n)) if n.reason == "WaitForFirstConsumer")
+        );
         assert_eq!(step_claim(&late, &free, std::slice::from_ref(&wffc), true), ClaimStep::Bind("v".into()));
         // Bound, then the volume goes: Lost.
         let mut bound = bound_claim(&claim, &free[0]);
@@ -859,7 +972,11 @@ mod tests {
         let free = pv("v", Some("s"), "1Gi", RWO);
         assert_eq!(step_volume(&free, &[], dir), VolumeStep::Done, "Available is already set");
         let bound = bound_volume(&free, &claim);
-        assert_eq!(step_volume(&bound, std::slice::from_ref(&claim), dir), VolumeStep::Done, "claim not yet written: wait");
+        assert_eq!(
+            step_volume(&bound, std::slice::from_ref(&claim), dir),
+            VolumeStep::Done,
+            "claim not yet written: wait"
+        );
         let bound_claim = bound_claim(&claim, &bound);
         assert_eq!(step_volume(&bound, std::slice::from_ref(&bound_claim), dir), VolumeStep::Done);
         // The claim is gone, or replaced by a namesake: Released, then the policy.
@@ -871,7 +988,10 @@ mod tests {
         let mut delete = released.clone();
         delete["spec"]["persistentVolumeReclaimPolicy"] = json!("Delete");
         let step = step_volume(&delete, &[], dir);
-        assert!(matches!(&step, VolumeStep::Fail(n) if n.reason == "VolumeFailedDelete" && n.message.contains("/srv/v is kept")), "{step:?}");
+        assert!(
+            matches!(&step, VolumeStep::Fail(n) if n.reason == "VolumeFailedDelete" && n.message.contains("/srv/v is kept")),
+            "{step:?}"
+        );
         // Provisioned here: the directory goes; a volume that only says so keeps its data.
         let mut local = provisioned_volume(&claim, "s", "Delete", &dir.join("pvc-uid-c"));
         local["status"]["phase"] = json!("Released");
@@ -902,7 +1022,10 @@ mod tests {
 
     async fn delete(store: &Store, rt: &ResourceType, name: &str) {
         let ns = if rt.namespaced { "default" } else { "" };
-        store.apply(Command::Delete { resource: rt.key(), namespace: ns.into(), name: name.into(), uid: None }).await.unwrap();
+        store
+            .apply(Command::Delete { resource: rt.key(), namespace: ns.into(), name: name.into(), uid: None })
+            .await
+            .unwrap();
     }
 
     async fn events_of(store: &Store, obj: &Value) -> Vec<Value> {
@@ -918,7 +1041,9 @@ mod tests {
     async fn binds_both_sides() {
         let (store, dir) = setup();
         let c = Controller::new(store.clone(), dir.path());
-        let claim = create(&store, &resource::PERSISTENT_VOLUME_CLAIMS, pvc("mongo-pvc", Some("mylocalstorage"), "20Gi", RWO)).await;
+        let claim =
+            create(&store, &resource::PERSISTENT_VOLUME_CLAIMS, pvc("mongo-pvc", Some("mylocalstorage"), "20Gi", RWO))
+                .await;
         c.reconcile().await.unwrap();
         c.flush_events().await;
         let events = events_of(&store, &claim).await;
@@ -932,11 +1057,17 @@ mod tests {
         assert_eq!(pv["status"]["phase"], "Bound");
         let r = &pv["spec"]["claimRef"];
         assert_eq!((r["kind"].as_str(), r["apiVersion"].as_str()), (Some("PersistentVolumeClaim"), Some("v1")));
-        assert_eq!((r["namespace"].as_str(), r["name"].as_str(), r["uid"].as_str()), (Some("default"), Some("mongo-pvc"), Some(meta::uid(&claim))));
+        assert_eq!(
+            (r["namespace"].as_str(), r["name"].as_str(), r["uid"].as_str()),
+            (Some("default"), Some("mongo-pvc"), Some(meta::uid(&claim)))
+        );
         assert!(r["resourceVersion"].is_string());
         let claim = get(&store, &resource::PERSISTENT_VOLUME_CLAIMS, "mongo-pvc").await.unwrap();
         assert_eq!(claim["spec"]["volumeName"], "local-storage");
-        assert_eq!(claim["status"], json!({"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "20Gi"}}));
+        assert_eq!(
+            claim["status"],
+            json!({"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "20Gi"}})
+        );
         assert_eq!(annotation(&claim, BIND_COMPLETED), Some("yes"));
         assert_eq!(get(&store, &resource::PERSISTENT_VOLUMES, "small").await.unwrap()["status"]["phase"], "Available");
         // A second pass changes nothing.
@@ -953,8 +1084,11 @@ mod tests {
         create(&store, &resource::PERSISTENT_VOLUME_CLAIMS, pvc("a", Some("s"), "1Gi", RWO)).await;
         create(&store, &resource::PERSISTENT_VOLUME_CLAIMS, pvc("b", Some("s"), "1Gi", RWO)).await;
         c.reconcile().await.unwrap();
-        let phases = [get(&store, &resource::PERSISTENT_VOLUME_CLAIMS, "a").await.unwrap(), get(&store, &resource::PERSISTENT_VOLUME_CLAIMS, "b").await.unwrap()]
-            .map(|c| c["status"]["phase"].as_str().unwrap().to_string());
+        let phases = [
+            get(&store, &resource::PERSISTENT_VOLUME_CLAIMS, "a").await.unwrap(),
+            get(&store, &resource::PERSISTENT_VOLUME_CLAIMS, "b").await.unwrap(),
+        ]
+        .map(|c| c["status"]["phase"].as_str().unwrap().to_string());
         assert_eq!(phases, ["Bound", "Pending"]);
     }
 
@@ -965,9 +1099,17 @@ mod tests {
         ensure_default_class(&store).await.unwrap();
         let sc = get(&store, &resource::STORAGE_CLASSES, LOCAL_PATH).await.unwrap();
         assert!(is_default_class(&sc));
-        assert_eq!((sc["provisioner"].as_str(), sc["reclaimPolicy"].as_str(), sc["volumeBindingMode"].as_str()), (Some(PROVISIONER), Some("Delete"), Some("Immediate")));
+        assert_eq!(
+            (sc["provisioner"].as_str(), sc["reclaimPolicy"].as_str(), sc["volumeBindingMode"].as_str()),
+            (Some(PROVISIONER), Some("Delete"), Some("Immediate"))
+        );
         let c = Controller::new(store.clone(), dir.path());
-        let claim = create(&store, &resource::PERSISTENT_VOLUME_CLAIMS, pvc("data", None, "1Gi", &["ReadWriteOnce", "ReadWriteOncePod"])).await;
+        let claim = create(
+            &store,
+            &resource::PERSISTENT_VOLUME_CLAIMS,
+            pvc("data", None, "1Gi", &["ReadWriteOnce", "ReadWriteOncePod"]),
+        )
+        .await;
         c.reconcile().await.unwrap();
         let name = format!("pvc-{}", meta::uid(&claim));
         let path = dir.path().join("volumes").join(&name);
@@ -990,7 +1132,10 @@ mod tests {
         c.flush_events().await;
         let events = events_of(&store, &claim).await;
         assert_eq!(events.len(), 1, "{events:?}");
-        assert_eq!((events[0]["reason"].as_str(), events[0]["message"].as_str()), (Some("ProvisioningSucceeded"), Some(format!("Successfully provisioned volume {name}").as_str())));
+        assert_eq!(
+            (events[0]["reason"].as_str(), events[0]["message"].as_str()),
+            (Some("ProvisioningSucceeded"), Some(format!("Successfully provisioned volume {name}").as_str()))
+        );
         std::fs::write(path.join("file"), "data").unwrap();
 
         delete(&store, &resource::PERSISTENT_VOLUME_CLAIMS, "data").await;
@@ -1038,15 +1183,22 @@ mod tests {
         let (store, dir) = setup();
         ensure_default_class(&store).await.unwrap();
         let c = Controller::new(store.clone(), dir.path());
-        let claim = create(&store, &resource::PERSISTENT_VOLUME_CLAIMS, pvc("lost", Some("nothing-here"), "1Gi", RWO)).await;
+        let claim =
+            create(&store, &resource::PERSISTENT_VOLUME_CLAIMS, pvc("lost", Some("nothing-here"), "1Gi", RWO)).await;
         let none = create(&store, &resource::PERSISTENT_VOLUME_CLAIMS, pvc("none", Some(""), "1Gi", RWO)).await;
         c.reconcile().await.unwrap();
         c.reconcile().await.unwrap();
         c.flush_events().await;
-        assert_eq!(get(&store, &resource::PERSISTENT_VOLUME_CLAIMS, "lost").await.unwrap()["status"]["phase"], "Pending");
+        assert_eq!(
+            get(&store, &resource::PERSISTENT_VOLUME_CLAIMS, "lost").await.unwrap()["status"]["phase"],
+            "Pending"
+        );
         let events = events_of(&store, &claim).await;
         assert_eq!(events.len(), 1, "{events:?}");
-        assert_eq!((events[0]["type"].as_str(), events[0]["reason"].as_str(), events[0]["count"].as_i64()), (Some("Warning"), Some("ProvisioningFailed"), Some(2)));
+        assert_eq!(
+            (events[0]["type"].as_str(), events[0]["reason"].as_str(), events[0]["count"].as_i64()),
+            (Some("Warning"), Some("ProvisioningFailed"), Some(2))
+        );
         let events = events_of(&store, &none).await;
         assert_eq!(events[0]["reason"], "FailedBinding");
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing provisioned");

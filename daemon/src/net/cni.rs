@@ -135,7 +135,13 @@ impl Cni {
         conf
     }
 
-    async fn invoke(&self, command: &'static str, plugin: &Value, conf: &Value, att: Option<&Attachment>) -> Result<Option<Value>, CniError> {
+    async fn invoke(
+        &self,
+        command: &'static str,
+        plugin: &Value,
+        conf: &Value,
+        att: Option<&Attachment>,
+    ) -> Result<Option<Value>, CniError> {
         let kind = plugin["type"].as_str().unwrap_or("");
         let binary = find_plugin(kind, &self.bin_path)?;
         let mut cmd = tokio::process::Command::new(&binary);
@@ -169,12 +175,17 @@ impl Cni {
         if !out.status.success() {
             let err: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            let details = err["details"].as_str().filter(|d| !d.is_empty()).map(|d| format!(": {d}")).unwrap_or_default();
+            let details =
+                err["details"].as_str().filter(|d| !d.is_empty()).map(|d| format!(": {d}")).unwrap_or_default();
             return Err(CniError::Plugin {
                 plugin: kind.into(),
                 command,
                 code: err["code"].as_i64().unwrap_or(-1),
-                message: err["msg"].as_str().map(str::to_string).unwrap_or(if stderr.is_empty() { format!("exit status {}", out.status) } else { stderr }),
+                message: err["msg"].as_str().map(str::to_string).unwrap_or(if stderr.is_empty() {
+                    format!("exit status {}", out.status)
+                } else {
+                    stderr
+                }),
                 details,
             });
         }
@@ -195,7 +206,10 @@ impl Cni {
                 prev = Some(result);
             }
         }
-        prev.ok_or_else(|| CniError::BadResult { plugin: self.list.name.clone(), message: "no plugin returned a result".into() })
+        prev.ok_or_else(|| CniError::BadResult {
+            plugin: self.list.name.clone(),
+            message: "no plugin returned a result".into(),
+        })
     }
 
     /// DEL through every plugin in reverse order, with the cached ADD result when known.
@@ -240,7 +254,12 @@ fn version_at_least(v: &str, (major, minor): (u64, u64)) -> bool {
 
 /// The pod's IPv4 address from a CNI result (`ips[].address` in 1.0, `ip4` in 0.2).
 pub fn result_ip(result: &Value) -> Option<String> {
-    let from_ips = result["ips"].as_array().into_iter().flatten().filter_map(|ip| ip["address"].as_str()).find(|a| !a.contains(':'));
+    let from_ips = result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip["address"].as_str())
+        .find(|a| !a.contains(':'));
     let addr = from_ips.or_else(|| result.pointer("/ip4/ip").and_then(Value::as_str))?;
     Some(addr.split('/').next().unwrap_or(addr).to_string())
 }
@@ -256,7 +275,8 @@ mod tests {
         let list = load_or_write_default(dir.path(), "10.42.0.0/24").unwrap();
         assert_eq!(list.name, "skerry");
         assert_eq!(list.plugins[0]["type"], "skerry-cni");
-        std::fs::write(dir.path().join("05-single.conf"), r#"{"cniVersion":"0.4.0","name":"one","type":"bridge"}"#).unwrap();
+        std::fs::write(dir.path().join("05-single.conf"), r#"{"cniVersion":"0.4.0","name":"one","type":"bridge"}"#)
+            .unwrap();
         let single = load(dir.path()).unwrap().unwrap();
         assert_eq!((single.name.as_str(), single.plugins.len()), ("one", 1));
         std::fs::write(dir.path().join("01-bad.conflist"), "{").unwrap();

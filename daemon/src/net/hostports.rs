@@ -21,7 +21,9 @@ pub fn host_ports(pods: &[Value], node: &str) -> Vec<HostPort> {
         if matches!(pod.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")) {
             continue;
         }
-        let Some(pod_ip) = pod.pointer("/status/podIP").and_then(Value::as_str).and_then(|ip| ip.parse::<Ipv4Addr>().ok()) else {
+        let Some(pod_ip) =
+            pod.pointer("/status/podIP").and_then(Value::as_str).and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+        else {
             continue;
         };
         if pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true) {
@@ -30,7 +32,9 @@ pub fn host_ports(pods: &[Value], node: &str) -> Vec<HostPort> {
         for c in pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
             for p in c["ports"].as_array().into_iter().flatten() {
                 let Some(host_port) = p["hostPort"].as_u64().filter(|h| *h > 0 && *h <= 65535) else { continue };
-                let Some(container_port) = p["containerPort"].as_u64().filter(|c| *c > 0 && *c <= 65535) else { continue };
+                let Some(container_port) = p["containerPort"].as_u64().filter(|c| *c > 0 && *c <= 65535) else {
+                    continue;
+                };
                 out.push(HostPort {
                     protocol: p["protocol"].as_str().unwrap_or("TCP").to_lowercase(),
                     host_ip: p["hostIP"].as_str().and_then(|h| h.parse().ok()),
@@ -90,7 +94,16 @@ mod tests {
         ];
         let ports = host_ports(&pods, "n1");
         assert_eq!(ports.len(), 2);
-        assert_eq!(ports[0], HostPort { protocol: "tcp".into(), host_ip: None, host_port: 8080, pod_ip: "10.42.0.5".parse().unwrap(), container_port: 80 });
+        assert_eq!(
+            ports[0],
+            HostPort {
+                protocol: "tcp".into(),
+                host_ip: None,
+                host_port: 8080,
+                pod_ip: "10.42.0.5".parse().unwrap(),
+                container_port: 80
+            }
+        );
         assert_eq!(ports[1].protocol, "udp");
         assert_eq!(ports[1].host_ip, Some("10.0.0.1".parse().unwrap()));
     }

@@ -110,7 +110,11 @@ pub fn render(rules: &NodeRules) -> Value {
     // the same way: masquerade them (hairpin).
     batch.push(rule(
         "nat-postrouting",
-        vec![eq(ip("saddr"), prefix(rules.pod_cidr)), json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}), json!({"masquerade": null})],
+        vec![
+            eq(ip("saddr"), prefix(rules.pod_cidr)),
+            json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}),
+            json!({"masquerade": null}),
+        ],
         Some("hairpin".into()),
     ));
     if rules.masquerade {
@@ -138,14 +142,20 @@ pub fn render_cleanup() -> Value {
 /// Applies a rendered batch in one `nft -j -f -` transaction.
 pub async fn apply(batch: &Value) -> Result<(), NftError> {
     let payload = batch.to_string();
-    tokio::task::spawn_blocking(move || nftables::helper::apply_ruleset_raw(&payload, None::<&str>, std::iter::empty::<&str>()))
-        .await
-        .map_err(|e| NftError::Apply(e.to_string()))?
-        .map(|_| ())
-        .map_err(|e| NftError::Apply(match e {
-            nftables::helper::NftablesError::NftFailed { stderr, stdout, .. } => format!("{} {}", stderr.trim(), stdout.trim()).trim().to_string(),
+    tokio::task::spawn_blocking(move || {
+        nftables::helper::apply_ruleset_raw(&payload, None::<&str>, std::iter::empty::<&str>())
+    })
+    .await
+    .map_err(|e| NftError::Apply(e.to_string()))?
+    .map(|_| ())
+    .map_err(|e| {
+        NftError::Apply(match e {
+            nftables::helper::NftablesError::NftFailed { stderr, stdout, .. } => {
+                format!("{} {}", stderr.trim(), stdout.trim()).trim().to_string()
+            }
             other => other.to_string(),
-        }))
+        })
+    })
 }
 
 /// Parses `10.42.0.0/24`.
@@ -164,13 +174,25 @@ mod tests {
         let rules = NodeRules {
             pod_cidr: parse_cidr("10.42.0.0/24").unwrap(),
             masquerade: true,
-            host_ports: vec![HostPort { protocol: "tcp".into(), host_ip: None, host_port: 8080, pod_ip: "10.42.0.5".parse().unwrap(), container_port: 80 }],
+            host_ports: vec![HostPort {
+                protocol: "tcp".into(),
+                host_ip: None,
+                host_port: 8080,
+                pod_ip: "10.42.0.5".parse().unwrap(),
+                container_port: 80,
+            }],
         };
         let batch = render(&rules);
         let items = batch["nftables"].as_array().unwrap();
         assert_eq!(items[0], json!({"add": {"table": {"family": "inet", "name": "skerry"}}}));
-        assert_eq!(items[2], json!({"flush": {"chain": {"family": "inet", "table": "skerry", "name": "nat-prerouting"}}}));
-        assert!(!items.iter().any(|i| i.get("flush").and_then(|f| f.get("table")).is_some()), "never flushes the whole table");
+        assert_eq!(
+            items[2],
+            json!({"flush": {"chain": {"family": "inet", "table": "skerry", "name": "nat-prerouting"}}})
+        );
+        assert!(
+            !items.iter().any(|i| i.get("flush").and_then(|f| f.get("table")).is_some()),
+            "never flushes the whole table"
+        );
         let hostport = items.iter().find(|i| i["add"]["rule"]["chain"] == "hostports").unwrap();
         assert_eq!(
             hostport["add"]["rule"]["expr"],
@@ -183,7 +205,15 @@ mod tests {
         let masq = items.iter().filter(|i| i["add"]["rule"]["chain"] == "nat-postrouting").count();
         assert_eq!(masq, 2);
         let no_masq = render(&NodeRules { masquerade: false, ..rules });
-        assert_eq!(no_masq["nftables"].as_array().unwrap().iter().filter(|i| i["add"]["rule"]["chain"] == "nat-postrouting").count(), 1);
+        assert_eq!(
+            no_masq["nftables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["add"]["rule"]["chain"] == "nat-postrouting")
+                .count(),
+            1
+        );
         assert_eq!(parse_cidr("10.42.0.0/33"), None);
     }
 }

@@ -32,10 +32,9 @@ async fn try_detect() -> Result<Option<Ipv4Addr>, String> {
             .try_collect()
             .await
             .map_err(|e| e.to_string())?;
-        let default_oif = routes
-            .iter()
-            .filter(|r| r.header.destination_prefix_length == 0)
-            .find_map(|r| r.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None }));
+        let default_oif = routes.iter().filter(|r| r.header.destination_prefix_length == 0).find_map(|r| {
+            r.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None })
+        });
         let addrs: Vec<_> = handle.address().get().execute().try_collect().await.map_err(|e| e.to_string())?;
         let v4 = |m: &rtnetlink::packet_route::address::AddressMessage| {
             m.attributes.iter().find_map(|a| match a {

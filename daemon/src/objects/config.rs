@@ -22,7 +22,9 @@ pub const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
 /// A data key: `[-._a-zA-Z0-9]+`, at most 253 characters, not `.` or `..`.
 pub fn check_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.len() > 253 {
-        return Err("a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name')".into());
+        return Err(
+            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name')".into()
+        );
     }
     if key == "." || key == ".." {
         return Err("must not be '.' or '..'".into());
@@ -50,7 +52,8 @@ pub fn validate_config_map(cm: &ConfigMap) -> Vec<Cause> {
     for k in data.keys().filter(|k| binary.contains_key(*k)) {
         causes.push(Cause::invalid(format!("data[{k}]"), k, "duplicate of key present in binaryData".into()));
     }
-    let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + binary.iter().map(|(k, v)| k.len() + v.0.len()).sum::<usize>();
+    let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        + binary.iter().map(|(k, v)| k.len() + v.0.len()).sum::<usize>();
     if size > MAX_SIZE {
         causes.push(Cause::new("", format!("Too long: must have at most {MAX_SIZE} bytes")));
     }
@@ -121,10 +124,7 @@ pub fn validate_storage_class(sc: &StorageClass) -> Vec<Cause> {
 
 /// Whether a StorageClass object is marked as the default.
 pub fn is_default_class(sc: &Value) -> bool {
-    sc.pointer("/metadata/annotations")
-        .and_then(|a| a.get(DEFAULT_CLASS))
-        .and_then(Value::as_str)
-        == Some("true")
+    sc.pointer("/metadata/annotations").and_then(|a| a.get(DEFAULT_CLASS)).and_then(Value::as_str) == Some("true")
 }
 
 /// A Secret's data decoded (`data` is base64 in JSON).

@@ -91,7 +91,9 @@ pub fn admit(rt: &ResourceType, mut obj: Value) -> Result<Admitted, ObjectError>
         "ReplicationController" => {
             typed_step(&obj, workload::default_replication_controller, workload::validate_replication_controller)
         }
-        "ConfigMap" => typed_step(&obj, |_: &mut k8s_openapi::api::core::v1::ConfigMap| {}, config::validate_config_map),
+        "ConfigMap" => {
+            typed_step(&obj, |_: &mut k8s_openapi::api::core::v1::ConfigMap| {}, config::validate_config_map)
+        }
         "Secret" => typed_step(&obj, config::default_secret, config::validate_secret),
         "StorageClass" => typed_step(&obj, config::default_storage_class, config::validate_storage_class),
         "PersistentVolume" => typed_step::<k8s_openapi::api::core::v1::PersistentVolume>(&obj, default_pv, |_| vec![]),
@@ -350,7 +352,11 @@ mod tests {
     fn bad_pods_are_invalid_with_paths() {
         let e = admit(&resource::PODS, pod(json!({"metadata": {"name": "Web_App"}}))).unwrap_err();
         assert!(e.to_string().contains("metadata.name"), "{e}");
-        let e = admit(&resource::PODS, pod(json!({"spec": {"containers": [{"name": "a", "ports": [{"containerPort": "eighty"}]}]}}))).unwrap_err();
+        let e = admit(
+            &resource::PODS,
+            pod(json!({"spec": {"containers": [{"name": "a", "ports": [{"containerPort": "eighty"}]}]}})),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("spec.containers[0].ports[0].containerPort"), "{e}");
         let e = admit(&resource::PODS, pod(json!({"spec": {"containers": []}}))).unwrap_err();
         assert!(e.to_string().contains("spec.containers: Required value"), "{e}");
@@ -419,6 +425,9 @@ mod apply_tests {
         let last = json!({"metadata": {"name": "a", "labels": {"x": "1", "y": "2"}}, "spec": {"s": 1}});
         let applied = json!({"metadata": {"name": "a", "labels": {"x": "3"}}, "spec": {"s": 2}});
         let merged = apply_merge(&live, &last, &applied);
-        assert_eq!(merged, json!({"metadata": {"name": "a", "uid": "u", "labels": {"x": "3", "other": "kept"}}, "spec": {"s": 2}, "status": {"phase": "Running"}}));
+        assert_eq!(
+            merged,
+            json!({"metadata": {"name": "a", "uid": "u", "labels": {"x": "3", "other": "kept"}}, "spec": {"s": 2}, "status": {"phase": "Running"}})
+        );
     }
 }

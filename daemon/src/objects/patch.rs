@@ -8,12 +8,16 @@ use serde_json::{Map, Value};
 /// types declare it (`patchMergeKey`); `None` for lists that are replaced whole.
 fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" => Some("name"),
+        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" => {
+            Some("name")
+        }
         "volumeMounts" => Some("mountPath"),
         "volumeDevices" => Some("devicePath"),
         "hostAliases" => Some("ip"),
         // Container ports merge by containerPort, Service ports by port.
-        "ports" => Some(if sample.is_some_and(|s| s.get("containerPort").is_some()) { "containerPort" } else { "port" }),
+        "ports" => {
+            Some(if sample.is_some_and(|s| s.get("containerPort").is_some()) { "containerPort" } else { "port" })
+        }
         _ => None,
     }
 }
@@ -76,7 +80,8 @@ fn merge_list(existing: &mut Vec<Value>, items: &[Value], key: &str) {
 
 /// Applies an RFC 6902 JSON patch.
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
-    let ops: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| format!("the JSON patch is malformed: {e}"))?;
+    let ops: json_patch::Patch =
+        serde_json::from_value(patch.clone()).map_err(|e| format!("the JSON patch is malformed: {e}"))?;
     json_patch::patch(target, &ops).map_err(|e| e.to_string())
 }
 
@@ -91,18 +96,30 @@ mod tests {
             {"name": "a", "image": "a:1", "ports": [{"containerPort": 80, "name": "http"}]},
             {"name": "b", "image": "b:1"}
         ]}});
-        strategic_merge(&mut pod, &json!({"spec": {"containers": [
-            {"name": "a", "image": "a:2", "ports": [{"containerPort": 81}]},
-            {"name": "b", "$patch": "delete"},
-            {"name": "c", "image": "c:1"}
-        ]}}));
-        assert_eq!(pod, json!({"spec": {"containers": [
-            {"name": "a", "image": "a:2", "ports": [{"containerPort": 80, "name": "http"}, {"containerPort": 81}]},
-            {"name": "c", "image": "c:1"}
-        ]}}));
+        strategic_merge(
+            &mut pod,
+            &json!({"spec": {"containers": [
+                {"name": "a", "image": "a:2", "ports": [{"containerPort": 81}]},
+                {"name": "b", "$patch": "delete"},
+                {"name": "c", "image": "c:1"}
+            ]}}),
+        );
+        assert_eq!(
+            pod,
+            json!({"spec": {"containers": [
+                {"name": "a", "image": "a:2", "ports": [{"containerPort": 80, "name": "http"}, {"containerPort": 81}]},
+                {"name": "c", "image": "c:1"}
+            ]}})
+        );
         let mut svc = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}], "selector": {"app": "web", "release": "0-5"}}});
-        strategic_merge(&mut svc, &json!({"spec": {"type": "LoadBalancer", "externalIPs": ["192.0.2.1"], "selector": {"release": "0"}}}));
-        assert_eq!(svc, json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 80, "nodePort": 30080}], "selector": {"app": "web", "release": "0"}, "externalIPs": ["192.0.2.1"]}}));
+        strategic_merge(
+            &mut svc,
+            &json!({"spec": {"type": "LoadBalancer", "externalIPs": ["192.0.2.1"], "selector": {"release": "0"}}}),
+        );
+        assert_eq!(
+            svc,
+            json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 80, "nodePort": 30080}], "selector": {"app": "web", "release": "0"}, "externalIPs": ["192.0.2.1"]}})
+        );
         let mut m = json!({"metadata": {"labels": {"a": "1", "b": "2"}}});
         strategic_merge(&mut m, &json!({"metadata": {"labels": {"a": null}}}));
         assert_eq!(m, json!({"metadata": {"labels": {"b": "2"}}}));

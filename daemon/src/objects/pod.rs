@@ -55,8 +55,10 @@ pub fn qos_class(spec: &PodSpec) -> &'static str {
     let mut guaranteed = true;
     for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
         let r = c.resources.as_ref();
-        let add = |list: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
-                       into: &mut BTreeMap<&str, u64>| {
+        let add = |list: Option<
+            &std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >,
+                   into: &mut BTreeMap<&str, u64>| {
             let mut found = Vec::new();
             for name in ["cpu", "memory"] {
                 let value = list.and_then(|l| l.get(name)).and_then(|q| resource_value(name, &q.0).ok()).unwrap_or(0);
@@ -108,16 +110,25 @@ fn validate_resources(c: &Container, path: &str, causes: &mut Vec<Cause>) {
             }
         }
     };
-    let limit_values: std::collections::BTreeMap<&str, Option<u64>> = limits.iter().map(|(n, q)| (n.as_str(), check("limits", n, &q.0, causes))).collect();
+    let limit_values: std::collections::BTreeMap<&str, Option<u64>> =
+        limits.iter().map(|(n, q)| (n.as_str(), check("limits", n, &q.0, causes))).collect();
     for (name, q) in requests {
         let request = check("requests", name, &q.0, causes);
         let (Some(request), Some(Some(limit))) = (request, limit_values.get(name.as_str())) else { continue };
         let limit_text = &limits[name].0;
         let overcommit = !name.contains('/') && !name.starts_with("hugepages-");
         if !overcommit && request != *limit {
-            causes.push(Cause::invalid(format!("{path}.resources.requests"), &q.0, format!("must be equal to {name} limit of {limit_text}")));
+            causes.push(Cause::invalid(
+                format!("{path}.resources.requests"),
+                &q.0,
+                format!("must be equal to {name} limit of {limit_text}"),
+            ));
         } else if request > *limit {
-            causes.push(Cause::invalid(format!("{path}.resources.requests"), &q.0, format!("must be less than or equal to {name} limit of {limit_text}")));
+            causes.push(Cause::invalid(
+                format!("{path}.resources.requests"),
+                &q.0,
+                format!("must be less than or equal to {name} limit of {limit_text}"),
+            ));
         }
     }
 }
@@ -153,11 +164,18 @@ fn default_probe(p: &mut Probe) {
 /// The API server's probe rules: one handler, counts not negative, a success threshold of 1
 /// for liveness and startup probes.
 fn validate_probes(c: &Container, path: &str, causes: &mut Vec<Cause>) {
-    let probes = [("livenessProbe", &c.liveness_probe), ("readinessProbe", &c.readiness_probe), ("startupProbe", &c.startup_probe)];
+    let probes = [
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+        ("startupProbe", &c.startup_probe),
+    ];
     for (field, probe) in probes {
         let Some(p) = probe else { continue };
         let at = format!("{path}.{field}");
-        let handlers = [p.exec.is_some(), p.http_get.is_some(), p.tcp_socket.is_some(), p.grpc.is_some()].iter().filter(|h| **h).count();
+        let handlers = [p.exec.is_some(), p.http_get.is_some(), p.tcp_socket.is_some(), p.grpc.is_some()]
+            .iter()
+            .filter(|h| **h)
+            .count();
         if handlers == 0 {
             causes.push(Cause::new(at.clone(), "Required value: must specify a handler type".into()));
         } else if handlers > 1 {
@@ -172,7 +190,11 @@ fn validate_probes(c: &Container, path: &str, causes: &mut Vec<Cause>) {
         ];
         for (name, value) in counts {
             if let Some(v) = value.filter(|v| *v < 0) {
-                causes.push(Cause::invalid(format!("{at}.{name}"), &v.to_string(), "must be greater than or equal to 0".into()));
+                causes.push(Cause::invalid(
+                    format!("{at}.{name}"),
+                    &v.to_string(),
+                    "must be greater than or equal to 0".into(),
+                ));
             }
         }
         if field != "readinessProbe" {
@@ -223,7 +245,11 @@ pub fn validate(pod: &Pod) -> Vec<Cause> {
         }
         if let Some(p) = c.image_pull_policy.as_deref() {
             if !matches!(p, "Always" | "IfNotPresent" | "Never") {
-                causes.push(Cause::unsupported(format!("{path}.imagePullPolicy"), p, &["Always", "IfNotPresent", "Never"]));
+                causes.push(Cause::unsupported(
+                    format!("{path}.imagePullPolicy"),
+                    p,
+                    &["Always", "IfNotPresent", "Never"],
+                ));
             }
         }
         for (j, port) in c.ports.iter().flatten().enumerate() {
@@ -245,7 +271,11 @@ pub fn validate(pod: &Pod) -> Vec<Cause> {
             }
             if let Some(proto) = port.protocol.as_deref() {
                 if !matches!(proto, "TCP" | "UDP" | "SCTP") {
-                    causes.push(Cause::unsupported(format!("{path}.ports[{j}].protocol"), proto, &["SCTP", "TCP", "UDP"]));
+                    causes.push(Cause::unsupported(
+                        format!("{path}.ports[{j}].protocol"),
+                        proto,
+                        &["SCTP", "TCP", "UDP"],
+                    ));
                 }
             }
         }
@@ -263,7 +293,11 @@ pub fn validate(pod: &Pod) -> Vec<Cause> {
         }
     }
     if spec.termination_grace_period_seconds.is_some_and(|g| g < 0) {
-        causes.push(Cause::invalid("spec.terminationGracePeriodSeconds", "", "must be greater than or equal to 0".into()));
+        causes.push(Cause::invalid(
+            "spec.terminationGracePeriodSeconds",
+            "",
+            "must be greater than or equal to 0".into(),
+        ));
     }
     causes
 }
@@ -301,18 +335,38 @@ mod tests {
     fn qos_classes_follow_kubelet() {
         use serde_json::json;
         assert_eq!(qos(json!([{"name": "a", "image": "i"}])), "BestEffort");
-        assert_eq!(qos(json!([{"name": "a", "image": "i", "resources": {"limits": {"ephemeral-storage": "1Gi"}}}])), "BestEffort", "only cpu and memory count");
-        assert_eq!(qos(json!([{"name": "a", "image": "i", "resources": {"requests": {"cpu": "0"}}}])), "BestEffort", "zero counts as unset");
-        assert_eq!(qos(json!([{"name": "a", "image": "i", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}])), "Guaranteed", "requests default to limits");
         assert_eq!(
-            qos(json!([{"name": "a", "image": "i", "resources": {"requests": {"cpu": "0.5", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "67108864"}}}])),
+            qos(json!([{"name": "a", "image": "i", "resources": {"limits": {"ephemeral-storage": "1Gi"}}}])),
+            "BestEffort",
+            "only cpu and memory count"
+        );
+        assert_eq!(
+            qos(json!([{"name": "a", "image": "i", "resources": {"requests": {"cpu": "0"}}}])),
+            "BestEffort",
+            "zero counts as unset"
+        );
+        assert_eq!(
+            qos(json!([{"name": "a", "image": "i", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}])),
+            "Guaranteed",
+            "requests default to limits"
+        );
+        assert_eq!(
+            qos(
+                json!([{"name": "a", "image": "i", "resources": {"requests": {"cpu": "0.5", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "67108864"}}}])
+            ),
             "Guaranteed",
             "equal in value, not in text"
         );
-        assert_eq!(qos(json!([{"name": "a", "image": "i", "resources": {"limits": {"memory": "64Mi"}}}])), "Burstable", "no cpu limit");
+        assert_eq!(
+            qos(json!([{"name": "a", "image": "i", "resources": {"limits": {"memory": "64Mi"}}}])),
+            "Burstable",
+            "no cpu limit"
+        );
         assert_eq!(qos(json!([{"name": "a", "image": "i", "resources": {"requests": {"cpu": "100m"}}}])), "Burstable");
         assert_eq!(
-            qos(json!([{"name": "a", "image": "i", "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi"}}}])),
+            qos(
+                json!([{"name": "a", "image": "i", "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "64Mi"}}}])
+            ),
             "Burstable",
             "request below limit"
         );
@@ -332,17 +386,23 @@ mod tests {
             "Guaranteed"
         );
         let mut p = pod(json!([{"name": "a", "image": "i"}]));
-        p.status = Some(k8s_openapi::api::core::v1::PodStatus { qos_class: Some("Guaranteed".into()), ..Default::default() });
+        p.status =
+            Some(k8s_openapi::api::core::v1::PodStatus { qos_class: Some("Guaranteed".into()), ..Default::default() });
         default(&mut p);
         assert_eq!(p.status.unwrap().qos_class.as_deref(), Some("BestEffort"), "computed, not taken from the client");
     }
 
     #[test]
     fn requests_default_to_limits() {
-        let mut p = pod(serde_json::json!([{"name": "a", "image": "i", "resources": {"requests": {"memory": "32Mi"}, "limits": {"cpu": "1", "memory": "64Mi"}}}]));
+        let mut p = pod(
+            serde_json::json!([{"name": "a", "image": "i", "resources": {"requests": {"memory": "32Mi"}, "limits": {"cpu": "1", "memory": "64Mi"}}}]),
+        );
         default(&mut p);
         let v = serde_json::to_value(&p).unwrap();
-        assert_eq!(v["spec"]["containers"][0]["resources"]["requests"], serde_json::json!({"cpu": "1", "memory": "32Mi"}));
+        assert_eq!(
+            v["spec"]["containers"][0]["resources"]["requests"],
+            serde_json::json!({"cpu": "1", "memory": "32Mi"})
+        );
         let mut p = pod(serde_json::json!([{"name": "a", "image": "i"}]));
         default(&mut p);
         let v = serde_json::to_value(&p).unwrap();
@@ -377,7 +437,8 @@ mod tests {
         );
         let init = serde_json::json!({"spec": {"containers": [{"name": "a", "image": "i"}],
             "initContainers": [{"name": "b", "image": "i", "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}]}});
-        let init: Vec<String> = validate(&serde_json::from_value(init).unwrap()).iter().map(|c| c.field.clone()).collect();
+        let init: Vec<String> =
+            validate(&serde_json::from_value(init).unwrap()).iter().map(|c| c.field.clone()).collect();
         assert_eq!(init, ["spec.initContainers[0].resources.requests"]);
     }
 
@@ -416,7 +477,10 @@ mod tests {
             "livenessProbe": {"exec": {"command": ["true"]}, "successThreshold": 2},
             "startupProbe": {"periodSeconds": -1},
         }]}});
-        let causes: Vec<String> = validate(&serde_json::from_value(bad).unwrap()).iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        let causes: Vec<String> = validate(&serde_json::from_value(bad).unwrap())
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
         assert_eq!(
             causes,
             [

@@ -19,7 +19,12 @@ fn arb_json() -> impl Strategy<Value = Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
             prop::collection::btree_map(
-                prop_oneof![Just("name".to_string()), Just("image".to_string()), Just("containers".to_string()), "[a-z]{1,8}"],
+                prop_oneof![
+                    Just("name".to_string()),
+                    Just("image".to_string()),
+                    Just("containers".to_string()),
+                    "[a-z]{1,8}"
+                ],
                 inner,
                 0..5
             )

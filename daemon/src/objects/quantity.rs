@@ -150,14 +150,26 @@ mod tests {
 
     #[test]
     fn cpu() {
-        for (s, want) in [("500m", 500), ("0.5", 500), ("2", 2000), ("1.25", 1250), ("100u", 1), ("250000u", 250), ("1e-3", 1), ("2k", 2_000_000)] {
+        for (s, want) in [
+            ("500m", 500),
+            ("0.5", 500),
+            ("2", 2000),
+            ("1.25", 1250),
+            ("100u", 1),
+            ("250000u", 250),
+            ("1e-3", 1),
+            ("2k", 2_000_000),
+        ] {
             assert_eq!(parse_cpu_millis(s), Ok(want), "{s}");
         }
     }
 
     #[test]
     fn rejects() {
-        for s in ["", "Gi", ".", "-", "1..2", "1.2.3", "1 Gi", "1gi", "1GiB", "1KI", "1K", "e3", "1e", "1e+", "1e3.5", "1Gi5", " 1", "0x10", "1e99999"] {
+        for s in [
+            "", "Gi", ".", "-", "1..2", "1.2.3", "1 Gi", "1gi", "1GiB", "1KI", "1K", "e3", "1e", "1e+", "1e3.5",
+            "1Gi5", " 1", "0x10", "1e99999",
+        ] {
             assert!(parse_bytes(s).is_err(), "{s:?} should be rejected");
         }
         assert!(parse_bytes("-1Gi").unwrap_err().contains("negative"));

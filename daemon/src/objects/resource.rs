@@ -253,8 +253,7 @@ pub fn by_path(group: &str, version: &str, name: &str) -> Option<&'static Resour
 
 /// Finds a type by a manifest's `apiVersion` and `kind`.
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceType> {
-    ALL.iter()
-        .find(|r| r.kind == kind && r.api_version() == api_version)
+    ALL.iter().find(|r| r.kind == kind && r.api_version() == api_version)
 }
 
 /// Finds a type by its storage key (`pods`, `deployments.apps`).

@@ -116,7 +116,8 @@ fn parse_term(term: &str) -> Result<Requirement, String> {
         if let Some((key, rest)) = term.split_once(op) {
             let rest = rest.trim();
             let inner = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(bad)?;
-            let values: Vec<String> = inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+            let values: Vec<String> =
+                inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
             for v in &values {
                 super::validation::label_value(v)?;
             }

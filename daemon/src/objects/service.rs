@@ -60,11 +60,19 @@ pub fn validate(svc: &Service) -> Vec<Cause> {
     }
     if let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None") {
         if ip.parse::<std::net::Ipv4Addr>().is_err() {
-            causes.push(Cause::invalid("spec.clusterIP", ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)".into()));
+            causes.push(Cause::invalid(
+                "spec.clusterIP",
+                ip,
+                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)".into(),
+            ));
         }
     }
     if spec.cluster_ip.as_deref() == Some("None") && matches!(kind, "NodePort" | "LoadBalancer") {
-        causes.push(Cause::invalid("spec.clusterIPs[0]", "None", format!("may not be set to 'None' for {kind} services")));
+        causes.push(Cause::invalid(
+            "spec.clusterIPs[0]",
+            "None",
+            format!("may not be set to 'None' for {kind} services"),
+        ));
     }
     for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
         if ip.parse::<std::net::Ipv4Addr>().is_err() {
@@ -92,27 +100,45 @@ pub fn validate(svc: &Service) -> Vec<Cause> {
             _ => {}
         }
         if !(1..=65535).contains(&p.port) {
-            causes.push(Cause::invalid(format!("{path}.port"), &p.port.to_string(), "must be between 1 and 65535, inclusive".into()));
+            causes.push(Cause::invalid(
+                format!("{path}.port"),
+                &p.port.to_string(),
+                "must be between 1 and 65535, inclusive".into(),
+            ));
         }
         let proto = p.protocol.as_deref().unwrap_or("TCP");
         if !matches!(proto, "TCP" | "UDP" | "SCTP") {
             causes.push(Cause::unsupported(format!("{path}.protocol"), proto, &["SCTP", "TCP", "UDP"]));
         }
         if !seen.insert((p.port, proto.to_string())) {
-            causes.push(Cause::new(format!("{path}"), format!("Duplicate value: {{port: {}, protocol: {proto}}}", p.port)));
+            causes.push(Cause::new(
+                format!("{path}"),
+                format!("Duplicate value: {{port: {}, protocol: {proto}}}", p.port),
+            ));
         }
         match &p.target_port {
             Some(IntOrString::Int(t)) if !(1..=65535).contains(t) => {
-                causes.push(Cause::invalid(format!("{path}.targetPort"), &t.to_string(), "must be between 1 and 65535, inclusive".into()));
+                causes.push(Cause::invalid(
+                    format!("{path}.targetPort"),
+                    &t.to_string(),
+                    "must be between 1 and 65535, inclusive".into(),
+                ));
             }
             Some(IntOrString::String(s)) if dns1123_label(s).is_err() || s.len() > 15 => {
-                causes.push(Cause::invalid(format!("{path}.targetPort"), s, "must be a port number or a container port name (an IANA_SVC_NAME)".into()));
+                causes.push(Cause::invalid(
+                    format!("{path}.targetPort"),
+                    s,
+                    "must be a port number or a container port name (an IANA_SVC_NAME)".into(),
+                ));
             }
             _ => {}
         }
         if let Some(np) = p.node_port {
             if !matches!(kind, "NodePort" | "LoadBalancer") && np != 0 {
-                causes.push(Cause::new(format!("{path}.nodePort"), format!("Forbidden: may not be used when `type` is '{kind}'")));
+                causes.push(Cause::new(
+                    format!("{path}.nodePort"),
+                    format!("Forbidden: may not be used when `type` is '{kind}'"),
+                ));
             }
         }
     }
@@ -130,30 +156,44 @@ mod tests {
 
     #[test]
     fn defaults_like_kubernetes() {
-        let a = admit(&resource::SERVICES, svc(json!({"selector": {"app": "webapp"}, "ports": [{"port": 80}], "type": "NodePort"}))).unwrap();
+        let a = admit(
+            &resource::SERVICES,
+            svc(json!({"selector": {"app": "webapp"}, "ports": [{"port": 80}], "type": "NodePort"})),
+        )
+        .unwrap();
         let spec = &a.object["spec"];
         assert_eq!(spec["ports"][0]["protocol"], "TCP");
         assert_eq!(spec["ports"][0]["targetPort"], 80);
         assert_eq!(spec["sessionAffinity"], "None");
         assert_eq!(spec["externalTrafficPolicy"], "Cluster");
-        let a = admit(&resource::SERVICES, svc(json!({"ports": [{"port": 53, "protocol": "UDP"}], "sessionAffinity": "ClientIP"}))).unwrap();
+        let a = admit(
+            &resource::SERVICES,
+            svc(json!({"ports": [{"port": 53, "protocol": "UDP"}], "sessionAffinity": "ClientIP"})),
+        )
+        .unwrap();
         assert_eq!(a.object["spec"]["type"], "ClusterIP");
         assert_eq!(a.object["spec"]["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"], 10800);
     }
 
     #[test]
     fn invalid_services() {
-        let e = admit(&resource::SERVICES, svc(json!({"ports": [{"port": 80}, {"port": 81}]}))).unwrap_err().to_string();
+        let e =
+            admit(&resource::SERVICES, svc(json!({"ports": [{"port": 80}, {"port": 81}]}))).unwrap_err().to_string();
         assert!(e.contains("spec.ports[0].name: Required value"), "{e}");
-        let e = admit(&resource::SERVICES, svc(json!({"type": "Magic", "ports": [{"port": 80}]}))).unwrap_err().to_string();
+        let e =
+            admit(&resource::SERVICES, svc(json!({"type": "Magic", "ports": [{"port": 80}]}))).unwrap_err().to_string();
         assert!(e.contains("spec.type: Unsupported value"), "{e}");
         let e = admit(&resource::SERVICES, svc(json!({"type": "ExternalName"}))).unwrap_err().to_string();
         assert!(e.contains("spec.externalName: Required value"), "{e}");
         let e = admit(&resource::SERVICES, svc(json!({"ports": [{"port": 70000}]}))).unwrap_err().to_string();
         assert!(e.contains("spec.ports[0].port"), "{e}");
-        let e = admit(&resource::SERVICES, svc(json!({"ports": [{"port": 80, "nodePort": 30080}]}))).unwrap_err().to_string();
+        let e = admit(&resource::SERVICES, svc(json!({"ports": [{"port": 80, "nodePort": 30080}]})))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("spec.ports[0].nodePort: Forbidden"), "{e}");
-        assert!(admit(&resource::SERVICES, svc(json!({"type": "ExternalName", "externalName": "db.example.com"}))).is_ok());
+        assert!(
+            admit(&resource::SERVICES, svc(json!({"type": "ExternalName", "externalName": "db.example.com"}))).is_ok()
+        );
         assert!(admit(&resource::SERVICES, svc(json!({"clusterIP": "None", "selector": {"a": "b"}}))).is_ok());
     }
 }

@@ -45,7 +45,10 @@ pub fn upgrade(obj: &mut Value) -> Option<String> {
             spec.entry("revisionHistoryLimit").or_insert(history);
             spec.entry("progressDeadlineSeconds").or_insert(deadline);
             if spec.get("strategy").is_none_or(Value::is_null) {
-                spec.insert("strategy".into(), json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": step, "maxSurge": step}}));
+                spec.insert(
+                    "strategy".into(),
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": step, "maxSurge": step}}),
+                );
             }
         }
     }
@@ -97,7 +100,11 @@ fn selector(sel: &Option<LabelSelector>, tmpl: &Option<PodTemplateSpec>, causes:
     }
     let labels = template_labels(tmpl);
     if !s.matches(&labels) {
-        causes.push(Cause::invalid("spec.template.metadata.labels", &format!("{labels:?}"), "`selector` does not match template `labels`".into()));
+        causes.push(Cause::invalid(
+            "spec.template.metadata.labels",
+            &format!("{labels:?}"),
+            "`selector` does not match template `labels`".into(),
+        ));
     }
 }
 
@@ -171,21 +178,40 @@ pub fn validate_deployment(d: &Deployment) -> Vec<Cause> {
                 let s = scaled(surge.as_ref(), 100, true, "25%");
                 let u = scaled(unavailable.as_ref(), 100, false, "25%");
                 match (&s, &u) {
-                    (Err(e), _) => causes.push(Cause::new("spec.strategy.rollingUpdate.maxSurge", format!("Invalid value: {e}"))),
-                    (_, Err(e)) => causes.push(Cause::new("spec.strategy.rollingUpdate.maxUnavailable", format!("Invalid value: {e}"))),
+                    (Err(e), _) => {
+                        causes.push(Cause::new("spec.strategy.rollingUpdate.maxSurge", format!("Invalid value: {e}")))
+                    }
+                    (_, Err(e)) => causes
+                        .push(Cause::new("spec.strategy.rollingUpdate.maxUnavailable", format!("Invalid value: {e}"))),
                     (Ok(s), Ok(u)) => {
                         if *s < 0 {
-                            causes.push(Cause::invalid("spec.strategy.rollingUpdate.maxSurge", &s.to_string(), "must be greater than or equal to 0".into()));
+                            causes.push(Cause::invalid(
+                                "spec.strategy.rollingUpdate.maxSurge",
+                                &s.to_string(),
+                                "must be greater than or equal to 0".into(),
+                            ));
                         }
                         if *u < 0 {
-                            causes.push(Cause::invalid("spec.strategy.rollingUpdate.maxUnavailable", &u.to_string(), "must be greater than or equal to 0".into()));
+                            causes.push(Cause::invalid(
+                                "spec.strategy.rollingUpdate.maxUnavailable",
+                                &u.to_string(),
+                                "must be greater than or equal to 0".into(),
+                            ));
                         }
                         if unavailable.as_ref().and_then(Value::as_str).is_some() && *u > 100 {
-                            causes.push(Cause::invalid("spec.strategy.rollingUpdate.maxUnavailable", &format!("{u}%"), "must not be greater than 100%".into()));
+                            causes.push(Cause::invalid(
+                                "spec.strategy.rollingUpdate.maxUnavailable",
+                                &format!("{u}%"),
+                                "must not be greater than 100%".into(),
+                            ));
                         }
                         let zero = |v: &Option<Value>| v.as_ref().is_some_and(|v| v == &json!(0) || v == &json!("0%"));
                         if zero(&surge) && zero(&unavailable) {
-                            causes.push(Cause::invalid("spec.strategy.rollingUpdate.maxUnavailable", "0", "may not be 0 when `maxSurge` is 0".into()));
+                            causes.push(Cause::invalid(
+                                "spec.strategy.rollingUpdate.maxUnavailable",
+                                "0",
+                                "may not be 0 when `maxSurge` is 0".into(),
+                            ));
                         }
                     }
                 }
@@ -193,14 +219,22 @@ pub fn validate_deployment(d: &Deployment) -> Vec<Cause> {
             other => causes.push(Cause::unsupported("spec.strategy.type", other, &["Recreate", "RollingUpdate"])),
         }
     }
-    for (field, v) in [("spec.minReadySeconds", spec.min_ready_seconds), ("spec.revisionHistoryLimit", spec.revision_history_limit), ("spec.progressDeadlineSeconds", spec.progress_deadline_seconds)] {
+    for (field, v) in [
+        ("spec.minReadySeconds", spec.min_ready_seconds),
+        ("spec.revisionHistoryLimit", spec.revision_history_limit),
+        ("spec.progressDeadlineSeconds", spec.progress_deadline_seconds),
+    ] {
         if let Some(n) = v.filter(|n| *n < 0) {
             causes.push(Cause::invalid(field, &n.to_string(), "must be greater than or equal to 0".into()));
         }
     }
     if let (Some(deadline), Some(min_ready)) = (spec.progress_deadline_seconds, spec.min_ready_seconds) {
         if deadline <= min_ready {
-            causes.push(Cause::invalid("spec.progressDeadlineSeconds", &deadline.to_string(), "must be greater than minReadySeconds".into()));
+            causes.push(Cause::invalid(
+                "spec.progressDeadlineSeconds",
+                &deadline.to_string(),
+                "must be greater than minReadySeconds".into(),
+            ));
         }
     }
     causes
@@ -244,7 +278,11 @@ pub fn validate_replication_controller(rc: &ReplicationController) -> Vec<Cause>
     if selector.is_empty() {
         causes.push(Cause::required("spec.selector"));
     } else if !Selector::from_map(&selector).matches(&labels) {
-        causes.push(Cause::invalid("spec.template.metadata.labels", &format!("{labels:?}"), "`selector` does not match template `labels`".into()));
+        causes.push(Cause::invalid(
+            "spec.template.metadata.labels",
+            &format!("{labels:?}"),
+            "`selector` does not match template `labels`".into(),
+        ));
     }
     template(&mut spec.template.clone(), "spec.template", &mut causes);
     causes
@@ -316,13 +354,20 @@ mod tests {
         let a = admit(&resource::DEPLOYMENTS, deployment(json!({}))).unwrap();
         assert!(a.warnings.is_empty(), "{:?}", a.warnings);
         let s = &a.object["spec"];
-        assert_eq!(s["strategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}));
+        assert_eq!(
+            s["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+        );
         assert_eq!(s["revisionHistoryLimit"], 10);
         assert_eq!(s["progressDeadlineSeconds"], 600);
         assert_eq!(s["template"]["spec"]["restartPolicy"], "Always");
         assert_eq!(s["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
         assert!(s["template"].get("status").is_none());
-        let a = admit(&resource::DEPLOYMENTS, deployment(json!({"spec": {"replicas": null, "strategy": {"type": "Recreate"}}}))).unwrap();
+        let a = admit(
+            &resource::DEPLOYMENTS,
+            deployment(json!({"spec": {"replicas": null, "strategy": {"type": "Recreate"}}})),
+        )
+        .unwrap();
         assert_eq!(a.object["spec"]["replicas"], 1);
         assert_eq!(a.object["spec"]["strategy"], json!({"type": "Recreate"}));
     }
@@ -332,12 +377,24 @@ mod tests {
         let cases = [
             (json!({"spec": {"selector": {"matchLabels": {"app": "other"}}}}), "spec.template.metadata.labels"),
             (json!({"spec": {"replicas": -1}}), "spec.replicas"),
-            (json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": {"maxSurge": 1}}}}), "spec.strategy.rollingUpdate: Forbidden"),
+            (
+                json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": {"maxSurge": 1}}}}),
+                "spec.strategy.rollingUpdate: Forbidden",
+            ),
             (json!({"spec": {"strategy": {"type": "Sideways"}}}), "spec.strategy.type: Unsupported value"),
-            (json!({"spec": {"strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}}}}), "may not be 0 when `maxSurge` is 0"),
-            (json!({"spec": {"strategy": {"rollingUpdate": {"maxSurge": "lots"}}}}), "spec.strategy.rollingUpdate.maxSurge"),
+            (
+                json!({"spec": {"strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}}}}),
+                "may not be 0 when `maxSurge` is 0",
+            ),
+            (
+                json!({"spec": {"strategy": {"rollingUpdate": {"maxSurge": "lots"}}}}),
+                "spec.strategy.rollingUpdate.maxSurge",
+            ),
             (json!({"spec": {"template": {"spec": {"restartPolicy": "Never"}}}}), "spec.template.spec.restartPolicy"),
-            (json!({"spec": {"template": {"spec": {"containers": [{"name": "webapp", "image": ""}]}}}}), "spec.template.spec.containers[0].image"),
+            (
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "webapp", "image": ""}]}}}}),
+                "spec.template.spec.containers[0].image",
+            ),
         ];
         for (patch, want) in cases {
             let e = admit(&resource::DEPLOYMENTS, deployment(patch.clone())).unwrap_err();
@@ -350,7 +407,9 @@ mod tests {
     #[test]
     fn selector_is_immutable() {
         let old = admit(&resource::DEPLOYMENTS, deployment(json!({}))).unwrap().object;
-        let new = deployment(json!({"spec": {"selector": {"matchLabels": {"app": "webapp", "v": "2"}}, "template": {"metadata": {"labels": {"v": "2"}}}}}));
+        let new = deployment(
+            json!({"spec": {"selector": {"matchLabels": {"app": "webapp", "v": "2"}}, "template": {"metadata": {"labels": {"v": "2"}}}}}),
+        );
         let e = admit_update(&resource::DEPLOYMENTS, &old, new).unwrap_err();
         assert!(e.to_string().contains("field is immutable"), "{e}");
         assert!(admit_update(&resource::DEPLOYMENTS, &old, deployment(json!({"spec": {"replicas": 5}}))).is_ok());
@@ -364,7 +423,11 @@ mod tests {
         assert_eq!(a.object["apiVersion"], "apps/v1");
         assert_eq!(a.object["spec"]["selector"], json!({"matchLabels": {"app": "webapp"}}));
         assert_eq!(a.object["spec"]["strategy"]["rollingUpdate"]["maxSurge"], 1);
-        assert!(a.warnings.iter().any(|w| w.contains("extensions/v1beta1 Deployment is deprecated")), "{:?}", a.warnings);
+        assert!(
+            a.warnings.iter().any(|w| w.contains("extensions/v1beta1 Deployment is deprecated")),
+            "{:?}",
+            a.warnings
+        );
         let a = admit(&resource::DEPLOYMENTS, deployment(json!({"apiVersion": "apps/v1beta1"}))).unwrap();
         assert_eq!(a.object["spec"]["revisionHistoryLimit"], 2);
     }

@@ -113,7 +113,8 @@ fn oci_images(path: &Path, dir: &Path) -> Result<Vec<ArchiveImage>, RuntimeError
         let mut digest = desc["digest"].as_str().unwrap_or_default().to_string();
         let (mut bytes, mut manifest) = read_json(path, &blob_path(dir, &digest))?;
         if is_index(&media_type, &manifest) {
-            let (mt, d, _) = pick_platform(&manifest).ok_or_else(|| invalid(path, format!("{name} has no manifest for this platform")))?;
+            let (mt, d, _) = pick_platform(&manifest)
+                .ok_or_else(|| invalid(path, format!("{name} has no manifest for this platform")))?;
             (media_type, digest) = (if mt.is_empty() { MT_OCI_MANIFEST.into() } else { mt }, d);
             (bytes, manifest) = read_json(path, &blob_path(dir, &digest))?;
         }
@@ -141,12 +142,14 @@ fn docker_images(path: &Path, dir: &Path) -> Result<Vec<ArchiveImage>, RuntimeEr
             return Err(invalid(path, "an image in manifest.json has no RepoTags; tag it before `docker save`"));
         }
         let config_file = dir.join(entry["Config"].as_str().unwrap_or_default());
-        let config = std::fs::read(&config_file).map_err(|_| invalid(path, format!("{} is missing", config_file.display())))?;
+        let config =
+            std::fs::read(&config_file).map_err(|_| invalid(path, format!("{} is missing", config_file.display())))?;
         let mut layers = Vec::new();
         let mut layer_files = Vec::new();
         for l in entry["Layers"].as_array().cloned().unwrap_or_default() {
             let file = dir.join(l.as_str().unwrap_or_default());
-            let (digest, size) = file_digest(&file).map_err(|_| invalid(path, format!("layer {} is missing", file.display())))?;
+            let (digest, size) =
+                file_digest(&file).map_err(|_| invalid(path, format!("layer {} is missing", file.display())))?;
             let media_type = if is_gzip(&file)? { MT_DOCKER_LAYER_GZIP } else { MT_DOCKER_LAYER };
             layers.push(json!({"mediaType": media_type, "digest": digest, "size": size}));
             layer_files.push(file);

@@ -41,11 +41,7 @@ fn query_escape(s: &str) -> String {
 
 /// The `binary://` stdio URI that makes the shim spawn the logger for `log_path`.
 pub(crate) fn logger_uri(logger: &Path, log_path: &Path) -> String {
-    format!(
-        "binary://{}?path={}",
-        query_escape(&logger.to_string_lossy()),
-        query_escape(&log_path.to_string_lossy())
-    )
+    format!("binary://{}?path={}", query_escape(&logger.to_string_lossy()), query_escape(&log_path.to_string_lossy()))
 }
 
 /// `$SKERRY_LOGGER`, else `skerry-logger` next to the running executable.
@@ -90,7 +86,9 @@ impl ContainerdRuntime {
         let top = self.ensure_unpacked(&image).await?;
         self.remove(&c.id).await?;
         if let Some(dir) = c.log_path.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
         }
         let lease = self.create_lease().await?;
         let created = self.create_container(&lease.id, c, &image, &top).await;
@@ -108,7 +106,13 @@ impl ContainerdRuntime {
     }
 
     /// Prepares the snapshot and creates the container record; returns the rootfs mounts.
-    async fn create_container(&self, lease: &str, c: &ContainerRun, image: &str, parent: &str) -> Result<Vec<Mount>, RuntimeError> {
+    async fn create_container(
+        &self,
+        lease: &str,
+        c: &ContainerRun,
+        image: &str,
+        parent: &str,
+    ) -> Result<Vec<Mount>, RuntimeError> {
         let prepare = PrepareSnapshotRequest {
             snapshotter: self.snapshotter.clone(),
             key: c.id.clone(),
@@ -132,7 +136,10 @@ impl ContainerdRuntime {
             snapshot_key: c.id.clone(),
             ..Default::default()
         };
-        let created = self.containers().create(self.req_leased(CreateContainerRequest { container: Some(container) }, lease)).await;
+        let created = self
+            .containers()
+            .create(self.req_leased(CreateContainerRequest { container: Some(container) }, lease))
+            .await;
         if let Err(s) = created {
             let rm = RemoveSnapshotRequest { snapshotter: self.snapshotter.clone(), key: c.id.clone() };
             let _ = SnapshotsClient::new(self.channel()).remove(self.req(rm)).await;
@@ -195,7 +202,8 @@ impl ContainerdRuntime {
 
     /// Sends a signal to the task's init process; a missing or finished task is fine.
     pub async fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
-        let req = KillRequest { container_id: id.to_string(), exec_id: String::new(), signal: signal as u32, all: false };
+        let req =
+            KillRequest { container_id: id.to_string(), exec_id: String::new(), signal: signal as u32, all: false };
         match self.tasks().kill(self.req(req)).await {
             Ok(_) => Ok(()),
             Err(s) if is_code(&s, tonic::Code::NotFound) || is_code(&s, tonic::Code::FailedPrecondition) => Ok(()),
@@ -257,7 +265,9 @@ impl ContainerdRuntime {
     pub(crate) async fn container_spec(&self, id: &str) -> Result<serde_json::Value, RuntimeError> {
         let c = match self.containers().get(self.req(GetContainerRequest { id: id.to_string() })).await {
             Ok(r) => r.into_inner().container.unwrap_or_default(),
-            Err(s) if is_code(&s, tonic::Code::NotFound) => return Err(RuntimeError::ContainerNotFound(id.to_string())),
+            Err(s) if is_code(&s, tonic::Code::NotFound) => {
+                return Err(RuntimeError::ContainerNotFound(id.to_string()))
+            }
             Err(s) => return Err(RuntimeError::grpc("container get", s)),
         };
         let bytes = c.spec.map(|a| a.value).unwrap_or_default();

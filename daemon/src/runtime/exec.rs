@@ -146,13 +146,24 @@ impl ContainerdRuntime {
             return Err(RuntimeError::grpc("exec start", s));
         }
         let exit = self.watch_exit(id, &exec_id, holders);
-        let control = ExecControl { rt: self.clone(), container_id: id.into(), exec_id, exit, _fifos: std::sync::Arc::new(fifos) };
+        let control = ExecControl {
+            rt: self.clone(),
+            container_id: id.into(),
+            exec_id,
+            exit,
+            _fifos: std::sync::Arc::new(fifos),
+        };
         Ok(ExecSession { stdin, stdout, stderr, control })
     }
 
     /// Waits for the exec to exit in the background, then releases our
     /// placeholder writers and deletes the process.
-    fn watch_exit(&self, id: &str, exec_id: &str, holders: Vec<pipe::Sender>) -> watch::Receiver<Option<Result<i32, String>>> {
+    fn watch_exit(
+        &self,
+        id: &str,
+        exec_id: &str,
+        holders: Vec<pipe::Sender>,
+    ) -> watch::Receiver<Option<Result<i32, String>>> {
         let (tx, rx) = watch::channel(None);
         let (rt, id, exec_id) = (self.clone(), id.to_string(), exec_id.to_string());
         tokio::spawn(async move {
@@ -215,7 +226,8 @@ impl ExecControl {
 
     /// Tells the shim to close the process's stdin (drop your `stdin` too).
     pub async fn close_stdin(&self) -> Result<(), RuntimeError> {
-        let req = CloseIoRequest { container_id: self.container_id.clone(), exec_id: self.exec_id.clone(), stdin: true };
+        let req =
+            CloseIoRequest { container_id: self.container_id.clone(), exec_id: self.exec_id.clone(), stdin: true };
         match TasksClient::new(self.rt.channel()).close_io(self.rt.req(req)).await {
             Ok(_) => Ok(()),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
@@ -226,7 +238,12 @@ impl ExecControl {
     /// Sends `signal` to the exec process (e.g. a probe that timed out). One that is gone
     /// already is not an error.
     pub async fn kill(&self, signal: i32) -> Result<(), RuntimeError> {
-        let req = KillRequest { container_id: self.container_id.clone(), exec_id: self.exec_id.clone(), signal: signal as u32, all: false };
+        let req = KillRequest {
+            container_id: self.container_id.clone(),
+            exec_id: self.exec_id.clone(),
+            signal: signal as u32,
+            all: false,
+        };
         match TasksClient::new(self.rt.channel()).kill(self.rt.req(req)).await {
             Ok(_) => Ok(()),
             Err(s) if matches!(s.code(), tonic::Code::NotFound | tonic::Code::FailedPrecondition) => Ok(()),
@@ -254,7 +271,13 @@ mod tests {
     #[test]
     fn exec_process_replaces_args_env_terminal() {
         let spec = serde_json::json!({"process": {"args": ["sleep"], "env": ["PATH=/bin", "A=1"], "cwd": "/", "user": {"uid": 0, "gid": 0}}});
-        let e = ExecRequest { args: vec!["sh".into()], env: vec!["A=2".into()], tty: true, stdin: true, cwd: Some("/tmp".into()) };
+        let e = ExecRequest {
+            args: vec!["sh".into()],
+            env: vec!["A=2".into()],
+            tty: true,
+            stdin: true,
+            cwd: Some("/tmp".into()),
+        };
         let p = exec_process(&spec, &e);
         assert_eq!(p["args"], serde_json::json!(["sh"]));
         assert_eq!(p["env"], serde_json::json!(["PATH=/bin", "A=2"]));

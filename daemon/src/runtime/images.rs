@@ -10,8 +10,7 @@ use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    ApplyRequest, CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, ListImagesRequest,
-    UpdateImageRequest,
+    ApplyRequest, CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, ListImagesRequest, UpdateImageRequest,
 };
 use containerd_client::types::Descriptor;
 use serde_json::Value;
@@ -131,8 +130,10 @@ fn image_config_from(config: &Value, image_id: &str) -> ImageConfig {
 }
 
 fn parse_json(image: &str, what: &str, data: &[u8]) -> Result<Value, RuntimeError> {
-    serde_json::from_slice(data)
-        .map_err(|e| RuntimeError::InvalidImage { image: image.into(), reason: format!("{what} is not valid JSON: {e}") })
+    serde_json::from_slice(data).map_err(|e| RuntimeError::InvalidImage {
+        image: image.into(),
+        reason: format!("{what} is not valid JSON: {e}"),
+    })
 }
 
 impl ContainerdRuntime {
@@ -163,7 +164,9 @@ impl ContainerdRuntime {
             }
             for ((layer, file), diff) in layers.iter().zip(&img.layer_files).zip(&diffs) {
                 let labels = HashMap::from([("containerd.io/uncompressed".to_string(), diff.clone())]);
-                let f = tokio::fs::File::open(file).await.map_err(|e| RuntimeError::io(format!("opening {}", file.display()), e))?;
+                let f = tokio::fs::File::open(file)
+                    .await
+                    .map_err(|e| RuntimeError::io(format!("opening {}", file.display()), e))?;
                 let stream = tokio_util::io::ReaderStream::with_capacity(f, super::content::CHUNK);
                 self.write_stream(lease, &layer.digest, layer.size as u64, labels, stream, |_| {}).await?;
             }
@@ -311,7 +314,8 @@ impl ContainerdRuntime {
             Err(s) => Err(RuntimeError::grpc("diff apply", s)),
         };
         if result.is_err() {
-            let _ = snapshots.remove(self.req(RemoveSnapshotRequest { snapshotter: self.snapshotter.clone(), key })).await;
+            let _ =
+                snapshots.remove(self.req(RemoveSnapshotRequest { snapshotter: self.snapshotter.clone(), key })).await;
         }
         result
     }
@@ -442,10 +446,10 @@ impl ContainerdRuntime {
     pub(crate) async fn ensure_unpacked(&self, name: &str) -> Result<String, RuntimeError> {
         let (name, resolved) = self.resolve_image(name).await?;
         let chains = chain_ids(&resolved.diff_ids());
-        let top = chains.last().cloned().ok_or_else(|| RuntimeError::InvalidImage {
-            image: name.clone(),
-            reason: "it has no layers".into(),
-        })?;
+        let top = chains
+            .last()
+            .cloned()
+            .ok_or_else(|| RuntimeError::InvalidImage { image: name.clone(), reason: "it has no layers".into() })?;
         if !self.snapshot_exists(&top).await? {
             let lease = self.create_lease().await?;
             let r = self.unpack(&lease, &name, &resolved).await;

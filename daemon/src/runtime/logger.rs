@@ -151,7 +151,8 @@ pub fn run_logger(args: &[String]) -> Result<(), LoggerError> {
         .map_err(|source| LoggerError::Open { path: PathBuf::from(&path), source })?;
     let file = Arc::new(Mutex::new(file));
     // SAFETY: the shim hands us fds 3, 4 and 5 and nothing else owns them.
-    let (stdout, stderr, ready) = unsafe { (OwnedFd::from_raw_fd(3), OwnedFd::from_raw_fd(4), OwnedFd::from_raw_fd(5)) };
+    let (stdout, stderr, ready) =
+        unsafe { (OwnedFd::from_raw_fd(3), OwnedFd::from_raw_fd(4), OwnedFd::from_raw_fd(5)) };
     drop(ready); // tells the shim we are ready
     let threads: Vec<_> = [(stdout, Stream::Stdout), (stderr, Stream::Stderr)]
         .into_iter()
@@ -171,12 +172,16 @@ pub fn run_logger(args: &[String]) -> Result<(), LoggerError> {
 fn copy_stream(input: File, stream: Stream, out: &Mutex<File>) -> std::io::Result<()> {
     use std::os::fd::AsFd;
     let probe = input.try_clone()?;
-    split_records(input, || no_data_soon(probe.as_fd()), |partial, text| {
-        let record = format_record(jiff::Timestamp::now(), stream, partial, text);
-        let mut f = out.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(&record)?;
-        f.flush()
-    })
+    split_records(
+        input,
+        || no_data_soon(probe.as_fd()),
+        |partial, text| {
+            let record = format_record(jiff::Timestamp::now(), stream, partial, text);
+            let mut f = out.lock().unwrap_or_else(|p| p.into_inner());
+            f.write_all(&record)?;
+            f.flush()
+        },
+    )
 }
 
 /// One parsed CRI record.
@@ -240,7 +245,12 @@ pub fn read_log(path: &Path, tail: Option<usize>, timestamps: bool) -> std::io::
 /// Text lines of the records from `offset` on, and the offset just after the
 /// last complete (`F`) record. Pieces after it are left for the next read,
 /// unless `flush_partial` asks to show them now.
-fn read_lines_from(path: &Path, offset: u64, timestamps: bool, flush_partial: bool) -> std::io::Result<(Vec<String>, u64)> {
+fn read_lines_from(
+    path: &Path,
+    offset: u64,
+    timestamps: bool,
+    flush_partial: bool,
+) -> std::io::Result<(Vec<String>, u64)> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
@@ -323,10 +333,14 @@ mod tests {
 
     fn records(input: &[u8]) -> Vec<(bool, Vec<u8>)> {
         let mut out = Vec::new();
-        split_records(input, || false, |p, t| {
-            out.push((p, t.to_vec()));
-            Ok(())
-        })
+        split_records(
+            input,
+            || false,
+            |p, t| {
+                out.push((p, t.to_vec()));
+                Ok(())
+            },
+        )
         .unwrap();
         out
     }

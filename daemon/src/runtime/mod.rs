@@ -40,8 +40,8 @@ use tonic::Request;
 pub use containers::default_logger_path;
 pub use exec::{ExecControl, ExecSession};
 pub use reference::normalize_image_name;
-pub use traits::Runtime;
 pub use spec::{build_spec, merge_command, merge_env, BindMount, SpecInput};
+pub use traits::Runtime;
 
 /// Everything that can go wrong talking to containerd or handling images.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +58,9 @@ pub enum RuntimeError {
     InvalidArchive { path: PathBuf, reason: String },
     #[error("image {image} is unusable: {reason}")]
     InvalidImage { image: String, reason: String },
-    #[error("no command specified; set command or args in the container spec, or use an image with an Entrypoint or Cmd")]
+    #[error(
+        "no command specified; set command or args in the container spec, or use an image with an Entrypoint or Cmd"
+    )]
     NoCommand,
     #[error("cannot connect to containerd at {path}: {reason}; is containerd running?")]
     Connect { path: PathBuf, reason: String },
@@ -149,9 +151,8 @@ impl Exit {
     pub(crate) fn from_status(status: u32, at: Option<prost_types::Timestamp>) -> Exit {
         let code = status as i32;
         let signal = (code > 128 && code < 128 + 65).then_some(code - 128);
-        let exited_at = at
-            .and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
-            .unwrap_or_else(jiff::Timestamp::now);
+        let exited_at =
+            at.and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok()).unwrap_or_else(jiff::Timestamp::now);
         Exit { code, signal, exited_at }
     }
 }
@@ -161,7 +162,9 @@ impl Exit {
 pub enum TaskState {
     /// The container exists but has no task, or the task is created and not started.
     Created,
-    Running { pid: u32 },
+    Running {
+        pid: u32,
+    },
     Exited(Exit),
 }
 
@@ -199,7 +202,12 @@ impl ContainerdRuntime {
         let channel = containerd_client::connect(socket)
             .await
             .map_err(|e| RuntimeError::Connect { path: socket.to_path_buf(), reason: error_chain(&e) })?;
-        Ok(ContainerdRuntime { channel, namespace: namespace.to_string(), snapshotter: "overlayfs".into(), logger: None })
+        Ok(ContainerdRuntime {
+            channel,
+            namespace: namespace.to_string(),
+            snapshotter: "overlayfs".into(),
+            logger: None,
+        })
     }
 
     /// The namespace every request uses.

@@ -38,7 +38,9 @@ fn reason(e: &OciDistributionError) -> String {
             })
             .collect::<Vec<_>>()
             .join("; "),
-        OciDistributionError::ServerError { code, message, .. } => format!("registry answered HTTP {code}: {}", message.trim()),
+        OciDistributionError::ServerError { code, message, .. } => {
+            format!("registry answered HTTP {code}: {}", message.trim())
+        }
         other => super::error_chain(other),
     }
 }
@@ -62,15 +64,18 @@ impl Puller<'_> {
 
     /// Manifest bytes, their media type, and the parsed manifest (resolving an index).
     async fn manifest(&self) -> Result<(Vec<u8>, String, Value), RuntimeError> {
-        let (bytes, _) = self.client.pull_manifest_raw(&self.reference, &self.auth, ACCEPTED).await.map_err(|e| self.fail(e))?;
+        let (bytes, _) =
+            self.client.pull_manifest_raw(&self.reference, &self.auth, ACCEPTED).await.map_err(|e| self.fail(e))?;
         let doc: Value = serde_json::from_slice(&bytes).map_err(|e| self.bad(format!("manifest is not JSON: {e}")))?;
         let media_type = doc["mediaType"].as_str().unwrap_or_default().to_string();
         if !is_index(&media_type, &doc) {
             return Ok((bytes.to_vec(), media_type, doc));
         }
-        let (_, digest, _) = pick_platform(&doc).ok_or_else(|| self.bad("the index has no manifest for this platform".into()))?;
+        let (_, digest, _) =
+            pick_platform(&doc).ok_or_else(|| self.bad("the index has no manifest for this platform".into()))?;
         let by_digest = self.reference.clone_with_digest(digest);
-        let (bytes, _) = self.client.pull_manifest_raw(&by_digest, &self.auth, ACCEPTED).await.map_err(|e| self.fail(e))?;
+        let (bytes, _) =
+            self.client.pull_manifest_raw(&by_digest, &self.auth, ACCEPTED).await.map_err(|e| self.fail(e))?;
         let doc: Value = serde_json::from_slice(&bytes).map_err(|e| self.bad(format!("manifest is not JSON: {e}")))?;
         let media_type = doc["mediaType"].as_str().unwrap_or("application/vnd.oci.image.manifest.v1+json").to_string();
         Ok((bytes.to_vec(), media_type, doc))
@@ -87,7 +92,13 @@ impl Puller<'_> {
         Ok(out)
     }
 
-    async fn layer(&self, rt: &ContainerdRuntime, lease: &Lease, layer: &LayerDesc, diff_id: &str) -> Result<(), RuntimeError> {
+    async fn layer(
+        &self,
+        rt: &ContainerdRuntime,
+        lease: &Lease,
+        layer: &LayerDesc,
+        diff_id: &str,
+    ) -> Result<(), RuntimeError> {
         let total = layer.size.max(0) as u64;
         let labels = HashMap::from([("containerd.io/uncompressed".to_string(), diff_id.to_string())]);
         if rt.content_info(&layer.digest).await?.is_some() {
@@ -95,7 +106,8 @@ impl Puller<'_> {
             return rt.label_blob(&layer.digest, labels).await;
         }
         self.report(&layer.digest, 0, total, "downloading");
-        let stream = self.client.pull_blob_stream(&self.reference, layer.digest.as_str()).await.map_err(|e| self.fail(e))?;
+        let stream =
+            self.client.pull_blob_stream(&self.reference, layer.digest.as_str()).await.map_err(|e| self.fail(e))?;
         let data = stream.stream.map(|r| r.map_err(std::io::Error::other)).boxed();
         let mut last = 0u64;
         rt.write_stream(lease, &layer.digest, total, labels, data, |done| {
@@ -126,7 +138,8 @@ impl ContainerdRuntime {
     ) -> Result<ImageInfo, RuntimeError> {
         let parsed = parse_reference(reference)?;
         let name = parsed.whole();
-        let config = ClientConfig { protocol: ClientProtocol::HttpsExcept(insecure_registries.to_vec()), ..Default::default() };
+        let config =
+            ClientConfig { protocol: ClientProtocol::HttpsExcept(insecure_registries.to_vec()), ..Default::default() };
         let puller = Puller {
             client: Client::new(config),
             reference: parsed,

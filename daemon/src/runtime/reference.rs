@@ -12,10 +12,9 @@ pub fn normalize_image_name(name: &str) -> Result<String, RuntimeError> {
 }
 
 pub(crate) fn parse_reference(name: &str) -> Result<Reference, RuntimeError> {
-    name.trim().parse::<Reference>().map_err(|e| RuntimeError::InvalidReference {
-        reference: name.to_string(),
-        reason: e.to_string(),
-    })
+    name.trim()
+        .parse::<Reference>()
+        .map_err(|e| RuntimeError::InvalidReference { reference: name.to_string(), reason: e.to_string() })
 }
 
 #[cfg(test)]

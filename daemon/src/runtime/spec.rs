@@ -92,9 +92,11 @@ const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/s
 
 /// Parses a container user: `root`, `nobody`, `uid` or `uid:gid`.
 pub fn parse_user(user: &str) -> Result<(u32, u32), RuntimeError> {
-    let unsupported = || RuntimeError::InvalidImage {
+    let unsupported = || {
+        RuntimeError::InvalidImage {
         image: String::new(),
         reason: format!("user {user:?} cannot be resolved before the container starts; use a numeric uid or uid:gid (runAsUser/runAsGroup)"),
+    }
     };
     match user {
         "" | "root" => Ok((0, 0)),
@@ -114,7 +116,12 @@ fn default_mounts() -> Vec<Value> {
     vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
-        mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        ),
         mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
         mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
         mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
@@ -130,7 +137,12 @@ fn namespace(kind: &str, path: &Option<PathBuf>) -> Value {
 }
 
 fn namespaces(input: &SpecInput) -> Vec<Value> {
-    let mut ns = vec![json!({"type": "pid"}), namespace("ipc", &input.ipcns), namespace("uts", &input.utsns), json!({"type": "mount"})];
+    let mut ns = vec![
+        json!({"type": "pid"}),
+        namespace("ipc", &input.ipcns),
+        namespace("uts", &input.utsns),
+        json!({"type": "mount"}),
+    ];
     if !input.host_network {
         ns.push(namespace("network", &input.netns));
     }
@@ -256,7 +268,11 @@ mod tests {
             ipcns: None,
             utsns: Some("/run/skerry/utsns/pod1".into()),
             host_network: false,
-            mounts: vec![BindMount { source: "/var/lib/skerry/pods/p/hosts".into(), destination: "/etc/hosts".into(), readonly: true }],
+            mounts: vec![BindMount {
+                source: "/var/lib/skerry/pods/p/hosts".into(),
+                destination: "/etc/hosts".into(),
+                readonly: true,
+            }],
             cgroups_path: "/skerry/p/c".into(),
             memory_limit: Some(64 << 20),
             cpu_shares: None,
@@ -322,9 +338,16 @@ mod tests {
             })
         );
         let best_effort = build_spec(&SpecInput { cpu_shares: Some(2), ..Default::default() });
-        assert_eq!(best_effort["linux"]["resources"], json!({"devices": [{"allow": false, "access": "rwm"}], "cpu": {"shares": 2}}));
+        assert_eq!(
+            best_effort["linux"]["resources"],
+            json!({"devices": [{"allow": false, "access": "rwm"}], "cpu": {"shares": 2}})
+        );
         let none = build_spec(&SpecInput::default());
-        assert_eq!(none["linux"]["resources"], json!({"devices": [{"allow": false, "access": "rwm"}]}), "no empty members");
+        assert_eq!(
+            none["linux"]["resources"],
+            json!({"devices": [{"allow": false, "access": "rwm"}]}),
+            "no empty members"
+        );
     }
 
     #[test]

@@ -200,7 +200,10 @@ impl Store {
     /// Applies one command durably and tells watchers. The only way state changes.
     pub async fn apply(&self, command: Command) -> Result<Applied, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.inner.writer.send(Job::Apply(command, tx)).map_err(|_| StoreError::Task("the store has stopped".into()))?;
+        self.inner
+            .writer
+            .send(Job::Apply(command, tx))
+            .map_err(|_| StoreError::Task("the store has stopped".into()))?;
         rx.await.map_err(|_| StoreError::Task("the store has stopped".into()))?
     }
 
@@ -290,8 +293,8 @@ pub(crate) fn changes_since(conn: &Connection, from: u64) -> Result<Vec<Arc<Even
     if from < compacted {
         return Err(StoreError::Gone { requested: from, oldest: compacted + 1 });
     }
-    let mut stmt =
-        conn.prepare_cached("SELECT revision, resource, type, data FROM changes WHERE revision > ?1 ORDER BY revision")?;
+    let mut stmt = conn
+        .prepare_cached("SELECT revision, resource, type, data FROM changes WHERE revision > ?1 ORDER BY revision")?;
     let rows = stmt.query_map(params![from as i64], |row| {
         Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, String>(3)?))
     })?;

@@ -31,9 +31,19 @@ async fn revisions_increase_and_conflicts_are_detected() {
     assert_eq!(rev, updated.revision);
     assert!(store.list("pods", Some("other")).await.unwrap().0.is_empty());
 
-    let wrong_uid = Command::Delete { resource: "pods".into(), namespace: "default".into(), name: "a".into(), uid: Some("x".into()) };
+    let wrong_uid = Command::Delete {
+        resource: "pods".into(),
+        namespace: "default".into(),
+        name: "a".into(),
+        uid: Some("x".into()),
+    };
     assert!(matches!(store.apply(wrong_uid).await, Err(StoreError::Conflict { .. })));
-    let del = Command::Delete { resource: "pods".into(), namespace: "default".into(), name: "a".into(), uid: Some("uid-a".into()) };
+    let del = Command::Delete {
+        resource: "pods".into(),
+        namespace: "default".into(),
+        name: "a".into(),
+        uid: Some("uid-a".into()),
+    };
     store.apply(del.clone()).await.unwrap();
     assert!(store.get("pods", "default", "a").await.unwrap().is_none());
     assert!(matches!(store.apply(del).await, Err(StoreError::NotFound { .. })));

@@ -16,7 +16,12 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub(super) fn new(store: Store, live: broadcast::Receiver<Arc<Event>>, backlog: Vec<Arc<Event>>, from: u64) -> Self {
+    pub(super) fn new(
+        store: Store,
+        live: broadcast::Receiver<Arc<Event>>,
+        backlog: Vec<Arc<Event>>,
+        from: u64,
+    ) -> Self {
         Watcher { store, live, backlog: backlog.into(), seen: from }
     }
 

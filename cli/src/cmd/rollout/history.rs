@@ -118,7 +118,10 @@ mod tests {
     fn one_revision() {
         let list = [rs("1", None, "a"), rs("2", Some("why"), "b")];
         let text = view(&list, 2).unwrap();
-        assert!(text.starts_with("Pod Template:\n  Labels:\tapp=web\n  Annotations:\tkubernetes.io/change-cause: why\n"), "{text}");
+        assert!(
+            text.starts_with("Pod Template:\n  Labels:\tapp=web\n  Annotations:\tkubernetes.io/change-cause: why\n"),
+            "{text}"
+        );
         assert!(text.contains("    Image:\tb\n"), "{text}");
         assert_eq!(view(&list, 3).unwrap_err(), "unable to find the specified revision");
     }

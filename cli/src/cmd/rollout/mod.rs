@@ -115,7 +115,8 @@ pub fn is_controlled_by(obj: &Value, uid: &str) -> bool {
 /// The ReplicaSets a Deployment controls, as kubectl finds them: listed in its namespace with
 /// its selector, kept when their controller ownerReference names its uid.
 pub async fn owned_replica_sets(ctx: &mut Ctx, deployment: &Value) -> Result<Vec<Value>> {
-    let namespace = deployment.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(&ctx.namespace).to_string();
+    let namespace =
+        deployment.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(&ctx.namespace).to_string();
     let uid = deployment.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
     let selector = objects::selector_string(&deployment["spec"]["selector"]);
     let collection = format!("/apis/apps/v1/namespaces/{namespace}/replicasets");

@@ -30,10 +30,7 @@ pub async fn run(ctx: &mut Ctx, t: Targets) -> Result<()> {
 
 /// Go's `time.Now().Format(time.RFC3339)`: local time with its offset (`Z` for UTC).
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let t = secs as libc::time_t;
     // SAFETY: `tm` is plain data that localtime_r fills; both pointers are valid for the call.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };

@@ -185,24 +185,39 @@ mod tests {
         );
         assert_eq!(
             msg(&deploy(2, 2, 2, json!({"replicas": 3, "updatedReplicas": 1}))),
-            Ok(("Waiting for deployment \"web\" rollout to finish: 1 out of 2 new replicas have been updated...\n".into(), false))
+            Ok((
+                "Waiting for deployment \"web\" rollout to finish: 1 out of 2 new replicas have been updated...\n"
+                    .into(),
+                false
+            ))
         );
         assert_eq!(
             msg(&deploy(2, 2, 2, json!({"replicas": 3, "updatedReplicas": 2}))),
-            Ok(("Waiting for deployment \"web\" rollout to finish: 1 old replicas are pending termination...\n".into(), false))
+            Ok((
+                "Waiting for deployment \"web\" rollout to finish: 1 old replicas are pending termination...\n".into(),
+                false
+            ))
         );
         assert_eq!(
             msg(&deploy(2, 2, 2, json!({"replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}))),
-            Ok(("Waiting for deployment \"web\" rollout to finish: 1 of 2 updated replicas are available...\n".into(), false))
+            Ok((
+                "Waiting for deployment \"web\" rollout to finish: 1 of 2 updated replicas are available...\n".into(),
+                false
+            ))
         );
         assert_eq!(
             msg(&deploy(2, 2, 2, json!({"replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}))),
             Ok(("deployment \"web\" successfully rolled out\n".into(), true))
         );
-        let stuck = deploy(2, 2, 2, json!({"conditions": [
-            {"type": "Available", "status": "False"},
-            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
-        ]}));
+        let stuck = deploy(
+            2,
+            2,
+            2,
+            json!({"conditions": [
+                {"type": "Available", "status": "False"},
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+            ]}),
+        );
         assert_eq!(msg(&stuck), Err("deployment \"web\" exceeded its progress deadline".into()));
     }
 

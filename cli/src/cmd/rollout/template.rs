@@ -43,7 +43,8 @@ fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
 
 /// A Go `%v` of a string slice: `[a b c]`.
 fn go_list(v: &[Value]) -> String {
-    let parts: Vec<String> = v.iter().map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).collect();
+    let parts: Vec<String> =
+        v.iter().map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).collect();
     format!("[{}]", parts.join(" "))
 }
 
@@ -156,7 +157,9 @@ fn containers(w: &mut Out, label: &str, list: &[Value]) {
         basic_info(w, c);
         command(w, c);
         resources(w, &c["resources"]);
-        for (title, key) in [("Liveness", "livenessProbe"), ("Readiness", "readinessProbe"), ("Startup", "startupProbe")] {
+        for (title, key) in
+            [("Liveness", "livenessProbe"), ("Readiness", "readinessProbe"), ("Startup", "startupProbe")]
+        {
             if let Some(p) = c.get(key).filter(|p| p.is_object()) {
                 w.line(2, &format!("{title}:\t{}\n", probe(p)));
             }
@@ -267,7 +270,11 @@ pub fn probe(p: &Value) -> String {
         return format!("http-get {scheme}://{host}{} {attrs}", str_of(h, "path"));
     }
     if let Some(t) = p.get("tcpSocket").filter(|e| e.is_object()) {
-        return format!("tcp-socket {}:{} {attrs}", str_of(t, "host"), int_or_string(t.get("port").unwrap_or(&Value::Null)));
+        return format!(
+            "tcp-socket {}:{} {attrs}",
+            str_of(t, "host"),
+            int_or_string(t.get("port").unwrap_or(&Value::Null))
+        );
     }
     if let Some(g) = p.get("grpc").filter(|e| e.is_object()) {
         return format!("grpc <pod>:{} {} {attrs}", int_of(g, "port"), str_of(g, "service"));
@@ -379,7 +386,10 @@ fn volumes(w: &mut Out, list: &[Value]) {
             let kind = h.get("type").and_then(Value::as_str).unwrap_or("<none>");
             w.line(
                 2,
-                &format!("Type:\tHostPath (bare host directory volume)\n    Path:\t{}\n    HostPathType:\t{kind}\n", str_of(h, "path")),
+                &format!(
+                    "Type:\tHostPath (bare host directory volume)\n    Path:\t{}\n    HostPathType:\t{kind}\n",
+                    str_of(h, "path")
+                ),
             );
         } else if let Some(e) = source("emptyDir") {
             let limit = e.get("sizeLimit").map(int_or_string).filter(|s| !s.is_empty() && s != "0");
@@ -442,11 +452,21 @@ fn volumes(w: &mut Out, list: &[Value]) {
             w.line(2, "Type:\tProjected (a volume that contains injected data from multiple sources)\n");
             for s in items(p, "sources") {
                 if let Some(sec) = s.get("secret").filter(|x| x.is_object()) {
-                    w.line(2, &format!("SecretName:\t{}\n    Optional:\t{}\n", str_of(sec, "name"), bool_of(sec, "optional")));
+                    w.line(
+                        2,
+                        &format!("SecretName:\t{}\n    Optional:\t{}\n", str_of(sec, "name"), bool_of(sec, "optional")),
+                    );
                 } else if s.get("downwardAPI").is_some_and(Value::is_object) {
                     w.line(2, "DownwardAPI:\ttrue\n");
                 } else if let Some(cm) = s.get("configMap").filter(|x| x.is_object()) {
-                    w.line(2, &format!("ConfigMapName:\t{}\n    Optional:\t{}\n", str_of(cm, "name"), bool_of(cm, "optional")));
+                    w.line(
+                        2,
+                        &format!(
+                            "ConfigMapName:\t{}\n    Optional:\t{}\n",
+                            str_of(cm, "name"),
+                            bool_of(cm, "optional")
+                        ),
+                    );
                 } else if let Some(t) = s.get("serviceAccountToken").filter(|x| x.is_object()) {
                     w.line(2, &format!("TokenExpirationSeconds:\t{}\n", int_of(t, "expirationSeconds")));
                 }
@@ -563,7 +583,10 @@ mod tests {
         let long = "x".repeat(150);
         let t = json!({"metadata": {"annotations": {"k": long, "m": "a\nb"}}, "spec": {"containers": []}});
         let text = describe(&t);
-        assert!(text.contains(&format!("  Annotations:\tk:\n\t  {}...\n\tm:\n\t  a\n\t  b\n", "x".repeat(138))), "{text}");
+        assert!(
+            text.contains(&format!("  Annotations:\tk:\n\t  {}...\n\tm:\n\t  a\n\t  b\n", "x".repeat(138))),
+            "{text}"
+        );
         assert!(text.contains("  Containers: <none>\n"), "{text}");
     }
 }

@@ -34,7 +34,11 @@ fn revision_not_found(r: i64) -> String {
 
 /// The ReplicaSet to roll back to, as kubectl's `deploymentRevision` picks it: the one of
 /// `to_revision`, or with 0 the second newest revision.
-pub fn choose<'a>(replica_sets: &'a [Value], to_revision: i64, name: &str) -> std::result::Result<(i64, &'a Value), String> {
+pub fn choose<'a>(
+    replica_sets: &'a [Value],
+    to_revision: i64,
+    name: &str,
+) -> std::result::Result<(i64, &'a Value), String> {
     let mut latest: Option<(i64, &Value)> = None;
     let mut previous: Option<(i64, &Value)> = None;
     for rs in replica_sets {
@@ -67,7 +71,9 @@ fn normalize(v: &Value) -> Option<Value> {
             let m: Map<String, Value> = m.iter().filter_map(|(k, v)| Some((k.clone(), normalize(v)?))).collect();
             (!m.is_empty()).then_some(Value::Object(m))
         }
-        Value::Array(a) => (!a.is_empty()).then(|| Value::Array(a.iter().map(|x| normalize(x).unwrap_or(Value::Null)).collect())),
+        Value::Array(a) => {
+            (!a.is_empty()).then(|| Value::Array(a.iter().map(|x| normalize(x).unwrap_or(Value::Null)).collect()))
+        }
         other => Some(other.clone()),
     }
 }

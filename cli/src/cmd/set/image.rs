@@ -55,7 +55,10 @@ pub fn parse_images(pairs: &[String]) -> std::result::Result<Vec<(String, String
 
 /// The strategic merge patch that sets the images (`None` when nothing changes) and the
 /// container names that matched no container.
-pub fn image_patch(obj: &Value, images: &[(String, String)]) -> std::result::Result<(Option<Value>, Vec<String>), String> {
+pub fn image_patch(
+    obj: &Value,
+    images: &[(String, String)],
+) -> std::result::Result<(Option<Value>, Vec<String>), String> {
     let pointer = pod_spec_pointer(obj)?;
     let spec = obj.pointer(pointer).cloned().unwrap_or_else(|| json!({}));
     let mut lists: Map<String, Value> = Map::new();
@@ -159,7 +162,10 @@ mod tests {
     #[test]
     fn patches_only_changed_containers() {
         let (patch, missing) = image_patch(&deploy(), &images(&[("web", "nginx:1.27"), ("log", "fluent:2")])).unwrap();
-        assert_eq!(patch, Some(json!({"spec": {"template": {"spec": {"containers": [{"image": "nginx:1.27", "name": "web"}]}}}})));
+        assert_eq!(
+            patch,
+            Some(json!({"spec": {"template": {"spec": {"containers": [{"image": "nginx:1.27", "name": "web"}]}}}}))
+        );
         assert!(missing.is_empty());
         let (patch, _) = image_patch(&deploy(), &images(&[("web", "nginx:1.25")])).unwrap();
         assert_eq!(patch, None);

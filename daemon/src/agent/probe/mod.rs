@@ -51,10 +51,20 @@ impl Kind {
 /// What a probe does, with named ports already resolved against the container's ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handler {
-    Exec { command: Vec<String> },
+    Exec {
+        command: Vec<String>,
+    },
     /// `host` empty means the pod's address.
-    Http { host: String, port: u16, path: String, headers: Vec<(String, String)> },
-    Tcp { host: String, port: u16 },
+    Http {
+        host: String,
+        port: u16,
+        path: String,
+        headers: Vec<(String, String)>,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
     /// A probe that cannot run as written (an HTTPS scheme, a port name the container does not
     /// have): every attempt fails with this message, so the user sees why in the events.
     Invalid(String),
@@ -116,9 +126,9 @@ pub fn parse(container: &Value, kind: Kind) -> Option<Result<Spec, String>> {
     } else if let Some(http) = probe.get("httpGet").filter(|v| v.is_object()) {
         let scheme = http["scheme"].as_str().unwrap_or("HTTP");
         match resolve_port(container, &http["port"]) {
-            _ if !scheme.eq_ignore_ascii_case("HTTP") => {
-                Handler::Invalid(format!("scheme {scheme} is not supported by skerry's HTTP probes; use scheme HTTP or a tcpSocket probe"))
-            }
+            _ if !scheme.eq_ignore_ascii_case("HTTP") => Handler::Invalid(format!(
+                "scheme {scheme} is not supported by skerry's HTTP probes; use scheme HTTP or a tcpSocket probe"
+            )),
             Err(e) => Handler::Invalid(e),
             Ok(port) => {
                 let path = http["path"].as_str().unwrap_or("");
@@ -127,7 +137,9 @@ pub fn parse(container: &Value, kind: Kind) -> Option<Result<Spec, String>> {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .filter_map(|h| Some((h["name"].as_str()?.to_string(), h["value"].as_str().unwrap_or("").to_string())))
+                    .filter_map(|h| {
+                        Some((h["name"].as_str()?.to_string(), h["value"].as_str().unwrap_or("").to_string()))
+                    })
                     .collect();
                 Handler::Http { host: http["host"].as_str().unwrap_or("").to_string(), port, path, headers }
             }
@@ -150,7 +162,9 @@ pub fn parse(container: &Value, kind: Kind) -> Option<Result<Spec, String>> {
     Some(Ok(Spec {
         kind,
         handler,
-        initial_delay: Duration::from_secs(probe.get("initialDelaySeconds").and_then(Value::as_i64).unwrap_or(0).max(0) as u64),
+        initial_delay: Duration::from_secs(
+            probe.get("initialDelaySeconds").and_then(Value::as_i64).unwrap_or(0).max(0) as u64,
+        ),
         period: seconds(probe, "periodSeconds", 10, 1),
         timeout: seconds(probe, "timeoutSeconds", 1, 1),
         success_threshold,
@@ -369,8 +383,14 @@ mod tests {
 
     #[test]
     fn killing_messages() {
-        assert_eq!(killing_message("web", Kind::Liveness, "Always"), "Container web failed liveness probe, will be restarted");
-        assert_eq!(killing_message("web", Kind::Startup, "OnFailure"), "Container web failed startup probe, will be restarted");
+        assert_eq!(
+            killing_message("web", Kind::Liveness, "Always"),
+            "Container web failed liveness probe, will be restarted"
+        );
+        assert_eq!(
+            killing_message("web", Kind::Startup, "OnFailure"),
+            "Container web failed startup probe, will be restarted"
+        );
         assert_eq!(killing_message("web", Kind::Liveness, "Never"), "Container web failed liveness probe");
     }
 
@@ -419,13 +439,21 @@ mod tests {
         let live = specs.iter().find(|s| s.kind == Kind::Liveness).unwrap();
         assert_eq!(
             live.handler,
-            Handler::Http { host: String::new(), port: 8080, path: "/healthz".into(), headers: vec![("X-A".into(), "1".into())] }
+            Handler::Http {
+                host: String::new(),
+                port: 8080,
+                path: "/healthz".into(),
+                headers: vec![("X-A".into(), "1".into())]
+            }
         );
         assert_eq!((live.initial_delay, live.period, live.timeout), (secs(0), secs(10), secs(1)));
         assert_eq!((live.success_threshold, live.failure_threshold), (1, 3));
         let ready = specs.iter().find(|s| s.kind == Kind::Readiness).unwrap();
         assert_eq!(ready.handler, Handler::Tcp { host: String::new(), port: 81 });
-        assert_eq!((ready.initial_delay, ready.period, ready.success_threshold, ready.failure_threshold), (secs(3), secs(2), 2, 5));
+        assert_eq!(
+            (ready.initial_delay, ready.period, ready.success_threshold, ready.failure_threshold),
+            (secs(3), secs(2), 2, 5)
+        );
         let startup = specs.iter().find(|s| s.kind == Kind::Startup).unwrap();
         assert_eq!(startup.success_threshold, 1, "startup and liveness always use 1");
     }
@@ -439,7 +467,10 @@ mod tests {
             "startupProbe": {"grpc": {"port": 9000}},
         });
         let (specs, ignored) = specs(&c);
-        assert!(matches!(&specs[0].handler, Handler::Invalid(m) if m.contains("couldn't find port: nope")), "{specs:?}");
+        assert!(
+            matches!(&specs[0].handler, Handler::Invalid(m) if m.contains("couldn't find port: nope")),
+            "{specs:?}"
+        );
         assert!(matches!(&specs[1].handler, Handler::Invalid(m) if m.contains("HTTPS")), "{specs:?}");
         assert_eq!(ignored.len(), 1);
         assert_eq!(ignored[0].kind, Kind::Startup);
@@ -467,7 +498,11 @@ mod tests {
             assert_eq!(m.due(now).len(), 1);
             let effects = m.record(Kind::Readiness, o.clone(), now);
             assert_eq!(changed(&effects), None, "attempt {i}");
-            assert_eq!(effects.iter().any(|e| matches!(e, Effect::Unhealthy { .. })), o != Outcome::Success, "every failure is an event");
+            assert_eq!(
+                effects.iter().any(|e| matches!(e, Effect::Unhealthy { .. })),
+                o != Outcome::Success,
+                "every failure is an event"
+            );
         }
         m.due(t0 + secs(7));
         let v = changed(&m.record(Kind::Readiness, fail(), t0 + secs(7))).expect("unready after three failures");
@@ -490,7 +525,11 @@ mod tests {
     #[test]
     fn liveness_kills_at_the_threshold_then_holds() {
         let t0 = Instant::now();
-        let mut m = ContainerProbes::new(vec![spec(Kind::Liveness, 1, 1, 3, 0), spec(Kind::Readiness, 1, 1, 3, 0)], t0, Duration::ZERO);
+        let mut m = ContainerProbes::new(
+            vec![spec(Kind::Liveness, 1, 1, 3, 0), spec(Kind::Readiness, 1, 1, 3, 0)],
+            t0,
+            Duration::ZERO,
+        );
         assert_eq!(m.view(), View { started: true, ready: false, kill: None }, "liveness starts as success");
         for i in 0..2 {
             let now = t0 + secs(i);
@@ -509,13 +548,18 @@ mod tests {
     #[test]
     fn startup_gates_liveness_and_readiness() {
         let t0 = Instant::now();
-        let specs = vec![spec(Kind::Startup, 1, 1, 3, 0), spec(Kind::Liveness, 10, 1, 1, 0), spec(Kind::Readiness, 10, 1, 3, 0)];
+        let specs = vec![
+            spec(Kind::Startup, 1, 1, 3, 0),
+            spec(Kind::Liveness, 10, 1, 1, 0),
+            spec(Kind::Readiness, 10, 1, 3, 0),
+        ];
         let mut m = ContainerProbes::new(specs.clone(), t0, Duration::ZERO);
         assert_eq!(m.view(), View { started: false, ready: false, kill: None });
         assert_eq!(kinds(m.due(t0)), [Kind::Startup]);
         m.record(Kind::Startup, fail(), t0);
         assert_eq!(kinds(m.due(t0 + secs(1))), [Kind::Startup], "liveness and readiness wait for startup");
-        let v = changed(&m.record(Kind::Startup, Outcome::Success, t0 + secs(1) + Duration::from_millis(300))).expect("started");
+        let v = changed(&m.record(Kind::Startup, Outcome::Success, t0 + secs(1) + Duration::from_millis(300)))
+            .expect("started");
         assert_eq!(v, View { started: true, ready: false, kill: None });
         let now = t0 + secs(1) + Duration::from_millis(300);
         assert_eq!(m.next_wake(), Some(now), "the gated probes run at once");

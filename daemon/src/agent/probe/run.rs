@@ -171,7 +171,9 @@ pub async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, Str
             Ok(Ok(a)) => a,
             Ok(Err(e)) => return Outcome::Failure(format!("Get {url:?}: {e}")),
             Err(_) => {
-                return Outcome::Failure(format!("Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"))
+                return Outcome::Failure(format!(
+                    "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+                ))
             }
         };
         let (status, location) = answer;
@@ -189,7 +191,10 @@ pub async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, Str
         }
         return Outcome::Failure(format!("HTTP probe failed with statuscode: {}", status.as_u16()));
     }
-    Outcome::Failure(format!("Get \"http://{}{path}\": stopped after {MAX_REDIRECTS} redirects", join_host_port(host, port)))
+    Outcome::Failure(format!(
+        "Get \"http://{}{path}\": stopped after {MAX_REDIRECTS} redirects",
+        join_host_port(host, port)
+    ))
 }
 
 /// The path to follow for a redirect to `location`, when it stays on `host:port`.
@@ -205,14 +210,21 @@ fn same_host_path(location: &str, host: &str, port: u16) -> Option<String> {
 }
 
 /// One GET on a new connection: the status and the `Location` header.
-async fn get_once(host: &str, port: u16, path: &str, headers: &[(String, String)]) -> Result<(hyper::StatusCode, Option<String>), String> {
+async fn get_once(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<(hyper::StatusCode, Option<String>), String> {
     let addr = join_host_port(host, port);
     let stream = TcpStream::connect((host, port)).await.map_err(|e| dial_error(&addr, &e))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
     let conn = tokio::spawn(conn);
     let result = async {
-        let mut req = hyper::Request::get(path).body(Empty::<Bytes>::new()).map_err(|e| format!("invalid path {path:?}: {e}"))?;
+        let mut req =
+            hyper::Request::get(path).body(Empty::<Bytes>::new()).map_err(|e| format!("invalid path {path:?}: {e}"))?;
         let h = req.headers_mut();
         h.insert(hyper::header::HOST, HeaderValue::from_str(&addr).map_err(|e| e.to_string())?);
         h.insert(hyper::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
@@ -220,7 +232,8 @@ async fn get_once(host: &str, port: u16, path: &str, headers: &[(String, String)
         h.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
         let mut replaced = std::collections::HashSet::new();
         for (name, value) in headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("invalid header name {name:?}: {e}"))?;
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("invalid header name {name:?}: {e}"))?;
             let value = HeaderValue::from_str(value).map_err(|e| format!("invalid value for header {name}: {e}"))?;
             // The probe's own headers replace the defaults (Host, User-Agent, Accept) and add up.
             if replaced.insert(name.clone()) {
@@ -363,7 +376,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn probes_run_on_their_periods_and_report_changes() {
         let script = Script::default();
-        script.set("ready", vec![Outcome::Failure("not yet".into()), Outcome::Failure("not yet".into()), Outcome::Success]);
+        script.set(
+            "ready",
+            vec![Outcome::Failure("not yet".into()), Outcome::Failure("not yet".into()), Outcome::Success],
+        );
         script.set("live", vec![Outcome::Success]);
         let log = Log::default();
         let t0 = Instant::now();
@@ -373,7 +389,8 @@ mod tests {
             Duration::ZERO,
         );
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(drive(machine, "c1".into(), "10.42.0.5".into(), script.clone(), log.clone(), cancel.clone()));
+        let task =
+            tokio::spawn(drive(machine, "c1".into(), "10.42.0.5".into(), script.clone(), log.clone(), cancel.clone()));
         tokio::time::sleep(Duration::from_millis(2500)).await;
         assert_eq!(script.calls("ready"), 3, "readiness at 0, 1 and 2 s");
         assert_eq!(script.calls("live"), 1, "liveness once in its 10 s period");
@@ -381,7 +398,10 @@ mod tests {
         assert_eq!(views.len(), 1, "{views:?}");
         assert!(views[0].0.ready);
         assert_eq!(views[0].1 - t0, Duration::from_secs(2), "ready at the first success");
-        assert_eq!(log.events.lock().unwrap().as_slice(), ["Readiness probe failed: not yet", "Readiness probe failed: not yet"]);
+        assert_eq!(
+            log.events.lock().unwrap().as_slice(),
+            ["Readiness probe failed: not yet", "Readiness probe failed: not yet"]
+        );
         cancel.cancel();
         task.await.unwrap();
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -393,7 +413,11 @@ mod tests {
         let script = Script::default();
         script.set("live", vec![Outcome::Failure("boom".into())]);
         let log = Log::default();
-        let machine = ContainerProbes::new(vec![spec(Kind::Liveness, exec_handler("live"), 1, 3)], Instant::now(), Duration::ZERO);
+        let machine = ContainerProbes::new(
+            vec![spec(Kind::Liveness, exec_handler("live"), 1, 3)],
+            Instant::now(),
+            Duration::ZERO,
+        );
         let cancel = CancellationToken::new();
         tokio::spawn(drive(machine, "c1".into(), "10.42.0.5".into(), script.clone(), log.clone(), cancel.clone()));
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -420,7 +444,10 @@ mod tests {
         let script = Script::default();
         let log = Log::default();
         let machine = ContainerProbes::new(
-            vec![spec(Kind::Liveness, exec_handler("hang"), 1, 100), spec(Kind::Readiness, exec_handler("ready"), 1, 3)],
+            vec![
+                spec(Kind::Liveness, exec_handler("hang"), 1, 100),
+                spec(Kind::Readiness, exec_handler("ready"), 1, 3),
+            ],
             Instant::now(),
             Duration::ZERO,
         );
@@ -436,8 +463,16 @@ mod tests {
 
     #[test]
     fn actions_default_the_host_to_the_pod() {
-        let s = spec(Kind::Readiness, Handler::Http { host: String::new(), port: 80, path: "/".into(), headers: vec![] }, 1, 3);
-        assert_eq!(action(&s, "c", "10.42.0.9"), Action::Http { host: "10.42.0.9".into(), port: 80, path: "/".into(), headers: vec![] });
+        let s = spec(
+            Kind::Readiness,
+            Handler::Http { host: String::new(), port: 80, path: "/".into(), headers: vec![] },
+            1,
+            3,
+        );
+        assert_eq!(
+            action(&s, "c", "10.42.0.9"),
+            Action::Http { host: "10.42.0.9".into(), port: 80, path: "/".into(), headers: vec![] }
+        );
         let s = spec(Kind::Readiness, Handler::Tcp { host: "127.0.0.1".into(), port: 81 }, 1, 3);
         assert_eq!(action(&s, "c", "10.42.0.9"), Action::Tcp { host: "127.0.0.1".into(), port: 81 });
     }
@@ -488,9 +523,18 @@ mod tests {
         let req = srv.await.unwrap().remove(0);
         assert!(req.starts_with("GET /healthz HTTP/1.1\r\n"), "{req}");
         let lower = req.to_ascii_lowercase();
-        assert!(lower.contains("x-probe: yes") && lower.contains("host: app.local") && lower.contains("user-agent: kube-probe/"), "{req}");
+        assert!(
+            lower.contains("x-probe: yes")
+                && lower.contains("host: app.local")
+                && lower.contains("user-agent: kube-probe/"),
+            "{req}"
+        );
 
-        let (port, srv) = server(vec!["HTTP/1.1 302 Found\r\nlocation: /there\r\ncontent-length: 0\r\n\r\n", "HTTP/1.1 503 Unavailable\r\ncontent-length: 0\r\n\r\n"]).await;
+        let (port, srv) = server(vec![
+            "HTTP/1.1 302 Found\r\nlocation: /there\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 503 Unavailable\r\ncontent-length: 0\r\n\r\n",
+        ])
+        .await;
         assert_eq!(
             http_get("127.0.0.1", port, "/", &[], Duration::from_secs(2)).await,
             Outcome::Failure("HTTP probe failed with statuscode: 503".into())
@@ -511,7 +555,9 @@ mod tests {
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = silent.local_addr().unwrap().port();
         assert_eq!(tcp("127.0.0.1", port, Duration::from_secs(2)).await, Outcome::Success);
-        let Outcome::Failure(m) = http_get("127.0.0.1", port, "/", &[], Duration::from_millis(300)).await else { panic!() };
+        let Outcome::Failure(m) = http_get("127.0.0.1", port, "/", &[], Duration::from_millis(300)).await else {
+            panic!()
+        };
         assert!(m.contains("Client.Timeout exceeded"), "{m}");
     }
 }

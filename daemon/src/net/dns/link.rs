@@ -91,7 +91,9 @@ pub async fn ensure_dns_address(ip: Ipv4Addr) -> Result<Holder, DnsError> {
                         ensure_on_loopback(&h, ip).await?;
                         return Ok(Holder::Loopback);
                     }
-                    Err(e) if errno(&e) != libc::EEXIST => return Err(nl(format!("creating dummy link {LINK_NAME}"))(e)),
+                    Err(e) if errno(&e) != libc::EEXIST => {
+                        return Err(nl(format!("creating dummy link {LINK_NAME}"))(e))
+                    }
                     _ => {}
                 }
                 get(&h, LINK_NAME).await?.ok_or_else(|| DnsError::Link(format!("link {LINK_NAME} disappeared")))?
@@ -121,9 +123,20 @@ fn label(msg: &AddressMessage) -> Option<&str> {
 }
 
 /// Leaves `ip/32` as the only IPv4 address of link `index` among those `ours` accepts.
-async fn set_only_address(h: &Handle, index: u32, ip: Ipv4Addr, ours: impl Fn(&AddressMessage) -> bool) -> Result<bool, DnsError> {
-    let addresses: Vec<AddressMessage> =
-        h.address().get().set_link_index_filter(index).execute().try_collect().await.map_err(nl("listing addresses"))?;
+async fn set_only_address(
+    h: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+    ours: impl Fn(&AddressMessage) -> bool,
+) -> Result<bool, DnsError> {
+    let addresses: Vec<AddressMessage> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("listing addresses"))?;
     let mut present = false;
     for msg in addresses.into_iter().filter(|m| ours(m)) {
         let addr = address_of(&msg);
@@ -156,8 +169,14 @@ async fn ensure_on_loopback(h: &Handle, ip: Ipv4Addr) -> Result<(), DnsError> {
 /// Removes the addresses on `lo` labelled [`LO_LABEL`]; whether there were any.
 async fn remove_from_loopback(h: &Handle) -> Result<bool, DnsError> {
     let index = loopback_index(h).await?;
-    let addresses: Vec<AddressMessage> =
-        h.address().get().set_link_index_filter(index).execute().try_collect().await.map_err(nl("listing addresses of lo"))?;
+    let addresses: Vec<AddressMessage> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("listing addresses of lo"))?;
     let mut removed = false;
     for msg in addresses.into_iter().filter(|m| label(m) == Some(LO_LABEL)) {
         h.address().del(msg).execute().await.map_err(nl("removing the cluster DNS address from lo"))?;

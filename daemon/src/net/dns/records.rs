@@ -129,14 +129,17 @@ pub fn build(services: &[Value], endpoints: &[Value], pods: &[Value], domain: &s
         match str_at(svc, "/spec/clusterIP") {
             Some("None") => {
                 let eps = endpoints_of.get(&(ns, name)).copied();
-                let publish_not_ready = svc.pointer("/spec/publishNotReadyAddresses").and_then(Value::as_bool) == Some(true);
+                let publish_not_ready =
+                    svc.pointer("/spec/publishNotReadyAddresses").and_then(Value::as_bool) == Some(true);
                 r.add_headless(&base, name, ns, eps, publish_not_ready, &pod_by_name);
             }
             Some(ip) => {
                 let Ok(ip) = ip.parse::<Ipv4Addr>() else { continue };
                 r.add(&base, Data::A(ip));
                 for port in svc.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
-                    let (Some(port_name), Some(number)) = (str_at(port, "/name"), port["port"].as_u64()) else { continue };
+                    let (Some(port_name), Some(number)) = (str_at(port, "/name"), port["port"].as_u64()) else {
+                        continue;
+                    };
                     let Ok(number) = u16::try_from(number) else { continue };
                     let proto = str_at(port, "/protocol").unwrap_or("TCP").to_ascii_lowercase();
                     let srv = format!("_{port_name}._{proto}.{base}");
@@ -354,26 +357,39 @@ mod tests {
 
     fn fixture() -> Records {
         let services = vec![
-            svc("default", "fleetman-webapp", json!({"type": "NodePort", "clusterIP": "10.43.12.7", "ports": [
-                {"name": "http", "port": 80, "protocol": "TCP", "targetPort": 80, "nodePort": 30080},
-                {"port": 8080}
-            ]})),
+            svc(
+                "default",
+                "fleetman-webapp",
+                json!({"type": "NodePort", "clusterIP": "10.43.12.7", "ports": [
+                    {"name": "http", "port": 80, "protocol": "TCP", "targetPort": 80, "nodePort": 30080},
+                    {"port": 8080}
+                ]}),
+            ),
             svc("default", "db", json!({"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]})),
             svc("default", "empty-headless", json!({"clusterIP": "None"})),
             svc("web", "ext", json!({"type": "ExternalName", "externalName": "Example.COM"})),
-            svc("web", "alias", json!({"type": "ExternalName", "externalName": "fleetman-webapp.default.svc.cluster.local"})),
-            svc("kube-system", "kube-dns", json!({"clusterIP": "10.43.0.10", "ports": [
-                {"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}
-            ]})),
+            svc(
+                "web",
+                "alias",
+                json!({"type": "ExternalName", "externalName": "fleetman-webapp.default.svc.cluster.local"}),
+            ),
+            svc(
+                "kube-system",
+                "kube-dns",
+                json!({"clusterIP": "10.43.0.10", "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}
+                ]}),
+            ),
         ];
-        let endpoints = vec![json!({"kind": "Endpoints", "metadata": {"name": "db", "namespace": "default"}, "subsets": [{
-            "addresses": [
-                {"ip": "10.42.0.8", "targetRef": {"kind": "Pod", "namespace": "default", "name": "db-0"}},
-                {"ip": "10.42.0.9", "hostname": "replica"}
-            ],
-            "notReadyAddresses": [{"ip": "10.42.0.10"}],
-            "ports": [{"name": "pg", "port": 5433, "protocol": "TCP"}]
-        }]})];
+        let endpoints =
+            vec![json!({"kind": "Endpoints", "metadata": {"name": "db", "namespace": "default"}, "subsets": [{
+                "addresses": [
+                    {"ip": "10.42.0.8", "targetRef": {"kind": "Pod", "namespace": "default", "name": "db-0"}},
+                    {"ip": "10.42.0.9", "hostname": "replica"}
+                ],
+                "notReadyAddresses": [{"ip": "10.42.0.10"}],
+                "ports": [{"name": "pg", "port": 5433, "protocol": "TCP"}]
+            }]})];
         let pods = vec![
             json!({"metadata": {"name": "db-0", "namespace": "default"}, "spec": {"hostname": "db-0", "subdomain": "db"},
                    "status": {"phase": "Running", "podIP": "10.42.0.8"}}),
@@ -529,7 +545,9 @@ mod tests {
     #[test]
     fn empty_non_terminals_exist() {
         let r = fixture();
-        for name in ["cluster.local", "svc.cluster.local", "default.svc.cluster.local", "_tcp.db.default.svc.cluster.local"] {
+        for name in
+            ["cluster.local", "svc.cluster.local", "default.svc.cluster.local", "_tcp.db.default.svc.cluster.local"]
+        {
             assert_eq!(r.lookup(name, RecordType::A), found(vec![]), "{name}");
         }
         assert_eq!(r.lookup("nons.svc.cluster.local", RecordType::A), Answer::NxDomain);
@@ -568,7 +586,10 @@ mod tests {
         let services = vec![svc("default", "web", json!({"clusterIP": "10.43.0.20"}))];
         let r = build(&services, &[], &[], "Edge.Example.");
         assert_eq!(r.domain(), "edge.example.");
-        assert_eq!(r.lookup("web.default.svc.edge.example", RecordType::A), found(vec![a("web.default.svc.edge.example.", "10.43.0.20")]));
+        assert_eq!(
+            r.lookup("web.default.svc.edge.example", RecordType::A),
+            found(vec![a("web.default.svc.edge.example.", "10.43.0.20")])
+        );
         assert_eq!(r.lookup("web.default.svc.cluster.local", RecordType::A), Answer::Forward);
     }
 }

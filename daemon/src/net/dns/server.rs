@@ -169,11 +169,14 @@ impl DnsServer {
 /// Turns one of our records into a wire record. The owner of an answer is written as the
 /// client spelled the question, so resolvers that randomise case (0x20) accept it.
 fn to_record(rr: &Rr, question: &Name) -> Result<Record, DnsError> {
-    let name = if records::fqdn(&question.to_string()) == rr.name { question.clone() } else { Name::from_ascii(&rr.name)? };
+    let name =
+        if records::fqdn(&question.to_string()) == rr.name { question.clone() } else { Name::from_ascii(&rr.name)? };
     let data = match &rr.data {
         Data::A(ip) => RData::A(A(*ip)),
         Data::Cname(target) => RData::CNAME(CNAME(Name::from_ascii(target)?)),
-        Data::Srv { priority, weight, port, target } => RData::SRV(SRV::new(*priority, *weight, *port, Name::from_ascii(target)?)),
+        Data::Srv { priority, weight, port, target } => {
+            RData::SRV(SRV::new(*priority, *weight, *port, Name::from_ascii(target)?))
+        }
         Data::Soa(s) => RData::SOA(SOA::new(
             Name::from_ascii(&s.mname)?,
             Name::from_ascii(&s.rname)?,
@@ -206,7 +209,10 @@ async fn exchange(upstream: SocketAddr, query: Query) -> Result<Message, DnsErro
         let n = socket.recv(&mut buf).await?;
         // Anything that is not the answer to this question (late, spoofed, garbled) is dropped.
         let Ok(reply) = Message::from_vec(&buf[..n]) else { continue };
-        if reply.metadata.id == msg.metadata.id && reply.metadata.message_type == MessageType::Response && reply.queries == msg.queries {
+        if reply.metadata.id == msg.metadata.id
+            && reply.metadata.message_type == MessageType::Response
+            && reply.queries == msg.queries
+        {
             break reply;
         }
     };
@@ -250,7 +256,8 @@ impl RequestHandler for DnsServer {
                     tracing::warn!(error = %e, src = %request.src(), "answering a DNS request failed");
                     let mut handle = response_handle;
                     let meta = Metadata::response_from_request(&request.metadata);
-                    let response = MessageResponseBuilder::new(&request.queries, None).error_msg(&meta, ResponseCode::ServFail);
+                    let response =
+                        MessageResponseBuilder::new(&request.queries, None).error_msg(&meta, ResponseCode::ServFail);
                     match handle.send_response(response).await {
                         Ok(info) => info,
                         Err(_) => {

@@ -146,14 +146,20 @@ async fn udp_client(addr: SocketAddr) -> Client<TokioRuntimeProvider> {
 }
 
 async fn tcp_client(addr: SocketAddr) -> Client<TokioRuntimeProvider> {
-    let (stream, sender) = TcpClientStream::new(addr, None, Some(Duration::from_secs(10)), TokioRuntimeProvider::default());
-    let (client, bg) = Client::<TokioRuntimeProvider>::with_timeout(stream.await.unwrap(), sender, Duration::from_secs(10));
+    let (stream, sender) =
+        TcpClientStream::new(addr, None, Some(Duration::from_secs(10)), TokioRuntimeProvider::default());
+    let (client, bg) =
+        Client::<TokioRuntimeProvider>::with_timeout(stream.await.unwrap(), sender, Duration::from_secs(10));
     tokio::spawn(bg);
     client
 }
 
 /// (response code, A addresses in the answer, authority record types).
-async fn ask(client: &mut Client<TokioRuntimeProvider>, name: &str, rtype: RecordType) -> (ResponseCode, Vec<Ipv4Addr>, Vec<RecordType>, Message) {
+async fn ask(
+    client: &mut Client<TokioRuntimeProvider>,
+    name: &str,
+    rtype: RecordType,
+) -> (ResponseCode, Vec<Ipv4Addr>, Vec<RecordType>, Message) {
     let response = client.query(Name::from_ascii(name).unwrap(), DNSClass::IN, rtype).await.unwrap();
     let msg: Message = response.into_message();
     let ips = msg.answers.iter().filter_map(|r| if let RData::A(a) = &r.data { Some(a.0) } else { None }).collect();
@@ -166,7 +172,11 @@ async fn cluster_names_resolve_over_udp_and_tcp() {
     let up = fake_upstream().await;
     let server = start(vec![up.addr]).await;
     for mut client in [udp_client(server.addr).await, tcp_client(server.addr).await] {
-        for name in ["fleetman-webapp.default.svc.cluster.local.", "fleetman-webapp.default.svc.cluster.local", "FLEETMAN-webapp.Default.SVC.cluster.local."] {
+        for name in [
+            "fleetman-webapp.default.svc.cluster.local.",
+            "fleetman-webapp.default.svc.cluster.local",
+            "FLEETMAN-webapp.Default.SVC.cluster.local.",
+        ] {
             let (code, ips, _, msg) = ask(&mut client, name, RecordType::A).await;
             assert_eq!((code, ips), (ResponseCode::NoError, vec![Ipv4Addr::new(10, 43, 12, 7)]), "{name}");
             assert!(msg.metadata.authoritative);
@@ -176,15 +186,20 @@ async fn cluster_names_resolve_over_udp_and_tcp() {
         }
         let (code, mut ips, _, _) = ask(&mut client, "db.default.svc.cluster.local.", RecordType::A).await;
         ips.sort();
-        assert_eq!((code, ips), (ResponseCode::NoError, vec![Ipv4Addr::new(10, 42, 0, 8), Ipv4Addr::new(10, 42, 0, 9)]));
+        assert_eq!(
+            (code, ips),
+            (ResponseCode::NoError, vec![Ipv4Addr::new(10, 42, 0, 8), Ipv4Addr::new(10, 42, 0, 9)])
+        );
 
-        let (code, _, _, msg) = ask(&mut client, "_http._tcp.fleetman-webapp.default.svc.cluster.local.", RecordType::SRV).await;
+        let (code, _, _, msg) =
+            ask(&mut client, "_http._tcp.fleetman-webapp.default.svc.cluster.local.", RecordType::SRV).await;
         assert_eq!(code, ResponseCode::NoError);
         let RData::SRV(srv) = &msg.answers[0].data else { panic!("{msg:?}") };
         assert_eq!((srv.priority, srv.weight, srv.port), (0, 100, 80));
         assert_eq!(srv.target.to_ascii(), "fleetman-webapp.default.svc.cluster.local.");
 
-        let (code, ips, auth, _) = ask(&mut client, "fleetman-webapp.default.svc.cluster.local.", RecordType::AAAA).await;
+        let (code, ips, auth, _) =
+            ask(&mut client, "fleetman-webapp.default.svc.cluster.local.", RecordType::AAAA).await;
         assert_eq!((code, ips, auth), (ResponseCode::NoError, vec![], vec![RecordType::SOA]));
 
         let (code, ips, auth, msg) = ask(&mut client, "nope.default.svc.cluster.local.", RecordType::A).await;
@@ -302,8 +317,14 @@ impl TestNetns {
         let target = path.clone();
         std::thread::spawn(move || {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-            nix::mount::mount(Some("/proc/thread-self/ns/net"), &target, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
-                .expect("bind-mounting the namespace");
+            nix::mount::mount(
+                Some("/proc/thread-self/ns/net"),
+                &target,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .expect("bind-mounting the namespace");
         })
         .join()
         .unwrap();
@@ -311,7 +332,10 @@ impl TestNetns {
     }
 
     /// Runs `f` on a thread inside the namespace, on its own current-thread runtime.
-    fn run<T: Send + 'static, Fut: std::future::Future<Output = T>>(&self, f: impl FnOnce() -> Fut + Send + 'static) -> T {
+    fn run<T: Send + 'static, Fut: std::future::Future<Output = T>>(
+        &self,
+        f: impl FnOnce() -> Fut + Send + 'static,
+    ) -> T {
         let file = std::fs::File::open(&self.path).unwrap();
         std::thread::spawn(move || {
             nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
@@ -340,11 +364,15 @@ async fn link_state(name: &str) -> Option<(bool, Vec<(Ipv4Addr, u8, Option<Strin
         Ok(Some(l)) => l,
         _ => return None,
     };
-    let addrs: Vec<_> = h.address().get().set_link_index_filter(link.header.index).execute().try_collect().await.unwrap();
+    let addrs: Vec<_> =
+        h.address().get().set_link_index_filter(link.header.index).execute().try_collect().await.unwrap();
     let v4 = addrs
         .iter()
         .filter_map(|m| {
-            let label = m.attributes.iter().find_map(|a| if let AddressAttribute::Label(l) = a { Some(l.clone()) } else { None });
+            let label =
+                m.attributes
+                    .iter()
+                    .find_map(|a| if let AddressAttribute::Label(l) = a { Some(l.clone()) } else { None });
             m.attributes.iter().find_map(|a| match a {
                 AddressAttribute::Local(std::net::IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len, label.clone())),
                 _ => None,

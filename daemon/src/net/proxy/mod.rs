@@ -92,18 +92,8 @@ impl ServicePort {
     /// `namespace/service:port-name/protocol` (the port number when unnamed), the readable name
     /// used in comments.
     pub fn display_name(&self) -> String {
-        let port = if self.port_name.is_empty() {
-            self.port.to_string()
-        } else {
-            self.port_name.clone()
-        };
-        format!(
-            "{}/{}:{}/{}",
-            self.namespace,
-            self.service,
-            port,
-            self.protocol.as_str()
-        )
+        let port = if self.port_name.is_empty() { self.port.to_string() } else { self.port_name.clone() };
+        format!("{}/{}:{}/{}", self.namespace, self.service, port, self.protocol.as_str())
     }
 }
 
@@ -150,10 +140,7 @@ impl Proxy {
     }
 
     pub fn with_runner(runner: Arc<dyn NftRunner>) -> Proxy {
-        Proxy {
-            runner,
-            applied: None,
-        }
+        Proxy { runner, applied: None }
     }
 
     /// The state the kernel holds, when known.
@@ -171,10 +158,9 @@ impl Proxy {
     pub async fn sync(&mut self, state: ProxyState) -> Result<(), NftError> {
         let runner = self.runner.clone();
         let old = self.applied.take();
-        let (result, applied) =
-            tokio::task::spawn_blocking(move || Proxy::step(runner.as_ref(), old, state))
-                .await
-                .map_err(|e| NftError::Apply(format!("proxy sync task failed: {e}")))?;
+        let (result, applied) = tokio::task::spawn_blocking(move || Proxy::step(runner.as_ref(), old, state))
+            .await
+            .map_err(|e| NftError::Apply(format!("proxy sync task failed: {e}")))?;
         self.applied = applied;
         result
     }
@@ -190,12 +176,7 @@ impl Proxy {
             return Ok(());
         }
         let mut batch = render::Batch::text();
-        garbage.collect(
-            &mut batch,
-            &model.globals,
-            |c| model.chains.get(c),
-            |c| model.chains.get(c),
-        );
+        garbage.collect(&mut batch, &model.globals, |c| model.chains.get(c), |c| model.chains.get(c));
         self.runner.apply(&batch.into_text())?;
         self.applied = Some((state, model, garbage));
         Ok(())
@@ -208,11 +189,7 @@ impl Proxy {
         result
     }
 
-    fn step(
-        runner: &dyn NftRunner,
-        old: Option<Applied>,
-        new: ProxyState,
-    ) -> (Result<(), NftError>, Option<Applied>) {
+    fn step(runner: &dyn NftRunner, old: Option<Applied>, new: ProxyState) -> (Result<(), NftError>, Option<Applied>) {
         let mut batch = render::Batch::text();
         let (model, garbage) = match old {
             Some((old_state, mut old_model, mut garbage)) => {
@@ -250,10 +227,7 @@ impl Proxy {
                 let model = model::Model::build(&new);
                 let existing = match runner.list_table() {
                     Ok(Some(listing)) => Existing::from_listing(&listing),
-                    Ok(None) => Existing {
-                        complete: true,
-                        ..Existing::default()
-                    },
+                    Ok(None) => Existing { complete: true, ..Existing::default() },
                     Err(e) => return (Err(e), None),
                 };
                 render::render_resync_model(&model, &existing, &mut batch);

@@ -40,18 +40,9 @@ pub struct Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainSpec {
     /// Masquerade traffic from outside the pod CIDR, honour affinity, pick a ready endpoint.
-    Service {
-        comment: String,
-        endpoints: Vec<(String, Option<String>)>,
-    },
+    Service { comment: String, endpoints: Vec<(String, Option<String>)> },
     /// Masquerade hairpin traffic, remember the client for affinity, DNAT.
-    Endpoint {
-        ip: Ipv4Addr,
-        port: u16,
-        protocol: Protocol,
-        affinity: Option<String>,
-        comment: String,
-    },
+    Endpoint { ip: Ipv4Addr, port: u16, protocol: Protocol, affinity: Option<String>, comment: String },
 }
 
 /// A verdict-map key: address, protocol and port, or (NodePorts) protocol and port.
@@ -75,12 +66,7 @@ pub struct Model {
     pub claims: HashMap<MapKey, u32>,
 }
 
-pub const MAP_NAMES: [&str; 4] = [
-    "service-ips",
-    "service-nodeports",
-    "no-endpoint-services",
-    "no-endpoint-nodeports",
-];
+pub const MAP_NAMES: [&str; 4] = ["service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports"];
 const SERVICE_IPS: usize = 0;
 const SERVICE_NODEPORTS: usize = 1;
 const NO_ENDPOINT_SERVICES: usize = 2;
@@ -92,13 +78,7 @@ fn short_hash(s: &str) -> String {
 }
 
 fn service_key(sp: &ServicePort) -> String {
-    format!(
-        "{}/{}/{}/{}",
-        sp.namespace,
-        sp.service,
-        sp.protocol.as_str(),
-        sp.port_name
-    )
+    format!("{}/{}/{}/{}", sp.namespace, sp.service, sp.protocol.as_str(), sp.port_name)
 }
 
 /// `svc-` and 16 hex digits of a hash of namespace, name, protocol and port name (stable across
@@ -109,39 +89,24 @@ pub fn service_chain_name(sp: &ServicePort) -> String {
 
 /// `ep-` and a hash of the service port and the endpoint's address and port.
 pub fn endpoint_chain_name(sp: &ServicePort, ep: &Endpoint) -> String {
-    format!(
-        "ep-{}",
-        short_hash(&format!("{}/{}:{}", service_key(sp), ep.ip, ep.port))
-    )
+    format!("ep-{}", short_hash(&format!("{}/{}:{}", service_key(sp), ep.ip, ep.port)))
 }
 
 /// `aff-` and a hash of the endpoint and the timeout: a new timeout is a new set, so that a set
 /// that exists is never re-declared (nft 1.0.6 cannot re-declare a set its own batch made
 /// dynamic).
 pub fn affinity_set_name(sp: &ServicePort, ep: &Endpoint, timeout: u32) -> String {
-    format!(
-        "aff-{}",
-        short_hash(&format!(
-            "{}/{}:{}/{}",
-            service_key(sp),
-            ep.ip,
-            ep.port,
-            timeout
-        ))
-    )
+    format!("aff-{}", short_hash(&format!("{}/{}:{}/{}", service_key(sp), ep.ip, ep.port, timeout)))
 }
 
 /// True for names of chains this module creates per service or endpoint.
 pub fn is_dynamic_chain(name: &str) -> bool {
-    let hash = name
-        .strip_prefix("svc-")
-        .or_else(|| name.strip_prefix("ep-"));
+    let hash = name.strip_prefix("svc-").or_else(|| name.strip_prefix("ep-"));
     hash.is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 pub fn is_affinity_set(name: &str) -> bool {
-    name.strip_prefix("aff-")
-        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    name.strip_prefix("aff-").is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 pub fn payload(protocol: &str, field: &str) -> Value {
@@ -172,11 +137,7 @@ fn sorted_unique(v: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
 /// The map keys a service port claims: its addresses (but the node's own) with its protocol and
 /// port, and its NodePort; sorted.
 fn claimed_keys(sp: &ServicePort, local: &[Ipv4Addr]) -> Vec<MapKey> {
-    let mut vips: Vec<Ipv4Addr> = sp
-        .cluster_ip
-        .into_iter()
-        .chain(sp.external_ips.iter().copied())
-        .collect();
+    let mut vips: Vec<Ipv4Addr> = sp.cluster_ip.into_iter().chain(sp.external_ips.iter().copied()).collect();
     vips = sorted_unique(&vips);
     vips.retain(|ip| !local.contains(ip));
     vips.iter()
@@ -202,14 +163,9 @@ pub fn changed_services<'a>(
     let (mut before, mut after) = (Vec::new(), Vec::new());
     // The usual case: the same ports in the same order.
     if old.services.len() == new.services.len()
-        && old
-            .services
-            .iter()
-            .zip(&new.services)
-            .all(|(a, z)| svc_id(a) == svc_id(z))
+        && old.services.iter().zip(&new.services).all(|(a, z)| svc_id(a) == svc_id(z))
     {
-        let mut seen: std::collections::HashSet<SvcId> =
-            std::collections::HashSet::with_capacity(old.services.len());
+        let mut seen: std::collections::HashSet<SvcId> = std::collections::HashSet::with_capacity(old.services.len());
         for (a, z) in old.services.iter().zip(&new.services) {
             if !seen.insert(svc_id(a)) {
                 return None;
@@ -227,8 +183,7 @@ pub fn changed_services<'a>(
             return None;
         }
     }
-    let mut seen: std::collections::HashSet<SvcId> =
-        std::collections::HashSet::with_capacity(new.services.len());
+    let mut seen: std::collections::HashSet<SvcId> = std::collections::HashSet::with_capacity(new.services.len());
     for sp in &new.services {
         if !seen.insert(svc_id(sp)) {
             return None;
@@ -270,13 +225,7 @@ impl Model {
                 *claims.entry(k).or_insert(0) += 1;
             }
         }
-        Model {
-            globals,
-            maps: Default::default(),
-            chains: BTreeMap::new(),
-            sets: BTreeMap::new(),
-            claims,
-        }
+        Model { globals, maps: Default::default(), chains: BTreeMap::new(), sets: BTreeMap::new(), claims }
     }
 
     /// The model of some service ports alone (all of them: [`Model::build`]).
@@ -350,44 +299,26 @@ impl Model {
     /// Adds one service port. When two ports claim the same address and port (or NodePort), the
     /// first in (namespace, name, port name) order keeps it.
     fn add_service(&mut self, sp: &ServicePort) {
-        let ready: BTreeSet<(Ipv4Addr, u16)> = sp
-            .endpoints
-            .iter()
-            .filter(|e| e.ready)
-            .map(|e| (e.ip, e.port))
-            .collect();
+        let ready: BTreeSet<(Ipv4Addr, u16)> =
+            sp.endpoints.iter().filter(|e| e.ready).map(|e| (e.ip, e.port)).collect();
         let comment = sp.display_name();
         let keys = claimed_keys(sp, &self.globals.local_ips);
         for key in &keys {
             *self.claims.entry(*key).or_insert(0) += 1;
         }
         if ready.is_empty() {
-            let target = Target {
-                chain: CHAIN_REJECT.to_string(),
-                comment,
-            };
+            let target = Target { chain: CHAIN_REJECT.to_string(), comment };
             for key in keys {
-                let map = if matches!(key, MapKey::Ip(_)) {
-                    NO_ENDPOINT_SERVICES
-                } else {
-                    NO_ENDPOINT_NODEPORTS
-                };
+                let map = if matches!(key, MapKey::Ip(_)) { NO_ENDPOINT_SERVICES } else { NO_ENDPOINT_NODEPORTS };
                 self.maps[map].entry(key).or_insert_with(|| target.clone());
             }
             return;
         }
         let chain = service_chain_name(sp);
-        let target = Target {
-            chain: chain.clone(),
-            comment: comment.clone(),
-        };
+        let target = Target { chain: chain.clone(), comment: comment.clone() };
         let mut used = false;
         for key in keys {
-            let map = if matches!(key, MapKey::Ip(_)) {
-                SERVICE_IPS
-            } else {
-                SERVICE_NODEPORTS
-            };
+            let map = if matches!(key, MapKey::Ip(_)) { SERVICE_IPS } else { SERVICE_NODEPORTS };
             if let std::collections::btree_map::Entry::Vacant(e) = self.maps[map].entry(key) {
                 e.insert(target.clone());
                 used = true;
@@ -398,11 +329,7 @@ impl Model {
         }
         let mut endpoints = Vec::new();
         for (ip, port) in ready {
-            let ep = Endpoint {
-                ip,
-                port,
-                ready: true,
-            };
+            let ep = Endpoint { ip, port, ready: true };
             let ep_chain = endpoint_chain_name(sp, &ep);
             let affinity = sp.affinity_timeout.map(|t| {
                 let set = affinity_set_name(sp, &ep, t);
@@ -419,8 +346,7 @@ impl Model {
             self.chains.insert(ep_chain.clone(), spec);
             endpoints.push((ep_chain, affinity));
         }
-        self.chains
-            .insert(chain, ChainSpec::Service { comment, endpoints });
+        self.chains.insert(chain, ChainSpec::Service { comment, endpoints });
     }
 }
 
@@ -431,57 +357,32 @@ impl ChainSpec {
     pub fn rules(&self, g: &Globals) -> Vec<(Vec<Value>, Option<&str>)> {
         match self {
             ChainSpec::Service { comment, endpoints } => {
-                let mut out = vec![(
-                    vec![
-                        cmp("!=", payload("ip", "saddr"), prefix(g.pod_cidr)),
-                        jump(CHAIN_MARK_MASQ),
-                    ],
-                    None,
-                )];
+                let mut out =
+                    vec![(vec![cmp("!=", payload("ip", "saddr"), prefix(g.pod_cidr)), jump(CHAIN_MARK_MASQ)], None)];
                 for (ep, aff) in endpoints {
                     if let Some(set) = aff {
-                        out.push((
-                            vec![
-                                cmp("==", payload("ip", "saddr"), json!(format!("@{set}"))),
-                                goto(ep),
-                            ],
-                            None,
-                        ));
+                        out.push((vec![cmp("==", payload("ip", "saddr"), json!(format!("@{set}"))), goto(ep)], None));
                     }
                 }
-                let vmap: Vec<Value> = endpoints
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (ep, _))| json!([i, goto(ep)]))
-                    .collect();
+                let vmap: Vec<Value> = endpoints.iter().enumerate().map(|(i, (ep, _))| json!([i, goto(ep)])).collect();
                 let numgen = json!({"vmap": {"key": {"numgen": {"mode": "random", "mod": endpoints.len(), "offset": 0}}, "data": {"set": vmap}}});
                 out.push((vec![numgen], Some(comment.as_str())));
                 out
             }
-            ChainSpec::Endpoint {
-                ip,
-                port,
-                protocol,
-                affinity,
-                comment,
-            } => {
-                let mut out = vec![(
-                    vec![
-                        cmp("==", payload("ip", "saddr"), json!(ip.to_string())),
-                        jump(CHAIN_MARK_MASQ),
-                    ],
-                    None,
-                )];
+            ChainSpec::Endpoint { ip, port, protocol, affinity, comment } => {
+                let mut out =
+                    vec![(vec![cmp("==", payload("ip", "saddr"), json!(ip.to_string())), jump(CHAIN_MARK_MASQ)], None)];
                 if let Some(set) = affinity {
-                    out.push((vec![json!({"set": {"op": "update", "elem": payload("ip", "saddr"), "set": format!("@{set}")}})], None));
+                    out.push((
+                        vec![
+                            json!({"set": {"op": "update", "elem": payload("ip", "saddr"), "set": format!("@{set}")}}),
+                        ],
+                        None,
+                    ));
                 }
                 out.push((
                     vec![
-                        cmp(
-                            "==",
-                            json!({"meta": {"key": "l4proto"}}),
-                            json!(protocol.as_str()),
-                        ),
+                        cmp("==", json!({"meta": {"key": "l4proto"}}), json!(protocol.as_str())),
                         json!({"dnat": {"family": "ip", "addr": ip.to_string(), "port": port}}),
                     ],
                     Some(comment.as_str()),

@@ -47,14 +47,8 @@ impl NetNs {
         let target = ns.path.clone();
         std::thread::spawn(move || -> io::Result<()> {
             unshare(CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-            mount(
-                Some("/proc/thread-self/ns/net"),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(io::Error::from)?;
+            mount(Some("/proc/thread-self/ns/net"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(io::Error::from)?;
             Ok(())
         })
         .join()
@@ -78,11 +72,7 @@ impl NetNs {
         if out.status.success() {
             Ok(())
         } else {
-            Err(io::Error::other(format!(
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
+            Err(io::Error::other(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())))
         }
     }
 }
@@ -128,7 +118,9 @@ impl OkServer {
                     Ok((mut conn, _)) => {
                         let _ = conn.write_all(b"ok");
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(std::time::Duration::from_millis(1)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(1))
+                    }
                     Err(e) => panic!("accept: {e}"),
                 }
             }

@@ -16,9 +16,7 @@ fn str_at<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
 }
 
 fn port_u16(v: &Value) -> Option<u16> {
-    v.as_u64()
-        .filter(|p| (1..=65535).contains(p))
-        .map(|p| p as u16)
+    v.as_u64().filter(|p| (1..=65535).contains(p)).map(|p| p as u16)
 }
 
 fn ipv4(v: &Value) -> Option<Ipv4Addr> {
@@ -31,19 +29,13 @@ fn ipv4(v: &Value) -> Option<Ipv4Addr> {
 pub fn from_objects(services: &[Value], endpoints: &[Value]) -> Vec<ServicePort> {
     let mut eps_by_name: BTreeMap<(&str, &str), &Value> = BTreeMap::new();
     for e in endpoints {
-        if let (Some(ns), Some(name)) = (
-            str_at(e, "/metadata/namespace"),
-            str_at(e, "/metadata/name"),
-        ) {
+        if let (Some(ns), Some(name)) = (str_at(e, "/metadata/namespace"), str_at(e, "/metadata/name")) {
             eps_by_name.insert((ns, name), e);
         }
     }
     let mut out = Vec::new();
     for svc in services {
-        let (Some(ns), Some(name)) = (
-            str_at(svc, "/metadata/namespace"),
-            str_at(svc, "/metadata/name"),
-        ) else {
+        let (Some(ns), Some(name)) = (str_at(svc, "/metadata/namespace"), str_at(svc, "/metadata/name")) else {
             continue;
         };
         let ty = str_at(svc, "/spec/type").unwrap_or("ClusterIP");
@@ -51,41 +43,23 @@ pub fn from_objects(services: &[Value], endpoints: &[Value]) -> Vec<ServicePort>
             continue;
         }
         let cluster_ip = svc.pointer("/spec/clusterIP").and_then(ipv4);
-        let mut external_ips: Vec<Ipv4Addr> = svc
-            .pointer("/spec/externalIPs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(ipv4)
-            .collect();
+        let mut external_ips: Vec<Ipv4Addr> =
+            svc.pointer("/spec/externalIPs").and_then(Value::as_array).into_iter().flatten().filter_map(ipv4).collect();
         if ty == "LoadBalancer" {
-            for ing in svc
-                .pointer("/status/loadBalancer/ingress")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for ing in svc.pointer("/status/loadBalancer/ingress").and_then(Value::as_array).into_iter().flatten() {
                 external_ips.extend(ipv4(&ing["ip"]));
             }
         }
         external_ips.sort();
         external_ips.dedup();
-        let affinity_timeout =
-            (str_at(svc, "/spec/sessionAffinity") == Some("ClientIP")).then(|| {
-                svc.pointer("/spec/sessionAffinityConfig/clientIP/timeoutSeconds")
-                    .and_then(Value::as_u64)
-                    .filter(|t| *t > 0)
-                    .map_or(DEFAULT_AFFINITY_TIMEOUT, |t| {
-                        t.min(u64::from(u32::MAX)) as u32
-                    })
-            });
+        let affinity_timeout = (str_at(svc, "/spec/sessionAffinity") == Some("ClientIP")).then(|| {
+            svc.pointer("/spec/sessionAffinityConfig/clientIP/timeoutSeconds")
+                .and_then(Value::as_u64)
+                .filter(|t| *t > 0)
+                .map_or(DEFAULT_AFFINITY_TIMEOUT, |t| t.min(u64::from(u32::MAX)) as u32)
+        });
         let eps = eps_by_name.get(&(ns, name)).copied();
-        for p in svc
-            .pointer("/spec/ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for p in svc.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
             let Some(port) = port_u16(&p["port"]) else {
                 continue;
             };
@@ -93,17 +67,11 @@ pub fn from_objects(services: &[Value], endpoints: &[Value]) -> Vec<ServicePort>
                 continue;
             };
             let port_name = p["name"].as_str().unwrap_or("").to_string();
-            let node_port = if matches!(ty, "NodePort" | "LoadBalancer") {
-                port_u16(&p["nodePort"])
-            } else {
-                None
-            };
+            let node_port = if matches!(ty, "NodePort" | "LoadBalancer") { port_u16(&p["nodePort"]) } else { None };
             out.push(ServicePort {
                 namespace: ns.to_string(),
                 service: name.to_string(),
-                endpoints: eps
-                    .map(|e| endpoints_for(e, &port_name, protocol))
-                    .unwrap_or_default(),
+                endpoints: eps.map(|e| endpoints_for(e, &port_name, protocol)).unwrap_or_default(),
                 port_name,
                 protocol,
                 cluster_ip,
@@ -115,12 +83,7 @@ pub fn from_objects(services: &[Value], endpoints: &[Value]) -> Vec<ServicePort>
         }
     }
     out.sort_by(|a, b| {
-        (&a.namespace, &a.service, &a.port_name, a.protocol).cmp(&(
-            &b.namespace,
-            &b.service,
-            &b.port_name,
-            b.protocol,
-        ))
+        (&a.namespace, &a.service, &a.port_name, a.protocol).cmp(&(&b.namespace, &b.service, &b.port_name, b.protocol))
     });
     out
 }
@@ -170,12 +133,10 @@ mod tests {
 
     #[test]
     fn named_ports_match_endpoint_ports_by_name() {
-        let s = svc(
-            json!({"type": "NodePort", "clusterIP": "10.43.0.20", "externalIPs": ["192.0.2.7"], "ports": [
-                {"name": "http", "protocol": "TCP", "port": 80, "targetPort": "web", "nodePort": 30080},
-                {"name": "dns", "protocol": "UDP", "port": 53, "targetPort": 5353, "nodePort": 30053}
-            ]}),
-        );
+        let s = svc(json!({"type": "NodePort", "clusterIP": "10.43.0.20", "externalIPs": ["192.0.2.7"], "ports": [
+            {"name": "http", "protocol": "TCP", "port": 80, "targetPort": "web", "nodePort": 30080},
+            {"name": "dns", "protocol": "UDP", "port": 53, "targetPort": 5353, "nodePort": 30053}
+        ]}));
         let e = eps(json!([
             {"addresses": [{"ip": "10.42.0.5"}, {"ip": "10.42.0.6"}], "notReadyAddresses": [{"ip": "10.42.0.7"}],
              "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "dns", "port": 5353, "protocol": "UDP"}]}
@@ -184,46 +145,21 @@ mod tests {
         assert_eq!(ports.len(), 2);
         let (dns, http) = (&ports[0], &ports[1]);
         assert_eq!(
-            (
-                dns.port_name.as_str(),
-                dns.protocol,
-                dns.port,
-                dns.node_port
-            ),
+            (dns.port_name.as_str(), dns.protocol, dns.port, dns.node_port),
             ("dns", Protocol::Udp, 53, Some(30053))
         );
         assert_eq!(
-            (
-                http.port_name.as_str(),
-                http.protocol,
-                http.port,
-                http.node_port
-            ),
+            (http.port_name.as_str(), http.protocol, http.port, http.node_port),
             ("http", Protocol::Tcp, 80, Some(30080))
         );
         assert_eq!(http.cluster_ip, Some("10.43.0.20".parse().unwrap()));
-        assert_eq!(
-            http.external_ips,
-            vec!["192.0.2.7".parse::<Ipv4Addr>().unwrap()]
-        );
+        assert_eq!(http.external_ips, vec!["192.0.2.7".parse::<Ipv4Addr>().unwrap()]);
         assert_eq!(
             http.endpoints,
             vec![
-                Endpoint {
-                    ip: "10.42.0.5".parse().unwrap(),
-                    port: 8080,
-                    ready: true
-                },
-                Endpoint {
-                    ip: "10.42.0.6".parse().unwrap(),
-                    port: 8080,
-                    ready: true
-                },
-                Endpoint {
-                    ip: "10.42.0.7".parse().unwrap(),
-                    port: 8080,
-                    ready: false
-                },
+                Endpoint { ip: "10.42.0.5".parse().unwrap(), port: 8080, ready: true },
+                Endpoint { ip: "10.42.0.6".parse().unwrap(), port: 8080, ready: true },
+                Endpoint { ip: "10.42.0.7".parse().unwrap(), port: 8080, ready: false },
             ]
         );
         assert!(dns.endpoints.iter().all(|e| e.port == 5353));
@@ -237,19 +173,12 @@ mod tests {
         assert_eq!(ports.len(), 1);
         assert_eq!(ports[0].port_name, "");
         assert_eq!(ports[0].protocol, Protocol::Tcp);
-        assert_eq!(
-            ports[0].node_port, None,
-            "a ClusterIP service has no NodePort"
-        );
+        assert_eq!(ports[0].node_port, None, "a ClusterIP service has no NodePort");
         assert!(ports[0].endpoints.is_empty());
         let e = eps(json!([{"addresses": [{"ip": "10.42.0.9"}], "ports": [{"port": 9000}]}]));
         assert_eq!(
             from_objects(&[s], &[e])[0].endpoints,
-            vec![Endpoint {
-                ip: "10.42.0.9".parse().unwrap(),
-                port: 9000,
-                ready: true
-            }]
+            vec![Endpoint { ip: "10.42.0.9".parse().unwrap(), port: 9000, ready: true }]
         );
     }
 
@@ -260,9 +189,7 @@ mod tests {
         assert_eq!(ports.len(), 1);
         assert_eq!(ports[0].cluster_ip, None);
 
-        let external = svc(
-            json!({"type": "ExternalName", "externalName": "example.org", "ports": [{"port": 80}]}),
-        );
+        let external = svc(json!({"type": "ExternalName", "externalName": "example.org", "ports": [{"port": 80}]}));
         assert!(from_objects(&[external], &[]).is_empty());
 
         let mut lb = svc(
@@ -270,45 +197,29 @@ mod tests {
         );
         lb["status"] = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.4"}, {"hostname": "lb.example.org"}]}});
         let ports = from_objects(&[lb], &[]);
-        assert_eq!(
-            ports[0].external_ips,
-            vec!["198.51.100.4".parse::<Ipv4Addr>().unwrap()]
-        );
+        assert_eq!(ports[0].external_ips, vec!["198.51.100.4".parse::<Ipv4Addr>().unwrap()]);
         assert_eq!(ports[0].node_port, Some(31443));
     }
 
     #[test]
     fn session_affinity_timeout_defaults() {
-        let a = svc(
-            json!({"clusterIP": "10.43.0.23", "sessionAffinity": "ClientIP", "ports": [{"port": 80}]}),
-        );
-        assert_eq!(
-            from_objects(&[a], &[])[0].affinity_timeout,
-            Some(DEFAULT_AFFINITY_TIMEOUT)
-        );
-        let b = svc(
-            json!({"clusterIP": "10.43.0.23", "sessionAffinity": "ClientIP",
-            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}, "ports": [{"port": 80}]}),
-        );
+        let a = svc(json!({"clusterIP": "10.43.0.23", "sessionAffinity": "ClientIP", "ports": [{"port": 80}]}));
+        assert_eq!(from_objects(&[a], &[])[0].affinity_timeout, Some(DEFAULT_AFFINITY_TIMEOUT));
+        let b = svc(json!({"clusterIP": "10.43.0.23", "sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}, "ports": [{"port": 80}]}));
         assert_eq!(from_objects(&[b], &[])[0].affinity_timeout, Some(60));
-        let c = svc(
-            json!({"clusterIP": "10.43.0.23", "sessionAffinity": "None", "ports": [{"port": 80}]}),
-        );
+        let c = svc(json!({"clusterIP": "10.43.0.23", "sessionAffinity": "None", "ports": [{"port": 80}]}));
         assert_eq!(from_objects(&[c], &[])[0].affinity_timeout, None);
     }
 
     #[test]
     fn endpoints_of_other_services_and_protocols_are_ignored() {
-        let s = svc(
-            json!({"clusterIP": "10.43.0.24", "ports": [{"name": "p", "port": 80, "protocol": "UDP"}]}),
-        );
-        let mut other = eps(
-            json!([{"addresses": [{"ip": "10.42.0.1"}], "ports": [{"name": "p", "port": 80, "protocol": "UDP"}]}]),
-        );
+        let s = svc(json!({"clusterIP": "10.43.0.24", "ports": [{"name": "p", "port": 80, "protocol": "UDP"}]}));
+        let mut other =
+            eps(json!([{"addresses": [{"ip": "10.42.0.1"}], "ports": [{"name": "p", "port": 80, "protocol": "UDP"}]}]));
         other["metadata"]["name"] = json!("other");
-        let tcp = eps(
-            json!([{"addresses": [{"ip": "10.42.0.2"}], "ports": [{"name": "p", "port": 80, "protocol": "TCP"}]}]),
-        );
+        let tcp =
+            eps(json!([{"addresses": [{"ip": "10.42.0.2"}], "ports": [{"name": "p", "port": 80, "protocol": "TCP"}]}]));
         assert!(from_objects(&[s.clone()], &[other])[0].endpoints.is_empty());
         assert!(from_objects(&[s], &[tcp])[0].endpoints.is_empty());
     }

@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 
 use super::model::{
-    self, cmp, goto, jump, payload, prefix, ChainSpec, Globals, MapKey, Model, Target,
-    CHAIN_MARK_MASQ, CHAIN_REJECT, MAP_NAMES, MASQ_BIT,
+    self, cmp, goto, jump, payload, prefix, ChainSpec, Globals, MapKey, Model, Target, CHAIN_MARK_MASQ, CHAIN_REJECT,
+    MAP_NAMES, MASQ_BIT,
 };
 use super::ProxyState;
 use crate::net::nft::{FAMILY, TABLE};
@@ -43,21 +43,15 @@ pub struct Existing {
 impl Existing {
     /// From `nft -j list table inet skerry`.
     pub fn from_listing(listing: &Value) -> Existing {
-        let mut e = Existing {
-            complete: true,
-            ..Existing::default()
-        };
+        let mut e = Existing { complete: true, ..Existing::default() };
         for item in listing["nftables"].as_array().into_iter().flatten() {
             let ours = |o: &Value| o["family"] == FAMILY && o["table"] == TABLE;
-            if let Some(name) = item["chain"]["name"]
-                .as_str()
-                .filter(|n| ours(&item["chain"]) && model::is_dynamic_chain(n))
+            if let Some(name) =
+                item["chain"]["name"].as_str().filter(|n| ours(&item["chain"]) && model::is_dynamic_chain(n))
             {
                 e.chains.insert(name.to_string());
             }
-            if let Some(name) = item["set"]["name"]
-                .as_str()
-                .filter(|n| ours(&item["set"]) && model::is_affinity_set(n))
+            if let Some(name) = item["set"]["name"].as_str().filter(|n| ours(&item["set"]) && model::is_affinity_set(n))
             {
                 e.sets.insert(name.to_string());
             }
@@ -66,11 +60,7 @@ impl Existing {
     }
 
     pub(super) fn of(m: &Model) -> Existing {
-        Existing {
-            chains: m.chains.keys().cloned().collect(),
-            sets: m.sets.keys().cloned().collect(),
-            complete: true,
-        }
+        Existing { chains: m.chains.keys().cloned().collect(), sets: m.sets.keys().cloned().collect(), complete: true }
     }
 }
 
@@ -84,10 +74,7 @@ pub(super) enum Batch {
 
 impl Batch {
     pub(super) fn text() -> Batch {
-        Batch::Text {
-            text: String::from("{\"nftables\":["),
-            empty: true,
-        }
+        Batch::Text { text: String::from("{\"nftables\":["), empty: true }
     }
 
     fn push(&mut self, cmd: Value) {
@@ -133,9 +120,7 @@ impl Batch {
     fn into_value(self) -> Value {
         match self {
             Batch::Values(v) => json!({"nftables": v}),
-            Batch::Text { text, .. } => {
-                serde_json::from_str(&(text + "]}")).expect("rendered JSON")
-            }
+            Batch::Text { text, .. } => serde_json::from_str(&(text + "]}")).expect("rendered JSON"),
         }
     }
 
@@ -236,24 +221,12 @@ fn chain_rule_texts(verb: &str, name: &str, spec: &ChainSpec, g: &Globals) -> Ve
             expr.push_str("]}}}");
             rule(b, &expr, Some(comment));
         }
-        ChainSpec::Endpoint {
-            ip,
-            port,
-            protocol,
-            affinity,
-            comment,
-        } => {
-            let _ = write!(
-                expr,
-                r#"{{"match":{{"op":"==","left":{SADDR},"right":"{ip}"}}}},{MASQ}"#
-            );
+        ChainSpec::Endpoint { ip, port, protocol, affinity, comment } => {
+            let _ = write!(expr, r#"{{"match":{{"op":"==","left":{SADDR},"right":"{ip}"}}}},{MASQ}"#);
             rule(b, &expr, None);
             if let Some(set) = affinity {
                 expr.clear();
-                let _ = write!(
-                    expr,
-                    r#"{{"set":{{"op":"update","elem":{SADDR},"set":"@{set}"}}}}"#
-                );
+                let _ = write!(expr, r#"{{"set":{{"op":"update","elem":{SADDR},"set":"@{set}"}}}}"#);
                 rule(b, &expr, None);
             }
             expr.clear();
@@ -270,9 +243,7 @@ fn chain_rule_texts(verb: &str, name: &str, spec: &ChainSpec, g: &Globals) -> Ve
 
 /// `add chain` (or another verb) of a chain this module names, as text.
 fn push_chain_ref(b: &mut Batch, verb: &str, name: &str) {
-    b.push_raw(&format!(
-        r#"{{"{verb}":{{"chain":{{"family":"{FAMILY}","table":"{TABLE}","name":"{name}"}}}}}}"#
-    ));
+    b.push_raw(&format!(r#"{{"{verb}":{{"chain":{{"family":"{FAMILY}","table":"{TABLE}","name":"{name}"}}}}}}"#));
 }
 
 fn key_json(k: &MapKey) -> Value {
@@ -296,17 +267,9 @@ fn map_type(i: usize) -> Value {
 
 /// `fib daddr type local` plus the NodePort address restriction.
 fn nodeport_match(g: &Globals) -> Vec<Value> {
-    let mut v = vec![cmp(
-        "==",
-        json!({"fib": {"result": "type", "flags": ["daddr"]}}),
-        json!("local"),
-    )];
+    let mut v = vec![cmp("==", json!({"fib": {"result": "type", "flags": ["daddr"]}}), json!("local"))];
     if g.node_ips.is_empty() {
-        v.push(cmp(
-            "!=",
-            payload("ip", "daddr"),
-            prefix(("127.0.0.0".parse().expect("literal"), 8)),
-        ));
+        v.push(cmp("!=", payload("ip", "daddr"), prefix(("127.0.0.0".parse().expect("literal"), 8))));
     } else {
         let ips: Vec<String> = g.node_ips.iter().map(|i| i.to_string()).collect();
         v.push(cmp("==", payload("ip", "daddr"), json!({"set": ips})));
@@ -345,20 +308,12 @@ fn fixed_rules(g: &Globals) -> Vec<Value> {
     for (chain, _, _, _) in &BASE_CHAINS[3..] {
         out.push(rule(chain, vec![ct_new.clone(), jump(CHAIN_FILTER)], None));
     }
-    out.push(rule(
-        CHAIN_SERVICES,
-        vec![dispatch(service_ips, true)],
-        None,
-    ));
+    out.push(rule(CHAIN_SERVICES, vec![dispatch(service_ips, true)], None));
     let mut np = nodeport_match(g);
     np.push(dispatch(service_nodeports, false));
     out.push(rule(CHAIN_SERVICES, np, None));
 
-    out.push(rule(
-        CHAIN_FILTER,
-        vec![dispatch(no_endpoint_services, true)],
-        None,
-    ));
+    out.push(rule(CHAIN_FILTER, vec![dispatch(no_endpoint_services, true)], None));
     let mut np = nodeport_match(g);
     np.push(dispatch(no_endpoint_nodeports, false));
     out.push(rule(CHAIN_FILTER, np, None));
@@ -368,39 +323,20 @@ fn fixed_rules(g: &Globals) -> Vec<Value> {
         cidr.push(cmp("!=", payload("ip", "daddr"), json!({"set": ips})));
     }
     cidr.push(goto(CHAIN_REJECT));
-    out.push(rule(
-        CHAIN_FILTER,
-        cidr,
-        Some("service address or port not allocated"),
-    ));
+    out.push(rule(CHAIN_FILTER, cidr, Some("service address or port not allocated")));
 
-    out.push(rule(
-        CHAIN_MARK_MASQ,
-        vec![json!({"mangle": {"key": mark, "value": {"|": [mark, MASQ_BIT]}}})],
-        None,
-    ));
+    out.push(rule(CHAIN_MARK_MASQ, vec![json!({"mangle": {"key": mark, "value": {"|": [mark, MASQ_BIT]}}})], None));
     out.push(rule(
         CHAIN_REJECT,
-        vec![
-            cmp("==", json!({"meta": {"key": "l4proto"}}), json!("tcp")),
-            json!({"reject": {"type": "tcp reset"}}),
-        ],
+        vec![cmp("==", json!({"meta": {"key": "l4proto"}}), json!("tcp")), json!({"reject": {"type": "tcp reset"}})],
         None,
     ));
-    out.push(rule(
-        CHAIN_REJECT,
-        vec![json!({"reject": {"type": "icmpx", "expr": "port-unreachable"}})],
-        None,
-    ));
+    out.push(rule(CHAIN_REJECT, vec![json!({"reject": {"type": "icmpx", "expr": "port-unreachable"}})], None));
     out
 }
 
 fn add_set(name: &str, timeout: u32) -> Value {
-    cmd(
-        "add",
-        "set",
-        json!({"name": name, "type": "ipv4_addr", "flags": ["timeout"], "timeout": timeout}),
-    )
+    cmd("add", "set", json!({"name": name, "type": "ipv4_addr", "flags": ["timeout"], "timeout": timeout}))
 }
 
 fn chain_ref(verb: &str, name: &str) -> Value {
@@ -440,11 +376,7 @@ pub(super) fn render_resync_model(m: &Model, existing: &Existing, b: &mut Batch)
         b.push(chain_ref("flush", c));
     }
     for (name, ty, hook, prio) in BASE_CHAINS {
-        b.push(cmd(
-            "add",
-            "chain",
-            json!({"name": name, "type": ty, "hook": hook, "prio": prio, "policy": "accept"}),
-        ));
+        b.push(cmd("add", "chain", json!({"name": name, "type": ty, "hook": hook, "prio": prio, "policy": "accept"})));
         b.push(chain_ref("flush", name));
     }
     for name in HELPER_CHAINS {
@@ -452,19 +384,11 @@ pub(super) fn render_resync_model(m: &Model, existing: &Existing, b: &mut Batch)
         b.push(chain_ref("flush", name));
     }
     for (i, name) in MAP_NAMES.iter().enumerate() {
-        b.push(cmd(
-            "add",
-            "map",
-            json!({"name": name, "type": map_type(i), "map": "verdict"}),
-        ));
+        b.push(cmd("add", "map", json!({"name": name, "type": map_type(i), "map": "verdict"})));
         b.push(cmd("flush", "map", json!({"name": name})));
     }
     // 2. Now unreferenced: delete what is no longer wanted.
-    for c in existing
-        .chains
-        .iter()
-        .filter(|c| !m.chains.contains_key(*c))
-    {
+    for c in existing.chains.iter().filter(|c| !m.chains.contains_key(*c)) {
         b.push(chain_ref("delete", c));
     }
     for s in existing.sets.iter().filter(|s| !m.sets.contains_key(*s)) {
@@ -572,11 +496,7 @@ impl Garbage {
 /// changes, only service chains change (their new rules are inserted ahead of the old), no set
 /// goes, no chain that is garbage comes back, and the garbage stays bounded.
 fn add_only(before: &Model, after: &Model, g: &Garbage) -> bool {
-    let elements_stay = before
-        .maps
-        .iter()
-        .zip(&after.maps)
-        .all(|(x, z)| x.iter().all(|(k, t)| z.get(k) == Some(t)));
+    let elements_stay = before.maps.iter().zip(&after.maps).all(|(x, z)| x.iter().all(|(k, t)| z.get(k) == Some(t)));
     let mut deferred = 0;
     for (c, spec) in &before.chains {
         match after.chains.get(c) {
@@ -588,26 +508,15 @@ fn add_only(before: &Model, after: &Model, g: &Garbage) -> bool {
     }
     elements_stay
         && before.sets.keys().all(|s| after.sets.contains_key(s))
-        && !after
-            .chains
-            .keys()
-            .any(|c| !before.chains.contains_key(c) && g.chains.contains(c))
+        && !after.chains.keys().any(|c| !before.chains.contains_key(c) && g.chains.contains(c))
         && g.dirty.len() + g.chains.len() + deferred <= GARBAGE_LIMIT
 }
 
 fn render_add_only(before: &Model, after: &Model, b: &mut Batch, g: &mut Garbage) {
-    for (s, timeout) in after
-        .sets
-        .iter()
-        .filter(|(s, _)| !before.sets.contains_key(*s))
-    {
+    for (s, timeout) in after.sets.iter().filter(|(s, _)| !before.sets.contains_key(*s)) {
         b.push(add_set(s, *timeout));
     }
-    for c in after
-        .chains
-        .keys()
-        .filter(|c| !before.chains.contains_key(*c))
-    {
+    for c in after.chains.keys().filter(|c| !before.chains.contains_key(*c)) {
         push_chain_ref(b, "add", c);
     }
     for (c, spec) in &after.chains {
@@ -621,30 +530,17 @@ fn render_add_only(before: &Model, after: &Model, b: &mut Batch, g: &mut Garbage
         }
     }
     for (name, (x, z)) in MAP_NAMES.iter().zip(before.maps.iter().zip(&after.maps)) {
-        let came: Vec<Value> = z
-            .iter()
-            .filter(|(k, t)| x.get(*k) != Some(*t))
-            .map(|(k, t)| element(k, t))
-            .collect();
+        let came: Vec<Value> = z.iter().filter(|(k, t)| x.get(*k) != Some(*t)).map(|(k, t)| element(k, t)).collect();
         if !came.is_empty() {
             b.push(cmd("add", "element", json!({"name": name, "elem": came})));
         }
     }
-    for c in before
-        .chains
-        .keys()
-        .filter(|c| !after.chains.contains_key(*c))
-    {
+    for c in before.chains.keys().filter(|c| !after.chains.contains_key(*c)) {
         g.chains.insert(c.clone());
     }
 }
 
-pub(super) fn render_update_parts(
-    old: &ProxyState,
-    a: &mut Model,
-    new: &ProxyState,
-    b: &mut Batch,
-) -> bool {
+pub(super) fn render_update_parts(old: &ProxyState, a: &mut Model, new: &ProxyState, b: &mut Batch) -> bool {
     render_update_parts_deferring(old, a, new, b, None)
 }
 
@@ -716,33 +612,19 @@ pub(super) fn render_update_models(a: &Model, z: &Model, b: &mut Batch) {
     }
     let mut adds = Vec::new();
     for ((name, before), after) in MAP_NAMES.iter().zip(&a.maps).zip(&z.maps) {
-        let gone: Vec<Value> = before
-            .iter()
-            .filter(|(k, t)| after.get(*k) != Some(*t))
-            .map(|(k, _)| key_json(k))
-            .collect();
+        let gone: Vec<Value> =
+            before.iter().filter(|(k, t)| after.get(*k) != Some(*t)).map(|(k, _)| key_json(k)).collect();
         if !gone.is_empty() {
-            b.push(cmd(
-                "delete",
-                "element",
-                json!({"name": name, "elem": gone}),
-            ));
+            b.push(cmd("delete", "element", json!({"name": name, "elem": gone})));
         }
-        let came: Vec<Value> = after
-            .iter()
-            .filter(|(k, t)| before.get(*k) != Some(*t))
-            .map(|(k, t)| element(k, t))
-            .collect();
+        let came: Vec<Value> =
+            after.iter().filter(|(k, t)| before.get(*k) != Some(*t)).map(|(k, t)| element(k, t)).collect();
         if !came.is_empty() {
             adds.push(cmd("add", "element", json!({"name": name, "elem": came})));
         }
     }
     b.extend(adds);
-    let removed: Vec<&String> = a
-        .chains
-        .keys()
-        .filter(|c| !z.chains.contains_key(*c))
-        .collect();
+    let removed: Vec<&String> = a.chains.keys().filter(|c| !z.chains.contains_key(*c)).collect();
     b.extend(removed.iter().map(|c| chain_ref("flush", c)));
     b.extend(removed.iter().map(|c| chain_ref("delete", c)));
     for s in a.sets.keys().filter(|s| !z.sets.contains_key(*s)) {
@@ -772,14 +654,7 @@ pub(super) mod tests {
             node_port: Some(30080),
             external_ips: vec![],
             affinity_timeout: None,
-            endpoints: endpoints
-                .iter()
-                .map(|(a, ready)| Endpoint {
-                    ip: ip(a),
-                    port: 8080,
-                    ready: *ready,
-                })
-                .collect(),
+            endpoints: endpoints.iter().map(|(a, ready)| Endpoint { ip: ip(a), port: 8080, ready: *ready }).collect(),
         }
     }
 
@@ -794,11 +669,7 @@ pub(super) mod tests {
             node_port: None,
             external_ips: vec![ip("192.0.2.9")],
             affinity_timeout: Some(60),
-            endpoints: vec![Endpoint {
-                ip: ip("10.42.0.9"),
-                port: 5353,
-                ready: true,
-            }],
+            endpoints: vec![Endpoint { ip: ip("10.42.0.9"), port: 5353, ready: true }],
         }
     }
 
@@ -818,20 +689,12 @@ pub(super) mod tests {
         for c in batch["nftables"].as_array().unwrap() {
             let (verb, body) = c.as_object().unwrap().iter().next().unwrap();
             let (kind, o) = body.as_object().unwrap().iter().next().unwrap();
-            let name = o
-                .get("name")
-                .or(o.get("chain"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let name = o.get("name").or(o.get("chain")).and_then(Value::as_str).unwrap_or("");
             let mut line = format!("{verb} {kind} {name}");
             if kind == "element" {
                 for e in o["elem"].as_array().unwrap() {
                     let key = if e.is_array() { &e[0] } else { e };
-                    let key = if key.get("elem").is_some() {
-                        &key["elem"]["val"]
-                    } else {
-                        key
-                    };
+                    let key = if key.get("elem").is_some() { &key["elem"]["val"] } else { key };
                     let parts: Vec<String> = key["concat"]
                         .as_array()
                         .unwrap()
@@ -852,30 +715,16 @@ pub(super) mod tests {
 
     #[test]
     fn full_snapshot() {
-        let s = state(vec![
-            web(&[("10.42.0.5", true), ("10.42.0.6", false)]),
-            dns(),
-        ]);
+        let s = state(vec![web(&[("10.42.0.5", true), ("10.42.0.6", false)]), dns()]);
         // One command per line, so that a change reads as a line diff.
-        let cmds: Vec<String> = render_full(&s)["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(Value::to_string)
-            .collect();
+        let cmds: Vec<String> = render_full(&s)["nftables"].as_array().unwrap().iter().map(Value::to_string).collect();
         let got = format!("{{\"nftables\": [\n{}\n]}}\n", cmds.join(",\n"));
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src/net/proxy/testdata/full.json"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/net/proxy/testdata/full.json");
         if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
             std::fs::write(path, &got).unwrap();
         }
         let want = std::fs::read_to_string(path).unwrap();
-        assert_eq!(
-            got, want,
-            "render_full changed; review and re-run with UPDATE_SNAPSHOTS=1"
-        );
+        assert_eq!(got, want, "render_full changed; review and re-run with UPDATE_SNAPSHOTS=1");
     }
 
     #[test]
@@ -883,20 +732,10 @@ pub(super) mod tests {
         let (w, d) = (web(&[("10.42.0.5", true), ("10.42.0.6", false)]), dns());
         let s = state(vec![w.clone(), d.clone()]);
         let l = lines(&render_full(&s));
-        let (svc_w, ep_w) = (
-            service_chain_name(&w),
-            endpoint_chain_name(&w, &w.endpoints[0]),
-        );
-        let (svc_d, ep_d) = (
-            service_chain_name(&d),
-            endpoint_chain_name(&d, &d.endpoints[0]),
-        );
+        let (svc_w, ep_w) = (service_chain_name(&w), endpoint_chain_name(&w, &w.endpoints[0]));
+        let (svc_d, ep_d) = (service_chain_name(&d), endpoint_chain_name(&d, &d.endpoints[0]));
         let aff = affinity_set_name(&d, &d.endpoints[0], 60);
-        let pos = |x: &str| {
-            l.iter()
-                .position(|y| y == x)
-                .unwrap_or_else(|| panic!("{x} missing from {l:#?}"))
-        };
+        let pos = |x: &str| l.iter().position(|y| y == x).unwrap_or_else(|| panic!("{x} missing from {l:#?}"));
         // Chains and sets exist before anything that refers to them.
         assert!(pos(&format!("add set {aff}")) < pos(&format!("add chain {ep_d}")));
         for c in [&svc_w, &ep_w, &svc_d, &ep_d] {
@@ -904,16 +743,9 @@ pub(super) mod tests {
         }
         let elements = pos(&format!("add element service-ips [10.43.0.20 . tcp . 80 : {svc_w}] [10.43.0.30 . udp . 53 : {svc_d}] [192.0.2.9 . udp . 53 : {svc_d}]"));
         assert!(pos(&format!("add rule {svc_w}")) < elements);
-        pos(&format!(
-            "add element service-nodeports [tcp . 30080 : {svc_w}]"
-        ));
-        assert!(!l
-            .iter()
-            .any(|x| x.contains("no-endpoint") && x.starts_with("add element")));
-        assert!(
-            !l.iter().any(|x| x.contains("10.42.0.6")),
-            "unready endpoints get no chain"
-        );
+        pos(&format!("add element service-nodeports [tcp . 30080 : {svc_w}]"));
+        assert!(!l.iter().any(|x| x.contains("no-endpoint") && x.starts_with("add element")));
+        assert!(!l.iter().any(|x| x.contains("10.42.0.6")), "unready endpoints get no chain");
         assert!(!l.iter().any(|x| x.contains("delete")));
         // Never the whole table: only the proxy's own chains are flushed.
         assert!(!l.iter().any(|x| x.starts_with("flush table")));
@@ -960,10 +792,7 @@ pub(super) mod tests {
         let old = state(vec![dns()]);
         let w = web(&[("10.42.0.5", true)]);
         let new = state(vec![dns(), w.clone()]);
-        let (svc, ep) = (
-            service_chain_name(&w),
-            endpoint_chain_name(&w, &w.endpoints[0]),
-        );
+        let (svc, ep) = (service_chain_name(&w), endpoint_chain_name(&w, &w.endpoints[0]));
         assert_eq!(
             lines(&render_update(&old, &new).unwrap()),
             vec![
@@ -984,10 +813,7 @@ pub(super) mod tests {
         let old = state(vec![web(&[("10.42.0.5", true)])]);
         let w = web(&[("10.42.0.5", true), ("10.42.0.6", true)]);
         let new = state(vec![w.clone()]);
-        let (svc, ep2) = (
-            service_chain_name(&w),
-            endpoint_chain_name(&w, &w.endpoints[1]),
-        );
+        let (svc, ep2) = (service_chain_name(&w), endpoint_chain_name(&w, &w.endpoints[1]));
         assert_eq!(
             lines(&render_update(&old, &new).unwrap()),
             vec![
@@ -1006,17 +832,13 @@ pub(super) mod tests {
         let w = web(&[("10.42.0.5", true)]);
         let old = state(vec![w.clone()]);
         let new = state(vec![web(&[("10.42.0.5", false)])]);
-        let (svc, ep) = (
-            service_chain_name(&w),
-            endpoint_chain_name(&w, &w.endpoints[0]),
-        );
+        let (svc, ep) = (service_chain_name(&w), endpoint_chain_name(&w, &w.endpoints[0]));
         assert_eq!(
             lines(&render_update(&old, &new).unwrap()),
             vec![
                 "delete element service-ips [10.43.0.20 . tcp . 80]".to_string(),
                 "delete element service-nodeports [tcp . 30080]".to_string(),
-                "add element no-endpoint-services [10.43.0.20 . tcp . 80 : proxy-reject]"
-                    .to_string(),
+                "add element no-endpoint-services [10.43.0.20 . tcp . 80 : proxy-reject]".to_string(),
                 "add element no-endpoint-nodeports [tcp . 30080 : proxy-reject]".to_string(),
                 format!("flush chain {ep}"),
                 format!("flush chain {svc}"),
@@ -1038,10 +860,7 @@ pub(super) mod tests {
     fn update_one_of_two_endpoints_unready() {
         let w = web(&[("10.42.0.5", true), ("10.42.0.6", true)]);
         let new = state(vec![web(&[("10.42.0.5", true), ("10.42.0.6", false)])]);
-        let (svc, ep2) = (
-            service_chain_name(&w),
-            endpoint_chain_name(&w, &w.endpoints[1]),
-        );
+        let (svc, ep2) = (service_chain_name(&w), endpoint_chain_name(&w, &w.endpoints[1]));
         assert_eq!(
             lines(&render_update(&state(vec![w]), &new).unwrap()),
             vec![
@@ -1067,8 +886,7 @@ pub(super) mod tests {
         assert_eq!(
             lines(&render_update(&old, &new).unwrap()),
             vec![
-                "delete element service-ips [10.43.0.30 . udp . 53] [192.0.2.9 . udp . 53]"
-                    .to_string(),
+                "delete element service-ips [10.43.0.30 . udp . 53] [192.0.2.9 . udp . 53]".to_string(),
                 format!("flush chain {ep}"),
                 format!("flush chain {svc}"),
                 format!("delete chain {ep}"),
@@ -1083,10 +901,8 @@ pub(super) mod tests {
         let d = dns();
         let mut d2 = d.clone();
         d2.affinity_timeout = Some(120);
-        let (old_aff, new_aff) = (
-            affinity_set_name(&d, &d.endpoints[0], 60),
-            affinity_set_name(&d, &d.endpoints[0], 120),
-        );
+        let (old_aff, new_aff) =
+            (affinity_set_name(&d, &d.endpoints[0], 60), affinity_set_name(&d, &d.endpoints[0], 120));
         let l = lines(&render_update(&state(vec![d]), &state(vec![d2])).unwrap());
         assert_eq!(l.first().unwrap(), &format!("add set {new_aff}"));
         assert_eq!(l.last().unwrap(), &format!("delete set {old_aff}"));
@@ -1101,15 +917,9 @@ pub(super) mod tests {
         new.local_ips = vec![];
         new.services[0].affinity_timeout = None;
         let l = lines(&render_update(&old, &new).unwrap());
-        let (svc, aff) = (
-            service_chain_name(&d),
-            affinity_set_name(&d, &d.endpoints[0], 60),
-        );
+        let (svc, aff) = (service_chain_name(&d), affinity_set_name(&d, &d.endpoints[0], 60));
         assert_eq!(l[0], "add table skerry");
-        assert_eq!(
-            l[1],
-            format!("flush chain {}", endpoint_chain_name(&d, &d.endpoints[0]))
-        );
+        assert_eq!(l[1], format!("flush chain {}", endpoint_chain_name(&d, &d.endpoints[0])));
         assert!(l.contains(&format!("flush chain {svc}")));
         assert!(l.contains(&format!("delete set {aff}")));
         assert!(!l.iter().any(|x| x.starts_with("delete chain")));
@@ -1122,14 +932,8 @@ pub(super) mod tests {
         other.service = "zeta".into();
         other.cluster_ip = Some(ip("10.43.0.21"));
         let l = lines(&render_full(&state(vec![other.clone(), w.clone()])));
-        assert!(l.contains(&format!(
-            "add element service-nodeports [tcp . 30080 : {}]",
-            service_chain_name(&w)
-        )));
-        assert!(l.iter().any(|x| x.contains(&format!(
-            "[10.43.0.21 . tcp . 80 : {}]",
-            service_chain_name(&other)
-        ))));
+        assert!(l.contains(&format!("add element service-nodeports [tcp . 30080 : {}]", service_chain_name(&w))));
+        assert!(l.iter().any(|x| x.contains(&format!("[10.43.0.21 . tcp . 80 : {}]", service_chain_name(&other)))));
     }
 
     #[test]
@@ -1143,16 +947,10 @@ pub(super) mod tests {
         };
         let l = lines(&render_resync(&state(vec![d.clone()]), &existing));
         assert_eq!(l[1], "flush chain svc-00000000000000aa");
-        let del = l
-            .iter()
-            .position(|x| x == "delete chain svc-00000000000000aa")
-            .unwrap();
+        let del = l.iter().position(|x| x == "delete chain svc-00000000000000aa").unwrap();
         assert!(del > l.iter().position(|x| x == "flush map service-ips").unwrap());
         assert!(l.contains(&"delete set aff-00000000000000bb".to_string()));
-        assert!(
-            !l.contains(&format!("add set {aff}")),
-            "a set that exists is never re-declared"
-        );
+        assert!(!l.contains(&format!("add set {aff}")), "a set that exists is never re-declared");
         assert!(!l.contains(&format!("delete set {aff}")));
     }
 
@@ -1165,10 +963,7 @@ pub(super) mod tests {
             affinity_set_name(&w, &w.endpoints[0], 10800),
         ] {
             assert!(n.len() <= 31, "{n}");
-            assert!(
-                super::model::is_dynamic_chain(&n) || super::model::is_affinity_set(&n),
-                "{n}"
-            );
+            assert!(super::model::is_dynamic_chain(&n) || super::model::is_affinity_set(&n), "{n}");
         }
         assert!(!super::model::is_dynamic_chain("proxy-services"));
         let listing = json!({"nftables": [{"metainfo": {}}, {"chain": {"family": "inet", "table": "skerry", "name": service_chain_name(&w)}},
@@ -1189,16 +984,10 @@ pub(super) mod tests {
         let new = state(vec![web(&[("10.42.0.6", true)])]);
         let mut t = Batch::text();
         render_resync_model(&Model::build(&new), &Existing::default(), &mut t);
-        assert_eq!(
-            serde_json::from_str::<Value>(&t.into_text()).unwrap(),
-            render_full(&new)
-        );
+        assert_eq!(serde_json::from_str::<Value>(&t.into_text()).unwrap(), render_full(&new));
         let mut t = Batch::text();
         render_update_models(&Model::build(&old), &Model::build(&new), &mut t);
-        assert_eq!(
-            serde_json::from_str::<Value>(&t.into_text()).unwrap(),
-            render_update(&old, &new).unwrap()
-        );
+        assert_eq!(serde_json::from_str::<Value>(&t.into_text()).unwrap(), render_update(&old, &new).unwrap());
         let mut t = Batch::text();
         render_update_models(&Model::build(&new), &Model::build(&new), &mut t);
         assert!(t.is_empty());
@@ -1221,11 +1010,7 @@ pub(super) mod tests {
             (vec![w1.clone(), dns()], vec![w1.clone()], true),
             (vec![w1.clone(), dns()], vec![w0.clone(), d2], true),
             (vec![w1.clone(), dns()], vec![w1.clone(), w1.clone()], false),
-            (
-                vec![w1.clone(), other.clone()],
-                vec![w2.clone(), other.clone()],
-                false,
-            ),
+            (vec![w1.clone(), other.clone()], vec![w2.clone(), other.clone()], false),
             (vec![w1.clone()], vec![w1.clone(), other.clone()], false),
         ];
         for (old, new, alone) in cases {
@@ -1252,11 +1037,8 @@ pub(super) mod tests {
         for (name, spec) in &m.chains {
             let mut b = Batch::Values(Vec::new());
             chain_rules(&mut b, name, spec, &m.globals);
-            let want: Vec<Value> = spec
-                .rules(&m.globals)
-                .into_iter()
-                .map(|(expr, comment)| rule(name, expr, comment))
-                .collect();
+            let want: Vec<Value> =
+                spec.rules(&m.globals).into_iter().map(|(expr, comment)| rule(name, expr, comment)).collect();
             assert_eq!(b.into_value(), json!({ "nftables": want }));
         }
     }

@@ -33,40 +33,29 @@ pub struct NamespaceNft {
 fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
     let mut child = Command::new("nft")
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| NftError::Apply(format!("cannot run nft: {e}")))?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .map_err(|e| NftError::Apply(format!("writing to nft: {e}")))?;
+        pipe.write_all(input.as_bytes()).map_err(|e| NftError::Apply(format!("writing to nft: {e}")))?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| NftError::Apply(format!("waiting for nft: {e}")))?;
+    let out = child.wait_with_output().map_err(|e| NftError::Apply(format!("waiting for nft: {e}")))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
         Ok(stdout)
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        Err(NftError::Apply(
-            format!("{} {}", stderr.trim(), stdout.trim())
-                .trim()
-                .to_string(),
-        ))
+        Err(NftError::Apply(format!("{} {}", stderr.trim(), stdout.trim()).trim().to_string()))
     }
 }
 
 fn list() -> Result<Option<Value>, NftError> {
     match nft(&["-j", "list", "table", FAMILY, TABLE], None) {
-        Ok(out) => serde_json::from_str(&out)
-            .map(Some)
-            .map_err(|e| NftError::Apply(format!("nft listed invalid JSON: {e}"))),
+        Ok(out) => {
+            serde_json::from_str(&out).map(Some).map_err(|e| NftError::Apply(format!("nft listed invalid JSON: {e}")))
+        }
         Err(NftError::Apply(msg)) if msg.contains("No such file or directory") => Ok(None),
         Err(e) => Err(e),
     }
@@ -84,10 +73,8 @@ impl NftRunner for HostNft {
 
 impl NftRunner for NamespaceNft {
     fn apply(&self, batch: &str) -> Result<(), NftError> {
-        netns::run_in(&self.path, || {
-            nft(&["-j", "-f", "-"], Some(batch)).map(|_| ())
-        })
-        .map_err(|e| NftError::Apply(format!("entering {}: {e}", self.path.display())))?
+        netns::run_in(&self.path, || nft(&["-j", "-f", "-"], Some(batch)).map(|_| ()))
+            .map_err(|e| NftError::Apply(format!("entering {}: {e}", self.path.display())))?
     }
 
     fn list_table(&self) -> Result<Option<Value>, NftError> {

@@ -30,22 +30,10 @@ struct Summary {
 }
 
 fn element_line(e: &Value) -> String {
-    let key = if e[0].get("elem").is_some() {
-        &e[0]["elem"]["val"]
-    } else {
-        &e[0]
-    };
-    let parts: Vec<String> = key["concat"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.to_string().trim_matches('"').to_string())
-        .collect();
-    format!(
-        "{} : {}",
-        parts.join(" . "),
-        e[1]["goto"]["target"].as_str().unwrap()
-    )
+    let key = if e[0].get("elem").is_some() { &e[0]["elem"]["val"] } else { &e[0] };
+    let parts: Vec<String> =
+        key["concat"].as_array().unwrap().iter().map(|p| p.to_string().trim_matches('"').to_string()).collect();
+    format!("{} : {}", parts.join(" . "), e[1]["goto"]["target"].as_str().unwrap())
 }
 
 fn summarize_listing(listing: &Value) -> Summary {
@@ -56,17 +44,12 @@ fn summarize_listing(listing: &Value) -> Summary {
         } else if let Some(set) = item.get("set") {
             s.sets.insert(set["name"].as_str().unwrap().to_string());
         } else if let Some(m) = item.get("map") {
-            let lines = s
-                .elements
-                .entry(m["name"].as_str().unwrap().to_string())
-                .or_default();
+            let lines = s.elements.entry(m["name"].as_str().unwrap().to_string()).or_default();
             for e in m["elem"].as_array().into_iter().flatten() {
                 lines.insert(element_line(e));
             }
         } else if let Some(r) = item.get("rule") {
-            *s.rules
-                .entry(r["chain"].as_str().unwrap().to_string())
-                .or_default() += 1;
+            *s.rules.entry(r["chain"].as_str().unwrap().to_string()).or_default() += 1;
         }
     }
     s
@@ -81,47 +64,31 @@ fn summarize_batch(batch: &Value) -> Summary {
         } else if let Some(set) = add.get("set") {
             s.sets.insert(set["name"].as_str().unwrap().to_string());
         } else if let Some(m) = add.get("map") {
-            s.elements
-                .entry(m["name"].as_str().unwrap().to_string())
-                .or_default();
+            s.elements.entry(m["name"].as_str().unwrap().to_string()).or_default();
         } else if let Some(e) = add.get("element") {
-            let lines = s
-                .elements
-                .entry(e["name"].as_str().unwrap().to_string())
-                .or_default();
+            let lines = s.elements.entry(e["name"].as_str().unwrap().to_string()).or_default();
             for el in e["elem"].as_array().unwrap() {
                 lines.insert(element_line(el));
             }
         } else if let Some(r) = add.get("rule") {
-            *s.rules
-                .entry(r["chain"].as_str().unwrap().to_string())
-                .or_default() += 1;
+            *s.rules.entry(r["chain"].as_str().unwrap().to_string()).or_default() += 1;
         }
     }
     s
 }
 
 fn listed(runner: &NamespaceNft) -> Value {
-    runner
-        .list_table()
-        .unwrap()
-        .expect("table inet skerry exists")
+    runner.list_table().unwrap().expect("table inet skerry exists")
 }
 
 fn assert_holds(runner: &NamespaceNft, st: &ProxyState, step: &str) {
-    assert_eq!(
-        summarize_listing(&listed(runner)),
-        summarize_batch(&render_full(st)),
-        "after {step}"
-    );
+    assert_eq!(summarize_listing(&listed(runner)), summarize_batch(&render_full(st)), "after {step}");
 }
 
 #[test]
 fn updates_leave_the_table_as_a_full_build_would() {
     let ns = namespace();
-    let runner = NamespaceNft {
-        path: ns.path().to_path_buf(),
-    };
+    let runner = NamespaceNft { path: ns.path().to_path_buf() };
     let mut proxy = Proxy::with_runner(Arc::new(runner.clone()));
 
     let mut st = state(vec![web(&[("10.42.0.5", true)]), dns()]);
@@ -142,62 +109,28 @@ fn updates_leave_the_table_as_a_full_build_would() {
         ),
         (
             "adding an endpoint",
-            Box::new(|s| {
-                s.services[0].endpoints.push(Endpoint {
-                    ip: ip("10.42.0.6"),
-                    port: 8080,
-                    ready: true,
-                })
-            }),
+            Box::new(|s| s.services[0].endpoints.push(Endpoint { ip: ip("10.42.0.6"), port: 8080, ready: true })),
         ),
-        (
-            "an endpoint becoming unready",
-            Box::new(|s| s.services[0].endpoints[0].ready = false),
-        ),
-        (
-            "the last endpoint becoming unready",
-            Box::new(|s| s.services[0].endpoints[1].ready = false),
-        ),
-        (
-            "an endpoint of an affinity service moving",
-            Box::new(|s| s.services[1].endpoints[0].ip = ip("10.42.0.19")),
-        ),
-        (
-            "an affinity timeout changing",
-            Box::new(|s| s.services[1].affinity_timeout = Some(30)),
-        ),
+        ("an endpoint becoming unready", Box::new(|s| s.services[0].endpoints[0].ready = false)),
+        ("the last endpoint becoming unready", Box::new(|s| s.services[0].endpoints[1].ready = false)),
+        ("an endpoint of an affinity service moving", Box::new(|s| s.services[1].endpoints[0].ip = ip("10.42.0.19"))),
+        ("an affinity timeout changing", Box::new(|s| s.services[1].affinity_timeout = Some(30))),
         (
             "removing a service",
             Box::new(|s| {
                 s.services.remove(1);
             }),
         ),
-        (
-            "the local addresses changing",
-            Box::new(|s| s.local_ips = vec![ip("10.43.0.10"), ip("10.43.0.11")]),
-        ),
-        (
-            "endpoints coming back",
-            Box::new(|s| {
-                s.services[0]
-                    .endpoints
-                    .iter_mut()
-                    .for_each(|e| e.ready = true)
-            }),
-        ),
+        ("the local addresses changing", Box::new(|s| s.local_ips = vec![ip("10.43.0.10"), ip("10.43.0.11")])),
+        ("endpoints coming back", Box::new(|s| s.services[0].endpoints.iter_mut().for_each(|e| e.ready = true))),
         ("removing everything", Box::new(|s| s.services.clear())),
     ];
     for (step, change) in steps.drain(..) {
         change(&mut st);
-        proxy
-            .sync_blocking_now(st.clone())
-            .unwrap_or_else(|e| panic!("{step}: {e}"));
+        proxy.sync_blocking_now(st.clone()).unwrap_or_else(|e| panic!("{step}: {e}"));
         // An add-only update may leave garbage: everything wanted is there, and after collecting,
         // exactly that.
-        let (got, want) = (
-            summarize_listing(&listed(&runner)),
-            summarize_batch(&render_full(&st)),
-        );
+        let (got, want) = (summarize_listing(&listed(&runner)), summarize_batch(&render_full(&st)));
         assert!(got.chains.is_superset(&want.chains), "after {step}");
         assert_eq!(got.elements, want.elements, "after {step}");
         proxy.collect_garbage_blocking().unwrap();
@@ -212,11 +145,7 @@ fn updates_leave_the_table_as_a_full_build_would() {
     let mut restarted = Proxy::with_runner(Arc::new(runner.clone()));
     st.services[1].endpoints[0].ip = ip("10.42.0.8");
     restarted.sync_blocking_now(st.clone()).unwrap();
-    assert_holds(
-        &runner,
-        &st,
-        "a resync over a table left by another process",
-    );
+    assert_holds(&runner, &st, "a resync over a table left by another process");
 
     // Without affinity sets, render_full alone is idempotent.
     st.services.retain(|s| s.affinity_timeout.is_none());
@@ -248,8 +177,7 @@ impl Pair {
         let addr: SocketAddr = addr.parse().unwrap();
         self.client
             .run(move || {
-                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-                    .map_err(|e| e.kind())?;
+                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.kind())?;
                 s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                 let mut reply = String::new();
                 s.read_to_string(&mut reply).map_err(|e| e.kind())?;
@@ -270,58 +198,32 @@ fn vip_service(ready: bool, affinity: Option<u32>) -> ServicePort {
         node_port: Some(30080),
         external_ips: vec![],
         affinity_timeout: affinity,
-        endpoints: vec![Endpoint {
-            ip: ip("10.251.0.2"),
-            port: 8080,
-            ready,
-        }],
+        endpoints: vec![Endpoint { ip: ip("10.251.0.2"), port: 8080, ready }],
     }
 }
 
 #[test]
 fn connections_reach_endpoints_or_are_refused_at_once() {
     let pair = Pair::new();
-    let runner = NamespaceNft {
-        path: pair.client.path().to_path_buf(),
-    };
+    let runner = NamespaceNft { path: pair.client.path().to_path_buf() };
     let mut proxy = Proxy::with_runner(Arc::new(runner.clone()));
     let mut st = state(vec![vip_service(true, None)]);
     st.pod_cidr = (ip("10.42.0.0"), 16);
     proxy.sync_blocking_now(st.clone()).unwrap();
 
-    assert_eq!(
-        pair.connect("10.251.0.2:8080"),
-        Ok("ok".into()),
-        "the server answers directly"
-    );
-    assert_eq!(
-        pair.connect("10.43.7.1:80"),
-        Ok("ok".into()),
-        "the VIP reaches the endpoint"
-    );
+    assert_eq!(pair.connect("10.251.0.2:8080"), Ok("ok".into()), "the server answers directly");
+    assert_eq!(pair.connect("10.43.7.1:80"), Ok("ok".into()), "the VIP reaches the endpoint");
     assert_eq!(
         pair.connect("10.251.0.1:30080"),
         Ok("ok".into()),
         "the NodePort on a local address reaches the endpoint"
     );
-    assert_eq!(
-        pair.connect("10.43.7.1:81"),
-        Err(ErrorKind::ConnectionRefused),
-        "a port the VIP does not serve"
-    );
-    assert_eq!(
-        pair.connect("10.43.9.9:80"),
-        Err(ErrorKind::ConnectionRefused),
-        "an unallocated service address"
-    );
+    assert_eq!(pair.connect("10.43.7.1:81"), Err(ErrorKind::ConnectionRefused), "a port the VIP does not serve");
+    assert_eq!(pair.connect("10.43.9.9:80"), Err(ErrorKind::ConnectionRefused), "an unallocated service address");
 
     st.services = vec![vip_service(false, None)];
     proxy.sync_blocking_now(st.clone()).unwrap();
-    assert_eq!(
-        pair.connect("10.43.7.1:80"),
-        Err(ErrorKind::ConnectionRefused),
-        "no ready endpoints"
-    );
+    assert_eq!(pair.connect("10.43.7.1:80"), Err(ErrorKind::ConnectionRefused), "no ready endpoints");
     assert_eq!(
         pair.connect("10.251.0.1:30080"),
         Err(ErrorKind::ConnectionRefused),
@@ -330,11 +232,7 @@ fn connections_reach_endpoints_or_are_refused_at_once() {
 
     st.services = vec![vip_service(true, Some(600))];
     proxy.sync_blocking_now(st.clone()).unwrap();
-    assert_eq!(
-        pair.connect("10.43.7.1:80"),
-        Ok("ok".into()),
-        "with ClientIP affinity"
-    );
+    assert_eq!(pair.connect("10.43.7.1:80"), Ok("ok".into()), "with ClientIP affinity");
     let set = affinity_set_name(&st.services[0], &st.services[0].endpoints[0], 600);
     let listing = listed(&runner);
     let remembered = listing["nftables"]
@@ -343,45 +241,29 @@ fn connections_reach_endpoints_or_are_refused_at_once() {
         .iter()
         .find(|i| i["set"]["name"] == set.as_str())
         .expect("affinity set listed");
-    assert!(
-        remembered["set"]["elem"].to_string().contains("10.251.0.1"),
-        "the client is remembered: {remembered}"
-    );
+    assert!(remembered["set"]["elem"].to_string().contains("10.251.0.1"), "the client is remembered: {remembered}");
 
     // A port with no endpoints never reaches a server, even one that listens there.
     st.services = vec![];
     proxy.sync_blocking_now(st).unwrap();
-    assert_eq!(
-        pair.connect("10.43.7.1:80"),
-        Err(ErrorKind::ConnectionRefused),
-        "a removed service"
-    );
+    assert_eq!(pair.connect("10.43.7.1:80"), Err(ErrorKind::ConnectionRefused), "a removed service");
     let _ = Ipv4Addr::LOCALHOST;
 }
 
 #[test]
 fn garbage_of_add_only_updates_is_collected_by_the_next_deleting_one() {
     let ns = namespace();
-    let runner = NamespaceNft {
-        path: ns.path().to_path_buf(),
-    };
+    let runner = NamespaceNft { path: ns.path().to_path_buf() };
     let mut proxy = Proxy::with_runner(Arc::new(runner.clone()));
     let mut st = state(vec![web(&[("10.42.0.5", true)]), dns()]);
     proxy.sync_blocking_now(st.clone()).unwrap();
     // Add-only: a new endpoint, then one moving (its old chain becomes garbage).
-    st.services[0].endpoints.push(Endpoint {
-        ip: ip("10.42.0.6"),
-        port: 8080,
-        ready: true,
-    });
+    st.services[0].endpoints.push(Endpoint { ip: ip("10.42.0.6"), port: 8080, ready: true });
     proxy.sync_blocking_now(st.clone()).unwrap();
     st.services[0].endpoints[0].ip = ip("10.42.0.7");
     proxy.sync_blocking_now(st.clone()).unwrap();
     let got = summarize_listing(&listed(&runner));
-    assert!(
-        got.rules[&service_chain_name(&st.services[0])] > 2,
-        "dead rules stay until collected"
-    );
+    assert!(got.rules[&service_chain_name(&st.services[0])] > 2, "dead rules stay until collected");
     // The old endpoint comes back while its chain is garbage: collected, then re-added.
     st.services[0].endpoints[0].ip = ip("10.42.0.5");
     proxy.sync_blocking_now(st.clone()).unwrap();
