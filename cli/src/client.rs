@@ -113,26 +113,6 @@ pub fn query(pairs: &[(&str, String)]) -> String {
     format!("?{}", parts.join("&"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn warning_header_text() {
-        assert_eq!(warning_text(r#"299 - "unknown field \"spec.foo\"""#), r#"unknown field "spec.foo""#);
-        assert_eq!(warning_text("plain"), "plain");
-    }
-
-    #[test]
-    fn query_encoding() {
-        assert_eq!(
-            query(&[("labelSelector", "app=web,tier!=db".into()), ("watch", "true".into())]),
-            "?labelSelector=app%3Dweb%2Ctier%21%3Ddb&watch=true"
-        );
-        assert_eq!(query(&[]), "");
-    }
-}
-
 /// Reads a newline-delimited JSON stream (watch events, pull progress) one value at a time.
 pub struct JsonLines {
     body: Incoming,
@@ -163,5 +143,25 @@ impl JsonLines {
                 None => return Ok(None),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warning_header_text() {
+        assert_eq!(warning_text(r#"299 - "unknown field \"spec.foo\"""#), r#"unknown field "spec.foo""#);
+        assert_eq!(warning_text("plain"), "plain");
+    }
+
+    #[test]
+    fn query_encoding() {
+        assert_eq!(
+            query(&[("labelSelector", "app=web,tier!=db".into()), ("watch", "true".into())]),
+            "?labelSelector=app%3Dweb%2Ctier%21%3Ddb&watch=true"
+        );
+        assert_eq!(query(&[]), "");
     }
 }

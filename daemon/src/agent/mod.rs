@@ -114,6 +114,9 @@ fn bound_here(pod: &Value, node: &str) -> bool {
     pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
 }
 
+/// Starts a worker for one pod, recording its handle.
+type SpawnWorker<'a> = dyn FnMut(&Value, &mut HashMap<String, WorkerHandle>, &mut JoinSet<()>) + 'a;
+
 struct WorkerHandle {
     poke: mpsc::Sender<()>,
 }
@@ -152,17 +155,16 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             let _ = done.send(uid);
         });
     };
-    let resync =
-        |workers: &mut HashMap<String, WorkerHandle>,
-         tasks: &mut JoinSet<()>,
-         pods: Vec<Value>,
-         spawn: &mut dyn FnMut(&Value, &mut HashMap<String, WorkerHandle>, &mut JoinSet<()>)| {
-            let new: Vec<&Value> =
-                pods.iter().filter(|p| bound_here(p, &ctx.node_name) && !workers.contains_key(meta::uid(p))).collect();
-            for pod in new {
-                spawn(pod, workers, tasks);
-            }
-        };
+    let resync = |workers: &mut HashMap<String, WorkerHandle>,
+                  tasks: &mut JoinSet<()>,
+                  pods: Vec<Value>,
+                  spawn: &mut SpawnWorker| {
+        let new: Vec<&Value> =
+            pods.iter().filter(|p| bound_here(p, &ctx.node_name) && !workers.contains_key(meta::uid(p))).collect();
+        for pod in new {
+            spawn(pod, workers, tasks);
+        }
+    };
     if let Ok((pods, _)) = ctx.store.list(&key, None).await {
         resync(&mut workers, &mut tasks, pods, &mut spawn);
     }
@@ -204,7 +206,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
 async fn collect_orphans(ctx: &Context) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (pods, _) = ctx.store.list(&resource::PODS.key(), None).await?;
     let known: std::collections::HashSet<&str> =
-        pods.iter().filter(|p| bound_here(p, &ctx.node_name)).map(|p| meta::uid(p)).collect();
+        pods.iter().filter(|p| bound_here(p, &ctx.node_name)).map(meta::uid).collect();
     for c in ctx.runtime.list_containers().await? {
         let Some(uid) = c.labels.get(LABEL_POD_UID) else { continue };
         if !known.contains(uid.as_str()) {

@@ -131,7 +131,7 @@ const NSFS_MAGIC: i64 = 0x6e73_6673;
 /// Whether `path` is a bind mount of a namespace: one `statfs`, where reading the mount table
 /// would cost time that grows with the number of pods.
 fn is_namespace_mount(path: &std::path::Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
 }
 
 #[cfg(test)]

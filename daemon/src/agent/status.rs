@@ -254,10 +254,10 @@ mod tests {
         let creating = json!({"state": {"waiting": {"reason": "ContainerCreating"}}});
         assert_eq!(phase("Always", &[], 1), "Pending");
         assert_eq!(phase("Always", &[creating], 1), "Pending");
-        assert_eq!(phase("Always", &[running.clone()], 1), "Running");
+        assert_eq!(phase("Always", std::slice::from_ref(&running), 1), "Running");
         assert_eq!(phase("Always", &[crashloop], 1), "Running");
-        assert_eq!(phase("Never", &[done.clone()], 1), "Succeeded");
-        assert_eq!(phase("Never", &[failed.clone()], 1), "Failed");
+        assert_eq!(phase("Never", std::slice::from_ref(&done), 1), "Succeeded");
+        assert_eq!(phase("Never", std::slice::from_ref(&failed), 1), "Failed");
         assert_eq!(phase("OnFailure", &[done, running], 2), "Running");
         assert_eq!(phase("OnFailure", &[failed], 1), "Running");
     }

@@ -971,7 +971,7 @@ fn containers_of_memos(memos: &HashMap<String, Memo>) -> Vec<String> {
 
 fn fmt_secs(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 60 && s % 60 == 0 {
+    if s >= 60 && s.is_multiple_of(60) {
         format!("{}m0s", s / 60)
     } else if s >= 60 {
         format!("{}m{}s", s / 60, s % 60)

@@ -514,7 +514,7 @@ mod tests {
         let d = json!({"metadata": {"name": "webapp"}, "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "webapp"}},
             "template": {"spec": {"containers": [{"name": "webapp", "image": "webapp:1"}]}}},
             "status": {"replicas": 3, "readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
-        let t = render("Deployment", &[d.clone()], 1);
+        let t = render("Deployment", std::slice::from_ref(&d), 1);
         let names: Vec<&str> =
             t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]);

@@ -34,12 +34,15 @@ fn resolve(target: &Value, pod: &Value) -> Option<i64> {
         .and_then(|p| p["containerPort"].as_i64())
 }
 
+/// A subset's ready and not-ready addresses.
+type Subset = (Vec<Value>, Vec<Value>);
+
 /// The `subsets` of a Service's Endpoints, from the pods of its namespace (pure).
 pub fn subsets(svc: &Value, pods: &[Value]) -> Vec<Value> {
     let selector = Selector::from_map(&string_map(&svc["spec"]["selector"]));
     let ports: Vec<Value> = svc.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
     // Pods with the same resolved ports share a subset.
-    let mut groups: BTreeMap<Vec<(String, i64, String)>, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    let mut groups: BTreeMap<Vec<(String, i64, String)>, Subset> = BTreeMap::new();
     for pod in pods {
         if meta::namespace(pod) != meta::namespace(svc)
             || meta::is_deleting(pod)

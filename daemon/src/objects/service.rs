@@ -112,7 +112,7 @@ pub fn validate(svc: &Service) -> Vec<Cause> {
         }
         if !seen.insert((p.port, proto.to_string())) {
             causes.push(Cause::new(
-                format!("{path}"),
+                path.to_string(),
                 format!("Duplicate value: {{port: {}, protocol: {proto}}}", p.port),
             ));
         }

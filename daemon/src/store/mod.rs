@@ -393,6 +393,7 @@ fn commit_group(conn: &mut Connection, commands: Vec<(Command, Reply)>, events: 
     if commands.is_empty() {
         return;
     }
+    #[allow(clippy::type_complexity)] // replaced by the state machine's batch apply
     let mut outcomes: Vec<(Reply, Result<(Applied, Event), StoreError>)> = Vec::with_capacity(commands.len());
     let result = (|| -> Result<(), StoreError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn unnamed_port_and_missing_endpoints() {
         let s = svc(json!({"clusterIP": "10.43.0.21", "ports": [{"port": 80, "nodePort": 30001}]}));
-        let ports = from_objects(&[s.clone()], &[]);
+        let ports = from_objects(std::slice::from_ref(&s), &[]);
         assert_eq!(ports.len(), 1);
         assert_eq!(ports[0].port_name, "");
         assert_eq!(ports[0].protocol, Protocol::Tcp);
@@ -220,7 +220,7 @@ mod tests {
         other["metadata"]["name"] = json!("other");
         let tcp =
             eps(json!([{"addresses": [{"ip": "10.42.0.2"}], "ports": [{"name": "p", "port": 80, "protocol": "TCP"}]}]));
-        assert!(from_objects(&[s.clone()], &[other])[0].endpoints.is_empty());
+        assert!(from_objects(std::slice::from_ref(&s), &[other])[0].endpoints.is_empty());
         assert!(from_objects(&[s], &[tcp])[0].endpoints.is_empty());
     }
 }

@@ -95,7 +95,8 @@ fn updates_leave_the_table_as_a_full_build_would() {
     proxy.sync_blocking_now(st.clone()).unwrap();
     assert_holds(&runner, &st, "the first (full) sync");
 
-    let mut steps: Vec<(&str, Box<dyn Fn(&mut ProxyState)>)> = vec![
+    type Step<'a> = (&'a str, Box<dyn Fn(&mut ProxyState)>);
+    let mut steps: Vec<Step> = vec![
         (
             "adding a service",
             Box::new(|s| {
