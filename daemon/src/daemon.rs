@@ -1,5 +1,8 @@
-//! Wires the parts together: opens state, binds the socket, starts the API, controllers and
-//! agent, and waits for every task on shutdown.
+//! Wires the parts together: opens state, binds the socket, and starts two task sets, each
+//! under its own cancellation token: the *leader's* (built-in objects, scheduler, controllers,
+//! event expiry, compaction — in a cluster, only the Raft leader runs them, for one term) and
+//! the *node's* (API, agent, metrics, service proxy, hostPorts, DNS — every node). Waits for
+//! every task on shutdown.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -14,7 +17,7 @@ use crate::config::Config;
 use crate::controllers;
 use crate::events::Recorder;
 use crate::runtime::ContainerdRuntime;
-use crate::store::Store;
+use crate::store::{Proposer, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -47,9 +50,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(io_err(&p))?;
         }
     }
-    controllers::namespace::ensure_built_in(&store).await?;
-    controllers::endpoints::ensure_kube_dns(&store, config.cluster_dns).await?;
-    controllers::volumes::ensure_default_class(&store).await?;
+    let proposer = Proposer::local(&store);
 
     let node_ip = match config.node_ip {
         Some(ip) => ip,
@@ -66,6 +67,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
     let ctx = Arc::new(Context {
         store: store.clone(),
+        proposer: proposer.clone(),
         runtime: runtime.clone(),
         node_name: config.node_name.clone(),
         data_dir: config.data_dir.clone(),
@@ -75,11 +77,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         node_ip,
         cluster_dns: config.cluster_dns,
         cluster_domain: config.cluster_domain.clone(),
-        recorder: Recorder::new(store.clone(), "kubelet", config.node_name.clone()),
+        recorder: Recorder::new(store.clone(), proposer.clone(), "kubelet", config.node_name.clone()),
     });
     let listener = bind_socket(&config.socket)?;
     let state = ApiState {
         store: store.clone(),
+        proposer: proposer.clone(),
         info: Arc::new(ServerInfo {
             node_name: config.node_name.clone(),
             socket: config.socket.display().to_string(),
@@ -92,42 +95,142 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             cidr: config.service_cidr,
             dns_ip: config.cluster_dns,
             node_ports: config.node_port_range,
-            lock: Default::default(),
         }),
         shutdown: shutdown.clone(),
     };
 
-    let mut tasks = JoinSet::new();
-    tasks.spawn(async move {
+    // A cluster of one is its own leader for good; Raft will start and stop terms.
+    let leader = Leader {
+        store: store.clone(),
+        proposer,
+        node_name: config.node_name.clone(),
+        node_ip,
+        data_dir: config.data_dir.clone(),
+        cluster_dns: config.cluster_dns,
+    };
+    let term = leader.start_term(shutdown.child_token()).await?;
+    let node = start_node(&config, store, ctx, listener, state, pod_cidr, node_ip, shutdown.child_token()).await;
+    tracing::info!(socket = %config.socket.display(), node = %config.node_name, "skerryd is serving");
+    shutdown.cancelled().await;
+    term.stop().await;
+    node.stop().await;
+    let _ = std::fs::remove_file(&config.socket);
+    tracing::info!("skerryd stopped");
+    Ok(())
+}
+
+/// A set of tasks under one cancellation token, stopped and joined as a whole.
+pub struct TaskSet {
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl TaskSet {
+    fn new(cancel: CancellationToken) -> TaskSet {
+        TaskSet { cancel, tasks: JoinSet::new() }
+    }
+
+    fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// Cancels every task and waits for all of them.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// What only the leader runs: the built-in objects, the scheduler, the controllers and the
+/// maintenance loops. Started for a term on its own token and stopped as a whole, so "am I
+/// still the leader?" is never asked inside a controller.
+pub struct Leader {
+    pub store: Store,
+    pub proposer: Proposer,
+    pub node_name: String,
+    pub node_ip: std::net::Ipv4Addr,
+    pub data_dir: std::path::PathBuf,
+    pub cluster_dns: std::net::Ipv4Addr,
+}
+
+impl Leader {
+    /// Ensures the built-in objects, then starts the leader's loops under `cancel`.
+    pub async fn start_term(&self, cancel: CancellationToken) -> Result<TaskSet, DaemonError> {
+        let (store, proposer) = (&self.store, &self.proposer);
+        controllers::namespace::ensure_built_in(store, proposer).await?;
+        controllers::endpoints::ensure_kube_dns(store, proposer, self.cluster_dns).await?;
+        controllers::volumes::ensure_default_class(store, proposer).await?;
+        let mut set = TaskSet::new(cancel.clone());
+        let node = self.node_name.clone();
+        set.spawn(controllers::scheduler::run(store.clone(), proposer.clone(), node.clone(), cancel.clone()));
+        set.spawn(controllers::namespace::run(store.clone(), proposer.clone(), cancel.clone()));
+        set.spawn(controllers::endpoints::run(
+            store.clone(),
+            proposer.clone(),
+            self.node_ip.to_string(),
+            cancel.clone(),
+        ));
+        set.spawn(controllers::replicaset::run(store.clone(), proposer.clone(), node.clone(), cancel.clone()));
+        set.spawn(controllers::volumes::run(store.clone(), proposer.clone(), self.data_dir.clone(), cancel.clone()));
+        set.spawn(controllers::deployment::run(store.clone(), proposer.clone(), node, cancel.clone()));
+        set.spawn(controllers::gc::run(store.clone(), proposer.clone(), cancel.clone()));
+        let (store, proposer) = (store.clone(), proposer.clone());
+        set.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(300)) => {
+                        if let Err(e) = crate::events::expire(&store, &proposer, crate::events::TTL).await {
+                            tracing::warn!(error = %e, "expiring events failed");
+                        }
+                        if let Err(e) = store.compact().await {
+                            tracing::warn!(error = %e, "compaction failed");
+                        }
+                    }
+                }
+            }
+        });
+        Ok(set)
+    }
+}
+
+/// Starts what every node runs: the API, the agent and its metrics, the service proxy, the
+/// hostPort rules, the cluster DNS and the memory trimmer.
+#[allow(clippy::too_many_arguments)]
+async fn start_node(
+    config: &Config,
+    store: Store,
+    ctx: Arc<Context>,
+    listener: tokio::net::UnixListener,
+    state: ApiState,
+    pod_cidr: (std::net::Ipv4Addr, u8),
+    node_ip: std::net::Ipv4Addr,
+    cancel: CancellationToken,
+) -> TaskSet {
+    let mut set = TaskSet::new(cancel.clone());
+    set.spawn(async move {
         if let Err(e) = api::serve(listener, state).await {
             tracing::error!(error = %e, "API server failed");
         }
     });
-    tasks.spawn(controllers::scheduler::run(store.clone(), config.node_name.clone(), shutdown.clone()));
-    tasks.spawn(controllers::namespace::run(store.clone(), shutdown.clone()));
-    tasks.spawn(controllers::endpoints::run(store.clone(), node_ip.to_string(), shutdown.clone()));
-    tasks.spawn(controllers::replicaset::run(store.clone(), config.node_name.clone(), shutdown.clone()));
-    tasks.spawn(controllers::volumes::run(store.clone(), config.data_dir.clone(), shutdown.clone()));
-    tasks.spawn(controllers::deployment::run(store.clone(), config.node_name.clone(), shutdown.clone()));
-    tasks.spawn(controllers::gc::run(store.clone(), shutdown.clone()));
-    tasks.spawn(agent::metrics::run(ctx.clone(), shutdown.clone()));
-    tasks.spawn(agent::run(ctx, shutdown.clone()));
+    set.spawn(agent::metrics::run(ctx.clone(), cancel.clone()));
+    set.spawn(agent::run(ctx, cancel.clone()));
     let proxy_config = crate::net::services::ProxyConfig {
         service_cidr: config.service_cidr,
         pod_cidr,
         node_ip,
         local_ips: vec![config.cluster_dns],
     };
-    tasks.spawn(crate::net::services::run(store.clone(), proxy_config, shutdown.clone()));
-    tasks.spawn(crate::net::hostports::run(
+    set.spawn(crate::net::services::run(store.clone(), proxy_config, cancel.clone()));
+    set.spawn(crate::net::hostports::run(
         store.clone(),
         config.node_name.clone(),
         pod_cidr,
         config.masquerade,
-        shutdown.clone(),
+        cancel.clone(),
     ));
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
+    let stop = cancel.clone();
+    set.spawn(async move {
         // Hand memory freed after a burst (pods deleted, a large list served) back to the host.
         loop {
             tokio::select! {
@@ -139,38 +242,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             }
         }
     });
-    let compactor = store.clone();
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(std::time::Duration::from_secs(300)) => {
-                    if let Err(e) = crate::events::expire(&compactor, crate::events::TTL).await {
-                        tracing::warn!(error = %e, "expiring events failed");
-                    }
-                    if let Err(e) = compactor.compact().await {
-                        tracing::warn!(error = %e, "compaction failed");
-                    }
-                }
-            }
-        }
-    });
     // Cluster DNS: the address on this node, the records from the store, the server.
     match crate::net::dns::ensure_dns_address(config.cluster_dns).await {
         Ok(_) => {
             let records = crate::net::dns::shared(&config.cluster_domain);
-            tasks.spawn(crate::net::dns::run_records(
-                store.clone(),
+            set.spawn(crate::net::dns::run_records(
+                store,
                 config.cluster_domain.clone(),
                 records.clone(),
-                shutdown.clone(),
+                cancel.clone(),
             ));
             let listen = std::net::SocketAddr::from((config.cluster_dns, 53));
             let upstreams = crate::net::dns::host_upstreams();
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                if let Err(e) = crate::net::dns::run(listen, records, upstreams, stop).await {
+            set.spawn(async move {
+                if let Err(e) = crate::net::dns::run(listen, records, upstreams, cancel).await {
                     tracing::error!(error = %e, "cluster DNS stopped; pods cannot resolve service names");
                 }
             });
@@ -179,12 +264,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             tracing::error!(error = %e, address = %config.cluster_dns, "could not put the cluster DNS address on this node; running without cluster DNS")
         }
     }
-    tracing::info!(socket = %config.socket.display(), node = %config.node_name, "skerryd is serving");
-    shutdown.cancelled().await;
-    while tasks.join_next().await.is_some() {}
-    let _ = std::fs::remove_file(&config.socket);
-    tracing::info!("skerryd stopped");
-    Ok(())
+    set
 }
 
 /// Pods reach each other and the outside through this node: forwarding must be on in the

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use crate::objects::{meta, resource};
-use crate::store::{Command, Store};
+use crate::store::{Command, Proposer, Store};
 use tokio::sync::{mpsc, oneshot};
 
 /// `Normal` or `Warning`, as Kubernetes types events.
@@ -33,6 +33,7 @@ enum Job {
 /// The background writer behind a [`Recorder`].
 struct Writer {
     store: Store,
+    proposer: Proposer,
     component: &'static str,
     host: String,
     /// (object uid, reason, message) → event name, for folding repeats.
@@ -41,9 +42,9 @@ struct Writer {
 
 impl Recorder {
     /// Starts the recorder's writer task (call from within the runtime).
-    pub fn new(store: Store, component: &'static str, host: String) -> Recorder {
+    pub fn new(store: Store, proposer: Proposer, component: &'static str, host: String) -> Recorder {
         let (queue, mut jobs) = mpsc::unbounded_channel();
-        let mut writer = Writer { store, component, host, seen: HashMap::new() };
+        let mut writer = Writer { store, proposer, component, host, seen: HashMap::new() };
         tokio::spawn(async move {
             while let Some(job) = jobs.recv().await {
                 match job {
@@ -101,7 +102,7 @@ impl Writer {
                 let count = ev["count"].as_i64().unwrap_or(1) + 1;
                 ev["count"] = json!(count);
                 ev["lastTimestamp"] = json!(now);
-                self.store.apply(Command::Update { resource: resource::EVENTS.key(), object: ev }).await?;
+                self.proposer.propose(Command::Update { resource: resource::EVENTS.key(), object: ev }).await?;
                 return Ok(());
             }
         }
@@ -124,7 +125,7 @@ impl Writer {
             "reportingComponent": self.component,
             "reportingInstance": self.host,
         });
-        self.store.apply(Command::Create { resource: resource::EVENTS.key(), object: event }).await?;
+        self.proposer.propose(Command::Create { resource: resource::EVENTS.key(), object: event }).await?;
         // Bounded: forgetting only means the next repeat starts a new event.
         if self.seen.len() >= SEEN_LIMIT {
             self.seen.clear();
@@ -138,7 +139,11 @@ impl Writer {
 pub const TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Deletes events whose last occurrence is older than `ttl`.
-pub async fn expire(store: &Store, ttl: std::time::Duration) -> Result<usize, crate::store::StoreError> {
+pub async fn expire(
+    store: &Store,
+    proposer: &Proposer,
+    ttl: std::time::Duration,
+) -> Result<usize, crate::store::StoreError> {
     let (events, _) = store.list(&resource::EVENTS.key(), None).await?;
     let cutoff = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ttl).unwrap_or_default();
     let mut removed = 0;
@@ -147,7 +152,7 @@ pub async fn expire(store: &Store, ttl: std::time::Duration) -> Result<usize, cr
             .or_else(|| meta::parse_time(ev.pointer("/metadata/creationTimestamp")));
         if last.is_some_and(|t| t < cutoff) {
             let cmd = Command::delete_of(resource::EVENTS.key(), &ev);
-            if store.apply(cmd).await.is_ok() {
+            if proposer.propose(cmd).await.is_ok() {
                 removed += 1;
             }
         }
@@ -161,10 +166,10 @@ mod tests {
 
     #[tokio::test]
     async fn repeats_fold_and_old_events_expire() {
-        let store = Store::in_memory().unwrap();
+        let (store, proposer) = crate::store::test_store().await;
         let pod =
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default", "uid": "u"}});
-        let rec = Recorder::new(store.clone(), "kubelet", "n".into());
+        let rec = Recorder::new(store.clone(), proposer.clone(), "kubelet", "n".into());
         rec.record(&pod, EventType::Warning, "BackOff", "again").await;
         rec.record(&pod, EventType::Warning, "BackOff", "again").await;
         rec.record(&pod, EventType::Normal, "Started", "once").await;
@@ -174,10 +179,10 @@ mod tests {
         let backoff = events.iter().find(|e| e["reason"] == "BackOff").unwrap();
         assert_eq!(backoff["count"], 2);
         assert_eq!(backoff["involvedObject"]["uid"], "u");
-        assert_eq!(expire(&store, TTL).await.unwrap(), 0);
+        assert_eq!(expire(&store, &proposer, TTL).await.unwrap(), 0);
         let mut old = events[0].clone();
         old["lastTimestamp"] = json!("2020-01-01T00:00:00Z");
-        store.apply(Command::Update { resource: "events".into(), object: old }).await.unwrap();
-        assert_eq!(expire(&store, TTL).await.unwrap(), 1);
+        proposer.propose(Command::Update { resource: "events".into(), object: old }).await.unwrap();
+        assert_eq!(expire(&store, &proposer, TTL).await.unwrap(), 1);
     }
 }

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::Recorder;
 use crate::objects::{meta, resource};
 use crate::runtime::ContainerdRuntime;
-use crate::store::Store;
+use crate::store::{Proposer, Store};
 
 pub use node_ops::Node;
 
@@ -48,7 +48,10 @@ pub const LABEL_CONTAINER: &str = "io.skerry.container.name";
 
 /// Everything a pod worker needs; shared.
 pub struct Context {
+    /// Reads: the local store.
     pub store: Store,
+    /// Writes (pod status, events, removal of terminated pods).
+    pub proposer: Proposer,
     pub runtime: ContainerdRuntime,
     pub node_name: String,
     pub data_dir: PathBuf,

@@ -20,7 +20,7 @@ use super::{container_id, log_path, Context, LABEL_CONTAINER, LABEL_POD_NAME, LA
 use crate::events::EventType;
 use crate::objects::{meta, resource};
 use crate::runtime::{self, ContainerRun, RuntimeError, TaskState};
-use crate::store::{Command, StoreError};
+use crate::store::{Command, Rejection, StoreError};
 
 /// What the worker remembers about one container between reconciles.
 #[derive(Debug, Default, Clone)]
@@ -842,8 +842,10 @@ impl Worker {
             name: self.name.clone(),
             uid: Some(self.uid.clone()),
         };
-        match self.ctx.store.apply(remove).await {
-            Ok(_) | Err(StoreError::NotFound { .. }) | Err(StoreError::Conflict { .. }) => Ok(Next::Done),
+        match self.ctx.proposer.propose(remove).await {
+            Ok(_)
+            | Err(StoreError::Rejected(Rejection::NotFound { .. }))
+            | Err(StoreError::Rejected(Rejection::Conflict { .. })) => Ok(Next::Done),
             Err(e) => Err(e.into()),
         }
     }
@@ -950,8 +952,19 @@ impl Worker {
         if pod.get("status") == new.get("status") {
             return Ok(());
         }
-        match self.ctx.store.apply(Command::Update { resource: resource::PODS.key(), object: new }).await {
-            Ok(_) | Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. }) => Ok(()),
+        // Status only: never collides with a change of the pod's spec or metadata.
+        let write = Command::UpdateStatus {
+            resource: resource::PODS.key(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            uid: Some(self.uid.clone()),
+            resource_version: None,
+            status: new["status"].clone(),
+        };
+        match self.ctx.proposer.propose(write).await {
+            Ok(_)
+            | Err(StoreError::Rejected(Rejection::Conflict { .. }))
+            | Err(StoreError::Rejected(Rejection::NotFound { .. })) => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use crate::objects::{self, meta, resource, selector::Selector, ResourceType};
-use crate::store::{Command, StoreError};
+use crate::store::{Command, Rejection, StoreError};
 
 use super::error::ApiError;
 use super::path::{self, Target};
@@ -196,19 +196,6 @@ async fn describe_one(st: ApiState, target: Target) -> Result<Response, ApiError
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-/// Checks the namespace a new object goes into exists and is not being deleted.
-async fn check_namespace(st: &ApiState, ns: &str) -> Result<(), ApiError> {
-    let Some(obj) = st.store.get(&resource::NAMESPACES.key(), "", ns).await? else {
-        return Err(ApiError::not_found("namespaces", ns));
-    };
-    if meta::is_deleting(&obj) {
-        return Err(ApiError::forbidden(format!(
-            "unable to create new content in namespace {ns} because it is being terminated"
-        )));
-    }
-    Ok(())
-}
-
 /// Makes the object's namespace agree with the path (or rejects the mismatch).
 fn place(rt: &ResourceType, target: &Target, obj: &mut Value) -> Result<(), ApiError> {
     if !obj.is_object() {
@@ -273,11 +260,23 @@ pub async fn create_object(st: &ApiState, target: &Target, mut obj: Value) -> Re
     if obj.get("spec").is_some() {
         meta::set(&mut obj, "generation", 1);
     }
-    if rt.namespaced {
-        check_namespace(st, meta::namespace(&obj)).await?;
-    }
-    let _allocating = allocate(st, rt, &mut obj, None).await?;
-    let applied = st.store.apply(Command::Create { resource: rt.key(), object: obj }).await?;
+    // The namespace's existence and the uniqueness of allocated values are checked by the
+    // state machine, in the transaction that stores the object.
+    let asked = obj;
+    let mut attempt = 0;
+    let applied = loop {
+        let mut obj = asked.clone();
+        allocate(st, rt, &mut obj, None).await?;
+        match st.proposer.propose(Command::Create { resource: rt.key(), object: obj }).await {
+            // A value picked here was taken meanwhile (another request, another server): pick again.
+            Err(StoreError::Rejected(Rejection::Invalid { field, .. }))
+                if attempt < 4 && !requested(&asked, &field) =>
+            {
+                attempt += 1;
+            }
+            result => break result?,
+        }
+    };
     Ok((applied.object, admitted.warnings))
 }
 
@@ -328,7 +327,9 @@ async fn replace(
     }
     let admitted = if status_only { objects::admit(rt, new)? } else { objects::admit_update(rt, old, new)? };
     let mut new = admitted.object;
-    let _allocating = if status_only { None } else { allocate(st, rt, &mut new, Some(old)).await? };
+    if !status_only {
+        allocate(st, rt, &mut new, Some(old)).await?;
+    }
     let rv = if requested_rv.is_empty() { meta::resource_version(old).to_string() } else { requested_rv };
     meta::set(&mut new, "resourceVersion", rv.clone());
     if unchanged(old, &new) {
@@ -338,29 +339,35 @@ async fn replace(
         let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
         meta::set(&mut new, "generation", generation);
     }
-    let applied = st.store.apply(Command::Update { resource: rt.key(), object: new }).await?;
+    let applied = st.proposer.propose(Command::Update { resource: rt.key(), object: new }).await?;
     Ok((applied.object, admitted.warnings, true))
 }
 
-/// Allocates a Service's ClusterIP and NodePorts; the returned guard must live until the
-/// object is stored, so no other Service write can take the same address meanwhile.
-async fn allocate<'a>(
-    st: &'a ApiState,
-    rt: &ResourceType,
-    obj: &mut Value,
-    old: Option<&Value>,
-) -> Result<Option<tokio::sync::MutexGuard<'a, ()>>, ApiError> {
+/// Picks a Service's ClusterIP and NodePorts from what this replica sees. Only a proposal
+/// decides: the state machine refuses a value another object holds.
+async fn allocate(st: &ApiState, rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
     if rt.kind != "Service" {
-        return Ok(None);
+        return Ok(());
     }
-    let guard = st.services.lock.lock().await;
     let (all, _) = st.store.list(&rt.key(), None).await?;
     let others: Vec<Value> = all
         .into_iter()
         .filter(|o| !(meta::namespace(o) == meta::namespace(obj) && meta::name(o) == meta::name(obj)))
         .collect();
-    st.services.allocate(obj, old, &others)?;
-    Ok(Some(guard))
+    st.services.allocate(obj, old, &others)
+}
+
+/// Whether the client itself asked for the value at `field` (`spec.clusterIPs`,
+/// `spec.ports[0].nodePort`) of a Service, rather than leaving it to the allocator.
+fn requested(asked: &Value, field: &str) -> bool {
+    if field == "spec.clusterIPs" {
+        return asked.pointer("/spec/clusterIP").and_then(Value::as_str).is_some_and(|ip| !ip.is_empty());
+    }
+    let index =
+        field.strip_prefix("spec.ports[").and_then(|f| f.split(']').next()).and_then(|i| i.parse::<usize>().ok());
+    index.is_some_and(|i| {
+        asked.pointer(&format!("/spec/ports/{i}/nodePort")).and_then(Value::as_i64).is_some_and(|n| n != 0)
+    })
 }
 
 fn unchanged(old: &Value, new: &Value) -> bool {
@@ -563,13 +570,13 @@ pub async fn delete_object(
         "Pod" => {
             let grace = objects::pod::grace_period(&obj, grace);
             if grace == 0 || obj.pointer("/spec/nodeName").is_none() {
-                return Ok(st.store.apply(remove()).await?.object);
+                return Ok(st.proposer.propose(remove()).await?.object);
             }
             let new = objects::pod::begin_deletion(&obj, grace, jiff::Timestamp::now());
             if new == obj {
                 return Ok(obj);
             }
-            Ok(st.store.apply(Command::Update { resource: rt.key(), object: new }).await?.object)
+            Ok(st.proposer.propose(Command::Update { resource: rt.key(), object: new }).await?.object)
         }
         "Namespace" => {
             if SYSTEM_NAMESPACES.contains(&name.as_str()) {
@@ -583,23 +590,19 @@ pub async fn delete_object(
             let mut new = obj.clone();
             meta::set(&mut new, "deletionTimestamp", meta::now());
             new["status"]["phase"] = json!("Terminating");
-            Ok(st.store.apply(Command::Update { resource: rt.key(), object: new }).await?.object)
+            Ok(st.proposer.propose(Command::Update { resource: rt.key(), object: new }).await?.object)
         }
         _ if meta::is_deleting(&obj) => Ok(obj),
         _ if options.propagation == Propagation::Foreground && crate::controllers::gc::tracks(rt) => {
             let new = crate::controllers::gc::mark_foreground(&obj);
-            Ok(st.store.apply(Command::Update { resource: rt.key(), object: new }).await?.object)
+            Ok(st.proposer.propose(Command::Update { resource: rt.key(), object: new }).await?.object)
         }
         _ if options.propagation == Propagation::Orphan && crate::controllers::gc::tracks(rt) => {
             // Marked first, so no controller adopts the dependents back before the owner goes.
             let new = crate::controllers::gc::mark_orphaning(&obj);
-            Ok(st.store.apply(Command::Update { resource: rt.key(), object: new }).await?.object)
+            Ok(st.proposer.propose(Command::Update { resource: rt.key(), object: new }).await?.object)
         }
-        _ => match st.store.apply(remove()).await {
-            Ok(applied) => Ok(applied.object),
-            Err(StoreError::NotFound { resource, name }) => Err(ApiError::not_found(&resource, &name)),
-            Err(e) => Err(e.into()),
-        },
+        _ => Ok(st.proposer.propose(remove()).await?.object),
     }
 }
 

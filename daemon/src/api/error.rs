@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::objects::ObjectError;
-use crate::store::StoreError;
+use crate::store::{Rejection, StoreError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -100,21 +100,40 @@ fn causes_line(causes: &[crate::objects::Cause]) -> String {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        match &e {
-            StoreError::AlreadyExists { resource, name } => {
-                let mut err =
-                    ApiError::new(StatusCode::CONFLICT, "AlreadyExists", format!("{resource} {name:?} already exists"));
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> ApiError {
+        match &r {
+            Rejection::AlreadyExists { resource, name } => {
+                let mut err = ApiError::new(StatusCode::CONFLICT, "AlreadyExists", r.to_string());
                 err.details = json!({"name": name, "kind": resource});
                 err
             }
-            StoreError::NotFound { resource, name } => ApiError::not_found(resource, name),
-            StoreError::Conflict { resource, name } => ApiError::new(
+            Rejection::NotFound { resource, name } => ApiError::not_found(resource, name),
+            Rejection::Conflict { resource, name } => ApiError::new(
                 StatusCode::CONFLICT,
                 "Conflict",
-                format!("Operation cannot be fulfilled on {resource} {name:?}: {e}"),
+                format!("Operation cannot be fulfilled on {resource} {name:?}: {r}"),
             ),
+            Rejection::AlreadyBound { name, .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("Operation cannot be fulfilled on pods/binding {name:?}: {r}"),
+            ),
+            Rejection::Forbidden { message } => ApiError::forbidden(message.clone()),
+            Rejection::Invalid { kind, name, field, reason, .. } => {
+                let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", r.to_string());
+                err.details = json!({"name": name, "kind": kind, "causes": [{"field": field, "message": reason, "reason": "FieldValueInvalid"}]});
+                err
+            }
+            Rejection::Replayed { .. } => ApiError::internal(r.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match &e {
+            StoreError::Rejected(r) => r.clone().into(),
             StoreError::Gone { .. } => ApiError::new(StatusCode::GONE, "Expired", e.to_string()),
             _ => ApiError::internal(e.to_string()),
         }

@@ -29,12 +29,15 @@ pub use error::ApiError;
 pub use node::NodeOps;
 pub use table::pod_status_reason;
 
-use crate::store::Store;
+use crate::store::{Proposer, Store};
 
 /// What every handler may use.
 #[derive(Clone)]
 pub struct ApiState {
+    /// Reads: the local replica.
     pub store: Store,
+    /// Writes: every command goes through the node's proposer.
+    pub proposer: Proposer,
     pub info: Arc<ServerInfo>,
     pub node: Arc<dyn NodeOps>,
     pub services: Arc<services::ServiceNet>,

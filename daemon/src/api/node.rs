@@ -773,7 +773,12 @@ mod tests {
 
     /// Serves the real router (fake node, in-memory store) on a socket; returns a request function.
     async fn serve() -> (tempfile::TempDir, impl Fn(&'static str, String) -> BoxFuture<'static, (u16, Value)>) {
-        let store = crate::store::Store::in_memory().unwrap();
+        let (store, proposer) = crate::store::test_store().await;
+        let other = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other", "uid": "other"}});
+        proposer
+            .propose(crate::store::Command::Create { resource: resource::NAMESPACES.key(), object: other })
+            .await
+            .unwrap();
         for p in [
             pod("default", "web", "n1", "Running", json!({"app": "web"})),
             pod("default", "db", "n1", "Running", json!({"app": "db"})),
@@ -781,10 +786,14 @@ mod tests {
             pod("default", "elsewhere", "n2", "Running", json!({})),
             pod("other", "job", "n1", "Running", json!({})),
         ] {
-            store.apply(crate::store::Command::Create { resource: resource::PODS.key(), object: p }).await.unwrap();
+            proposer
+                .propose(crate::store::Command::Create { resource: resource::PODS.key(), object: p })
+                .await
+                .unwrap();
         }
         let state = ApiState {
             store,
+            proposer,
             info: Arc::new(super::super::ServerInfo {
                 node_name: "n1".into(),
                 socket: String::new(),
@@ -797,7 +806,6 @@ mod tests {
                 cidr: ("10.96.0.0".parse().unwrap(), 12),
                 dns_ip: "10.96.0.10".parse().unwrap(),
                 node_ports: (30000, 32767),
-                lock: Default::default(),
             }),
             shutdown: tokio_util::sync::CancellationToken::new(),
         };

@@ -1,6 +1,8 @@
 //! Service address and port allocation: ClusterIPs from the service CIDR, NodePorts from the
-//! node-port range. Allocation state is the set of stored Services; one lock serialises
-//! Service writes so two requests never take the same address or port.
+//! node-port range, picked from the stored Services this replica sees. Picking is only a
+//! proposal: the store's state machine reserves each value in the write's own transaction and
+//! refuses one that another Service holds (two requests or two servers racing), so the API
+//! picks again.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -17,8 +19,6 @@ pub struct ServiceNet {
     /// The cluster DNS address (reserved for `kube-system/kube-dns`).
     pub dns_ip: Ipv4Addr,
     pub node_ports: (u16, u16),
-    /// Held across allocation and the store write of a Service.
-    pub lock: tokio::sync::Mutex<()>,
 }
 
 fn invalid(field: String, value: &str, why: String) -> ApiError {
@@ -193,7 +193,6 @@ mod tests {
             cidr: ("10.43.0.0".parse().unwrap(), 29),
             dns_ip: "10.43.0.2".parse().unwrap(),
             node_ports: (30000, 30001),
-            lock: Default::default(),
         }
     }
 

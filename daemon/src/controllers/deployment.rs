@@ -26,7 +26,7 @@ use super::replicaset::{self as rs, earliest, spec_replicas, status_count};
 use crate::events::{EventType, Recorder};
 use crate::objects::workload::{equal_ignore_hash, scaled, template_hash, POD_TEMPLATE_HASH, REVISION};
 use crate::objects::{self, meta, resource, selector::Selector};
-use crate::store::{Command, Store, StoreError};
+use crate::store::{Command, Proposer, Rejection, Store, StoreError};
 
 /// The replicas the Deployment wanted when it last scaled this ReplicaSet.
 pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
@@ -448,12 +448,17 @@ type Pods = Option<BTreeMap<String, Vec<Value>>>;
 
 pub struct Controller {
     store: Store,
+    proposer: Proposer,
     events: Recorder,
 }
 
 impl Controller {
-    pub fn new(store: Store, node: &str) -> Controller {
-        Controller { events: Recorder::new(store.clone(), "deployment-controller", node.to_string()), store }
+    pub fn new(store: Store, proposer: Proposer, node: &str) -> Controller {
+        Controller {
+            events: Recorder::new(store.clone(), proposer.clone(), "deployment-controller", node.to_string()),
+            store,
+            proposer,
+        }
     }
 
     /// One pass over every Deployment; returns when to look again (a progress deadline).
@@ -496,7 +501,7 @@ impl Controller {
         for &i in &claim.adopt {
             let adopted = meta::with_controller_ref(&sets[i], d);
             if let Ok(applied) =
-                self.store.apply(Command::Update { resource: resource::REPLICA_SETS.key(), object: adopted }).await
+                self.proposer.propose(Command::Update { resource: resource::REPLICA_SETS.key(), object: adopted }).await
             {
                 sets[i] = applied.object.clone();
                 owned.push(applied.object);
@@ -504,8 +509,10 @@ impl Controller {
         }
         for &i in &claim.release {
             let released = meta::without_owner(&sets[i], meta::uid(d));
-            if let Ok(applied) =
-                self.store.apply(Command::Update { resource: resource::REPLICA_SETS.key(), object: released }).await
+            if let Ok(applied) = self
+                .proposer
+                .propose(Command::Update { resource: resource::REPLICA_SETS.key(), object: released })
+                .await
             {
                 sets[i] = applied.object;
             }
@@ -548,8 +555,8 @@ impl Sync<'_> {
     async fn write_deployment(&mut self) -> Step<()> {
         let applied = self
             .ctl
-            .store
-            .apply(Command::Update { resource: resource::DEPLOYMENTS.key(), object: self.d.clone() })
+            .proposer
+            .propose(Command::Update { resource: resource::DEPLOYMENTS.key(), object: self.d.clone() })
             .await?;
         self.d = applied.object;
         Ok(())
@@ -557,7 +564,7 @@ impl Sync<'_> {
 
     async fn write_set(&mut self, i: usize, new: Value) -> Step<()> {
         let applied =
-            self.ctl.store.apply(Command::Update { resource: resource::REPLICA_SETS.key(), object: new }).await?;
+            self.ctl.proposer.propose(Command::Update { resource: resource::REPLICA_SETS.key(), object: new }).await?;
         self.sets[i] = applied.object;
         Ok(())
     }
@@ -662,7 +669,7 @@ impl Sync<'_> {
         };
         let name = meta::name(&set).to_string();
         let mut already_exists = false;
-        match self.ctl.store.apply(Command::Create { resource: resource::REPLICA_SETS.key(), object: set }).await {
+        match self.ctl.proposer.propose(Command::Create { resource: resource::REPLICA_SETS.key(), object: set }).await {
             Ok(applied) => {
                 self.sets.push(applied.object);
                 if replicas > 0 {
@@ -670,7 +677,7 @@ impl Sync<'_> {
                     self.ctl.events.record(&self.d, EventType::Normal, "ScalingReplicaSet", &msg).await;
                 }
             }
-            Err(StoreError::AlreadyExists { .. }) => {
+            Err(StoreError::Rejected(Rejection::AlreadyExists { .. })) => {
                 let existing = self
                     .ctl
                     .store
@@ -962,7 +969,7 @@ impl Sync<'_> {
                 continue;
             }
             let cmd = Command::delete_of(resource::REPLICA_SETS.key(), set);
-            match self.ctl.store.apply(cmd).await {
+            match self.ctl.proposer.propose(cmd).await {
                 Ok(_) => meta::set(&mut self.sets[i], "deletionTimestamp", meta::timestamp(self.now)),
                 Err(e) if rs::benign(&e) => {}
                 Err(e) => return Err(e.into()),
@@ -1020,8 +1027,8 @@ impl Sync<'_> {
     }
 }
 
-pub async fn run(store: Store, node: String, shutdown: CancellationToken) {
-    let controller = Controller::new(store.clone(), &node);
+pub async fn run(store: Store, proposer: Proposer, node: String, shutdown: CancellationToken) {
+    let controller = Controller::new(store.clone(), proposer, &node);
     // Pods too: a Recreate rollout waits for the old pods to be gone.
     let watched = [resource::DEPLOYMENTS.key(), resource::REPLICA_SETS.key(), resource::PODS.key()];
     let watched: Vec<&str> = watched.iter().map(String::as_str).collect();
@@ -1058,6 +1065,7 @@ mod tests {
     /// The store, both controllers and a fake kubelet, stepped one second at a time.
     struct Cluster {
         store: Store,
+        proposer: Proposer,
         deployments: Controller,
         sets: rsc::Controller,
         now: i64,
@@ -1068,11 +1076,12 @@ mod tests {
     }
 
     impl Cluster {
-        fn new() -> Cluster {
-            let store = Store::in_memory().unwrap();
+        async fn new() -> Cluster {
+            let (store, proposer) = crate::store::test_store().await;
             Cluster {
-                deployments: Controller::new(store.clone(), "n1"),
-                sets: rsc::Controller::new(store.clone(), "n1"),
+                proposer: proposer.clone(),
+                deployments: Controller::new(store.clone(), proposer.clone(), "n1"),
+                sets: rsc::Controller::new(store.clone(), proposer.clone(), "n1"),
                 store,
                 now: 10,
                 ready: true,
@@ -1106,7 +1115,7 @@ mod tests {
                             name: meta::name(&p).into(),
                             uid: None,
                         };
-                        self.store.apply(cmd).await.unwrap();
+                        self.proposer.propose(cmd).await.unwrap();
                     }
                 } else if p["status"]["phase"] != "Running" || (self.ready && !is_ready(&p)) {
                     update(&self.store, &resource::PODS, run_pod(&p, self.ready.then(|| t(self.now)))).await;
@@ -1251,7 +1260,7 @@ mod tests {
 
     #[tokio::test]
     async fn rolling_update_steps_within_surge_and_unavailable_to_completion() {
-        let mut c = Cluster::new();
+        let mut c = Cluster::new().await;
         let strategy = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}});
         let d = create(
             &c.store,
@@ -1341,7 +1350,7 @@ mod tests {
 
     #[tokio::test]
     async fn recreate_scales_old_to_zero_and_waits_for_old_pods_to_go() {
-        let mut c = Cluster::new();
+        let mut c = Cluster::new().await;
         create(
             &c.store,
             &resource::DEPLOYMENTS,
@@ -1372,7 +1381,7 @@ mod tests {
 
     #[tokio::test]
     async fn history_is_cleaned_to_the_limit_and_undo_makes_an_old_set_new() {
-        let mut c = Cluster::new();
+        let mut c = Cluster::new().await;
         create(&c.store, &resource::DEPLOYMENTS, deployment("web", 2, json!({"spec": {"revisionHistoryLimit": 1}})))
             .await;
         c.roll("web", &mut |_, _| {}).await;
@@ -1412,7 +1421,7 @@ mod tests {
 
     #[tokio::test]
     async fn paused_deployments_scale_but_do_not_roll() {
-        let mut c = Cluster::new();
+        let mut c = Cluster::new().await;
         create(&c.store, &resource::DEPLOYMENTS, deployment("web", 2, json!({}))).await;
         c.roll("web", &mut |_, _| {}).await;
         c.edit("web", |d| {
@@ -1453,7 +1462,7 @@ mod tests {
 
     #[tokio::test]
     async fn min_ready_seconds_delays_availability() {
-        let mut c = Cluster::new();
+        let mut c = Cluster::new().await;
         create(&c.store, &resource::DEPLOYMENTS, deployment("web", 2, json!({"spec": {"minReadySeconds": 5}}))).await;
         c.step().await;
         c.step().await;
@@ -1481,7 +1490,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stuck_rollout_exceeds_its_progress_deadline() {
-        let mut c = Cluster::new();
+        let mut c = Cluster::new().await;
         c.ready = false;
         create(
             &c.store,

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::objects::{meta, resource, selector::Selector};
-use crate::store::{Command, Store, StoreError};
+use crate::store::{Command, Proposer, Rejection, Store, StoreError};
 
 fn string_map(v: &Value) -> BTreeMap<String, String> {
     v.as_object()
@@ -103,14 +103,14 @@ pub fn subsets(svc: &Value, pods: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-async fn reconcile(store: &Store, node_ip: &str) -> Result<(), StoreError> {
+async fn reconcile(store: &Store, proposer: &Proposer, node_ip: &str) -> Result<(), StoreError> {
     let (services, _) = store.list(&resource::SERVICES.key(), None).await?;
     let (pods, _) = store.list(&resource::PODS.key(), None).await?;
     let (endpoints, _) = store.list(&resource::ENDPOINTS.key(), None).await?;
     let key = |o: &Value| (meta::namespace(o).to_string(), meta::name(o).to_string());
     let existing: BTreeMap<(String, String), &Value> = endpoints.iter().map(|e| (key(e), e)).collect();
     for svc in &services {
-        load_balancer_status(store, svc, node_ip).await?;
+        load_balancer_status(proposer, svc, node_ip).await?;
         if svc.pointer("/spec/selector").and_then(Value::as_object).is_none_or(|m| m.is_empty()) {
             continue;
         }
@@ -120,7 +120,7 @@ async fn reconcile(store: &Store, node_ip: &str) -> Result<(), StoreError> {
             Some(ep) => {
                 let mut new = (*ep).clone();
                 new["subsets"] = json!(subsets);
-                store.apply(Command::Update { resource: resource::ENDPOINTS.key(), object: new }).await?;
+                proposer.propose(Command::Update { resource: resource::ENDPOINTS.key(), object: new }).await?;
             }
             None => {
                 let ep = json!({
@@ -129,8 +129,8 @@ async fn reconcile(store: &Store, node_ip: &str) -> Result<(), StoreError> {
                                  "creationTimestamp": meta::now(), "labels": svc.pointer("/metadata/labels").cloned().unwrap_or(json!({}))},
                     "subsets": subsets,
                 });
-                match store.apply(Command::Create { resource: resource::ENDPOINTS.key(), object: ep }).await {
-                    Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                match proposer.propose(Command::Create { resource: resource::ENDPOINTS.key(), object: ep }).await {
+                    Ok(_) | Err(StoreError::Rejected(Rejection::AlreadyExists { .. })) => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -140,8 +140,10 @@ async fn reconcile(store: &Store, node_ip: &str) -> Result<(), StoreError> {
     let live: std::collections::HashSet<(String, String)> = services.iter().map(key).collect();
     for ep in endpoints.iter().filter(|e| !live.contains(&key(e))) {
         let cmd = Command::delete_of(resource::ENDPOINTS.key(), ep);
-        match store.apply(cmd).await {
-            Ok(_) | Err(StoreError::NotFound { .. }) | Err(StoreError::Conflict { .. }) => {}
+        match proposer.propose(cmd).await {
+            Ok(_)
+            | Err(StoreError::Rejected(Rejection::NotFound { .. }))
+            | Err(StoreError::Rejected(Rejection::Conflict { .. })) => {}
             Err(e) => return Err(e),
         }
     }
@@ -149,7 +151,7 @@ async fn reconcile(store: &Store, node_ip: &str) -> Result<(), StoreError> {
 }
 
 /// LoadBalancer Services get the node's address as ingress; others get none.
-async fn load_balancer_status(store: &Store, svc: &Value, node_ip: &str) -> Result<(), StoreError> {
+async fn load_balancer_status(proposer: &Proposer, svc: &Value, node_ip: &str) -> Result<(), StoreError> {
     let want = if svc.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer") {
         json!({"ingress": [{"ip": node_ip, "ipMode": "VIP"}]})
     } else {
@@ -160,14 +162,16 @@ async fn load_balancer_status(store: &Store, svc: &Value, node_ip: &str) -> Resu
     }
     let mut new = svc.clone();
     new["status"]["loadBalancer"] = want;
-    match store.apply(Command::Update { resource: resource::SERVICES.key(), object: new }).await {
-        Ok(_) | Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. }) => Ok(()),
+    match proposer.propose(Command::Update { resource: resource::SERVICES.key(), object: new }).await {
+        Ok(_)
+        | Err(StoreError::Rejected(Rejection::Conflict { .. }))
+        | Err(StoreError::Rejected(Rejection::NotFound { .. })) => Ok(()),
         Err(e) => Err(e),
     }
 }
 
 /// Creates `kube-system/kube-dns` at the cluster DNS address when missing.
-pub async fn ensure_kube_dns(store: &Store, dns_ip: std::net::Ipv4Addr) -> Result<(), StoreError> {
+pub async fn ensure_kube_dns(store: &Store, proposer: &Proposer, dns_ip: std::net::Ipv4Addr) -> Result<(), StoreError> {
     if store.get(&resource::SERVICES.key(), "kube-system", "kube-dns").await?.is_some() {
         return Ok(());
     }
@@ -186,17 +190,17 @@ pub async fn ensure_kube_dns(store: &Store, dns_ip: std::net::Ipv4Addr) -> Resul
         },
         "status": {"loadBalancer": {}}
     });
-    match store.apply(Command::Create { resource: resource::SERVICES.key(), object: svc }).await {
-        Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+    match proposer.propose(Command::Create { resource: resource::SERVICES.key(), object: svc }).await {
+        Ok(_) | Err(StoreError::Rejected(Rejection::AlreadyExists { .. })) => Ok(()),
         Err(e) => Err(e),
     }
 }
 
-pub async fn run(store: Store, node_ip: String, shutdown: CancellationToken) {
+pub async fn run(store: Store, proposer: Proposer, node_ip: String, shutdown: CancellationToken) {
     let watched = [resource::SERVICES.key(), resource::PODS.key(), resource::ENDPOINTS.key()];
     let watched: Vec<&str> = watched.iter().map(String::as_str).collect();
     crate::controllers::run_loop(store.clone(), &watched, shutdown, || async {
-        if let Err(e) = reconcile(&store, &node_ip).await {
+        if let Err(e) = reconcile(&store, &proposer, &node_ip).await {
             tracing::warn!(error = %e, "endpoints reconcile failed; will retry");
         }
     })
@@ -234,25 +238,25 @@ mod tests {
 
     #[tokio::test]
     async fn controller_writes_endpoints_and_lb_status() {
-        let store = Store::in_memory().unwrap();
+        let (store, proposer) = crate::store::test_store().await;
         let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default", "uid": "s1"},
                          "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}});
-        store.apply(Command::Create { resource: "services".into(), object: svc }).await.unwrap();
+        proposer.propose(Command::Create { resource: "services".into(), object: svc }).await.unwrap();
         let mut p = pod("a", "10.42.0.5", true, json!({"app": "web"}));
         p["apiVersion"] = json!("v1");
         p["kind"] = json!("Pod");
-        store.apply(Command::Create { resource: "pods".into(), object: p }).await.unwrap();
-        reconcile(&store, "192.0.2.10").await.unwrap();
+        proposer.propose(Command::Create { resource: "pods".into(), object: p }).await.unwrap();
+        reconcile(&store, &proposer, "192.0.2.10").await.unwrap();
         let ep = store.get("endpoints", "default", "web").await.unwrap().unwrap();
         assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "10.42.0.5");
         assert_eq!(ep["subsets"][0]["ports"][0]["port"], 8080);
         let svc = store.get("services", "default", "web").await.unwrap().unwrap();
         assert_eq!(svc["status"]["loadBalancer"]["ingress"][0]["ip"], "192.0.2.10");
         let rev = store.revision().await.unwrap();
-        reconcile(&store, "192.0.2.10").await.unwrap();
+        reconcile(&store, &proposer, "192.0.2.10").await.unwrap();
         assert_eq!(store.revision().await.unwrap(), rev, "nothing changed, nothing written");
-        store
-            .apply(Command::Delete {
+        proposer
+            .propose(Command::Delete {
                 resource: "services".into(),
                 namespace: "default".into(),
                 name: "web".into(),
@@ -260,7 +264,7 @@ mod tests {
             })
             .await
             .unwrap();
-        reconcile(&store, "192.0.2.10").await.unwrap();
+        reconcile(&store, &proposer, "192.0.2.10").await.unwrap();
         assert!(store.get("endpoints", "default", "web").await.unwrap().is_none());
     }
 }

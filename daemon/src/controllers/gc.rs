@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::objects::{meta, pod, resource, ResourceType};
-use crate::store::{Command, Store, StoreError};
+use crate::store::{Command, Proposer, Rejection, Store, StoreError};
 
 /// The finalizer of an owner waiting for its dependents (Kubernetes' name).
 pub const FOREGROUND: &str = "foregroundDeletion";
@@ -164,7 +164,7 @@ fn mark_deleting(obj: &Value, finalizer: &str) -> Value {
 }
 
 /// One pass over every namespace.
-pub async fn collect(store: &Store) -> Result<(), StoreError> {
+pub async fn collect(store: &Store, proposer: &Proposer) -> Result<(), StoreError> {
     let mut objects = Vec::new();
     for rt in ORDER {
         let (items, _) = store.list(&rt.key(), None).await?;
@@ -179,13 +179,16 @@ pub async fn collect(store: &Store) -> Result<(), StoreError> {
                 Command::Update { resource: rt.key(), object: new }
             }
             Action::OrphanAndFinish => {
-                orphan(store, obj).await?;
+                orphan(store, proposer, obj).await?;
                 remove(rt, obj)
             }
             Action::Finish => remove(rt, obj),
         };
-        match store.apply(command).await {
-            Ok(_) | Err(StoreError::NotFound { .. } | StoreError::Conflict { .. }) => {}
+        match proposer.propose(command).await {
+            Ok(_)
+            | Err(
+                StoreError::Rejected(Rejection::NotFound { .. }) | StoreError::Rejected(Rejection::Conflict { .. }),
+            ) => {}
             Err(e) => return Err(e),
         }
     }
@@ -193,14 +196,14 @@ pub async fn collect(store: &Store) -> Result<(), StoreError> {
 }
 
 /// Removes the references to `owner` from its dependents (deletion with `orphan` propagation).
-pub async fn orphan(store: &Store, owner: &Value) -> Result<(), StoreError> {
+pub async fn orphan(store: &Store, proposer: &Proposer, owner: &Value) -> Result<(), StoreError> {
     let uid = meta::uid(owner);
     for rt in ORDER {
         let (items, _) = store.list(&rt.key(), Some(meta::namespace(owner))).await?;
         for obj in items.iter().filter(|o| meta::is_owned_by(o, uid)) {
             let new = meta::without_owner(obj, uid);
-            match store.apply(Command::Update { resource: rt.key(), object: new }).await {
-                Ok(_) | Err(StoreError::NotFound { .. }) => {}
+            match proposer.propose(Command::Update { resource: rt.key(), object: new }).await {
+                Ok(_) | Err(StoreError::Rejected(Rejection::NotFound { .. })) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -208,11 +211,11 @@ pub async fn orphan(store: &Store, owner: &Value) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub async fn run(store: Store, shutdown: CancellationToken) {
+pub async fn run(store: Store, proposer: Proposer, shutdown: CancellationToken) {
     let keys: Vec<String> = ORDER.iter().map(|r| r.key()).collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     crate::controllers::run_loop(store.clone(), &keys, shutdown, || async {
-        if let Err(e) = collect(&store).await {
+        if let Err(e) = collect(&store, &proposer).await {
             tracing::warn!(error = %e, "garbage collection failed; will retry");
         }
     })
@@ -234,7 +237,8 @@ mod tests {
     }
 
     async fn put(store: &Store, rt: &ResourceType, o: &Value) {
-        store.apply(Command::Create { resource: rt.key(), object: o.clone() }).await.unwrap();
+        let proposer = crate::store::Proposer::local(store);
+        proposer.propose(Command::Create { resource: rt.key(), object: o.clone() }).await.unwrap();
     }
 
     #[test]
@@ -266,24 +270,24 @@ mod tests {
 
     #[tokio::test]
     async fn background_deletion_collects_the_whole_tree() {
-        let store = Store::in_memory().unwrap();
+        let (store, proposer) = crate::store::test_store().await;
         let rs = obj("ReplicaSet", "web-abc", "r1", &[("Deployment", "web", "d1")]);
         let pod = obj("Pod", "web-abc-x", "p1", &[("ReplicaSet", "web-abc", "r1")]);
         put(&store, &resource::REPLICA_SETS, &rs).await;
         put(&store, &resource::PODS, &pod).await;
-        collect(&store).await.unwrap();
+        collect(&store, &proposer).await.unwrap();
         assert!(
             store.get("replicasets.apps", "default", "web-abc").await.unwrap().is_none(),
             "the deployment is gone, so is its RS"
         );
         assert!(store.get("pods", "default", "web-abc-x").await.unwrap().is_some(), "one level per pass");
-        collect(&store).await.unwrap();
+        collect(&store, &proposer).await.unwrap();
         assert!(store.get("pods", "default", "web-abc-x").await.unwrap().is_none());
     }
 
     #[tokio::test]
     async fn foreground_deletion_waits_for_dependents() {
-        let store = Store::in_memory().unwrap();
+        let (store, proposer) = crate::store::test_store().await;
         let d = mark_foreground(&obj("Deployment", "web", "d1", &[]));
         assert!(is_foreground_deleting(&d));
         let rs = obj("ReplicaSet", "web-abc", "r1", &[("Deployment", "web", "d1")]);
@@ -292,15 +296,15 @@ mod tests {
         put(&store, &resource::DEPLOYMENTS, &d).await;
         put(&store, &resource::REPLICA_SETS, &rs).await;
         put(&store, &resource::PODS, &pod).await;
-        collect(&store).await.unwrap();
+        collect(&store, &proposer).await.unwrap();
         let rs = store.get("replicasets.apps", "default", "web-abc").await.unwrap().unwrap();
         assert!(is_foreground_deleting(&rs), "dependents of a foreground deletion go in the foreground");
         assert!(store.get("deployments.apps", "default", "web").await.unwrap().is_some(), "the owner waits");
-        collect(&store).await.unwrap();
+        collect(&store, &proposer).await.unwrap();
         let pod = store.get("pods", "default", "web-abc-x").await.unwrap().unwrap();
         assert!(meta::is_deleting(&pod), "the bound pod is stopped gracefully");
-        store
-            .apply(Command::Delete {
+        proposer
+            .propose(Command::Delete {
                 resource: "pods".into(),
                 namespace: "default".into(),
                 name: "web-abc-x".into(),
@@ -308,25 +312,25 @@ mod tests {
             })
             .await
             .unwrap();
-        collect(&store).await.unwrap();
+        collect(&store, &proposer).await.unwrap();
         assert!(store.get("replicasets.apps", "default", "web-abc").await.unwrap().is_none());
-        collect(&store).await.unwrap();
+        collect(&store, &proposer).await.unwrap();
         assert!(store.get("deployments.apps", "default", "web").await.unwrap().is_none());
     }
 
     #[tokio::test]
     async fn orphaning_keeps_dependents_without_the_reference() {
-        let store = Store::in_memory().unwrap();
+        let (store, proposer) = crate::store::test_store().await;
         let d = mark_orphaning(&obj("Deployment", "web", "d1", &[]));
         assert!(is_orphaning(&d) && !is_foreground_deleting(&d));
         let rs = obj("ReplicaSet", "web-abc", "r1", &[("Deployment", "web", "d1")]);
         put(&store, &resource::DEPLOYMENTS, &d).await;
         put(&store, &resource::REPLICA_SETS, &rs).await;
-        collect(&store).await.unwrap();
+        collect(&store, &proposer).await.unwrap();
         let rs = store.get("replicasets.apps", "default", "web-abc").await.unwrap().unwrap();
         assert!(rs.pointer("/metadata/ownerReferences").is_none());
         assert!(store.get("deployments.apps", "default", "web").await.unwrap().is_none());
-        collect(&store).await.unwrap();
+        collect(&store, &proposer).await.unwrap();
         assert!(store.get("replicasets.apps", "default", "web-abc").await.unwrap().is_some());
     }
 }

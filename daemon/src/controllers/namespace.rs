@@ -4,13 +4,13 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::objects::{meta, resource};
-use crate::store::{Command, Store, StoreError};
+use crate::store::{Command, Proposer, Store, StoreError};
 
 /// Namespaces every cluster has from the start.
 pub const BUILT_IN: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Creates the built-in namespaces that are missing.
-pub async fn ensure_built_in(store: &Store) -> Result<(), StoreError> {
+pub async fn ensure_built_in(store: &Store, proposer: &Proposer) -> Result<(), StoreError> {
     for name in BUILT_IN {
         if store.get(&resource::NAMESPACES.key(), "", name).await?.is_none() {
             let ns = json!({
@@ -20,7 +20,7 @@ pub async fn ensure_built_in(store: &Store) -> Result<(), StoreError> {
                 "spec": {"finalizers": ["kubernetes"]},
                 "status": {"phase": "Active"},
             });
-            store.apply(Command::Create { resource: resource::NAMESPACES.key(), object: ns }).await?;
+            proposer.propose(Command::Create { resource: resource::NAMESPACES.key(), object: ns }).await?;
         }
     }
     Ok(())
@@ -28,12 +28,12 @@ pub async fn ensure_built_in(store: &Store) -> Result<(), StoreError> {
 
 /// Moves one terminating namespace forward: asks its pods to stop, deletes everything else,
 /// and deletes the namespace once nothing is left in it.
-pub async fn reconcile(store: &Store, ns: &Value) -> Result<(), StoreError> {
+pub async fn reconcile(store: &Store, proposer: &Proposer, ns: &Value) -> Result<(), StoreError> {
     let name = meta::name(ns);
     let contents = store.list_namespace(name).await?;
     if contents.is_empty() {
-        store
-            .apply(Command::Delete {
+        proposer
+            .propose(Command::Delete {
                 resource: resource::NAMESPACES.key(),
                 namespace: String::new(),
                 name: name.into(),
@@ -49,13 +49,13 @@ pub async fn reconcile(store: &Store, ns: &Value) -> Result<(), StoreError> {
             }
             let grace = crate::objects::pod::grace_period(&obj, None);
             if obj.pointer("/spec/nodeName").is_none() || grace == 0 {
-                let _ = store.apply(delete(&res, &obj)).await;
+                let _ = proposer.propose(delete(&res, &obj)).await;
                 continue;
             }
             let new = crate::objects::pod::begin_deletion(&obj, grace, jiff::Timestamp::now());
-            let _ = store.apply(Command::Update { resource: res, object: new }).await;
+            let _ = proposer.propose(Command::Update { resource: res, object: new }).await;
         } else {
-            let _ = store.apply(delete(&res, &obj)).await;
+            let _ = proposer.propose(delete(&res, &obj)).await;
         }
     }
     Ok(())
@@ -65,13 +65,13 @@ fn delete(resource: &str, obj: &Value) -> Command {
     Command::delete_of(resource, obj)
 }
 
-pub async fn run(store: Store, shutdown: CancellationToken) {
+pub async fn run(store: Store, proposer: Proposer, shutdown: CancellationToken) {
     let key = resource::NAMESPACES.key();
     let pods = resource::PODS.key();
     crate::controllers::run_loop(store.clone(), &[key.as_str(), pods.as_str()], shutdown, || async {
         let Ok((namespaces, _)) = store.list(&key, None).await else { return };
         for ns in namespaces.iter().filter(|n| meta::is_deleting(n)) {
-            if let Err(e) = reconcile(&store, ns).await {
+            if let Err(e) = reconcile(&store, &proposer, ns).await {
                 tracing::warn!(error = %e, namespace = meta::name(ns), "namespace cleanup failed; will retry");
             }
         }
@@ -85,23 +85,26 @@ mod tests {
 
     #[tokio::test]
     async fn terminating_namespace_empties_then_goes() {
-        let store = Store::in_memory().unwrap();
-        ensure_built_in(&store).await.unwrap();
-        ensure_built_in(&store).await.unwrap();
+        let (store, proposer) = crate::store::test_store().await;
+        ensure_built_in(&store, &proposer).await.unwrap();
+        ensure_built_in(&store, &proposer).await.unwrap();
         assert_eq!(store.list("namespaces", None).await.unwrap().0.len(), BUILT_IN.len());
-        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "dev", "uid": "u1", "deletionTimestamp": "2026-01-01T00:00:00Z"}});
-        store.apply(Command::Create { resource: "namespaces".into(), object: ns.clone() }).await.unwrap();
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "dev", "uid": "u1"}});
+        let ns = proposer.propose(Command::Create { resource: "namespaces".into(), object: ns }).await.unwrap().object;
         let bound = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "dev", "uid": "p1"}, "spec": {"nodeName": "n"}});
         let event =
             json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "dev", "uid": "e1"}});
-        store.apply(Command::Create { resource: "pods".into(), object: bound }).await.unwrap();
-        store.apply(Command::Create { resource: "events".into(), object: event }).await.unwrap();
-        reconcile(&store, &ns).await.unwrap();
+        proposer.propose(Command::Create { resource: "pods".into(), object: bound }).await.unwrap();
+        proposer.propose(Command::Create { resource: "events".into(), object: event }).await.unwrap();
+        let mut ns = ns;
+        ns["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        let ns = proposer.propose(Command::Update { resource: "namespaces".into(), object: ns }).await.unwrap().object;
+        reconcile(&store, &proposer, &ns).await.unwrap();
         assert!(store.get("events", "dev", "e").await.unwrap().is_none());
         let pod = store.get("pods", "dev", "p").await.unwrap().unwrap();
         assert!(meta::is_deleting(&pod), "the bound pod is asked to stop, not removed");
-        store.apply(delete("pods", &pod)).await.unwrap();
-        reconcile(&store, &ns).await.unwrap();
+        proposer.propose(delete("pods", &pod)).await.unwrap();
+        reconcile(&store, &proposer, &ns).await.unwrap();
         assert!(store.get("namespaces", "", "dev").await.unwrap().is_none());
     }
 }

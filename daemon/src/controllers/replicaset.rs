@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventType, Recorder};
 use crate::objects::{self, meta, pod, resource, selector::Selector, ResourceType};
-use crate::store::{Command, Store, StoreError};
+use crate::store::{Command, Proposer, Rejection, Store, StoreError};
 
 /// The annotation that makes a pod cheaper (or dearer) to delete on scale-down.
 pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
@@ -283,13 +283,18 @@ pub fn delete_pod(pod: &Value, now: Timestamp) -> Command {
 }
 
 /// Applies commands concurrently (the store commits them in one transaction); results in order.
-pub async fn apply_all(store: &Store, commands: Vec<Command>) -> Vec<Result<crate::store::Applied, StoreError>> {
-    futures::future::join_all(commands.into_iter().map(|c| store.apply(c))).await
+pub async fn apply_all(proposer: &Proposer, commands: Vec<Command>) -> Vec<Result<crate::store::Applied, StoreError>> {
+    futures::future::join_all(commands.into_iter().map(|c| proposer.propose(c))).await
 }
 
 /// Errors a controller expects from racing writers; the next pass sees the new state.
 pub fn benign(e: &StoreError) -> bool {
-    matches!(e, StoreError::Conflict { .. } | StoreError::NotFound { .. } | StoreError::AlreadyExists { .. })
+    matches!(
+        e,
+        StoreError::Rejected(Rejection::Conflict { .. })
+            | StoreError::Rejected(Rejection::NotFound { .. })
+            | StoreError::Rejected(Rejection::AlreadyExists { .. })
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,16 +303,18 @@ pub fn benign(e: &StoreError) -> bool {
 /// The ReplicaSet and ReplicationController controller: its store and event recorders.
 pub struct Controller {
     store: Store,
+    proposer: Proposer,
     rs_events: Recorder,
     rc_events: Recorder,
 }
 
 impl Controller {
-    pub fn new(store: Store, node: &str) -> Controller {
+    pub fn new(store: Store, proposer: Proposer, node: &str) -> Controller {
         Controller {
-            rs_events: Recorder::new(store.clone(), "replicaset-controller", node.to_string()),
-            rc_events: Recorder::new(store.clone(), "replication-controller", node.to_string()),
+            rs_events: Recorder::new(store.clone(), proposer.clone(), "replicaset-controller", node.to_string()),
+            rc_events: Recorder::new(store.clone(), proposer.clone(), "replication-controller", node.to_string()),
             store,
+            proposer,
         }
     }
 
@@ -367,7 +374,7 @@ impl Controller {
                 object: meta::with_controller_ref(&pods[i], owner),
             })
             .collect();
-        for (&i, r) in claim.adopt.iter().zip(apply_all(&self.store, adopt).await) {
+        for (&i, r) in claim.adopt.iter().zip(apply_all(&self.proposer, adopt).await) {
             match r {
                 Ok(applied) => {
                     pods[i] = applied.object;
@@ -385,7 +392,7 @@ impl Controller {
                 object: meta::without_owner(&pods[i], meta::uid(owner)),
             })
             .collect();
-        for (&i, r) in claim.release.iter().zip(apply_all(&self.store, release).await) {
+        for (&i, r) in claim.release.iter().zip(apply_all(&self.proposer, release).await) {
             match r {
                 Ok(applied) => pods[i] = applied.object,
                 Err(e) if benign(&e) => {}
@@ -402,7 +409,7 @@ impl Controller {
                         .map(|_| Command::Create { resource: resource::PODS.key(), object: instance(&template, now) })
                         .collect();
                     let mut failed = None;
-                    for r in apply_all(&self.store, creates).await {
+                    for r in apply_all(&self.proposer, creates).await {
                         match r {
                             Ok(applied) => {
                                 let msg = format!("Created pod: {}", meta::name(&applied.object));
@@ -427,7 +434,7 @@ impl Controller {
             active.sort_by(|&a, &b| deletion_order(&pods[a], &pods[b]));
             let doomed: Vec<usize> = active.drain(..active.len() - want).collect();
             let deletes: Vec<Command> = doomed.iter().map(|&i| delete_pod(&pods[i], now)).collect();
-            for (&i, r) in doomed.iter().zip(apply_all(&self.store, deletes).await) {
+            for (&i, r) in doomed.iter().zip(apply_all(&self.proposer, deletes).await) {
                 match r {
                     Ok(applied) => {
                         let msg = format!("Deleted pod: {}", meta::name(&pods[i]));
@@ -445,7 +452,7 @@ impl Controller {
         if owner.get("status") != Some(&new_status) {
             let mut new = owner.clone();
             new["status"] = new_status;
-            match self.store.apply(Command::Update { resource: rt.key(), object: new }).await {
+            match self.proposer.propose(Command::Update { resource: rt.key(), object: new }).await {
                 Ok(_) => {}
                 Err(e) if benign(&e) => {}
                 Err(e) => return Err(e),
@@ -455,8 +462,8 @@ impl Controller {
     }
 }
 
-pub async fn run(store: Store, node: String, shutdown: CancellationToken) {
-    let controller = Controller::new(store.clone(), &node);
+pub async fn run(store: Store, proposer: Proposer, node: String, shutdown: CancellationToken) {
+    let controller = Controller::new(store.clone(), proposer, &node);
     let watched = [resource::REPLICA_SETS.key(), resource::REPLICATION_CONTROLLERS.key(), resource::PODS.key()];
     let watched: Vec<&str> = watched.iter().map(String::as_str).collect();
     crate::controllers::run_loop_timed(store, &watched, shutdown, || async {
@@ -481,12 +488,13 @@ pub(crate) mod tests {
 
     /// Admits and stores an owner like the API does.
     pub(crate) async fn create(store: &Store, rt: &ResourceType, obj: Value) -> Value {
+        let proposer = crate::store::Proposer::local(store);
         let mut obj = objects::admit(rt, obj).unwrap().object;
         meta::set(&mut obj, "namespace", "default");
         meta::set(&mut obj, "uid", uuid::Uuid::new_v4().to_string());
         meta::set(&mut obj, "creationTimestamp", meta::timestamp(t(0)));
         meta::set(&mut obj, "generation", 1);
-        store.apply(Command::Create { resource: rt.key(), object: obj }).await.unwrap().object
+        proposer.propose(Command::Create { resource: rt.key(), object: obj }).await.unwrap().object
     }
 
     fn replica_set(name: &str, replicas: i64) -> Value {
@@ -510,7 +518,8 @@ pub(crate) mod tests {
     }
 
     pub(crate) async fn update(store: &Store, rt: &ResourceType, obj: Value) -> Value {
-        store.apply(Command::Update { resource: rt.key(), object: obj }).await.unwrap().object
+        let proposer = crate::store::Proposer::local(store);
+        proposer.propose(Command::Update { resource: rt.key(), object: obj }).await.unwrap().object
     }
 
     pub(crate) async fn pods(store: &Store) -> Vec<Value> {
@@ -635,8 +644,8 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn creates_missing_pods_then_scales_down_the_least_valuable() {
-        let store = Store::in_memory().unwrap();
-        let ctl = Controller::new(store.clone(), "n1");
+        let (store, proposer) = crate::store::test_store().await;
+        let ctl = Controller::new(store.clone(), proposer.clone(), "n1");
         let rs = create(&store, &resource::REPLICA_SETS, replica_set("web", 3)).await;
         ctl.reconcile(t(1)).await.unwrap();
         let all = pods(&store).await;
@@ -711,8 +720,8 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_hundred_replicas_are_created_in_one_pass_with_one_status_write() {
-        let store = Store::in_memory().unwrap();
-        let ctl = Controller::new(store.clone(), "n1");
+        let (store, proposer) = crate::store::test_store().await;
+        let ctl = Controller::new(store.clone(), proposer.clone(), "n1");
         create(&store, &resource::REPLICA_SETS, replica_set("big", 100)).await;
         let before = store.revision().await.unwrap();
         let started = std::time::Instant::now();
@@ -744,15 +753,15 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn adopts_orphans_releases_strays_and_ignores_terminating_owners() {
-        let store = Store::in_memory().unwrap();
-        let ctl = Controller::new(store.clone(), "n1");
+        let (store, proposer) = crate::store::test_store().await;
+        let ctl = Controller::new(store.clone(), proposer.clone(), "n1");
         let orphan = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "orphan", "namespace": "default", "uid": "o1", "labels": {"app": "web"}},
                             "spec": {"containers": [{"name": "c", "image": "img:1"}]}});
         let foreign = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "foreign", "namespace": "default", "uid": "f1", "labels": {"app": "web"},
                              "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "x", "uid": "other", "controller": true}]},
                              "spec": {"containers": [{"name": "c", "image": "img:1"}]}});
-        store.apply(Command::Create { resource: "pods".into(), object: orphan }).await.unwrap();
-        store.apply(Command::Create { resource: "pods".into(), object: foreign.clone() }).await.unwrap();
+        proposer.propose(Command::Create { resource: "pods".into(), object: orphan }).await.unwrap();
+        proposer.propose(Command::Create { resource: "pods".into(), object: foreign.clone() }).await.unwrap();
         let rs = create(&store, &resource::REPLICA_SETS, replica_set("web", 2)).await;
         ctl.reconcile(t(1)).await.unwrap();
         let all = pods(&store).await;
@@ -779,8 +788,8 @@ pub(crate) mod tests {
         gone["metadata"]["deletionTimestamp"] = json!(meta::timestamp(t(3)));
         update(&store, &resource::REPLICA_SETS, gone).await;
         let victim = owned_by(&all, &rs)[0].clone();
-        store
-            .apply(Command::Delete {
+        proposer
+            .propose(Command::Delete {
                 resource: "pods".into(),
                 namespace: "default".into(),
                 name: meta::name(&victim).into(),
@@ -799,8 +808,8 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn replication_controllers_use_a_plain_map_selector() {
-        let store = Store::in_memory().unwrap();
-        let ctl = Controller::new(store.clone(), "n1");
+        let (store, proposer) = crate::store::test_store().await;
+        let ctl = Controller::new(store.clone(), proposer.clone(), "n1");
         let rc = json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "redis"},
                         "spec": {"replicas": 2, "minReadySeconds": 3, "template": {"metadata": {"labels": {"app": "redis"}},
                                  "spec": {"containers": [{"name": "redis", "image": "redis:6"}]}}}});

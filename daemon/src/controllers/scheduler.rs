@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventType, Recorder};
 use crate::objects::{meta, resource};
-use crate::store::{Command, Store};
+use crate::store::{Command, Proposer, Store};
 
 /// Chooses a node for `pod` among `nodes`; `None` when none fits.
 pub fn choose<'a>(pod: &Value, nodes: &'a [String]) -> Option<&'a String> {
@@ -61,8 +61,8 @@ pub fn unbound(pods: &[Value]) -> impl Iterator<Item = &Value> {
     pods.iter().filter(|p| p.pointer("/spec/nodeName").is_none() && !meta::is_deleting(p))
 }
 
-pub async fn run(store: Store, node: String, shutdown: CancellationToken) {
-    let recorder = Recorder::new(store.clone(), "default-scheduler", node.clone());
+pub async fn run(store: Store, proposer: Proposer, node: String, shutdown: CancellationToken) {
+    let recorder = Recorder::new(store.clone(), proposer.clone(), "default-scheduler", node.clone());
     let nodes = vec![node];
     let key = resource::PODS.key();
     crate::controllers::run_loop(store.clone(), &[key.as_str()], shutdown, || async {
@@ -74,19 +74,24 @@ pub async fn run(store: Store, node: String, shutdown: CancellationToken) {
             let mut on_node = occupying(&pods, target);
             on_node.extend(placed.iter());
             if let Err(reason) = fits(pod, &on_node) {
-                unschedulable(&store, &recorder, pod, &reason).await;
+                unschedulable(&proposer, &recorder, pod, &reason).await;
                 continue;
             }
             placed.push(pod.clone());
-            binds.push((bind(pod, target), target.clone()));
+            binds.push((pod, target.clone()));
         }
-        // All binds of a pass go to the store at once, so its group commit writes them in one
-        // transaction instead of one fsync per pod.
-        let results = futures::future::join_all(
-            binds
-                .iter()
-                .map(|(bound, _)| store.apply(Command::Update { resource: key.clone(), object: bound.clone() })),
-        )
+        // All binds of a pass are proposed at once, so the store's group commit writes them in
+        // one transaction instead of one fsync per pod.
+        let at = meta::now();
+        let results = futures::future::join_all(binds.iter().map(|(pod, target)| {
+            proposer.propose(Command::Bind {
+                namespace: meta::namespace(pod).to_string(),
+                name: meta::name(pod).to_string(),
+                uid: meta::uid(pod).to_string(),
+                node: target.clone(),
+                at: at.clone(),
+            })
+        }))
         .await;
         for ((pod, target), result) in binds.iter().zip(results) {
             match result {
@@ -101,23 +106,11 @@ pub async fn run(store: Store, node: String, shutdown: CancellationToken) {
     .await;
 }
 
-/// The pod bound to `target`, with the `PodScheduled` condition.
-fn bind(pod: &Value, target: &str) -> Value {
-    let mut bound = pod.clone();
-    bound["spec"]["nodeName"] = json!(target);
-    let conditions = bound["status"]["conditions"].as_array().cloned().unwrap_or_default();
-    let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
-    conditions.push(
-        json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()}),
-    );
-    bound["status"]["conditions"] = json!(conditions);
-    bound
-}
-
 /// Marks a pod that fits nowhere, as kube-scheduler does: PodScheduled False, Unschedulable.
-async fn unschedulable(store: &Store, recorder: &Recorder, pod: &Value, reason: &str) {
-    let mut new = pod.clone();
-    let mut conditions: Vec<Value> = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
+/// A status-only write, conditional on the pod not having changed since it was read.
+async fn unschedulable(proposer: &Proposer, recorder: &Recorder, pod: &Value, reason: &str) {
+    let mut status = pod.get("status").cloned().unwrap_or_else(|| json!({}));
+    let mut conditions: Vec<Value> = status["conditions"].as_array().cloned().unwrap_or_default();
     let already =
         conditions.iter().any(|c| c["type"] == "PodScheduled" && c["status"] == "False" && c["message"] == reason);
     if already {
@@ -125,8 +118,16 @@ async fn unschedulable(store: &Store, recorder: &Recorder, pod: &Value, reason: 
     }
     conditions.retain(|c| c["type"] != "PodScheduled");
     conditions.push(json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": reason, "lastProbeTime": null, "lastTransitionTime": meta::now()}));
-    new["status"]["conditions"] = json!(conditions);
-    if store.apply(Command::Update { resource: resource::PODS.key(), object: new }).await.is_ok() {
+    status["conditions"] = json!(conditions);
+    let command = Command::UpdateStatus {
+        resource: resource::PODS.key(),
+        namespace: meta::namespace(pod).to_string(),
+        name: meta::name(pod).to_string(),
+        uid: Some(meta::uid(pod).to_string()),
+        resource_version: Some(meta::resource_version(pod).to_string()),
+        status,
+    };
+    if proposer.propose(command).await.is_ok() {
         recorder.record(pod, EventType::Warning, "FailedScheduling", reason).await;
     }
 }

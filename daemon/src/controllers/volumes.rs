@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::{EventType, Recorder};
 use crate::objects::config::{is_default_class, DEFAULT_CLASS};
 use crate::objects::{meta, quantity, resource, selector::Selector};
-use crate::store::{Command, Store, StoreError};
+use crate::store::{Command, Proposer, Rejection, Store, StoreError};
 
 /// The built-in default StorageClass.
 pub const LOCAL_PATH: &str = "local-path";
@@ -61,7 +61,7 @@ pub const VOLUMES_DIR: &str = "volumes";
 
 /// Creates the `local-path` StorageClass when it is missing. It is marked default unless
 /// another class already is (two defaults would make the choice depend on creation times).
-pub async fn ensure_default_class(store: &Store) -> Result<(), StoreError> {
+pub async fn ensure_default_class(store: &Store, proposer: &Proposer) -> Result<(), StoreError> {
     let key = resource::STORAGE_CLASSES.key();
     if store.get(&key, "", LOCAL_PATH).await?.is_some() {
         return Ok(());
@@ -77,8 +77,8 @@ pub async fn ensure_default_class(store: &Store) -> Result<(), StoreError> {
     if !classes.iter().any(is_default_class) {
         sc["metadata"]["annotations"] = json!({DEFAULT_CLASS: "true"});
     }
-    match store.apply(Command::Create { resource: key, object: sc }).await {
-        Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+    match proposer.propose(Command::Create { resource: key, object: sc }).await {
+        Ok(_) | Err(StoreError::Rejected(Rejection::AlreadyExists { .. })) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -514,6 +514,7 @@ fn unbound_volume(pv: &Value) -> Value {
 /// Carries out the steps: store writes, events and the local-path directories.
 pub struct Controller {
     store: Store,
+    proposer: Proposer,
     recorder: Recorder,
     volumes_dir: PathBuf,
 }
@@ -524,9 +525,9 @@ const MAX_STEPS: usize = 4;
 impl Controller {
     /// A controller whose local-path volumes live in `<data_dir>/volumes` (starts the event
     /// writer: call from within the runtime).
-    pub fn new(store: Store, data_dir: &Path) -> Controller {
-        let recorder = Recorder::new(store.clone(), COMPONENT, String::new());
-        Controller { store, recorder, volumes_dir: data_dir.join(VOLUMES_DIR) }
+    pub fn new(store: Store, proposer: Proposer, data_dir: &Path) -> Controller {
+        let recorder = Recorder::new(store.clone(), proposer.clone(), COMPONENT, String::new());
+        Controller { store, proposer, recorder, volumes_dir: data_dir.join(VOLUMES_DIR) }
     }
 
     /// One pass over every volume and claim.
@@ -579,7 +580,7 @@ impl Controller {
                 }
                 VolumeStep::DeleteLocal(path) => return self.delete_local(pv, &path).await,
             };
-            pv = self.store.apply(Command::Update { resource: key.clone(), object: new }).await?.object;
+            pv = self.proposer.propose(Command::Update { resource: key.clone(), object: new }).await?.object;
         }
         Ok(Some(pv))
     }
@@ -603,8 +604,8 @@ impl Controller {
             }
         }
         let delete = Command::delete_of(resource::PERSISTENT_VOLUMES.key(), &pv);
-        match self.store.apply(delete).await {
-            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(None),
+        match self.proposer.propose(delete).await {
+            Ok(_) | Err(StoreError::Rejected(Rejection::NotFound { .. })) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -639,7 +640,7 @@ impl Controller {
                 ClaimStep::SetClass(class) => {
                     let mut new = claim.clone();
                     new["spec"]["storageClassName"] = json!(class);
-                    claim = self.store.apply(Command::Update { resource: key.clone(), object: new }).await?.object;
+                    claim = self.proposer.propose(Command::Update { resource: key.clone(), object: new }).await?.object;
                 }
                 ClaimStep::Bind(name) => return self.bind(&claim, &name, pvs).await,
                 ClaimStep::Provision { class, reclaim } => {
@@ -652,8 +653,8 @@ impl Controller {
                         self.recorder.record(&claim, n.kind, n.reason, &n.message).await;
                     }
                     if phase(&claim) != "Pending" {
-                        self.store
-                            .apply(Command::Update { resource: key.clone(), object: with_phase(&claim, "Pending") })
+                        self.proposer
+                            .propose(Command::Update { resource: key.clone(), object: with_phase(&claim, "Pending") })
                             .await?;
                     }
                     return Ok(());
@@ -661,8 +662,8 @@ impl Controller {
                 ClaimStep::Lost(n) => {
                     self.recorder.record(&claim, n.kind, n.reason, &n.message).await;
                     if phase(&claim) != "Lost" {
-                        self.store
-                            .apply(Command::Update { resource: key.clone(), object: with_phase(&claim, "Lost") })
+                        self.proposer
+                            .propose(Command::Update { resource: key.clone(), object: with_phase(&claim, "Lost") })
                             .await?;
                     }
                     return Ok(());
@@ -679,15 +680,15 @@ impl Controller {
         let new = bound_volume(slot, claim);
         if new != *slot {
             *slot = self
-                .store
-                .apply(Command::Update { resource: resource::PERSISTENT_VOLUMES.key(), object: new })
+                .proposer
+                .propose(Command::Update { resource: resource::PERSISTENT_VOLUMES.key(), object: new })
                 .await?
                 .object;
         }
         let new = bound_claim(claim, slot);
         if new != *claim {
-            self.store
-                .apply(Command::Update { resource: resource::PERSISTENT_VOLUME_CLAIMS.key(), object: new })
+            self.proposer
+                .propose(Command::Update { resource: resource::PERSISTENT_VOLUME_CLAIMS.key(), object: new })
                 .await?;
         }
         Ok(())
@@ -711,13 +712,13 @@ impl Controller {
         }
         let pv = provisioned_volume(claim, class, reclaim, &path);
         let created = match self
-            .store
-            .apply(Command::Create { resource: resource::PERSISTENT_VOLUMES.key(), object: pv })
+            .proposer
+            .propose(Command::Create { resource: resource::PERSISTENT_VOLUMES.key(), object: pv })
             .await
         {
             Ok(applied) => applied.object,
             // Made by an earlier pass whose claim write did not land: the next pass binds it.
-            Err(StoreError::AlreadyExists { .. }) => return Ok(false),
+            Err(StoreError::Rejected(Rejection::AlreadyExists { .. })) => return Ok(false),
             Err(e) => return Err(e),
         };
         pvs.push(created);
@@ -766,8 +767,8 @@ async fn make_volume_dir(path: &Path) -> std::io::Result<()> {
 }
 
 /// Runs the controller until `shutdown`.
-pub async fn run(store: Store, data_dir: PathBuf, shutdown: CancellationToken) {
-    let controller = Controller::new(store.clone(), &data_dir);
+pub async fn run(store: Store, proposer: Proposer, data_dir: PathBuf, shutdown: CancellationToken) {
+    let controller = Controller::new(store.clone(), proposer, &data_dir);
     let resources = [
         resource::PERSISTENT_VOLUMES.key(),
         resource::PERSISTENT_VOLUME_CLAIMS.key(),
@@ -1009,10 +1010,11 @@ mod tests {
     // ---- against the store
 
     async fn create(store: &Store, rt: &ResourceType, obj: Value) -> Value {
+        let proposer = crate::store::Proposer::local(store);
         let mut obj = admit(rt, obj).unwrap().object;
         meta::set(&mut obj, "uid", uuid::Uuid::new_v4().to_string());
         meta::set(&mut obj, "creationTimestamp", meta::now());
-        store.apply(Command::Create { resource: rt.key(), object: obj }).await.unwrap().object
+        proposer.propose(Command::Create { resource: rt.key(), object: obj }).await.unwrap().object
     }
 
     async fn get(store: &Store, rt: &ResourceType, name: &str) -> Option<Value> {
@@ -1021,9 +1023,10 @@ mod tests {
     }
 
     async fn delete(store: &Store, rt: &ResourceType, name: &str) {
+        let proposer = crate::store::Proposer::local(store);
         let ns = if rt.namespaced { "default" } else { "" };
-        store
-            .apply(Command::Delete { resource: rt.key(), namespace: ns.into(), name: name.into(), uid: None })
+        proposer
+            .propose(Command::Delete { resource: rt.key(), namespace: ns.into(), name: name.into(), uid: None })
             .await
             .unwrap();
     }
@@ -1033,14 +1036,15 @@ mod tests {
         events.into_iter().filter(|e| e["involvedObject"]["uid"] == meta::uid(obj)).collect()
     }
 
-    fn setup() -> (Store, tempfile::TempDir) {
-        (Store::in_memory().unwrap(), tempfile::tempdir().unwrap())
+    async fn setup() -> (Store, Proposer, tempfile::TempDir) {
+        let (store, proposer) = crate::store::test_store().await;
+        (store, proposer, tempfile::tempdir().unwrap())
     }
 
     #[tokio::test]
     async fn binds_both_sides() {
-        let (store, dir) = setup();
-        let c = Controller::new(store.clone(), dir.path());
+        let (store, proposer, dir) = setup().await;
+        let c = Controller::new(store.clone(), proposer.clone(), dir.path());
         let claim =
             create(&store, &resource::PERSISTENT_VOLUME_CLAIMS, pvc("mongo-pvc", Some("mylocalstorage"), "20Gi", RWO))
                 .await;
@@ -1078,8 +1082,8 @@ mod tests {
 
     #[tokio::test]
     async fn two_claims_never_share_a_volume() {
-        let (store, dir) = setup();
-        let c = Controller::new(store.clone(), dir.path());
+        let (store, proposer, dir) = setup().await;
+        let c = Controller::new(store.clone(), proposer.clone(), dir.path());
         create(&store, &resource::PERSISTENT_VOLUMES, pv("only", Some("s"), "1Gi", RWO)).await;
         create(&store, &resource::PERSISTENT_VOLUME_CLAIMS, pvc("a", Some("s"), "1Gi", RWO)).await;
         create(&store, &resource::PERSISTENT_VOLUME_CLAIMS, pvc("b", Some("s"), "1Gi", RWO)).await;
@@ -1094,16 +1098,16 @@ mod tests {
 
     #[tokio::test]
     async fn provisions_from_the_default_class_and_deletes_on_release() {
-        let (store, dir) = setup();
-        ensure_default_class(&store).await.unwrap();
-        ensure_default_class(&store).await.unwrap();
+        let (store, proposer, dir) = setup().await;
+        ensure_default_class(&store, &proposer).await.unwrap();
+        ensure_default_class(&store, &proposer).await.unwrap();
         let sc = get(&store, &resource::STORAGE_CLASSES, LOCAL_PATH).await.unwrap();
         assert!(is_default_class(&sc));
         assert_eq!(
             (sc["provisioner"].as_str(), sc["reclaimPolicy"].as_str(), sc["volumeBindingMode"].as_str()),
             (Some(PROVISIONER), Some("Delete"), Some("Immediate"))
         );
-        let c = Controller::new(store.clone(), dir.path());
+        let c = Controller::new(store.clone(), proposer.clone(), dir.path());
         let claim = create(
             &store,
             &resource::PERSISTENT_VOLUME_CLAIMS,
@@ -1146,8 +1150,8 @@ mod tests {
 
     #[tokio::test]
     async fn release_keeps_user_data() {
-        let (store, dir) = setup();
-        let c = Controller::new(store.clone(), dir.path());
+        let (store, proposer, dir) = setup().await;
+        let c = Controller::new(store.clone(), proposer.clone(), dir.path());
         let data = dir.path().join("user-data");
         std::fs::create_dir(&data).unwrap();
         let mut retained = pv("retained", Some("s"), "1Gi", RWO);
@@ -1180,9 +1184,9 @@ mod tests {
 
     #[tokio::test]
     async fn unbindable_claim_stays_pending_with_one_folded_event() {
-        let (store, dir) = setup();
-        ensure_default_class(&store).await.unwrap();
-        let c = Controller::new(store.clone(), dir.path());
+        let (store, proposer, dir) = setup().await;
+        ensure_default_class(&store, &proposer).await.unwrap();
+        let c = Controller::new(store.clone(), proposer.clone(), dir.path());
         let claim =
             create(&store, &resource::PERSISTENT_VOLUME_CLAIMS, pvc("lost", Some("nothing-here"), "1Gi", RWO)).await;
         let none = create(&store, &resource::PERSISTENT_VOLUME_CLAIMS, pvc("none", Some(""), "1Gi", RWO)).await;

@@ -1,41 +1,66 @@
-//! SQLite state: objects, revisions, the change log behind watches, compaction.
+//! SQLite state: objects, revisions, the change log behind watches, compaction, snapshots.
 //!
-//! Owns `state.db`. Every write is a [`Command`] handed to [`Store::apply`], the one function
-//! that changes state; in a cluster the same command will be a Raft log entry and `apply` the
-//! state machine. Each applied command gets a strictly increasing revision, which becomes the
-//! object's `metadata.resourceVersion`; a command is acknowledged only after its transaction is
-//! durable (WAL, `synchronous=FULL`).
+//! Owns `state.db`. State changes only through the state machine, [`Store::apply`]: an ordered
+//! batch of log entries `(index, Command)` applied in one transaction that records the last
+//! applied index (so a replayed batch changes nothing). Writers never call it directly: they
+//! hand commands to a [`Proposer`] (the local store today, Raft in a cluster). Each command
+//! that succeeds gets the next revision, which becomes the object's
+//! `metadata.resourceVersion`; a command's *answer* (applied, or a [`Rejection`]) is kept apart
+//! from faults (SQLite I/O, corrupt JSON), which fail the whole batch. A write is acknowledged
+//! only after its transaction is durable (WAL, `synchronous=FULL`).
 //!
-//! Invariant: one writer; the change log holds every revision after the compaction point.
-//! Boundary: callers decide *what* to write (validation lives in `objects`/`api`); the store
-//! only checks preconditions (existence, resourceVersion, uid). It never calls anyone back:
-//! others learn of changes through [`Store::watch`].
+//! Invariant: one writer; revisions are dense and strictly increasing; the change log holds
+//! every revision after the compaction point; a value that must be unique cluster-wide
+//! (ClusterIP, NodePort, pod CIDR) is held by at most one object.
+//! Boundary: callers decide *what* to write (validation lives in `objects`/`api`); the state
+//! machine checks only preconditions (existence, resourceVersion, uid, namespace open,
+//! uniqueness). It never calls anyone back: others learn of changes through [`Store::watch`].
 
+mod claims;
+mod machine;
+mod proposer;
 mod schema;
 mod watch;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::objects::meta;
 
+pub use machine::Answer;
+pub use proposer::{BoxFuture, Propose, Proposer};
 pub use watch::Watcher;
 
 /// How many revisions of history the change log keeps for watchers.
 const HISTORY: u64 = 10_000;
 
-/// A write, as proposed to the store. Legal at any time; preconditions are checked by `apply`.
+/// A write, as proposed. Legal at any time; preconditions are checked by the state machine.
+/// Everything non-deterministic (UIDs, timestamps) is decided before a command is proposed.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Command {
-    /// Insert a new object; fails if (resource, namespace, name) exists.
+    /// Insert a new object; rejected if (resource, namespace, name) exists or its namespace
+    /// is missing or terminating.
     Create { resource: String, object: Value },
     /// Replace an existing object. When the object carries a `resourceVersion`, it must be the
     /// stored one (optimistic concurrency).
     Update { resource: String, object: Value },
+    /// Replace only `status` of an existing object (the agent's and the controllers' writes),
+    /// so it never collides with a change of spec or metadata. `uid` and `resource_version`,
+    /// when given, must match.
+    UpdateStatus {
+        resource: String,
+        namespace: String,
+        name: String,
+        uid: Option<String>,
+        resource_version: Option<String>,
+        status: Value,
+    },
+    /// Set a pod's `spec.nodeName` (and `PodScheduled`, at `at`) if it is still unset.
+    Bind { namespace: String, name: String, uid: String, node: String, at: String },
     /// Remove an object; when `uid` is given it must match (the object was not replaced).
     Delete { resource: String, namespace: String, name: String, uid: Option<String> },
 }
@@ -86,14 +111,32 @@ pub struct Event {
     pub object: Value,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+/// Why the state machine refused a command: part of the command's replicated outcome, the
+/// same on every server (unlike a [`StoreError`] fault).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum Rejection {
     #[error("{resource} {name:?} already exists")]
     AlreadyExists { resource: String, name: String },
     #[error("{resource} {name:?} not found")]
     NotFound { resource: String, name: String },
     #[error("the object has been modified; please apply your changes to the latest version and try again")]
     Conflict { resource: String, name: String },
+    #[error("pod {name} is already assigned to node {node:?}")]
+    AlreadyBound { name: String, node: String },
+    #[error("{message}")]
+    Forbidden { message: String },
+    /// A value that must be unique is held by another object.
+    #[error("{kind} {name:?} is invalid: {field}: Invalid value: {value}: {reason}")]
+    Invalid { kind: String, name: String, field: String, value: String, reason: String },
+    #[error("log entry {index} was already applied")]
+    Replayed { index: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The command's answer: refused by the state machine. Nothing changed.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
     #[error("too old resource version: {requested} ({oldest})")]
     Gone { requested: u64, oldest: u64 },
     #[error("state database: {0}")]
@@ -104,8 +147,22 @@ pub enum StoreError {
     Task(String),
 }
 
+impl StoreError {
+    /// A fault (I/O, corruption, a stopped store), as opposed to a command's answer.
+    pub fn is_fault(&self) -> bool {
+        matches!(self, StoreError::Sqlite(_) | StoreError::Json(_) | StoreError::Task(_))
+    }
+}
+
+/// Where a snapshot leaves off: its last revision and last applied log index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    pub revision: u64,
+    pub applied: u64,
+}
+
 /// The result of an applied command.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Applied {
     pub revision: u64,
     /// The object as stored (for a delete, as it was when deleted).
@@ -117,11 +174,17 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
 /// Work for the store's threads.
 enum Job {
-    /// A command; consecutive commands share one transaction (group commit).
-    Apply(Command, oneshot::Sender<Result<Applied, StoreError>>),
-    /// Any other use of the connection (reads on the reader; compaction on the writer).
+    /// A command proposed locally: the writer gives it the next log index (a log of one
+    /// server). Consecutive proposals share one transaction (group commit).
+    Propose(Command, Reply<Answer>),
+    /// Log entries ordered elsewhere (Raft): applied as one batch.
+    Apply(Vec<(u64, Command)>, Reply<Vec<Answer>>),
+    /// Any other use of the connection (reads on the reader; compaction, snapshots on the
+    /// writer).
     Run(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
@@ -132,6 +195,8 @@ struct Inner {
     /// in-memory store this is the writer's channel, as there is only one connection.
     reader: std::sync::mpsc::Sender<Job>,
     events: broadcast::Sender<Arc<Event>>,
+    /// Bumped when a snapshot replaces the state: every watch then ends with `410 Gone`.
+    epoch: tokio::sync::watch::Sender<u64>,
 }
 
 /// The most commands one transaction carries.
@@ -173,20 +238,26 @@ impl Store {
             }
             None => wtx.clone(),
         };
-        Store { inner: Arc::new(Inner { writer: wtx, reader: rtx, events }) }
+        let (epoch, _) = tokio::sync::watch::channel(0);
+        Store { inner: Arc::new(Inner { writer: wtx, reader: rtx, events, epoch }) }
+    }
+
+    async fn send<T>(queue: &std::sync::mpsc::Sender<Job>, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        queue.send(job(tx)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     async fn run_on<T: Send + 'static>(
         queue: &std::sync::mpsc::Sender<Job>,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        queue
-            .send(Job::Run(Box::new(move |conn| {
+        Store::send(queue, |tx| {
+            Job::Run(Box::new(move |conn| {
                 let _ = tx.send(f(conn));
-            })))
-            .map_err(|_| StoreError::Task("the store has stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Task("the store has stopped".into()))?
+            }))
+        })
+        .await
     }
 
     /// Runs a read on the reader connection.
@@ -197,19 +268,27 @@ impl Store {
         Store::run_on(&self.inner.reader, f).await
     }
 
-    /// Applies one command durably and tells watchers. The only way state changes.
-    pub async fn apply(&self, command: Command) -> Result<Applied, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .writer
-            .send(Job::Apply(command, tx))
-            .map_err(|_| StoreError::Task("the store has stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Task("the store has stopped".into()))?
+    /// The state machine: applies log entries (strictly increasing indexes) durably in one
+    /// transaction, tells watchers, and returns each command's answer. Entries at or below the
+    /// applied index change nothing (`Rejection::Replayed`). `Err` is a fault: nothing of the
+    /// batch was applied.
+    pub async fn apply(&self, entries: Vec<(u64, Command)>) -> Result<Vec<Answer>, StoreError> {
+        Store::send(&self.inner.writer, |tx| Job::Apply(entries, tx)).await
+    }
+
+    /// Proposes one command to this store as its own log (see [`Proposer::local`]).
+    async fn propose_local(&self, command: Command) -> Result<Applied, StoreError> {
+        Ok(Store::send(&self.inner.writer, |tx| Job::Propose(command, tx)).await??)
+    }
+
+    /// The index of the last log entry applied.
+    pub async fn applied_index(&self) -> Result<u64, StoreError> {
+        self.blocking(|conn| schema::meta(conn, "applied")).await
     }
 
     pub async fn get(&self, resource: &str, namespace: &str, name: &str) -> Result<Option<Value>, StoreError> {
         let (r, ns, n) = (resource.to_string(), namespace.to_string(), name.to_string());
-        self.blocking(move |conn| get_object(conn, &r, &ns, &n)).await
+        self.blocking(move |conn| machine::get(conn, &r, &ns, &n)).await
     }
 
     /// Lists objects of a resource, in one namespace or all (`None`), with the store revision.
@@ -257,8 +336,9 @@ impl Store {
     /// Watches every change after revision `from`; callers filter by resource and namespace.
     pub async fn watch(&self, from: u64) -> Result<Watcher, StoreError> {
         let live = self.inner.events.subscribe();
+        let epoch = self.inner.epoch.subscribe();
         let backlog = self.blocking(move |conn| changes_since(conn, from)).await?;
-        Ok(Watcher::new(self.clone(), live, backlog, from))
+        Ok(Watcher::new(self.clone(), live, epoch, backlog, from))
     }
 
     /// Drops change-log entries older than the kept history and checkpoints the WAL.
@@ -275,17 +355,48 @@ impl Store {
         })
         .await
     }
+
+    /// Writes the whole state — objects, change log, revision, applied index — to a new file
+    /// at `path`, which must not exist (`VACUUM INTO`: SQLite copies page by page, nothing is
+    /// built in memory). Runs on the writer thread, so no command lands between reading the
+    /// position and copying.
+    pub async fn snapshot(&self, path: &Path) -> Result<SnapshotMeta, StoreError> {
+        let target = path.to_string_lossy().into_owned();
+        Store::run_on(&self.inner.writer, move |conn| {
+            let at = SnapshotMeta { revision: schema::revision(conn)?, applied: schema::meta(conn, "applied")? };
+            conn.execute("VACUUM INTO ?1", params![target])?;
+            Ok(at)
+        })
+        .await
+    }
+
+    /// Replaces the whole state with the snapshot at `path` (SQLite's backup API, page by
+    /// page), with its revision and applied index. Every running watch ends with `410 Gone`,
+    /// since revisions after the snapshot's may now mean other changes.
+    pub async fn restore(&self, path: &Path) -> Result<SnapshotMeta, StoreError> {
+        let source = path.to_path_buf();
+        let at = Store::run_on(&self.inner.writer, move |conn| {
+            conn.restore(rusqlite::MAIN_DB, &source, None::<fn(rusqlite::backup::Progress)>)?;
+            schema::prepare(conn)?;
+            Ok(SnapshotMeta { revision: schema::revision(conn)?, applied: schema::meta(conn, "applied")? })
+        })
+        .await?;
+        self.inner.epoch.send_modify(|e| *e += 1);
+        Ok(at)
+    }
 }
 
-fn get_object(conn: &Connection, resource: &str, namespace: &str, name: &str) -> Result<Option<Value>, StoreError> {
-    let data: Option<String> = conn
-        .prepare_cached("SELECT data FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3")?
-        .query_row(params![resource, namespace, name], |row| row.get(0))
-        .optional()?;
-    Ok(match data {
-        Some(d) => Some(serde_json::from_str(&d)?),
-        None => None,
-    })
+/// An in-memory store holding the built-in namespaces, and its local proposer: for unit tests.
+#[cfg(test)]
+pub async fn test_store() -> (Store, Proposer) {
+    let store = Store::in_memory().expect("an in-memory store");
+    let proposer = Proposer::local(&store);
+    crate::controllers::namespace::ensure_built_in(&store, &proposer).await.expect("the built-in namespaces");
+    (store, proposer)
+}
+
+fn stopped() -> StoreError {
+    StoreError::Task("the store has stopped".into())
 }
 
 pub(crate) fn changes_since(conn: &Connection, from: u64) -> Result<Vec<Arc<Event>>, StoreError> {
@@ -311,59 +422,10 @@ pub(crate) fn changes_since(conn: &Connection, from: u64) -> Result<Vec<Arc<Even
     Ok(out)
 }
 
-/// Applies one command inside the writer's open transaction.
-fn apply_command(tx: &Connection, command: Command) -> Result<(Applied, Event), StoreError> {
-    let revision = schema::revision(tx)? + 1;
-    let (resource, kind, object) = match command {
-        Command::Create { resource, mut object } => {
-            let (ns, name) = (meta::namespace(&object).to_string(), meta::name(&object).to_string());
-            if get_object(tx, &resource, &ns, &name)?.is_some() {
-                return Err(StoreError::AlreadyExists { resource, name });
-            }
-            meta::set(&mut object, "resourceVersion", revision.to_string());
-            write_object(tx, &resource, &object, revision)?;
-            (resource, EventType::Added, object)
-        }
-        Command::Update { resource, mut object } => {
-            let (ns, name) = (meta::namespace(&object).to_string(), meta::name(&object).to_string());
-            let Some(current) = get_object(tx, &resource, &ns, &name)? else {
-                return Err(StoreError::NotFound { resource, name });
-            };
-            let expected = meta::resource_version(&object);
-            if !expected.is_empty() && expected != meta::resource_version(&current) {
-                return Err(StoreError::Conflict { resource, name });
-            }
-            meta::set(&mut object, "resourceVersion", revision.to_string());
-            write_object(tx, &resource, &object, revision)?;
-            (resource, EventType::Modified, object)
-        }
-        Command::Delete { resource, namespace, name, uid } => {
-            let Some(mut current) = get_object(tx, &resource, &namespace, &name)? else {
-                return Err(StoreError::NotFound { resource, name });
-            };
-            if uid.as_deref().is_some_and(|u| u != meta::uid(&current)) {
-                return Err(StoreError::Conflict { resource, name });
-            }
-            tx.execute(
-                "DELETE FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
-                params![resource, namespace, name],
-            )?;
-            meta::set(&mut current, "resourceVersion", revision.to_string());
-            (resource, EventType::Deleted, current)
-        }
-    };
-    tx.execute(
-        "INSERT INTO changes (revision, resource, type, data) VALUES (?1, ?2, ?3, ?4)",
-        params![revision as i64, resource, kind.as_str(), serde_json::to_string(&object)?],
-    )?;
-    schema::set_meta(tx, "revision", revision)?;
-    let event = Event { revision, resource, kind, object: object.clone() };
-    Ok((Applied { revision, object }, event))
-}
-
-/// The writer thread: takes whatever commands are queued (up to [`GROUP`]), applies each in a
-/// savepoint of one transaction, commits once, then tells watchers and callers — a command is
-/// acknowledged only after the commit is durable.
+/// The writer thread: takes whatever jobs are queued (up to [`GROUP`]); consecutive local
+/// proposals get the next log indexes and are applied as one batch (one transaction, one
+/// fsync), then watchers and callers are told — a command is acknowledged only after the
+/// commit is durable.
 fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>, events: broadcast::Sender<Arc<Event>>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
@@ -373,61 +435,69 @@ fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>, events
                 Err(_) => break,
             }
         }
-        let mut commands = Vec::new();
+        let mut proposals = Vec::new();
         for job in batch {
             match job {
-                Job::Apply(cmd, reply) => commands.push((cmd, reply)),
+                Job::Propose(cmd, reply) => proposals.push((cmd, reply)),
+                Job::Apply(entries, reply) => {
+                    apply_proposals(&mut conn, std::mem::take(&mut proposals), &events);
+                    let _ = reply.send(apply_and_publish(&mut conn, entries, &events));
+                }
                 Job::Run(f) => {
-                    commit_group(&mut conn, std::mem::take(&mut commands), &events);
+                    apply_proposals(&mut conn, std::mem::take(&mut proposals), &events);
                     f(&mut conn);
                 }
             }
         }
-        commit_group(&mut conn, commands, &events);
+        apply_proposals(&mut conn, proposals, &events);
     }
 }
 
-type Reply = oneshot::Sender<Result<Applied, StoreError>>;
-
-fn commit_group(conn: &mut Connection, commands: Vec<(Command, Reply)>, events: &broadcast::Sender<Arc<Event>>) {
-    if commands.is_empty() {
+/// Numbers local proposals after the applied index and applies them as one batch.
+fn apply_proposals(
+    conn: &mut Connection,
+    proposals: Vec<(Command, Reply<Answer>)>,
+    events: &broadcast::Sender<Arc<Event>>,
+) {
+    if proposals.is_empty() {
         return;
     }
-    #[allow(clippy::type_complexity)] // replaced by the state machine's batch apply
-    let mut outcomes: Vec<(Reply, Result<(Applied, Event), StoreError>)> = Vec::with_capacity(commands.len());
-    let result = (|| -> Result<(), StoreError> {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        for (cmd, reply) in commands {
-            tx.execute_batch("SAVEPOINT command")?;
-            let outcome = apply_command(&tx, cmd);
-            if outcome.is_ok() {
-                tx.execute_batch("RELEASE command")?;
-            } else {
-                tx.execute_batch("ROLLBACK TO command; RELEASE command")?;
-            }
-            outcomes.push((reply, outcome));
-        }
-        tx.commit()?;
-        Ok(())
-    })();
-    match result {
-        Ok(()) => {
-            for (reply, outcome) in outcomes {
-                let answer = outcome.map(|(applied, event)| {
-                    // No receivers is fine: nobody is watching.
-                    let _ = events.send(Arc::new(event));
-                    applied
-                });
-                let _ = reply.send(answer);
+    let next = match schema::meta(conn, "applied") {
+        Ok(applied) => applied + 1,
+        Err(e) => return fail_all(proposals.into_iter().map(|(_, r)| r), &e),
+    };
+    let (commands, replies): (Vec<Command>, Vec<Reply<Answer>>) = proposals.into_iter().unzip();
+    let entries = (next..).zip(commands).collect();
+    match apply_and_publish(conn, entries, events) {
+        Ok(answers) => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(answer));
             }
         }
-        Err(e) => {
-            let message = e.to_string();
-            for (reply, _) in outcomes {
-                let _ = reply.send(Err(StoreError::Task(format!("the transaction failed: {message}"))));
-            }
-        }
+        Err(e) => fail_all(replies.into_iter(), &e),
     }
+}
+
+fn fail_all(replies: impl Iterator<Item = Reply<Answer>>, e: &StoreError) {
+    tracing::error!(error = %e, "the state database could not apply a batch of commands; nothing of it was applied");
+    let message = e.to_string();
+    for reply in replies {
+        let _ = reply.send(Err(StoreError::Task(format!("the transaction failed: {message}"))));
+    }
+}
+
+/// Applies a batch, then hands its events to watchers (after the commit).
+fn apply_and_publish(
+    conn: &mut Connection,
+    entries: Vec<(u64, Command)>,
+    events: &broadcast::Sender<Arc<Event>>,
+) -> Result<Vec<Answer>, StoreError> {
+    let (answers, applied) = machine::apply_batch(conn, entries)?;
+    for event in applied {
+        // No receivers is fine: nobody is watching.
+        let _ = events.send(Arc::new(event));
+    }
+    Ok(answers)
 }
 
 fn read_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
@@ -436,22 +506,6 @@ fn read_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
             f(&mut conn);
         }
     }
-}
-
-fn write_object(conn: &Connection, resource: &str, object: &Value, revision: u64) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT INTO objects (resource, namespace, name, uid, revision, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (resource, namespace, name) DO UPDATE SET uid = excluded.uid, revision = excluded.revision, data = excluded.data",
-        params![
-            resource,
-            meta::namespace(object),
-            meta::name(object),
-            meta::uid(object),
-            revision as i64,
-            serde_json::to_string(object)?
-        ],
-    )?;
-    Ok(())
 }
 
 #[cfg(test)]

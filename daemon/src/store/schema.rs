@@ -1,4 +1,5 @@
-//! The SQLite schema, pragmas, and the `meta` key/value table (revision, compaction point).
+//! The SQLite schema, pragmas, and the `meta` key/value table (revision, last applied log
+//! index, compaction point, schema version).
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -31,8 +32,35 @@ pub(super) fn prepare(conn: &Connection) -> Result<(), StoreError> {
          CREATE TABLE IF NOT EXISTS meta (
              key   TEXT PRIMARY KEY,
              value INTEGER NOT NULL
-         );",
+         );
+         CREATE TABLE IF NOT EXISTS reservations (
+             space     TEXT NOT NULL,
+             value     TEXT NOT NULL,
+             resource  TEXT NOT NULL,
+             namespace TEXT NOT NULL,
+             name      TEXT NOT NULL,
+             PRIMARY KEY (space, value)
+         );
+         CREATE INDEX IF NOT EXISTS reservations_by_owner ON reservations (resource, namespace, name);",
     )?;
+    upgrade(conn)
+}
+
+/// The schema this release writes. 1: objects, changes, meta. 2: reservations.
+const VERSION: u64 = 2;
+
+/// Brings a data dir written by an older release up to [`VERSION`], in place.
+fn upgrade(conn: &Connection) -> Result<(), StoreError> {
+    let found = meta(conn, "schema")?;
+    if found >= VERSION {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    if found < 2 {
+        super::machine::rebuild_reservations(&tx)?;
+    }
+    set_meta(&tx, "schema", VERSION)?;
+    tx.commit()?;
     Ok(())
 }
 

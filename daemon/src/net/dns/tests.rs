@@ -267,15 +267,18 @@ async fn silent_upstreams_give_servfail() {
 
 #[tokio::test]
 async fn records_loop_follows_the_store() {
-    use crate::store::{Command, Store};
-    let store = Store::in_memory().unwrap();
+    use crate::store::Command;
+    let (store, proposer) = crate::store::test_store().await;
     let records = shared("cluster.local");
     let stop = CancellationToken::new();
     let task = tokio::spawn(run_records(store.clone(), "cluster.local".into(), records.clone(), stop.clone()));
     let svc = json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
         "spec": {"type": "ClusterIP", "clusterIP": "10.43.0.99"}});
-    store.apply(Command::Create { resource: crate::objects::resource::SERVICES.key(), object: svc }).await.unwrap();
+    proposer
+        .propose(Command::Create { resource: crate::objects::resource::SERVICES.key(), object: svc })
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let answer = records.read().unwrap().lookup("web.default.svc.cluster.local", RecordType::A);
