@@ -152,3 +152,53 @@ fn missing_images_report_pull_errors() {
     assert!(d.contains("Back-off pulling image \"127.0.0.1:1/nope:1\""), "describe shows the back-off:\n{d}");
     assert!(d.contains("Reason:       ImagePullBackOff") || d.contains("Reason:       ErrImagePull"), "{d}");
 }
+
+/// Two creations racing for one NodePort: one `201`, one `422` naming the owner, every time;
+/// racing creations that leave the ports to the allocator all succeed with distinct values.
+#[test]
+fn racing_service_creations_never_share_a_node_port() {
+    let node = TestNode::start();
+    let svc = |name: &str, node_port: Option<u16>| {
+        let mut port = serde_json::json!({"port": 80, "targetPort": 80});
+        if let Some(n) = node_port {
+            port["nodePort"] = serde_json::json!(n);
+        }
+        serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                           "spec": {"type": "NodePort", "selector": {"app": name}, "ports": [port]}})
+    };
+    let path = "/api/v1/namespaces/default/services";
+    for round in 0..8u16 {
+        let port = 31000 + round;
+        let (a, b) = (format!("a{round}"), format!("b{round}"));
+        let (ra, rb) = std::thread::scope(|s| {
+            let ta = s.spawn(|| node.api("POST", path, Some(&svc(&a, Some(port)))));
+            let tb = s.spawn(|| node.api("POST", path, Some(&svc(&b, Some(port)))));
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        let mut codes = [ra.status, rb.status];
+        codes.sort();
+        assert_eq!(codes, [201, 422], "round {round}: {}\n{}", ra.text(), rb.text());
+        let (winner, loser) = if ra.status == 201 { (&a, rb) } else { (&b, ra) };
+        let message = loser.text();
+        assert!(
+            message.contains(&format!("provided port is already allocated (by service default/{winner})")),
+            "round {round}: {message}"
+        );
+    }
+    let auto: Vec<String> = (0..6).map(|i| format!("auto{i}")).collect();
+    let answers: Vec<_> = std::thread::scope(|s| {
+        let threads: Vec<_> =
+            auto.iter().map(|name| s.spawn(|| node.api("POST", path, Some(&svc(name, None))))).collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let mut ports = Vec::new();
+    for r in &answers {
+        assert_eq!(r.status, 201, "{}", r.text());
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        ports.push(body["spec"]["ports"][0]["nodePort"].as_i64().unwrap());
+    }
+    let distinct: std::collections::HashSet<_> = ports.iter().collect();
+    assert_eq!(distinct.len(), ports.len(), "every allocated NodePort is distinct: {ports:?}");
+    let out = node.skerry_ok(&["get", "services", "-o", "name"]);
+    assert_eq!(out.lines().filter(|l| l.starts_with("service/")).count(), 8 + 6, "8 winners, 6 allocated:\n{out}");
+}

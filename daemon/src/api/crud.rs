@@ -266,11 +266,13 @@ pub async fn create_object(st: &ApiState, target: &Target, mut obj: Value) -> Re
     let mut attempt = 0;
     let applied = loop {
         let mut obj = asked.clone();
-        allocate(st, rt, &mut obj, None).await?;
+        // The first try takes the lowest free values; a retry starts at a random one.
+        let start = if attempt == 0 { 0 } else { uuid::Uuid::new_v4().as_u64_pair().0 };
+        allocate(st, rt, &mut obj, None, start).await?;
         match st.proposer.propose(Command::Create { resource: rt.key(), object: obj }).await {
             // A value picked here was taken meanwhile (another request, another server): pick again.
             Err(StoreError::Rejected(Rejection::Invalid { field, .. }))
-                if attempt < 4 && !requested(&asked, &field) =>
+                if attempt < 8 && !requested(&asked, &field) =>
             {
                 attempt += 1;
             }
@@ -328,7 +330,7 @@ async fn replace(
     let admitted = if status_only { objects::admit(rt, new)? } else { objects::admit_update(rt, old, new)? };
     let mut new = admitted.object;
     if !status_only {
-        allocate(st, rt, &mut new, Some(old)).await?;
+        allocate(st, rt, &mut new, Some(old), 0).await?;
     }
     let rv = if requested_rv.is_empty() { meta::resource_version(old).to_string() } else { requested_rv };
     meta::set(&mut new, "resourceVersion", rv.clone());
@@ -345,7 +347,13 @@ async fn replace(
 
 /// Picks a Service's ClusterIP and NodePorts from what this replica sees. Only a proposal
 /// decides: the state machine refuses a value another object holds.
-async fn allocate(st: &ApiState, rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+async fn allocate(
+    st: &ApiState,
+    rt: &ResourceType,
+    obj: &mut Value,
+    old: Option<&Value>,
+    start: u64,
+) -> Result<(), ApiError> {
     if rt.kind != "Service" {
         return Ok(());
     }
@@ -354,7 +362,7 @@ async fn allocate(st: &ApiState, rt: &ResourceType, obj: &mut Value, old: Option
         .into_iter()
         .filter(|o| !(meta::namespace(o) == meta::namespace(obj) && meta::name(o) == meta::name(obj)))
         .collect();
-    st.services.allocate(obj, old, &others)
+    st.services.allocate(obj, old, &others, start)
 }
 
 /// Whether the client itself asked for the value at `field` (`spec.clusterIPs`,

@@ -43,8 +43,9 @@ fn owner(svc: &Value) -> String {
 impl ServiceNet {
     /// Fills `spec.clusterIP(s)` and `spec.ports[].nodePort` of `new`, keeping what `old` had,
     /// honouring explicit values when free, rejecting conflicts with a 422 naming the owner.
-    /// `others` are all other stored Services.
-    pub fn allocate(&self, new: &mut Value, old: Option<&Value>, others: &[Value]) -> Result<(), ApiError> {
+    /// `others` are all other stored Services. New values are the first free ones from
+    /// `start` on (0: the lowest; a random start spreads writers that raced for one value).
+    pub fn allocate(&self, new: &mut Value, old: Option<&Value>, others: &[Value], start: u64) -> Result<(), ApiError> {
         let kind = new.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
         let spec = new["spec"].as_object_mut().ok_or_else(|| ApiError::bad_request("spec is required"))?;
         if kind == "ExternalName" {
@@ -86,7 +87,7 @@ impl ServiceNet {
                 }
                 a
             }
-            (None, None) => self.next_ip(others)?.to_string(),
+            (None, None) => self.next_ip(others, start)?.to_string(),
         };
         spec.insert("clusterIP".into(), json!(ip));
         spec.insert("clusterIPs".into(), json!([ip]));
@@ -144,7 +145,7 @@ impl ServiceNet {
                 }
                 None => match old_ports.get(&key) {
                     Some(n) => *n,
-                    None => self.next_port(&taken)?,
+                    None => self.next_port(&taken, start)?,
                 },
             };
             taken.insert(port, "this service".into());
@@ -153,14 +154,16 @@ impl ServiceNet {
         Ok(())
     }
 
-    /// The lowest free address; the DNS address is only ever taken explicitly.
-    fn next_ip(&self, others: &[Value]) -> Result<Ipv4Addr, ApiError> {
+    /// The first free address from `start` on; the DNS address is only ever taken explicitly.
+    fn next_ip(&self, others: &[Value], start: u64) -> Result<Ipv4Addr, ApiError> {
         let used: std::collections::HashSet<&str> =
             others.iter().filter_map(|o| o.pointer("/spec/clusterIP").and_then(Value::as_str)).collect();
         let (net, len) = self.cidr;
         let size = 1u64 << (32 - len as u32);
         // Skip the network address, .1 (kept for the API's own service) and the broadcast.
-        (2..size.saturating_sub(1))
+        let usable = size.saturating_sub(3);
+        (0..usable)
+            .map(|i| 2 + (start + i) % usable.max(1))
             .map(|off| Ipv4Addr::from(u32::from(net).wrapping_add(off as u32)))
             .find(|ip| *ip != self.dns_ip && !used.contains(ip.to_string().as_str()))
             .ok_or_else(|| {
@@ -172,9 +175,10 @@ impl ServiceNet {
             })
     }
 
-    fn next_port(&self, taken: &HashMap<i64, String>) -> Result<i64, ApiError> {
+    fn next_port(&self, taken: &HashMap<i64, String>, start: u64) -> Result<i64, ApiError> {
         let (lo, hi) = self.node_ports;
-        (lo as i64..=hi as i64).find(|p| !taken.contains_key(p)).ok_or_else(|| {
+        let n = (hi - lo) as i64 + 1;
+        (0..n).map(|i| lo as i64 + (start as i64 % n + i) % n).find(|p| !taken.contains_key(p)).ok_or_else(|| {
             ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalError",
@@ -204,52 +208,52 @@ mod tests {
     fn cluster_ips_and_node_ports() {
         let n = net();
         let mut a = svc("a", json!({"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}));
-        n.allocate(&mut a, None, &[]).unwrap();
+        n.allocate(&mut a, None, &[], 0).unwrap();
         assert_eq!(a["spec"]["clusterIP"], "10.43.0.3", "skips .0, .1 and the DNS address");
         assert_eq!(a["spec"]["ports"][0]["nodePort"], 30000);
         let mut b = svc("b", json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30000}]}));
-        let e = n.allocate(&mut b, None, std::slice::from_ref(&a)).unwrap_err();
+        let e = n.allocate(&mut b, None, std::slice::from_ref(&a), 0).unwrap_err();
         assert!(e.message.contains("already allocated (by service default/a)"), "{}", e.message);
         let mut b = svc("b", json!({"type": "LoadBalancer", "ports": [{"port": 80}]}));
-        n.allocate(&mut b, None, std::slice::from_ref(&a)).unwrap();
+        n.allocate(&mut b, None, std::slice::from_ref(&a), 0).unwrap();
         assert_eq!(
             (b["spec"]["clusterIP"].as_str(), b["spec"]["ports"][0]["nodePort"].as_i64()),
             (Some("10.43.0.4"), Some(30001))
         );
         let mut c = svc("c", json!({"type": "NodePort", "ports": [{"port": 80}]}));
-        let e = n.allocate(&mut c, None, &[a.clone(), b.clone()]).unwrap_err();
+        let e = n.allocate(&mut c, None, &[a.clone(), b.clone()], 0).unwrap_err();
         assert!(e.message.contains("range 30000-30001 is full"), "{}", e.message);
         let mut d = svc("d", json!({"ports": [{"port": 80}]}));
-        n.allocate(&mut d, None, &[a.clone(), b.clone()]).unwrap();
+        n.allocate(&mut d, None, &[a.clone(), b.clone()], 0).unwrap();
         assert_eq!(d["spec"]["clusterIP"], "10.43.0.5");
         let mut e2 = svc("e", json!({"ports": [{"port": 80}]}));
-        n.allocate(&mut e2, None, &[a.clone(), b.clone(), d.clone()]).unwrap();
+        n.allocate(&mut e2, None, &[a.clone(), b.clone(), d.clone()], 0).unwrap();
         assert_eq!(e2["spec"]["clusterIP"], "10.43.0.6", "the broadcast address .7 is never handed out");
         let mut f = svc("f", json!({"ports": [{"port": 80}]}));
-        assert!(n.allocate(&mut f, None, &[a, b, d, e2]).unwrap_err().message.contains("range is full"));
+        assert!(n.allocate(&mut f, None, &[a, b, d, e2], 0).unwrap_err().message.contains("range is full"));
     }
 
     #[test]
     fn updates_keep_and_release() {
         let n = net();
         let mut a = svc("a", json!({"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}));
-        n.allocate(&mut a, None, &[]).unwrap();
+        n.allocate(&mut a, None, &[], 0).unwrap();
         let mut changed = svc("a", json!({"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}));
-        n.allocate(&mut changed, Some(&a), &[]).unwrap();
+        n.allocate(&mut changed, Some(&a), &[], 0).unwrap();
         assert_eq!(changed["spec"], a["spec"]);
         let mut to_ip = svc("a", json!({"type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30000}]}));
-        n.allocate(&mut to_ip, Some(&a), &[]).unwrap();
+        n.allocate(&mut to_ip, Some(&a), &[], 0).unwrap();
         assert!(to_ip["spec"]["ports"][0].get("nodePort").is_none());
         let mut moved = svc("a", json!({"clusterIP": "10.43.0.6", "ports": [{"port": 80}]}));
-        assert!(n.allocate(&mut moved, Some(&a), &[]).unwrap_err().message.contains("immutable"));
+        assert!(n.allocate(&mut moved, Some(&a), &[], 0).unwrap_err().message.contains("immutable"));
         let mut outside = svc("x", json!({"clusterIP": "10.9.9.9", "ports": [{"port": 80}]}));
-        assert!(n.allocate(&mut outside, None, &[]).unwrap_err().message.contains("not in the valid range"));
+        assert!(n.allocate(&mut outside, None, &[], 0).unwrap_err().message.contains("not in the valid range"));
         let mut headless = svc("h", json!({"clusterIP": "None"}));
-        n.allocate(&mut headless, None, &[]).unwrap();
+        n.allocate(&mut headless, None, &[], 0).unwrap();
         assert_eq!(headless["spec"]["clusterIP"], "None");
         let mut ext =
             svc("x", json!({"type": "ExternalName", "externalName": "db.example.com", "clusterIP": "10.43.0.3"}));
-        n.allocate(&mut ext, None, &[]).unwrap();
+        n.allocate(&mut ext, None, &[], 0).unwrap();
         assert!(ext["spec"].get("clusterIP").is_none());
     }
 }
