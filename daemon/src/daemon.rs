@@ -31,6 +31,8 @@ pub enum DaemonError {
     SocketBusy(String),
     #[error(transparent)]
     Cni(#[from] crate::net::cni::CniError),
+    #[error("the state database is corrupt ({0}); restore it from a snapshot or another server")]
+    Corrupt(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
@@ -109,12 +111,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         cluster_dns: config.cluster_dns,
     };
     let term = leader.start_term(shutdown.child_token()).await?;
-    let node = start_node(&config, store, ctx, listener, state, pod_cidr, node_ip, shutdown.child_token()).await;
+    let node =
+        start_node(&config, store.clone(), ctx, listener, state, pod_cidr, node_ip, shutdown.child_token()).await;
     tracing::info!(socket = %config.socket.display(), node = %config.node_name, "skerryd is serving");
-    shutdown.cancelled().await;
+    let corrupt = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        why = store.corrupted() => Some(why),
+    };
     term.stop().await;
     node.stop().await;
     let _ = std::fs::remove_file(&config.socket);
+    if let Some(why) = corrupt {
+        tracing::error!(error = %why, "skerryd stops: the state database is corrupt; restore it from a snapshot or another server");
+        return Err(DaemonError::Corrupt(why));
+    }
     tracing::info!("skerryd stopped");
     Ok(())
 }

@@ -135,6 +135,11 @@ impl From<StoreError> for ApiError {
         match &e {
             StoreError::Rejected(r) => r.clone().into(),
             StoreError::Gone { .. } => ApiError::new(StatusCode::GONE, "Expired", e.to_string()),
+            _ if e.is_disk_full() => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "InsufficientStorage",
+                "the node's disk is full: nothing was written; free space under the data dir and retry",
+            ),
             _ => ApiError::internal(e.to_string()),
         }
     }

@@ -152,6 +152,25 @@ impl StoreError {
     pub fn is_fault(&self) -> bool {
         matches!(self, StoreError::Sqlite(_) | StoreError::Json(_) | StoreError::Task(_))
     }
+
+    /// A fault no retry can cure: the state no longer reads back. The node must stop rather
+    /// than answer from, or diverge on, a broken replica.
+    pub fn is_corruption(&self) -> bool {
+        use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+        match self {
+            StoreError::Json(_) => true,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                matches!(e.code, DatabaseCorrupt | NotADatabase)
+            }
+            _ => false,
+        }
+    }
+
+    /// The disk under the state database is full: nothing was written; the write can be
+    /// retried once there is space.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull)
+    }
 }
 
 /// Where a snapshot leaves off: its last revision and last applied log index.
@@ -197,6 +216,8 @@ struct Inner {
     events: broadcast::Sender<Arc<Event>>,
     /// Bumped when a snapshot replaces the state: every watch then ends with `410 Gone`.
     epoch: tokio::sync::watch::Sender<u64>,
+    /// Set once when the writer meets corruption (see [`StoreError::is_corruption`]).
+    corrupt: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// The most commands one transaction carries.
@@ -222,10 +243,11 @@ impl Store {
     fn start(writer: Connection, reader: Option<Connection>) -> Store {
         let (events, _) = broadcast::channel(4096);
         let (wtx, wrx) = std::sync::mpsc::channel::<Job>();
-        let broadcast = events.clone();
+        let (corrupt, _) = tokio::sync::watch::channel(None);
+        let out = Outlets { events: events.clone(), corrupt: corrupt.clone() };
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write_loop(writer, wrx, broadcast))
+            .spawn(move || write_loop(writer, wrx, out))
             .expect("spawning the store writer thread");
         let rtx = match reader {
             Some(conn) => {
@@ -239,7 +261,7 @@ impl Store {
             None => wtx.clone(),
         };
         let (epoch, _) = tokio::sync::watch::channel(0);
-        Store { inner: Arc::new(Inner { writer: wtx, reader: rtx, events, epoch }) }
+        Store { inner: Arc::new(Inner { writer: wtx, reader: rtx, events, epoch, corrupt }) }
     }
 
     async fn send<T>(queue: &std::sync::mpsc::Sender<Job>, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
@@ -279,6 +301,19 @@ impl Store {
     /// Proposes one command to this store as its own log (see [`Proposer::local`]).
     async fn propose_local(&self, command: Command) -> Result<Applied, StoreError> {
         Ok(Store::send(&self.inner.writer, |tx| Job::Propose(command, tx)).await??)
+    }
+
+    /// Resolves with a description when the writer met corruption: the node must stop.
+    pub async fn corrupted(&self) -> String {
+        let mut rx = self.inner.corrupt.subscribe();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// The index of the last log entry applied.
@@ -422,11 +457,17 @@ pub(crate) fn changes_since(conn: &Connection, from: u64) -> Result<Vec<Arc<Even
     Ok(out)
 }
 
+/// Where the writer thread reports: applied changes to watchers, corruption to the daemon.
+struct Outlets {
+    events: broadcast::Sender<Arc<Event>>,
+    corrupt: tokio::sync::watch::Sender<Option<String>>,
+}
+
 /// The writer thread: takes whatever jobs are queued (up to [`GROUP`]); consecutive local
 /// proposals get the next log indexes and are applied as one batch (one transaction, one
 /// fsync), then watchers and callers are told — a command is acknowledged only after the
 /// commit is durable.
-fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>, events: broadcast::Sender<Arc<Event>>) {
+fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>, out: Outlets) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP {
@@ -440,64 +481,73 @@ fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>, events
             match job {
                 Job::Propose(cmd, reply) => proposals.push((cmd, reply)),
                 Job::Apply(entries, reply) => {
-                    apply_proposals(&mut conn, std::mem::take(&mut proposals), &events);
-                    let _ = reply.send(apply_and_publish(&mut conn, entries, &events));
+                    apply_proposals(&mut conn, std::mem::take(&mut proposals), &out);
+                    let _ = reply.send(apply_and_publish(&mut conn, entries, &out));
                 }
                 Job::Run(f) => {
-                    apply_proposals(&mut conn, std::mem::take(&mut proposals), &events);
+                    apply_proposals(&mut conn, std::mem::take(&mut proposals), &out);
                     f(&mut conn);
                 }
             }
         }
-        apply_proposals(&mut conn, proposals, &events);
+        apply_proposals(&mut conn, proposals, &out);
     }
 }
 
 /// Numbers local proposals after the applied index and applies them as one batch.
-fn apply_proposals(
-    conn: &mut Connection,
-    proposals: Vec<(Command, Reply<Answer>)>,
-    events: &broadcast::Sender<Arc<Event>>,
-) {
+fn apply_proposals(conn: &mut Connection, proposals: Vec<(Command, Reply<Answer>)>, out: &Outlets) {
     if proposals.is_empty() {
         return;
     }
-    let next = match schema::meta(conn, "applied") {
-        Ok(applied) => applied + 1,
-        Err(e) => return fail_all(proposals.into_iter().map(|(_, r)| r), &e),
-    };
     let (commands, replies): (Vec<Command>, Vec<Reply<Answer>>) = proposals.into_iter().unzip();
-    let entries = (next..).zip(commands).collect();
-    match apply_and_publish(conn, entries, events) {
+    let result = schema::meta(conn, "applied")
+        .and_then(|applied| apply_and_publish(conn, (applied + 1..).zip(commands).collect(), out));
+    match result {
         Ok(answers) => {
             for (reply, answer) in replies.into_iter().zip(answers) {
                 let _ = reply.send(Ok(answer));
             }
         }
-        Err(e) => fail_all(replies.into_iter(), &e),
+        Err(e) => {
+            let message = e.to_string();
+            let full = e.is_disk_full();
+            for reply in replies {
+                let _ = reply.send(Err(if full {
+                    StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                        Some(message.clone()),
+                    ))
+                } else {
+                    StoreError::Task(format!("the transaction failed: {message}"))
+                }));
+            }
+        }
     }
 }
 
-fn fail_all(replies: impl Iterator<Item = Reply<Answer>>, e: &StoreError) {
-    tracing::error!(error = %e, "the state database could not apply a batch of commands; nothing of it was applied");
-    let message = e.to_string();
-    for reply in replies {
-        let _ = reply.send(Err(StoreError::Task(format!("the transaction failed: {message}"))));
-    }
-}
-
-/// Applies a batch, then hands its events to watchers (after the commit).
+/// Applies a batch, then hands its events to watchers (after the commit). A fault is logged,
+/// and reported to the daemon when it is corruption.
 fn apply_and_publish(
     conn: &mut Connection,
     entries: Vec<(u64, Command)>,
-    events: &broadcast::Sender<Arc<Event>>,
+    out: &Outlets,
 ) -> Result<Vec<Answer>, StoreError> {
-    let (answers, applied) = machine::apply_batch(conn, entries)?;
-    for event in applied {
-        // No receivers is fine: nobody is watching.
-        let _ = events.send(Arc::new(event));
+    match machine::apply_batch(conn, entries) {
+        Ok((answers, applied)) => {
+            for event in applied {
+                // No receivers is fine: nobody is watching.
+                let _ = out.events.send(Arc::new(event));
+            }
+            Ok(answers)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the state database could not apply a batch of commands; nothing of it was applied");
+            if e.is_corruption() {
+                out.corrupt.send_replace(Some(e.to_string()));
+            }
+            Err(e)
+        }
     }
-    Ok(answers)
 }
 
 fn read_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {

@@ -155,9 +155,42 @@ async fn a_fault_fails_the_whole_batch_and_applies_nothing() {
     assert!(matches!(fault, StoreError::Json(_)) && fault.is_fault(), "{fault:?}");
     assert!(store.get("pods", "default", "b").await.unwrap().is_none(), "the batch was rolled back");
     assert_eq!((store.revision().await.unwrap(), store.applied_index().await.unwrap()), (revision, applied));
-    // Through the proposer, the caller gets the fault too.
+    // Through the proposer, the caller gets the fault too; corruption tells the daemon to stop.
     let e = proposer.propose(Command::Update { resource: "pods".into(), object: pod("a") }).await.unwrap_err();
     assert!(e.is_fault(), "{e:?}");
+    let why = futures::FutureExt::now_or_never(store.corrupted()).expect("corruption was reported");
+    assert!(why.contains("corrupt object"), "{why}");
+}
+
+#[tokio::test]
+async fn a_full_disk_is_a_clear_error_that_changes_nothing() {
+    let (store, proposer) = test_store().await;
+    // Cap the database at its current size: the next page it needs is "disk full".
+    Store::run_on(&store.inner.writer, |conn| {
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let (revision, applied) = (store.revision().await.unwrap(), store.applied_index().await.unwrap());
+    let mut big = pod("big");
+    big["data"] = json!("x".repeat(64 * 1024));
+    let e = proposer.propose(create("pods", big.clone())).await.unwrap_err();
+    assert!(e.is_disk_full() && !e.is_corruption(), "{e:?}");
+    let api = crate::api::ApiError::from(e);
+    assert_eq!(api.code.as_u16(), 507, "{}", api.message);
+    assert!(api.message.contains("disk is full"), "{}", api.message);
+    assert_eq!((store.revision().await.unwrap(), store.applied_index().await.unwrap()), (revision, applied));
+    assert!(futures::FutureExt::now_or_never(store.corrupted()).is_none(), "a full disk is not corruption");
+    // Space again: the same write goes through.
+    Store::run_on(&store.inner.writer, |conn| {
+        conn.query_row("PRAGMA max_page_count = 1073741823", [], |_| Ok(()))?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    proposer.propose(create("pods", big)).await.unwrap();
 }
 
 #[tokio::test]
