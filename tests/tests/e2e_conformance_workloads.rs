@@ -113,6 +113,10 @@ fn seed_replicaset_replaces_a_deleted_pod_and_scales() {
     assert!(out.contains("pod/queue created"), "{out}");
     let first = wait_pods(&node, "app=webapp", 2);
 
+    // The ReplicaSet's status follows its pods' readiness on its controller's next pass.
+    skerry_tests::wait_until(deadline(), "the ReplicaSet to count 2 ready pods", || {
+        column(&node.skerry_ok(&["get", "rs"]), "webapp", "READY").as_deref() == Some("2")
+    });
     let rs = node.skerry_ok(&["get", "rs"]);
     let header: Vec<&str> = rs.lines().next().unwrap_or("").split_whitespace().collect();
     assert_eq!(header, ["NAME", "DESIRED", "CURRENT", "READY", "AGE"], "{rs}");
