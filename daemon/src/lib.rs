@@ -15,6 +15,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod controllers;
 pub mod daemon;

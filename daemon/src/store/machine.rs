@@ -20,37 +20,49 @@ pub type Answer = Result<Applied, Rejection>;
 /// A command's outcome inside the state machine: the outer error is a fault.
 type Outcome = Result<Result<(Applied, Event), Rejection>, StoreError>;
 
-/// Applies `entries` (strictly increasing indexes) in one transaction. Entries at or below the
-/// applied index are answered [`Rejection::Replayed`] and change nothing. Returns the answers
-/// in order and the events to hand to watchers once the transaction is committed.
+/// Applies `entries` (strictly increasing indexes) in one transaction, with `state` (the log's
+/// own bookkeeping, such as Raft's last applied log id and membership) written in the same
+/// transaction. An entry without a command (Raft's blank and membership entries) only advances
+/// the applied index and gets no answer. Entries at or below the applied index are answered
+/// [`Rejection::Replayed`] and change nothing. Returns the answers in order and the events to
+/// hand to watchers once the transaction is committed.
 pub(super) fn apply_batch(
     conn: &mut Connection,
-    entries: Vec<(u64, Command)>,
-) -> Result<(Vec<Answer>, Vec<Event>), StoreError> {
+    entries: Vec<(u64, Option<Command>)>,
+    state: &[(String, String)],
+) -> Result<(Vec<Option<Answer>>, Vec<Event>), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut applied_index = schema::meta(&tx, "applied")?;
     let mut answers = Vec::with_capacity(entries.len());
     let mut events = Vec::new();
     for (index, command) in entries {
         if index <= applied_index {
-            answers.push(Err(Rejection::Replayed { index }));
+            answers.push(Some(Err(Rejection::Replayed { index })));
             continue;
         }
+        let Some(command) = command else {
+            answers.push(None);
+            applied_index = index;
+            continue;
+        };
         tx.execute_batch("SAVEPOINT command")?;
         match apply_command(&tx, command)? {
             Ok((applied, event)) => {
                 tx.execute_batch("RELEASE command")?;
-                answers.push(Ok(applied));
+                answers.push(Some(Ok(applied)));
                 events.push(event);
             }
             Err(rejection) => {
                 tx.execute_batch("ROLLBACK TO command; RELEASE command")?;
-                answers.push(Err(rejection));
+                answers.push(Some(Err(rejection)));
             }
         }
         applied_index = index;
     }
     schema::set_meta(&tx, "applied", applied_index)?;
+    for (key, value) in state {
+        schema::set_log_state(&tx, key, value)?;
+    }
     tx.commit()?;
     Ok((answers, events))
 }

@@ -200,8 +200,8 @@ enum Job {
     /// A command proposed locally: the writer gives it the next log index (a log of one
     /// server). Consecutive proposals share one transaction (group commit).
     Propose(Command, Reply<Answer>),
-    /// Log entries ordered elsewhere (Raft): applied as one batch.
-    Apply(Vec<(u64, Command)>, Reply<Vec<Answer>>),
+    /// Log entries ordered elsewhere (Raft), with the log's bookkeeping: applied as one batch.
+    Apply(Vec<(u64, Option<Command>)>, Vec<(String, String)>, Reply<Vec<Option<Answer>>>),
     /// Any other use of the connection (reads on the reader; compaction, snapshots on the
     /// writer).
     Run(Box<dyn FnOnce(&mut Connection) + Send>),
@@ -295,7 +295,26 @@ impl Store {
     /// applied index change nothing (`Rejection::Replayed`). `Err` is a fault: nothing of the
     /// batch was applied.
     pub async fn apply(&self, entries: Vec<(u64, Command)>) -> Result<Vec<Answer>, StoreError> {
-        Store::send(&self.inner.writer, |tx| Job::Apply(entries, tx)).await
+        let entries = entries.into_iter().map(|(i, c)| (i, Some(c))).collect();
+        let answers = self.apply_log(entries, Vec::new()).await?;
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// [`Store::apply`] for a log whose entries may carry no command (Raft's blank and
+    /// membership entries: they only advance the applied index, and get `None`), with `state`
+    /// — the log's bookkeeping — written in the same transaction (see [`Store::log_state`]).
+    pub async fn apply_log(
+        &self,
+        entries: Vec<(u64, Option<Command>)>,
+        state: Vec<(String, String)>,
+    ) -> Result<Vec<Option<Answer>>, StoreError> {
+        Store::send(&self.inner.writer, |tx| Job::Apply(entries, state, tx)).await
+    }
+
+    /// A value of the log's bookkeeping, as last written by [`Store::apply_log`].
+    pub async fn log_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_string();
+        self.blocking(move |conn| schema::log_state(conn, &key)).await
     }
 
     /// Proposes one command to this store as its own log (see [`Proposer::local`]).
@@ -480,9 +499,9 @@ fn write_loop(mut conn: Connection, jobs: std::sync::mpsc::Receiver<Job>, out: O
         for job in batch {
             match job {
                 Job::Propose(cmd, reply) => proposals.push((cmd, reply)),
-                Job::Apply(entries, reply) => {
+                Job::Apply(entries, state, reply) => {
                     apply_proposals(&mut conn, std::mem::take(&mut proposals), &out);
-                    let _ = reply.send(apply_and_publish(&mut conn, entries, &out));
+                    let _ = reply.send(apply_and_publish(&mut conn, entries, &state, &out));
                 }
                 Job::Run(f) => {
                     apply_proposals(&mut conn, std::mem::take(&mut proposals), &out);
@@ -500,11 +519,12 @@ fn apply_proposals(conn: &mut Connection, proposals: Vec<(Command, Reply<Answer>
         return;
     }
     let (commands, replies): (Vec<Command>, Vec<Reply<Answer>>) = proposals.into_iter().unzip();
-    let result = schema::meta(conn, "applied")
-        .and_then(|applied| apply_and_publish(conn, (applied + 1..).zip(commands).collect(), out));
+    let result = schema::meta(conn, "applied").and_then(|applied| {
+        apply_and_publish(conn, (applied + 1..).zip(commands.into_iter().map(Some)).collect(), &[], out)
+    });
     match result {
         Ok(answers) => {
-            for (reply, answer) in replies.into_iter().zip(answers) {
+            for (reply, answer) in replies.into_iter().zip(answers.into_iter().flatten()) {
                 let _ = reply.send(Ok(answer));
             }
         }
@@ -529,10 +549,11 @@ fn apply_proposals(conn: &mut Connection, proposals: Vec<(Command, Reply<Answer>
 /// and reported to the daemon when it is corruption.
 fn apply_and_publish(
     conn: &mut Connection,
-    entries: Vec<(u64, Command)>,
+    entries: Vec<(u64, Option<Command>)>,
+    state: &[(String, String)],
     out: &Outlets,
-) -> Result<Vec<Answer>, StoreError> {
-    match machine::apply_batch(conn, entries) {
+) -> Result<Vec<Option<Answer>>, StoreError> {
+    match machine::apply_batch(conn, entries, state) {
         Ok((answers, applied)) => {
             for event in applied {
                 // No receivers is fine: nobody is watching.

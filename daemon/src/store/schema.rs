@@ -41,7 +41,11 @@ pub(super) fn prepare(conn: &Connection) -> Result<(), StoreError> {
              name      TEXT NOT NULL,
              PRIMARY KEY (space, value)
          );
-         CREATE INDEX IF NOT EXISTS reservations_by_owner ON reservations (resource, namespace, name);",
+         CREATE INDEX IF NOT EXISTS reservations_by_owner ON reservations (resource, namespace, name);
+         CREATE TABLE IF NOT EXISTS log_state (
+             key   TEXT PRIMARY KEY,
+             value TEXT NOT NULL
+         );",
     )?;
     upgrade(conn)
 }
@@ -76,6 +80,22 @@ pub(super) fn set_meta(conn: &Connection, key: &str, value: u64) -> Result<(), S
     conn.execute(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         params![key, value as i64],
+    )?;
+    Ok(())
+}
+
+/// The log's own bookkeeping kept with the state (Raft's last applied log id, membership).
+pub(super) fn log_state(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM log_state WHERE key = ?1")?
+        .query_row(params![key], |row| row.get(0))
+        .optional()?)
+}
+
+pub(super) fn set_log_state(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO log_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
     )?;
     Ok(())
 }

@@ -1,0 +1,213 @@
+//! Raft among servers, by openraft 0.9 (storage v2): the store's [`Command`] is the log entry
+//! and `Store::apply_log` the state machine. `log.rs` keeps the log in SQLite, `state_machine.rs`
+//! adapts the store (snapshots are SQLite files), `network.rs` carries Raft's messages over a
+//! [`network::Transport`]. [`Server`] runs one member; its [`Server::proposer`] is how the rest
+//! of the daemon writes: on the leader a write returns once committed by a majority and
+//! applied; on a follower it is forwarded to the leader, and returns once applied here too.
+//!
+//! Timing defaults are for slow edge links, not a LAN (openraft's own: 50 ms heartbeats,
+//! 150–300 ms elections).
+
+// openraft's trait signatures return its `StorageError`, which is large; helpers return it too.
+#![allow(clippy::result_large_err)]
+
+pub mod log;
+pub mod network;
+pub mod state_machine;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+
+use crate::store::{Answer, Applied, BoxFuture, Command, Propose, Proposer, Store, StoreError};
+use network::{Network, ProposeFailure, Reply, Rpc, Transport};
+
+/// A server's id in the Raft group.
+pub type NodeId = u64;
+
+/// A voting server: its node name and where its peers reach it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    pub name: String,
+    pub addr: String,
+}
+
+/// A log entry's outcome: the command's answer (`None` for Raft's own entries).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Outcome(pub Option<Answer>);
+
+openraft::declare_raft_types!(
+    /// Skerry's Raft: commands in, answers out, SQLite files as snapshots.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+        NodeId = NodeId,
+        Node = Member,
+        SnapshotData = tokio::fs::File,
+);
+
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Raft's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    /// A follower that hears no leader for a random time in this range stands for election.
+    pub election: (Duration, Duration),
+}
+
+impl Default for Timing {
+    /// For a slow, lossy edge link: a heartbeat every 500 ms, an election after 2.5–5 s of
+    /// silence (a few lost heartbeats never start one).
+    fn default() -> Timing {
+        Timing {
+            heartbeat: Duration::from_millis(500),
+            election: (Duration::from_millis(2500), Duration::from_secs(5)),
+        }
+    }
+}
+
+impl Timing {
+    fn config(&self) -> Result<openraft::Config, openraft::ConfigError> {
+        openraft::Config {
+            cluster_name: "skerry".into(),
+            heartbeat_interval: self.heartbeat.as_millis() as u64,
+            election_timeout_min: self.election.0.as_millis() as u64,
+            election_timeout_max: self.election.1.as_millis() as u64,
+            // The log is kept a while after a snapshot so a briefly absent follower catches up
+            // from the log, not from a whole snapshot.
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RaftStartError {
+    #[error("raft configuration: {0}")]
+    Config(#[from] openraft::ConfigError),
+    #[error("preparing raft storage: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("starting raft: {0}")]
+    Fatal(#[from] openraft::error::Fatal<NodeId>),
+    #[error("bootstrapping the cluster: {0}")]
+    Initialize(String),
+}
+
+/// One member of the Raft group.
+#[derive(Clone)]
+pub struct Server {
+    pub id: NodeId,
+    pub raft: Raft,
+    transport: Arc<dyn Transport>,
+}
+
+impl Server {
+    /// Starts member `id` over `store`, its `log` and `snapshots` folder.
+    pub async fn start(
+        id: NodeId,
+        store: Store,
+        log: log::LogStore,
+        snapshots: &Path,
+        transport: Arc<dyn Transport>,
+        timing: Timing,
+    ) -> Result<Server, RaftStartError> {
+        let config = Arc::new(timing.config()?);
+        let state_machine = state_machine::StateMachine::new(store, snapshots).await?;
+        let network = Network { transport: transport.clone() };
+        let raft = Raft::new(id, config, network, log, state_machine).await?;
+        Ok(Server { id, raft, transport })
+    }
+
+    /// Makes a new cluster of `members` (this server among them); a no-op on a server that is
+    /// already part of one.
+    pub async fn bootstrap(&self, members: BTreeMap<NodeId, Member>) -> Result<(), RaftStartError> {
+        if self.raft.is_initialized().await.map_err(|e| RaftStartError::Initialize(e.to_string()))? {
+            return Ok(());
+        }
+        self.raft.initialize(members).await.map_err(|e| RaftStartError::Initialize(e.to_string()))
+    }
+
+    /// The handle every writer of this server uses.
+    pub fn proposer(&self) -> Proposer {
+        Proposer::new(RaftProposer { server: self.clone() })
+    }
+
+    /// Answers an RPC from a peer.
+    pub async fn serve(&self, rpc: Rpc) -> Reply {
+        network::serve(&self.raft, rpc).await
+    }
+}
+
+/// How long a write waits for a leader to exist before it fails.
+const NO_LEADER_WAIT: Duration = Duration::from_secs(10);
+
+struct RaftProposer {
+    server: Server,
+}
+
+fn answer(outcome: Outcome) -> Result<Applied, StoreError> {
+    match outcome.0 {
+        Some(Ok(applied)) => Ok(applied),
+        Some(Err(rejection)) => Err(rejection.into()),
+        None => Err(StoreError::Task("the log entry carried no command".into())),
+    }
+}
+
+fn no_quorum() -> StoreError {
+    StoreError::Task(
+        "no Raft leader: the servers have lost their quorum; bring a majority of servers back, \
+         or make a survivor a cluster of one with `skerryd --cluster-reset`"
+            .into(),
+    )
+}
+
+impl RaftProposer {
+    async fn write(&self, command: Command) -> Result<Applied, StoreError> {
+        let raft = &self.server.raft;
+        let deadline = tokio::time::Instant::now() + NO_LEADER_WAIT;
+        loop {
+            let forward = match raft.client_write(command.clone()).await {
+                Ok(resp) => return answer(resp.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f,
+                Err(e) => return Err(StoreError::Task(format!("raft: {e}"))),
+            };
+            if let (Some(leader), Some(member)) = (forward.leader_id, forward.leader_node) {
+                let reply = self.server.transport.send(leader, &member, Rpc::Propose(command.clone())).await;
+                match reply {
+                    Ok(Reply::Propose(Ok((outcome, index)))) => {
+                        // Acknowledged only once applied here too: a read after the write sees it.
+                        raft.wait(Some(NO_LEADER_WAIT))
+                            .applied_index_at_least(Some(index), "a forwarded write")
+                            .await
+                            .map_err(|e| StoreError::Task(format!("waiting for a forwarded write: {e}")))?;
+                        return answer(outcome);
+                    }
+                    Ok(Reply::Propose(Err(ProposeFailure::NotLeader { .. }))) | Err(_) => {}
+                    Ok(Reply::Propose(Err(ProposeFailure::Other(e)))) => return Err(StoreError::Task(e)),
+                    Ok(_) => return Err(StoreError::Task("the leader answered another message".into())),
+                }
+            }
+            // No leader known, or it changed meanwhile: wait for one, then try again.
+            if tokio::time::Instant::now() >= deadline {
+                return Err(no_quorum());
+            }
+            let _ =
+                raft.wait(Some(Duration::from_millis(250))).metrics(|m| m.current_leader.is_some(), "a leader").await;
+        }
+    }
+}
+
+impl Propose for RaftProposer {
+    fn propose(&self, command: Command) -> BoxFuture<'_, Result<Applied, StoreError>> {
+        Box::pin(self.write(command))
+    }
+}
