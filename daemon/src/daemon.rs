@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::{self, Context, Node};
 use crate::api::{self, ApiState, ServerInfo};
+use crate::cluster::raft;
 use crate::config::Config;
 use crate::controllers;
 use crate::events::Recorder;
@@ -31,6 +32,8 @@ pub enum DaemonError {
     SocketBusy(String),
     #[error(transparent)]
     Cni(#[from] crate::net::cni::CniError),
+    #[error("raft: {0}")]
+    Raft(String),
     #[error("the state database is corrupt ({0}); restore it from a snapshot or another server")]
     Corrupt(String),
 }
@@ -52,12 +55,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(io_err(&p))?;
         }
     }
-    let proposer = Proposer::local(&store);
-
     let node_ip = match config.node_ip {
         Some(ip) => ip,
         None => crate::net::nodeip::detect().await,
     };
+    let raft = start_raft(&config, &store, node_ip).await?;
+    let proposer = raft.proposer();
     let pod_cidr = crate::net::nft::parse_cidr(&config.pod_cidr).expect("validated by config");
     enable_forwarding();
     let list = crate::net::cni::load_or_write_default(&config.cni_conf_dir, &config.pod_cidr)?;
@@ -101,7 +104,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         shutdown: shutdown.clone(),
     };
 
-    // A cluster of one is its own leader for good; Raft will start and stop terms.
     let leader = Leader {
         store: store.clone(),
         proposer,
@@ -110,7 +112,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         data_dir: config.data_dir.clone(),
         cluster_dns: config.cluster_dns,
     };
-    let term = leader.start_term(shutdown.child_token()).await?;
+    // The leader's work runs for exactly the terms this server leads. A fresh or single server
+    // leads at once: its node tasks start once the first term has made the built-in objects.
+    let (first_term, started) = tokio::sync::oneshot::channel();
+    let leading = tokio::spawn(lead(raft.raft.clone(), leader, first_term, shutdown.child_token()));
+    if tokio::time::timeout(std::time::Duration::from_secs(30), started).await.is_err() {
+        tracing::warn!("this server has not led a term yet; serving without the built-in objects it would make");
+    }
     let node =
         start_node(&config, store.clone(), ctx, listener, state, pod_cidr, node_ip, shutdown.child_token()).await;
     tracing::info!(socket = %config.socket.display(), node = %config.node_name, "skerryd is serving");
@@ -118,8 +126,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         _ = shutdown.cancelled() => None,
         why = store.corrupted() => Some(why),
     };
-    term.stop().await;
     node.stop().await;
+    shutdown.cancel();
+    let _ = leading.await;
+    if let Err(e) = raft.raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not stop cleanly");
+    }
     let _ = std::fs::remove_file(&config.socket);
     if let Some(why) = corrupt {
         tracing::error!(error = %why, "skerryd stops: the state database is corrupt; restore it from a snapshot or another server");
@@ -127,6 +139,89 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
     tracing::info!("skerryd stopped");
     Ok(())
+}
+
+/// Starts this server's Raft member: its log and snapshots under `<data-dir>/raft`, its id
+/// kept there; a server that is not yet part of a cluster makes one of itself.
+async fn start_raft(config: &Config, store: &Store, node_ip: std::net::Ipv4Addr) -> Result<raft::Server, DaemonError> {
+    let dir = config.data_dir.join("raft");
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let id = member_id(&dir.join("id"))?;
+    let log_path = dir.join("raft.db");
+    let log = raft::log::LogStore::open(&log_path).map_err(|e| DaemonError::Raft(e.to_string()))?;
+    for file in ["raft.db", "raft.db-wal", "raft.db-shm"] {
+        let p = dir.join(file);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(io_err(&p))?;
+        }
+    }
+    let transport = Arc::new(raft::network::Alone);
+    let server =
+        raft::Server::start(id, store.clone(), log, &dir.join("snapshots"), transport, raft::Timing::default())
+            .await
+            .map_err(|e| DaemonError::Raft(e.to_string()))?;
+    let me = raft::Member { name: config.node_name.clone(), addr: format!("{node_ip}:6443") };
+    server.bootstrap([(id, me)].into()).await.map_err(|e| DaemonError::Raft(e.to_string()))?;
+    Ok(server)
+}
+
+/// This server's Raft id: made once (random, never 0) and kept in `path`.
+fn member_id(path: &Path) -> Result<raft::NodeId, DaemonError> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok(id) = text.trim().parse::<raft::NodeId>() {
+            return Ok(id);
+        }
+    }
+    let id = (uuid::Uuid::new_v4().as_u64_pair().0 >> 1).max(1);
+    std::fs::write(path, format!("{id}\n")).map_err(io_err(path))?;
+    Ok(id)
+}
+
+/// Runs the leader's work for each term this server leads: started once the leader has
+/// applied an entry of its own term (so it has seen everything committed before it), stopped
+/// as a whole when leadership is lost or the term changes — never two terms at once.
+async fn lead(
+    raft: raft::Raft,
+    leader: Leader,
+    first_term: tokio::sync::oneshot::Sender<()>,
+    cancel: CancellationToken,
+) {
+    let mut first_term = Some(first_term);
+    let mut metrics = raft.metrics();
+    loop {
+        let leading = |m: &openraft::RaftMetrics<raft::NodeId, raft::Member>| {
+            m.state == openraft::ServerState::Leader
+                && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
+        };
+        let term = tokio::select! {
+            _ = cancel.cancelled() => return,
+            m = metrics.wait_for(|m| leading(m)) => match m {
+                Ok(m) => m.current_term,
+                Err(_) => return,
+            },
+        };
+        let set = match leader.start_term(cancel.child_token()).await {
+            Ok(set) => set,
+            Err(e) => {
+                tracing::warn!(error = %e, term, "could not start the leader's work; will retry");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        tracing::info!(term, "leading: scheduler and controllers started");
+        if let Some(tx) = first_term.take() {
+            let _ = tx.send(());
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = metrics.wait_for(|m| !(leading(m) && m.current_term == term)) => {
+                tracing::info!(term, "leadership lost: scheduler and controllers stopped");
+            }
+        }
+        set.stop().await;
+    }
 }
 
 /// A set of tasks under one cancellation token, stopped and joined as a whole.

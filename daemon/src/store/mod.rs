@@ -335,6 +335,11 @@ impl Store {
         }
     }
 
+    /// Forgets the applied index (not the state): the store is about to follow a new log.
+    pub async fn reset_applied_index(&self) -> Result<(), StoreError> {
+        Store::run_on(&self.inner.writer, |conn| schema::set_meta(conn, "applied", 0)).await
+    }
+
     /// The index of the last log entry applied.
     pub async fn applied_index(&self) -> Result<u64, StoreError> {
         self.blocking(|conn| schema::meta(conn, "applied")).await

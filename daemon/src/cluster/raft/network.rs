@@ -59,6 +59,15 @@ pub trait Transport: Send + Sync + 'static {
     fn send(&self, target: NodeId, member: &Member, rpc: Rpc) -> BoxFuture<'_, Result<Reply, TransportError>>;
 }
 
+/// The transport of a cluster of one: there is nobody to reach.
+pub struct Alone;
+
+impl Transport for Alone {
+    fn send(&self, target: NodeId, _member: &Member, _rpc: Rpc) -> BoxFuture<'_, Result<Reply, TransportError>> {
+        Box::pin(async move { Err(TransportError::Unreachable(target, "this server has no peers".into())) })
+    }
+}
+
 /// Answers an RPC on the receiving server.
 pub async fn serve(raft: &Raft, rpc: Rpc) -> Reply {
     match rpc {

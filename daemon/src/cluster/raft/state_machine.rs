@@ -48,8 +48,14 @@ struct Current {
 
 impl StateMachine {
     /// The state machine over `store`; snapshot files go to `dir`.
+    /// A store never driven by Raft (a single-node data dir of an earlier release) has an
+    /// applied index of its own log: it is reset, so Raft's first entries are not mistaken for
+    /// entries already applied. Its objects and revision are kept.
     pub async fn new(store: Store, dir: &Path) -> std::io::Result<StateMachine> {
         tokio::fs::create_dir_all(dir).await?;
+        if store.log_state(LAST_APPLIED).await.map_err(std::io::Error::other)?.is_none() {
+            store.reset_applied_index().await.map_err(std::io::Error::other)?;
+        }
         let membership = match store.log_state(MEMBERSHIP).await {
             Ok(Some(json)) => serde_json::from_str(&json).map_err(std::io::Error::other)?,
             Ok(None) => StoredMembership::default(),

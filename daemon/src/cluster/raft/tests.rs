@@ -261,3 +261,32 @@ async fn a_member_far_behind_is_sent_a_snapshot_file() {
         "the member was brought up to date by a snapshot file: {files:?} {m:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_data_dir_is_taken_over_by_raft_in_place() {
+    let mut g = Group::new();
+    let dir = g.dir.path().join("1");
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        // Written by the local proposer, as an earlier release did: applied index 2.
+        let store = Store::open(&dir.join("state.db")).unwrap();
+        let local = Proposer::local(&store);
+        local.propose(namespace()).await.unwrap();
+        local.propose(pod("old")).await.unwrap();
+        assert_eq!(store.applied_index().await.unwrap(), 2);
+    }
+    let server = g.start(1).await;
+    server.bootstrap([(1, member(1))].into()).await.unwrap();
+    g.leader().await;
+    let before = g.stores[&1].revision().await.unwrap();
+    // Raft's first entries are applied, not mistaken for the old log's.
+    let new = server.proposer().propose(pod("new")).await.unwrap();
+    assert_eq!(new.revision, before + 1);
+    g.converged(2).await;
+    // And a restart resumes from Raft's own bookkeeping.
+    g.stop(1).await;
+    let server = g.start(1).await;
+    g.leader().await;
+    server.proposer().propose(pod("after-restart")).await.unwrap();
+    g.converged(3).await;
+}
