@@ -7,6 +7,8 @@
 //!   address allocation.
 //! - [`controllers`]: level-triggered reconcilers (pod binding, namespaces, endpoints).
 //! - [`agent`]: runs the pods bound to this node: sandbox, network, containers, restarts, status.
+//! - [`node_ops`]: what the API asks of a node (logs, exec, images, metrics), as a trait the
+//!   agent implements; neither side imports the other.
 //! - [`runtime`]: the containerd client; the only module that speaks containerd's gRPC.
 //! - [`net`]: CNI invocation, Skerry's nftables table (hostPorts, the Service proxy), cluster DNS.
 //! - [`events`]: `Event` objects, folded and written in the background.
@@ -21,6 +23,7 @@ pub mod controllers;
 pub mod daemon;
 pub mod events;
 pub mod net;
+pub mod node_ops;
 pub mod objects;
 pub mod runtime;
 pub mod store;

@@ -1,18 +1,18 @@
-//! The node's side of the API (`api::NodeOps`): images, logs and exec through the runtime and
-//! the agent's log files; resource metrics through [`super::metrics`].
+//! The node's operations ([`crate::node_ops::NodeOps`]): images, logs and exec through the
+//! runtime and the agent's log files; resource metrics through [`super::metrics`]. Failures are
+//! [`NodeError`]s; what they become on the wire is the API's business.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{container_id, log_path, metrics, Context};
-use crate::api::node::{BoxFuture, Capacity, ExecStreams, LogOptions, NodeOps, NodeUsage, PodUsage, Usage};
-use crate::api::ApiError;
+use crate::node_ops::{BoxFuture, Capacity, ExecStreams, LogOptions, NodeError, NodeOps, NodeUsage, PodUsage, Usage};
 use crate::objects::{meta, resource};
 use crate::runtime::{ExecRequest, ImageInfo, RuntimeError};
 
@@ -21,21 +21,20 @@ pub struct Node {
     pub shutdown: CancellationToken,
 }
 
-fn runtime_error(e: RuntimeError) -> ApiError {
-    match &e {
-        RuntimeError::ImageNotFound(_) | RuntimeError::ContainerNotFound(_) => {
-            ApiError::new(axum::http::StatusCode::NOT_FOUND, "NotFound", e.to_string())
+/// What kind of failure a runtime error is, for the caller.
+impl From<RuntimeError> for NodeError {
+    fn from(e: RuntimeError) -> NodeError {
+        match &e {
+            RuntimeError::ImageNotFound(_) | RuntimeError::ContainerNotFound(_) => NodeError::NotFound(e.to_string()),
+            RuntimeError::InvalidArchive { .. }
+            | RuntimeError::InvalidReference { .. }
+            | RuntimeError::InvalidImage { .. } => NodeError::BadRequest(e.to_string()),
+            RuntimeError::Connect { .. } => NodeError::Unavailable(e.to_string()),
+            RuntimeError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                NodeError::InsufficientStorage(format!("{e}; free some disk space and try again"))
+            }
+            _ => NodeError::Internal(e.to_string()),
         }
-        RuntimeError::InvalidArchive { .. }
-        | RuntimeError::InvalidReference { .. }
-        | RuntimeError::InvalidImage { .. } => ApiError::bad_request(e.to_string()),
-        RuntimeError::Connect { .. } => ApiError::unavailable(e.to_string()),
-        RuntimeError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => ApiError::new(
-            axum::http::StatusCode::INSUFFICIENT_STORAGE,
-            "InsufficientStorage",
-            format!("{e}; free some disk space and try again"),
-        ),
-        _ => ApiError::internal(e.to_string()),
     }
 }
 
@@ -44,24 +43,24 @@ fn image_json(i: &ImageInfo) -> Value {
 }
 
 impl NodeOps for Node {
-    fn containerd_version(&self) -> BoxFuture<'_, Result<String, ApiError>> {
-        Box::pin(async move { self.ctx.runtime.version().await.map_err(runtime_error) })
+    fn containerd_version(&self) -> BoxFuture<'_, Result<String, NodeError>> {
+        Box::pin(async move { self.ctx.runtime.version().await.map_err(NodeError::from) })
     }
 
-    fn list_images(&self) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
+    fn list_images(&self) -> BoxFuture<'_, Result<Vec<Value>, NodeError>> {
         Box::pin(async move {
-            let images = self.ctx.runtime.list_images().await.map_err(runtime_error)?;
+            let images = self.ctx.runtime.list_images().await.map_err(NodeError::from)?;
             Ok(images.iter().map(image_json).collect())
         })
     }
 
-    fn remove_image(&self, name: String) -> BoxFuture<'_, Result<(), ApiError>> {
-        Box::pin(async move { self.ctx.runtime.remove_image(&name).await.map_err(runtime_error) })
+    fn remove_image(&self, name: String) -> BoxFuture<'_, Result<(), NodeError>> {
+        Box::pin(async move { self.ctx.runtime.remove_image(&name).await.map_err(NodeError::from) })
     }
 
-    fn import_image(&self, file: PathBuf) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
+    fn import_image(&self, file: PathBuf) -> BoxFuture<'_, Result<Vec<Value>, NodeError>> {
         Box::pin(async move {
-            let images = self.ctx.runtime.import_archive(&file).await.map_err(runtime_error)?;
+            let images = self.ctx.runtime.import_archive(&file).await.map_err(NodeError::from)?;
             Ok(images.iter().map(image_json).collect())
         })
     }
@@ -71,7 +70,7 @@ impl NodeOps for Node {
         image: String,
         auth: Option<(String, String)>,
         progress: tokio::sync::mpsc::UnboundedSender<Value>,
-    ) -> BoxFuture<'_, Result<Value, ApiError>> {
+    ) -> BoxFuture<'_, Result<Value, NodeError>> {
         Box::pin(async move {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             let forward = tokio::spawn(async move {
@@ -83,12 +82,12 @@ impl NodeOps for Node {
             });
             let result = self.ctx.runtime.pull(&image, auth, &self.ctx.insecure_registries, tx).await;
             let _ = forward.await;
-            let info = result.map_err(runtime_error)?;
+            let info = result.map_err(NodeError::from)?;
             Ok(image_json(&info))
         })
     }
 
-    fn logs(&self, pod: Value, o: LogOptions) -> BoxFuture<'_, Result<BoxStream<'static, Bytes>, ApiError>> {
+    fn logs(&self, pod: Value, o: LogOptions) -> BoxFuture<'_, Result<BoxStream<'static, Bytes>, NodeError>> {
         Box::pin(async move {
             let status = pod
                 .pointer("/status/containerStatuses")
@@ -111,14 +110,14 @@ impl NodeOps for Node {
                     ),
                     _ => format!("{what} {:?} in pod {:?} not found", o.container, meta::name(&pod)),
                 };
-                return Err(ApiError::bad_request(msg));
+                return Err(NodeError::BadRequest(msg));
             }
             if !o.follow {
                 let text =
                     tokio::task::spawn_blocking(move || crate::runtime::logger::read_log(&path, o.tail, o.timestamps))
                         .await
-                        .map_err(|e| ApiError::internal(e.to_string()))?
-                        .map_err(|e| ApiError::internal(format!("reading the log: {e}")))?;
+                        .map_err(|e| NodeError::Internal(e.to_string()))?
+                        .map_err(|e| NodeError::Internal(format!("reading the log: {e}")))?;
                 return Ok(futures::stream::once(async move { Bytes::from(text) }).boxed());
             }
             let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
@@ -170,11 +169,11 @@ impl NodeOps for Node {
         command: Vec<String>,
         tty: bool,
         stdin: bool,
-    ) -> BoxFuture<'_, Result<ExecStreams, ApiError>> {
+    ) -> BoxFuture<'_, Result<ExecStreams, NodeError>> {
         Box::pin(async move {
             let id = container_id(meta::uid(&pod), &container);
             let req = ExecRequest { args: command, env: Vec::new(), tty, stdin, cwd: None };
-            let session = self.ctx.runtime.exec(&id, &req).await.map_err(runtime_error)?;
+            let session = self.ctx.runtime.exec(&id, &req).await.map_err(NodeError::from)?;
             let crate::runtime::ExecSession { stdin, stdout, stderr, control } = session;
             let stdin: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>> = stdin.map(|s| Box::new(s) as _);
             let stdout: Box<dyn tokio::io::AsyncRead + Send + Unpin> = Box::new(stdout);
@@ -194,13 +193,13 @@ impl NodeOps for Node {
                     let _ = c.close_stdin().await;
                 })
             });
-            let wait: BoxFuture<'static, Result<i32, ApiError>> =
-                Box::pin(async move { control.wait().await.map_err(runtime_error) });
+            let wait: BoxFuture<'static, Result<i32, NodeError>> =
+                Box::pin(async move { control.wait().await.map_err(NodeError::from) });
             Ok(ExecStreams { stdin, stdout, stderr, resize, close_stdin, wait })
         })
     }
 
-    fn pod_metrics(&self, pods: Vec<Value>) -> BoxFuture<'_, Result<Vec<Option<PodUsage>>, ApiError>> {
+    fn pod_metrics(&self, pods: Vec<Value>) -> BoxFuture<'_, Result<Vec<Option<PodUsage>>, NodeError>> {
         Box::pin(async move {
             let targets: Vec<Vec<metrics::Target>> =
                 pods.iter().map(|p| metrics::targets(p, &self.ctx.node_name, &self.ctx.cgroup_parent)).collect();
@@ -225,7 +224,7 @@ impl NodeOps for Node {
         })
     }
 
-    fn node_metrics(&self) -> BoxFuture<'_, Result<Option<NodeUsage>, ApiError>> {
+    fn node_metrics(&self) -> BoxFuture<'_, Result<Option<NodeUsage>, NodeError>> {
         Box::pin(async move {
             Ok(metrics::node_rate().await.map(|r| NodeUsage {
                 usage: Usage { cpu_nanocores: r.nanocores, memory_bytes: r.memory },
@@ -235,12 +234,33 @@ impl NodeOps for Node {
         })
     }
 
-    fn node_capacity(&self) -> BoxFuture<'_, Result<Capacity, ApiError>> {
+    fn node_capacity(&self) -> BoxFuture<'_, Result<Capacity, NodeError>> {
         Box::pin(async move {
-            let node =
-                tokio::task::spawn_blocking(metrics::read_node).await.map_err(|e| ApiError::internal(e.to_string()))?;
-            let node = node.ok_or_else(|| ApiError::internal("could not read /proc/stat and /proc/meminfo"))?;
+            let node = tokio::task::spawn_blocking(metrics::read_node)
+                .await
+                .map_err(|e| NodeError::Internal(e.to_string()))?;
+            let node = node.ok_or_else(|| NodeError::Internal("could not read /proc/stat and /proc/meminfo".into()))?;
             Ok(Capacity { cpus: node.cpus, memory_bytes: node.memory_total })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_errors_keep_their_kind_and_message() {
+        let kind = |e: RuntimeError| NodeError::from(e);
+        assert!(matches!(kind(RuntimeError::ImageNotFound("busybox".into())), NodeError::NotFound(_)));
+        assert!(matches!(kind(RuntimeError::ContainerNotFound("c".into())), NodeError::NotFound(_)));
+        let bad = RuntimeError::InvalidReference { reference: "UPPER".into(), reason: "not lower case".into() };
+        assert_eq!(kind(bad), NodeError::BadRequest("invalid image reference \"UPPER\": not lower case".into()));
+        let down = RuntimeError::Connect { path: "/run/containerd.sock".into(), reason: "refused".into() };
+        assert!(matches!(kind(down), NodeError::Unavailable(_)));
+        let full = RuntimeError::io("writing blob", std::io::Error::from_raw_os_error(libc::ENOSPC));
+        let NodeError::InsufficientStorage(message) = kind(full) else { panic!("not a storage error") };
+        assert!(message.starts_with("writing blob: ") && message.ends_with("; free some disk space and try again"));
+        assert!(matches!(kind(RuntimeError::NoCommand), NodeError::Internal(_)));
     }
 }

@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::node_ops::NodeError;
 use crate::objects::ObjectError;
 use crate::store::{Rejection, StoreError};
 
@@ -141,6 +142,22 @@ impl From<StoreError> for ApiError {
                 "the node's disk is full: nothing was written; free space under the data dir and retry",
             ),
             _ => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+/// A node operation's failure, with the codes and messages the API has always answered with.
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            NodeError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "NotFound", message),
+            NodeError::BadRequest(_) => ApiError::bad_request(message),
+            NodeError::Unavailable(_) => ApiError::unavailable(message),
+            NodeError::InsufficientStorage(_) => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage", message)
+            }
+            NodeError::Internal(_) => ApiError::internal(message),
         }
     }
 }

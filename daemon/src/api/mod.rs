@@ -6,8 +6,9 @@
 //! becomes a [`crate::store::Command`].
 //!
 //! Invariant: a rejected request changes nothing; every error is a `Status` with an HTTP code.
-//! Boundary: never touches containerd or the kernel itself — node work (logs, exec, images) goes
-//! through the [`NodeOps`] handle the daemon passes in.
+//! Boundary: never touches containerd or the kernel itself — node work (logs, exec, images,
+//! metrics) goes through the [`NodeOps`] handle the daemon passes in, whose [`crate::node_ops::NodeError`]s
+//! `error.rs` maps to a `Status`.
 
 mod crud;
 mod describe;
@@ -26,9 +27,9 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
-pub use node::NodeOps;
 pub use table::pod_status_reason;
 
+use crate::node_ops::NodeOps;
 use crate::store::{Proposer, Store};
 
 /// What every handler may use.

@@ -3,19 +3,17 @@
 //! discovery and node info.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::node_ops::{ExecStreams, LogOptions, NodeUsage, PodUsage, Usage};
 use crate::objects::{meta, resource};
 
 use super::crud::{wants_table, Query};
@@ -23,92 +21,8 @@ use super::error::ApiError;
 use super::path::Target;
 use super::{ApiState, VERSION};
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Options of a log request.
-#[derive(Debug, Clone, Default)]
-pub struct LogOptions {
-    pub container: String,
-    pub follow: bool,
-    pub previous: bool,
-    pub tail: Option<usize>,
-    pub timestamps: bool,
-}
-
-/// A running exec: the streams of the process and a way to resize its terminal and wait.
-pub struct ExecStreams {
-    pub stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
-    pub stdout: Box<dyn AsyncRead + Send + Unpin>,
-    pub stderr: Option<Box<dyn AsyncRead + Send + Unpin>>,
-    pub resize: Box<dyn Fn(u16, u16) -> BoxFuture<'static, ()> + Send + Sync>,
-    /// Closes the process's stdin once the client's input ended (after `stdin` is dropped).
-    pub close_stdin: Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>,
-    pub wait: BoxFuture<'static, Result<i32, ApiError>>,
-}
-
-/// The node's side of the API: what needs containerd or the agent's files.
-pub trait NodeOps: Send + Sync + 'static {
-    fn containerd_version(&self) -> BoxFuture<'_, Result<String, ApiError>>;
-    fn list_images(&self) -> BoxFuture<'_, Result<Vec<Value>, ApiError>>;
-    fn remove_image(&self, name: String) -> BoxFuture<'_, Result<(), ApiError>>;
-    fn import_image(&self, file: PathBuf) -> BoxFuture<'_, Result<Vec<Value>, ApiError>>;
-    /// Pulls an image; progress lines (`{"progress": ...}`) go to `progress`.
-    fn pull_image(
-        &self,
-        image: String,
-        auth: Option<(String, String)>,
-        progress: tokio::sync::mpsc::UnboundedSender<Value>,
-    ) -> BoxFuture<'_, Result<Value, ApiError>>;
-    fn logs(&self, pod: Value, options: LogOptions) -> BoxFuture<'_, Result<BoxStream<'static, Bytes>, ApiError>>;
-    fn exec(
-        &self,
-        pod: Value,
-        container: String,
-        command: Vec<String>,
-        tty: bool,
-        stdin: bool,
-    ) -> BoxFuture<'_, Result<ExecStreams, ApiError>>;
-    /// What the running containers of each pod used lately; `None` for a pod that is not running
-    /// here or has not been sampled yet (metrics-server leaves such pods out).
-    fn pod_metrics(&self, pods: Vec<Value>) -> BoxFuture<'_, Result<Vec<Option<PodUsage>>, ApiError>>;
-    /// What the node used lately; `None` before it could be sampled.
-    fn node_metrics(&self) -> BoxFuture<'_, Result<Option<NodeUsage>, ApiError>>;
-    /// The node's CPUs and memory.
-    fn node_capacity(&self) -> BoxFuture<'_, Result<Capacity, ApiError>>;
-}
-
-/// What a container (or the node) used over a window: CPU as a rate, memory as the working set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    pub cpu_nanocores: u64,
-    pub memory_bytes: u64,
-}
-
-/// The usage of a pod's running containers, by container name.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PodUsage {
-    pub containers: Vec<(String, Usage)>,
-    /// When the usage was read (the end of the window).
-    pub timestamp: jiff::Timestamp,
-    pub window: std::time::Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct NodeUsage {
-    pub usage: Usage,
-    pub timestamp: jiff::Timestamp,
-    pub window: std::time::Duration,
-}
-
-/// The node's capacity (Skerry reserves nothing, so this is also what is allocatable).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Capacity {
-    pub cpus: u64,
-    pub memory_bytes: u64,
-}
-
 pub async fn version(State(st): State<ApiState>) -> Response {
-    let containerd = st.node.containerd_version().await.unwrap_or_else(|e| format!("unreachable: {}", e.message));
+    let containerd = st.node.containerd_version().await.unwrap_or_else(|e| format!("unreachable: {e}"));
     axum::Json(json!({
         "major": "0", "minor": "1",
         "gitVersion": VERSION,
@@ -199,7 +113,7 @@ pub async fn import_image(State(st): State<ApiState>, req: Request) -> Result<Re
         }
         file.sync_all().await.map_err(|e| disk_error(&path, e))?;
         drop(file);
-        st.node.import_image(path.clone()).await
+        Ok(st.node.import_image(path.clone()).await?)
     }
     .await;
     let _ = tokio::fs::remove_file(&path).await;
@@ -249,7 +163,10 @@ pub async fn pull_image(State(st): State<ApiState>, body: Bytes) -> Result<Respo
     let last = futures::stream::once(async move {
         match done.await {
             Ok(Ok(info)) => json!({"done": info}),
-            Ok(Err(e)) => json!({"error": {"message": e.message, "reason": e.reason}}),
+            Ok(Err(e)) => {
+                let e = ApiError::from(e);
+                json!({"error": {"message": e.message, "reason": e.reason}})
+            }
             Err(e) => json!({"error": {"message": e.to_string()}}),
         }
     });
@@ -645,6 +562,8 @@ pub async fn metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node_ops::{BoxFuture, Capacity, NodeError, NodeOps};
+    use futures::stream::BoxStream;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -679,6 +598,19 @@ mod tests {
     }
 
     #[test]
+    fn node_errors_become_statuses_by_kind() {
+        let status = |e: NodeError| {
+            let e = ApiError::from(e);
+            (e.code.as_u16(), e.reason, e.message)
+        };
+        assert_eq!(status(NodeError::NotFound("no".into())), (404, "NotFound", "no".into()));
+        assert_eq!(status(NodeError::BadRequest("bad".into())), (400, "BadRequest", "bad".into()));
+        assert_eq!(status(NodeError::Unavailable("down".into())), (503, "ServiceUnavailable", "down".into()));
+        assert_eq!(status(NodeError::InsufficientStorage("full".into())), (507, "InsufficientStorage", "full".into()));
+        assert_eq!(status(NodeError::Internal("oops".into())), (500, "InternalError", "oops".into()));
+    }
+
+    #[test]
     fn quantities() {
         assert_eq!(format_cpu(0), "0");
         assert_eq!(format_cpu(12_345), "12345n");
@@ -701,21 +633,21 @@ mod tests {
     /// Node operations with fixed usage: 0.25 CPU and 12 MiB per sampled container.
     struct FakeNode;
 
-    fn unsupported<T>() -> Result<T, ApiError> {
-        Err(ApiError::internal("not in this fake"))
+    fn unsupported<T>() -> Result<T, NodeError> {
+        Err(NodeError::Internal("not in this fake".into()))
     }
 
     impl NodeOps for FakeNode {
-        fn containerd_version(&self) -> BoxFuture<'_, Result<String, ApiError>> {
+        fn containerd_version(&self) -> BoxFuture<'_, Result<String, NodeError>> {
             Box::pin(async { unsupported() })
         }
-        fn list_images(&self) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
+        fn list_images(&self) -> BoxFuture<'_, Result<Vec<Value>, NodeError>> {
             Box::pin(async { unsupported() })
         }
-        fn remove_image(&self, _: String) -> BoxFuture<'_, Result<(), ApiError>> {
+        fn remove_image(&self, _: String) -> BoxFuture<'_, Result<(), NodeError>> {
             Box::pin(async { unsupported() })
         }
-        fn import_image(&self, _: PathBuf) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
+        fn import_image(&self, _: PathBuf) -> BoxFuture<'_, Result<Vec<Value>, NodeError>> {
             Box::pin(async { unsupported() })
         }
         fn pull_image(
@@ -723,10 +655,10 @@ mod tests {
             _: String,
             _: Option<(String, String)>,
             _: tokio::sync::mpsc::UnboundedSender<Value>,
-        ) -> BoxFuture<'_, Result<Value, ApiError>> {
+        ) -> BoxFuture<'_, Result<Value, NodeError>> {
             Box::pin(async { unsupported() })
         }
-        fn logs(&self, _: Value, _: LogOptions) -> BoxFuture<'_, Result<BoxStream<'static, Bytes>, ApiError>> {
+        fn logs(&self, _: Value, _: LogOptions) -> BoxFuture<'_, Result<BoxStream<'static, Bytes>, NodeError>> {
             Box::pin(async { unsupported() })
         }
         fn exec(
@@ -736,10 +668,10 @@ mod tests {
             _: Vec<String>,
             _: bool,
             _: bool,
-        ) -> BoxFuture<'_, Result<ExecStreams, ApiError>> {
+        ) -> BoxFuture<'_, Result<ExecStreams, NodeError>> {
             Box::pin(async { unsupported() })
         }
-        fn pod_metrics(&self, pods: Vec<Value>) -> BoxFuture<'_, Result<Vec<Option<PodUsage>>, ApiError>> {
+        fn pod_metrics(&self, pods: Vec<Value>) -> BoxFuture<'_, Result<Vec<Option<PodUsage>>, NodeError>> {
             let usage = |p: &Value| {
                 // Only running pods bound to n1 are "sampled".
                 (p.pointer("/spec/nodeName").and_then(Value::as_str) == Some("n1")
@@ -753,7 +685,7 @@ mod tests {
             let out = pods.iter().map(usage).collect();
             Box::pin(async move { Ok(out) })
         }
-        fn node_metrics(&self) -> BoxFuture<'_, Result<Option<NodeUsage>, ApiError>> {
+        fn node_metrics(&self) -> BoxFuture<'_, Result<Option<NodeUsage>, NodeError>> {
             let u = NodeUsage {
                 usage: Usage { cpu_nanocores: 1_234_567, memory_bytes: 1 << 30 },
                 timestamp: jiff::Timestamp::UNIX_EPOCH,
@@ -761,7 +693,7 @@ mod tests {
             };
             Box::pin(async move { Ok(Some(u)) })
         }
-        fn node_capacity(&self) -> BoxFuture<'_, Result<Capacity, ApiError>> {
+        fn node_capacity(&self) -> BoxFuture<'_, Result<Capacity, NodeError>> {
             Box::pin(async { Ok(Capacity { cpus: 2, memory_bytes: 4 << 30 }) })
         }
     }
