@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::{self, Context, Node};
 use crate::api::{self, ApiState, ServerInfo};
+use crate::clock::SystemClock;
 use crate::cluster::raft;
 use crate::config::Config;
 use crate::controllers;
@@ -73,12 +74,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let ctx = Arc::new(Context {
         store: store.clone(),
         proposer: proposer.clone(),
-        runtime: runtime.clone(),
+        runtime: Arc::new(runtime),
         node_name: config.node_name.clone(),
         data_dir: config.data_dir.clone(),
         insecure_registries: config.insecure_registries.clone(),
         cgroup_parent: config.cgroup_parent.clone(),
-        cni,
+        cni: Arc::new(cni),
+        namespaces: Arc::new(agent::sandbox::KernelNamespaces),
+        clock: Arc::new(SystemClock),
         node_ip,
         cluster_dns: config.cluster_dns,
         cluster_domain: config.cluster_domain.clone(),

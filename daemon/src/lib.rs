@@ -13,10 +13,13 @@
 //! - [`net`]: CNI invocation, Skerry's nftables table (hostPorts, the Service proxy), cluster DNS.
 //! - [`events`]: `Event` objects, folded and written in the background.
 //! - [`config`]: flags and `/etc/skerry/config.yaml`.
+//! - [`clock`]: wall-clock time behind a trait, so the agent's decisions run on a paused clock
+//!   in tests.
 //! - [`daemon`]: wires the parts together and owns start-up and shutdown.
 
 pub mod agent;
 pub mod api;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod controllers;

@@ -8,8 +8,11 @@
 //! Invariant: what runs is reconciled toward the store — a container whose pod is gone is
 //! stopped; a pod whose container is gone gets it back (within its restart policy). Restarting
 //! `skerryd` restarts no container: workers adopt running tasks by their containerd IDs.
-//! Boundary: talks to containerd only through [`crate::runtime`], writes only pod status,
-//! events and the final removal of a terminated pod through store commands.
+//! Boundary: talks to containerd only through the [`crate::runtime::Runtime`] trait object in
+//! its [`Context`], as it reaches the kernel's namespaces ([`sandbox::Namespaces`]), the pod
+//! network ([`crate::net::cni::PodNetwork`]) and the wall clock ([`crate::clock::Clock`]) —
+//! unit tests pass fakes; writes only pod status, events and the final removal of a terminated
+//! pod through store commands.
 
 pub mod cgroups;
 pub mod env;
@@ -33,9 +36,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::events::Recorder;
+use crate::net::cni::PodNetwork;
 use crate::objects::{meta, resource};
-use crate::runtime::ContainerdRuntime;
+use crate::runtime::Runtime;
 use crate::store::{Proposer, Store};
 
 pub use node_ops::Node;
@@ -52,14 +57,19 @@ pub struct Context {
     pub store: Store,
     /// Writes (pod status, events, removal of terminated pods).
     pub proposer: Proposer,
-    pub runtime: ContainerdRuntime,
+    /// containerd ([`crate::runtime::ContainerdRuntime`]) in the daemon.
+    pub runtime: Arc<dyn Runtime>,
     pub node_name: String,
     pub data_dir: PathBuf,
     pub insecure_registries: Vec<String>,
     /// Parent of every pod's cgroup (`/skerry`).
     pub cgroup_parent: String,
-    /// The pod network (CNI plugins from the configured list).
-    pub cni: crate::net::cni::Cni,
+    /// The pod network (CNI plugins from the configured list, [`crate::net::cni::Cni`]).
+    pub cni: Arc<dyn PodNetwork>,
+    /// Creates and removes pod sandboxes ([`sandbox::KernelNamespaces`] in the daemon).
+    pub namespaces: Arc<dyn sandbox::Namespaces>,
+    /// Wall-clock time for the workers' decisions ([`crate::clock::SystemClock`]).
+    pub clock: Arc<dyn Clock>,
     pub node_ip: std::net::Ipv4Addr,
     pub cluster_dns: std::net::Ipv4Addr,
     pub cluster_domain: String,
@@ -224,7 +234,7 @@ async fn collect_orphans(ctx: &Context) -> Result<(), Box<dyn std::error::Error 
             if !known.contains(uid.as_str()) {
                 release_network(ctx, &uid, "", "").await;
                 let sb = sandbox::Sandbox::at(entry.path().join("ns"));
-                if sb.remove().is_ok() && volumes::tear_down(&entry.path()) {
+                if ctx.namespaces.remove(&sb).is_ok() && volumes::tear_down(&entry.path()) {
                     let _ = std::fs::remove_dir_all(entry.path());
                 }
                 cgroups::remove_tree(&cgroups::pod_path(&ctx.cgroup_parent, &uid));

@@ -3,6 +3,9 @@
 //! Each namespace is created on a dedicated OS thread that `unshare`s, configures it (hostname,
 //! loopback up) and bind-mounts `/proc/thread-self/ns/*` onto a file under the pod's directory;
 //! containers join the namespaces by those paths.
+//!
+//! The worker creates and removes sandboxes through the [`Namespaces`] trait: [`KernelNamespaces`]
+//! is the real thing (the methods below), [`FakeNamespaces`] (tests) only records the calls.
 
 use std::path::PathBuf;
 
@@ -98,6 +101,63 @@ impl Sandbox {
                 Err(source) => return Err(SandboxError::Remove { dir: self.dir.clone(), source }),
             }
         }
+        Ok(())
+    }
+}
+
+/// Creating and removing sandboxes. Both calls block (namespace threads, mounts): call them
+/// from `spawn_blocking`.
+pub trait Namespaces: Send + Sync + 'static {
+    /// Creates the sandbox's namespaces (idempotent: a complete sandbox is left alone).
+    fn create(&self, sandbox: &Sandbox, hostname: &str) -> Result<(), SandboxError>;
+    /// Removes them; a missing sandbox is fine.
+    fn remove(&self, sandbox: &Sandbox) -> Result<(), SandboxError>;
+}
+
+/// The kernel's namespaces: [`Sandbox::create`] and [`Sandbox::remove`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelNamespaces;
+
+impl Namespaces for KernelNamespaces {
+    fn create(&self, sandbox: &Sandbox, hostname: &str) -> Result<(), SandboxError> {
+        sandbox.create(hostname)
+    }
+    fn remove(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
+        sandbox.remove()
+    }
+}
+
+/// What a [`FakeNamespaces`] was asked to do.
+#[cfg(test)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceCall {
+    Create { dir: PathBuf, hostname: String },
+    Remove { dir: PathBuf },
+}
+
+/// Sandboxes without a kernel (tests): records the calls, touches nothing.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct FakeNamespaces {
+    calls: std::sync::Mutex<Vec<NamespaceCall>>,
+}
+
+#[cfg(test)]
+impl FakeNamespaces {
+    pub fn calls(&self) -> Vec<NamespaceCall> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[cfg(test)]
+impl Namespaces for FakeNamespaces {
+    fn create(&self, sandbox: &Sandbox, hostname: &str) -> Result<(), SandboxError> {
+        let call = NamespaceCall::Create { dir: sandbox.dir.clone(), hostname: hostname.to_string() };
+        self.calls.lock().unwrap().push(call);
+        Ok(())
+    }
+    fn remove(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
+        self.calls.lock().unwrap().push(NamespaceCall::Remove { dir: sandbox.dir.clone() });
         Ok(())
     }
 }

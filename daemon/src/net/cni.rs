@@ -4,10 +4,14 @@
 //!
 //! The daemon is a CNI *runtime* here; nothing in it knows which plugin wires the pod, so the
 //! reference plugins (`bridge` + `host-local`) can replace `skerry-cni`.
+//!
+//! The agent uses it through the [`PodNetwork`] trait (ADD, DEL, GC), which [`Cni`] implements
+//! and [`FakeNetwork`] (tests) fakes without running a plugin.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use futures::future::BoxFuture;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
@@ -243,6 +247,82 @@ impl Cni {
             self.invoke("GC", plugin, &conf, None).await?;
         }
         Ok(true)
+    }
+}
+
+/// The pod network as the agent uses it: one network list's ADD, DEL and GC.
+pub trait PodNetwork: Send + Sync + 'static {
+    /// The network's name (errors about its results name it).
+    fn name(&self) -> &str;
+    /// Wires an attachment; returns the final CNI result.
+    fn add<'a>(&'a self, att: &'a Attachment) -> BoxFuture<'a, Result<Value, CniError>>;
+    /// Unwires an attachment, with the cached ADD result when known.
+    fn del<'a>(&'a self, att: &'a Attachment, prev: Option<&'a Value>) -> BoxFuture<'a, Result<(), CniError>>;
+    /// Frees what is not among `valid` (container ID, interface); false when the list's
+    /// version has no GC.
+    fn gc<'a>(&'a self, valid: &'a [(String, String)]) -> BoxFuture<'a, Result<bool, CniError>>;
+}
+
+impl PodNetwork for Cni {
+    fn name(&self) -> &str {
+        &self.list.name
+    }
+    fn add<'a>(&'a self, att: &'a Attachment) -> BoxFuture<'a, Result<Value, CniError>> {
+        Box::pin(Cni::add(self, att))
+    }
+    fn del<'a>(&'a self, att: &'a Attachment, prev: Option<&'a Value>) -> BoxFuture<'a, Result<(), CniError>> {
+        Box::pin(Cni::del(self, att, prev))
+    }
+    fn gc<'a>(&'a self, valid: &'a [(String, String)]) -> BoxFuture<'a, Result<bool, CniError>> {
+        Box::pin(Cni::gc(self, valid))
+    }
+}
+
+/// What a [`FakeNetwork`] was asked to do: the call and the attachment's container ID (the
+/// pod's UID), or the valid IDs of a GC.
+#[cfg(test)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkCall {
+    Add(String),
+    Del(String),
+    Gc(Vec<String>),
+}
+
+/// A pod network without plugins (tests): ADD hands out `10.42.0.2/24`, `.3`, … in order and
+/// every call is recorded.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct FakeNetwork {
+    calls: std::sync::Mutex<Vec<NetworkCall>>,
+}
+
+#[cfg(test)]
+impl FakeNetwork {
+    pub fn calls(&self) -> Vec<NetworkCall> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[cfg(test)]
+impl PodNetwork for FakeNetwork {
+    fn name(&self) -> &str {
+        "fake"
+    }
+    fn add<'a>(&'a self, att: &'a Attachment) -> BoxFuture<'a, Result<Value, CniError>> {
+        let mut calls = self.calls.lock().unwrap();
+        calls.push(NetworkCall::Add(att.container_id.clone()));
+        let n = calls.iter().filter(|c| matches!(c, NetworkCall::Add(_))).count() + 1;
+        let result =
+            json!({"cniVersion": "1.0.0", "ips": [{"address": format!("10.42.0.{n}/24"), "gateway": "10.42.0.1"}]});
+        Box::pin(async move { Ok(result) })
+    }
+    fn del<'a>(&'a self, att: &'a Attachment, _prev: Option<&'a Value>) -> BoxFuture<'a, Result<(), CniError>> {
+        self.calls.lock().unwrap().push(NetworkCall::Del(att.container_id.clone()));
+        Box::pin(async { Ok(()) })
+    }
+    fn gc<'a>(&'a self, valid: &'a [(String, String)]) -> BoxFuture<'a, Result<bool, CniError>> {
+        self.calls.lock().unwrap().push(NetworkCall::Gc(valid.iter().map(|(c, _)| c.clone()).collect()));
+        Box::pin(async { Ok(true) })
     }
 }
 

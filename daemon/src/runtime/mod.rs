@@ -13,8 +13,9 @@
 //! images and containers reference. Container output never flows through
 //! skerryd: the shim hands it to `skerry-logger`, so logs survive restarts.
 //!
-//! Boundary: callers use [`ContainerdRuntime`] (or the [`Runtime`] trait it
-//! implements, so agent logic can run against a fake) and the data types below;
+//! Boundary: callers use [`ContainerdRuntime`] (or the object-safe [`Runtime`] trait it
+//! implements, so agent logic can run against `fake::FakeRuntime`, a recording fake for unit
+//! tests) and the data types below;
 //! [`spec::build_spec`], [`spec::merge_command`] and [`spec::merge_env`] are pure
 //! helpers for building the OCI spec; [`logger`] reads CRI log files back.
 //! Pod semantics (restarts, probes, volumes, networking) belong to the agent.
@@ -23,6 +24,8 @@ mod archive;
 mod containers;
 mod content;
 mod exec;
+#[cfg(test)]
+pub mod fake;
 mod images;
 pub mod logger;
 mod pull;

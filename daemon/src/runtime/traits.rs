@@ -1,9 +1,11 @@
 //! The `Runtime` trait: what the agent needs from a container runtime, so its
-//! logic can be tested against a fake instead of containerd.
+//! logic can be tested against a fake ([`super::fake::FakeRuntime`]) instead of containerd.
+//!
+//! Object-safe (boxed futures), so the agent holds an `Arc<dyn Runtime>`.
 
-use std::future::Future;
 use std::path::Path;
 
+use futures::future::BoxFuture;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{
@@ -13,68 +15,78 @@ use super::{
 
 /// Container runtime operations, implemented by [`ContainerdRuntime`].
 /// Futures are `Send` so callers can spawn them.
-pub trait Runtime: Clone + Send + Sync + 'static {
-    fn import_archive(&self, path: &Path) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send;
-    fn pull(
-        &self,
-        reference: &str,
+pub trait Runtime: Send + Sync + 'static {
+    /// The runtime's version string, e.g. containerd's `1.6.20`.
+    fn version(&self) -> BoxFuture<'_, Result<String, RuntimeError>>;
+    fn import_archive<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<Vec<ImageInfo>, RuntimeError>>;
+    fn pull<'a>(
+        &'a self,
+        reference: &'a str,
         auth: Option<(String, String)>,
-        insecure_registries: &[String],
+        insecure_registries: &'a [String],
         progress: UnboundedSender<PullProgress>,
-    ) -> impl Future<Output = Result<ImageInfo, RuntimeError>> + Send;
-    fn list_images(&self) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send;
-    fn remove_image(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    fn image_config(&self, name: &str) -> impl Future<Output = Result<Option<ImageConfig>, RuntimeError>> + Send;
-    fn run(&self, c: &ContainerRun) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
-    fn wait(&self, id: &str) -> impl Future<Output = Result<Exit, RuntimeError>> + Send;
-    fn state(&self, id: &str) -> impl Future<Output = Result<Option<TaskState>, RuntimeError>> + Send;
-    fn kill(&self, id: &str, signal: i32) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    fn list_containers(&self) -> impl Future<Output = Result<Vec<ContainerSummary>, RuntimeError>> + Send;
-    fn exec(&self, id: &str, e: &ExecRequest) -> impl Future<Output = Result<ExecSession, RuntimeError>> + Send;
+    ) -> BoxFuture<'a, Result<ImageInfo, RuntimeError>>;
+    fn list_images(&self) -> BoxFuture<'_, Result<Vec<ImageInfo>, RuntimeError>>;
+    fn remove_image<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    /// The config of an image that is present; `None` when it is not.
+    fn image_config<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<ImageConfig>, RuntimeError>>;
+    /// Creates the container and starts its task; returns the task's pid.
+    fn run<'a>(&'a self, c: &'a ContainerRun) -> BoxFuture<'a, Result<u32, RuntimeError>>;
+    /// Waits for the container's task to exit.
+    fn wait<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Exit, RuntimeError>>;
+    /// The state of the container's task; `None` when there is no such container.
+    fn state<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<TaskState>, RuntimeError>>;
+    fn kill<'a>(&'a self, id: &'a str, signal: i32) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    /// Removes the container's task (killing it) and the container.
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    fn list_containers(&self) -> BoxFuture<'_, Result<Vec<ContainerSummary>, RuntimeError>>;
+    fn exec<'a>(&'a self, id: &'a str, e: &'a ExecRequest) -> BoxFuture<'a, Result<ExecSession, RuntimeError>>;
 }
 
 impl Runtime for ContainerdRuntime {
-    async fn import_archive(&self, path: &Path) -> Result<Vec<ImageInfo>, RuntimeError> {
-        ContainerdRuntime::import_archive(self, path).await
+    fn version(&self) -> BoxFuture<'_, Result<String, RuntimeError>> {
+        Box::pin(ContainerdRuntime::version(self))
     }
-    async fn pull(
-        &self,
-        reference: &str,
+    fn import_archive<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<Vec<ImageInfo>, RuntimeError>> {
+        Box::pin(ContainerdRuntime::import_archive(self, path))
+    }
+    fn pull<'a>(
+        &'a self,
+        reference: &'a str,
         auth: Option<(String, String)>,
-        insecure_registries: &[String],
+        insecure_registries: &'a [String],
         progress: UnboundedSender<PullProgress>,
-    ) -> Result<ImageInfo, RuntimeError> {
-        ContainerdRuntime::pull(self, reference, auth, insecure_registries, progress).await
+    ) -> BoxFuture<'a, Result<ImageInfo, RuntimeError>> {
+        Box::pin(ContainerdRuntime::pull(self, reference, auth, insecure_registries, progress))
     }
-    async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
-        ContainerdRuntime::list_images(self).await
+    fn list_images(&self) -> BoxFuture<'_, Result<Vec<ImageInfo>, RuntimeError>> {
+        Box::pin(ContainerdRuntime::list_images(self))
     }
-    async fn remove_image(&self, name: &str) -> Result<(), RuntimeError> {
-        ContainerdRuntime::remove_image(self, name).await
+    fn remove_image<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(ContainerdRuntime::remove_image(self, name))
     }
-    async fn image_config(&self, name: &str) -> Result<Option<ImageConfig>, RuntimeError> {
-        ContainerdRuntime::image_config(self, name).await
+    fn image_config<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<ImageConfig>, RuntimeError>> {
+        Box::pin(ContainerdRuntime::image_config(self, name))
     }
-    async fn run(&self, c: &ContainerRun) -> Result<u32, RuntimeError> {
-        ContainerdRuntime::run(self, c).await
+    fn run<'a>(&'a self, c: &'a ContainerRun) -> BoxFuture<'a, Result<u32, RuntimeError>> {
+        Box::pin(ContainerdRuntime::run(self, c))
     }
-    async fn wait(&self, id: &str) -> Result<Exit, RuntimeError> {
-        ContainerdRuntime::wait(self, id).await
+    fn wait<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Exit, RuntimeError>> {
+        Box::pin(ContainerdRuntime::wait(self, id))
     }
-    async fn state(&self, id: &str) -> Result<Option<TaskState>, RuntimeError> {
-        ContainerdRuntime::state(self, id).await
+    fn state<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<TaskState>, RuntimeError>> {
+        Box::pin(ContainerdRuntime::state(self, id))
     }
-    async fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
-        ContainerdRuntime::kill(self, id, signal).await
+    fn kill<'a>(&'a self, id: &'a str, signal: i32) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(ContainerdRuntime::kill(self, id, signal))
     }
-    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
-        ContainerdRuntime::remove(self, id).await
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(ContainerdRuntime::remove(self, id))
     }
-    async fn list_containers(&self) -> Result<Vec<ContainerSummary>, RuntimeError> {
-        ContainerdRuntime::list_containers(self).await
+    fn list_containers(&self) -> BoxFuture<'_, Result<Vec<ContainerSummary>, RuntimeError>> {
+        Box::pin(ContainerdRuntime::list_containers(self))
     }
-    async fn exec(&self, id: &str, e: &ExecRequest) -> Result<ExecSession, RuntimeError> {
-        ContainerdRuntime::exec(self, id, e).await
+    fn exec<'a>(&'a self, id: &'a str, e: &'a ExecRequest) -> BoxFuture<'a, Result<ExecSession, RuntimeError>> {
+        Box::pin(ContainerdRuntime::exec(self, id, e))
     }
 }

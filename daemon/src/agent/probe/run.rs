@@ -20,7 +20,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{ContainerProbes, Effect, Handler, Kind, Outcome, Spec, View};
-use crate::runtime::{ContainerdRuntime, ExecRequest};
+use std::sync::Arc;
+
+use crate::runtime::{ExecRequest, Runtime};
 
 /// How much output of an exec probe (or body of an HTTP answer) is kept, as kubelet.
 const MAX_OUTPUT: usize = 10 * 1024;
@@ -117,13 +119,13 @@ async fn sleep_until(at: Option<Instant>) {
 /// The real prober: containerd for exec, the node's network for HTTP and TCP.
 #[derive(Clone)]
 pub struct NodeProber {
-    pub runtime: ContainerdRuntime,
+    pub runtime: Arc<dyn Runtime>,
 }
 
 impl Prober for NodeProber {
     async fn probe(&self, action: &Action, timeout: Duration) -> Outcome {
         match action {
-            Action::Exec { container_id, command } => exec(&self.runtime, container_id, command, timeout).await,
+            Action::Exec { container_id, command } => exec(self.runtime.as_ref(), container_id, command, timeout).await,
             Action::Http { host, port, path, headers } => http_get(host, *port, path, headers, timeout).await,
             Action::Tcp { host, port } => tcp(host, *port, timeout).await,
             Action::Fail(message) => Outcome::Failure(message.clone()),
@@ -252,7 +254,7 @@ async fn get_once(
 }
 
 /// An exec probe: success when the command exits 0; a failure carries its output.
-pub async fn exec(runtime: &ContainerdRuntime, container_id: &str, command: &[String], timeout: Duration) -> Outcome {
+pub async fn exec(runtime: &dyn Runtime, container_id: &str, command: &[String], timeout: Duration) -> Outcome {
     let req = ExecRequest { args: command.to_vec(), ..Default::default() };
     let session = match runtime.exec(container_id, &req).await {
         Ok(s) => s,

@@ -4,10 +4,11 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Worker;
@@ -71,12 +72,11 @@ impl Worker {
             Some(TaskState::Exited(exit)) => self.oom_killed(&name, &id, exit).await,
             _ => false,
         };
+        let now = self.ctx.clock.now();
         let memo = self.memos.entry(name.clone()).or_default();
         memo.seen = state.clone();
         let observed = match &state {
-            Some(TaskState::Running { .. }) => {
-                Observed::Running { started_at: *memo.started_at.get_or_insert_with(jiff::Timestamp::now) }
-            }
+            Some(TaskState::Running { .. }) => Observed::Running { started_at: *memo.started_at.get_or_insert(now) },
             Some(TaskState::Exited(exit)) => Observed::Exited {
                 code: exit.code,
                 signal: exit.signal,
@@ -105,7 +105,7 @@ impl Worker {
         let memo = self.memos.get_mut(&name).expect("memo");
         // A container its probes killed restarts under OnFailure whatever its exit code.
         let policy = if memo.probe_killed && policy == "OnFailure" { "Always" } else { policy };
-        let now = jiff::Timestamp::now();
+        let now = self.ctx.clock.now();
         match status::decide(policy, &observed, memo.backoff_steps, now) {
             Decision::Keep => Ok(None),
             Decision::Wait(d) => {
@@ -156,7 +156,7 @@ impl Worker {
                         memo.adopted = None;
                         memo.attempts = 0;
                         memo.next_attempt = None;
-                        memo.started_at = Some(jiff::Timestamp::now());
+                        memo.started_at = Some(self.ctx.clock.now());
                         // Probes (and their initial "not ready") from the start, before any
                         // status write could call the new run ready.
                         self.sync_probes(pod, c, &name, &id, true);
@@ -227,8 +227,8 @@ impl Worker {
             return;
         }
         let since_start =
-            memo.started_at.map(|s| jiff::Timestamp::now().duration_since(s).unsigned_abs()).unwrap_or_default();
-        let mut machine = ContainerProbes::new(specs, tokio::time::Instant::now(), since_start);
+            memo.started_at.map(|s| self.ctx.clock.now().duration_since(s).unsigned_abs()).unwrap_or_default();
+        let mut machine = ContainerProbes::new(specs, Instant::now(), since_start);
         if let Some((started, ready)) = memo.adopted.take() {
             machine.adopt(started, ready);
         }

@@ -2,10 +2,11 @@
 //! container's spec (environment, mounts, limits) and run.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::{host_network, Worker};
 use crate::agent::{
@@ -26,8 +27,8 @@ impl Worker {
         }
         let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str).unwrap_or(meta::name(pod));
         let hostname: String = hostname.chars().take(63).collect();
-        let sandbox = self.sandbox.clone();
-        tokio::task::spawn_blocking(move || sandbox.create(&hostname)).await.unwrap_or_else(|e| {
+        let (namespaces, sandbox) = (self.ctx.namespaces.clone(), self.sandbox.clone());
+        tokio::task::spawn_blocking(move || namespaces.create(&sandbox, &hostname)).await.unwrap_or_else(|e| {
             Err(sandbox::SandboxError::Create {
                 dir: self.sandbox.dir.clone(),
                 step: "namespace task",
@@ -62,7 +63,7 @@ impl Worker {
         let result = self.ctx.cni.add(&self.attachment()).await?;
         let ip = crate::net::cni::result_ip(&result).and_then(|ip| ip.parse().ok()).ok_or_else(|| {
             crate::net::cni::CniError::BadResult {
-                plugin: self.ctx.cni.list.name.clone(),
+                plugin: self.ctx.cni.name().to_string(),
                 message: "the result has no IPv4 address".into(),
             }
         })?;

@@ -12,7 +12,7 @@ use crate::store::{Command, Rejection, StoreError};
 
 impl Worker {
     pub(super) async fn write_status(&mut self, pod: &Value, policy: &str) -> Result<(), StoreError> {
-        let now = meta::now();
+        let now = meta::timestamp(self.ctx.clock.now());
         let mut statuses = Vec::new();
         for c in spec_containers(pod) {
             let name = c["name"].as_str().unwrap_or("");

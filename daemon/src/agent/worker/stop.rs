@@ -22,7 +22,7 @@ impl Worker {
     ) -> Result<Next, Box<dyn std::error::Error + Send + Sync>> {
         self.stop_probes();
         let deadline =
-            meta::parse_time(pod.pointer("/metadata/deletionTimestamp")).unwrap_or_else(jiff::Timestamp::now);
+            meta::parse_time(pod.pointer("/metadata/deletionTimestamp")).unwrap_or_else(|| self.ctx.clock.now());
         let mut running = Vec::new();
         for name in names {
             let id = container_id(&self.uid, name);
@@ -31,7 +31,7 @@ impl Worker {
             }
         }
         if !running.is_empty() {
-            let now = jiff::Timestamp::now();
+            let now = self.ctx.clock.now();
             if !self.term_sent {
                 self.term_sent = true;
                 for (name, id) in &running {
@@ -78,8 +78,8 @@ impl Worker {
         release_network(&self.ctx, &self.uid, &self.namespace, &self.name).await;
         self.pod_ip = None;
         self.sandbox_ready = false;
-        let sandbox = self.sandbox.clone();
-        let removed = tokio::task::spawn_blocking(move || sandbox.remove()).await.unwrap_or(Ok(()));
+        let (namespaces, sandbox) = (self.ctx.namespaces.clone(), self.sandbox.clone());
+        let removed = tokio::task::spawn_blocking(move || namespaces.remove(&sandbox)).await.unwrap_or(Ok(()));
         if let Err(e) = removed {
             tracing::warn!(error = %e, "removing sandbox failed");
             return;
