@@ -5,7 +5,8 @@
 //! containers join the namespaces by those paths.
 //!
 //! The worker creates and removes sandboxes through the [`Namespaces`] trait: [`KernelNamespaces`]
-//! is the real thing (the methods below), [`FakeNamespaces`] (tests) only records the calls.
+//! is the real thing (the methods below); [`FakeNamespaces`] (tests) records the calls and
+//! leaves plain files where the namespace files would be, with no namespace behind them.
 
 use std::path::PathBuf;
 
@@ -135,7 +136,9 @@ pub enum NamespaceCall {
     Remove { dir: PathBuf },
 }
 
-/// Sandboxes without a kernel (tests): records the calls, touches nothing.
+/// Sandboxes without a kernel (tests): records the calls; creates the sandbox's directory and
+/// its namespace files as plain files (so the pod directory is laid out as with real ones) and
+/// removes them again.
 #[cfg(test)]
 #[derive(Debug, Default)]
 pub struct FakeNamespaces {
@@ -154,10 +157,23 @@ impl Namespaces for FakeNamespaces {
     fn create(&self, sandbox: &Sandbox, hostname: &str) -> Result<(), SandboxError> {
         let call = NamespaceCall::Create { dir: sandbox.dir.clone(), hostname: hostname.to_string() };
         self.calls.lock().unwrap().push(call);
+        let err = |source| SandboxError::Create { dir: sandbox.dir.clone(), step: "fake", source };
+        std::fs::create_dir_all(&sandbox.dir).map_err(err)?;
+        for k in KINDS {
+            std::fs::write(sandbox.dir.join(k), "").map_err(err)?;
+        }
         Ok(())
     }
     fn remove(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
         self.calls.lock().unwrap().push(NamespaceCall::Remove { dir: sandbox.dir.clone() });
+        for k in KINDS {
+            match std::fs::remove_file(sandbox.dir.join(k)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(SandboxError::Remove { dir: sandbox.dir.clone(), source: e })
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 }

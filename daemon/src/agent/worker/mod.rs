@@ -13,6 +13,8 @@ mod restart;
 mod start;
 mod status;
 mod stop;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
