@@ -7,4 +7,5 @@
 //! and a transport to it. Boundary: the rest of the daemon sees a `store::Proposer` and the
 //! leader's term (a task set), never Raft itself.
 
+pub mod identity;
 pub mod raft;
