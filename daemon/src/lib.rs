@@ -10,6 +10,7 @@
 //! - [`node_ops`]: what the API asks of a node (logs, exec, images, metrics), as a trait the
 //!   agent implements; neither side imports the other.
 //! - [`runtime`]: the containerd client; the only module that speaks containerd's gRPC.
+//! - [`scheduler`]: pod placement over many nodes, a pure function of nodes and pods.
 //! - [`net`]: CNI invocation, Skerry's nftables table (hostPorts, the Service proxy), cluster DNS.
 //! - [`events`]: `Event` objects, folded and written in the background.
 //! - [`config`]: flags and `/etc/skerry/config.yaml`.
@@ -29,4 +30,5 @@ pub mod net;
 pub mod node_ops;
 pub mod objects;
 pub mod runtime;
+pub mod scheduler;
 pub mod store;
