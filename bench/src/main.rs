@@ -1,5 +1,6 @@
 //! `skerry-bench`: pod start latency against the raw-containerd floor, and skerryd's memory;
-//! `deploy`: Deployments against the floor and Docker Swarm.
+//! `deploy`: Deployments against the floor and Docker Swarm; `scheduler`: the cluster
+//! scheduler alone, in process (no root, no containerd).
 //!
 //! Everything runs against a private containerd ([`skerry_tests::containerd::Containerd`]) and a
 //! private `skerryd` in its own network namespace ([`skerry_tests::skerryd::Skerryd`], the e2e
@@ -9,6 +10,7 @@
 
 mod deploy;
 mod http;
+mod scheduler;
 mod swarm;
 mod sys;
 
@@ -60,6 +62,8 @@ enum Cmd {
     /// Deployments of N replicas (rollout, rolling update, delete) against the floor and, with
     /// --swarm, Docker Swarm; prints a markdown report and writes it to --out.
     Deploy(deploy::DeployArgs),
+    /// The cluster scheduler alone placing N pods on M simulated nodes (in process; no root).
+    Scheduler(scheduler::SchedulerArgs),
     /// Only the floor: raw containerd creating and starting N containers in parallel.
     Floor {
         #[arg(long, default_value_t = 50)]
@@ -105,6 +109,10 @@ struct AllArgs {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Cmd::Scheduler(args) = &cli.cmd {
+        // Pure computation: no runtime, no prerequisites, no cleanup.
+        return scheduler::run(args);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -125,6 +133,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::All(args) => all(args).await,
         Cmd::Deploy(args) => deploy::deploy(args).await,
+        Cmd::Scheduler(args) => scheduler::run(&args),
         Cmd::Floor { n, reps } => {
             let env = Env::start().await?;
             let floor = env.floor().await?;

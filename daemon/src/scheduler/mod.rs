@@ -115,7 +115,7 @@ impl Cluster {
     }
 
     /// The nodes `pod` fits with their total scores, best first (what [`Cluster::place`]
-    /// chooses from), without recording anything.
+    /// chooses from), without recording anything; `spec.nodeName` is not looked at.
     pub fn rank(&self, pod: &Value) -> Result<Vec<(String, i64)>, FitError> {
         let info = PodInfo::new(pod);
         let mut raws = Vec::new();

@@ -46,7 +46,11 @@ fn least_requested(requested: i64, capacity: i64) -> i64 {
     if capacity <= 0 || requested > capacity {
         return 0;
     }
-    ((i128::from(capacity - requested) * i128::from(MAX_NODE_SCORE)) / i128::from(capacity)) as i64
+    match (capacity - requested).checked_mul(MAX_NODE_SCORE) {
+        Some(scaled) => scaled / capacity,
+        // Only beyond 92 PB of memory; 128-bit division is a slow library call, kept off the hot path.
+        None => ((i128::from(capacity - requested) * i128::from(MAX_NODE_SCORE)) / i128::from(capacity)) as i64,
+    }
 }
 
 /// The raw scores of `node` (index `index`) for `pod`; `owner_pods` is the pod's owner's pod
@@ -116,6 +120,8 @@ mod tests {
         assert_eq!(least_requested(1000, 4000), 75);
         assert_eq!(least_requested(4001, 4000), 0);
         assert_eq!(least_requested(10, 0), 0);
+        assert_eq!(least_requested(0, i64::MAX), 100);
+        assert_eq!(least_requested(i64::MAX / 2, i64::MAX), 50);
         assert_eq!(normalize(3, 4, false), 75);
         assert_eq!(normalize(0, 0, false), 0);
         assert_eq!(normalize(1, 4, true), 75);
