@@ -68,9 +68,17 @@ pub struct Flags {
     /// Remove Skerry's nftables table and exit.
     #[arg(long)]
     pub cleanup: bool,
+    /// Make this server, whose cluster has lost its quorum for good, a cluster of one with the
+    /// state it has; then exit (start again without the flag).
+    #[arg(long)]
+    pub cluster_reset: bool,
 }
 
 pub const DEFAULT_CONFIG: &str = "/etc/skerry/config.yaml";
+
+/// Skerry's own news at `info`; openraft's only when something is wrong (its `info` lines
+/// describe every election and start-up step).
+pub const DEFAULT_LOG_LEVEL: &str = "info,openraft=warn";
 
 /// The config file's keys; all optional.
 #[derive(Debug, Default, Deserialize)]
@@ -190,7 +198,7 @@ impl Config {
             node_name,
             insecure_registries: insecure,
             image_dir: flags.image_dir.or(file.image_dir),
-            log_level: flags.log_level.or(file.log_level).unwrap_or_else(|| "info".into()),
+            log_level: flags.log_level.or(file.log_level).unwrap_or_else(|| DEFAULT_LOG_LEVEL.into()),
             cgroup_parent: flags.cgroup_parent.or(file.cgroup_parent).unwrap_or_else(|| "/skerry".into()),
             node_ip: flags.node_ip.or(file.node_ip),
             pod_cidr,

@@ -144,6 +144,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     Ok(())
 }
 
+/// `skerryd --cluster-reset`: see [`raft::reset`]. Returns where the old log was kept.
+pub async fn cluster_reset(config: &Config) -> Result<std::path::PathBuf, DaemonError> {
+    let store = Store::open(&config.data_dir.join("state.db"))?;
+    let dir = config.data_dir.join("raft");
+    raft::reset(&store, &dir).await.map_err(io_err(&dir))
+}
+
 /// Starts this server's Raft member: its log and snapshots under `<data-dir>/raft`, its id
 /// kept there; a server that is not yet part of a cluster makes one of itself.
 async fn start_raft(config: &Config, store: &Store, node_ip: std::net::Ipv4Addr) -> Result<raft::Server, DaemonError> {

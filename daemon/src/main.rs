@@ -17,12 +17,21 @@ fn main() -> anyhow::Result<()> {
     }
     let flags = Flags::parse();
     let cleanup = flags.cleanup;
+    let cluster_reset = flags.cluster_reset;
     let config = Config::load(flags)?;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    if cluster_reset {
+        let kept = runtime.block_on(skerryd::daemon::cluster_reset(&config))?;
+        tracing::warn!(
+            kept = %kept.display(),
+            "this server is now a cluster of one with the state it had; start it again without --cluster-reset, then join the other servers anew"
+        );
+        return Ok(());
+    }
     if cleanup {
         runtime.block_on(skerryd::daemon::cleanup())?;
         tracing::info!("removed the nftables table inet skerry");

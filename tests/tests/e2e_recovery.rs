@@ -97,3 +97,32 @@ fn containerd_restart_keeps_pods_running() {
     node.wait_running("after");
     assert_eq!(node.skerry_ok(&["exec", "after", "--", "echo", "ok"]), "ok\n");
 }
+
+/// `skerryd --cluster-reset` (for a server whose cluster lost its quorum for good) keeps every
+/// object, keeps the old log aside, exits, and the next start is a cluster of one that writes.
+#[test]
+fn cluster_reset_keeps_the_state_and_starts_a_cluster_of_one() {
+    let mut node = TestNode::start();
+    node.skerry_ok(&["create", "namespace", "shop"]);
+    let rv = |node: &TestNode, name: &str| -> u64 {
+        let ns: Value = serde_json::from_str(&node.skerry_ok(&["get", "namespace", name, "-o", "json"])).unwrap();
+        ns["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()
+    };
+    let before = rv(&node, "shop");
+    node.skerryd.stop();
+    let data_dir = node.skerryd.data_dir();
+    let out = node.skerryd.run_skerryd(&["--data-dir", data_dir.to_str().unwrap(), "--cluster-reset"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("start it again without --cluster-reset"), "{out}");
+    let kept: Vec<_> = std::fs::read_dir(data_dir.join("raft"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("before-reset-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the old log is kept aside");
+    assert!(kept[0].path().join("raft.db").exists());
+    node.skerryd.start_again();
+    assert_eq!(rv(&node, "shop"), before, "the object is kept as it was");
+    node.skerry_ok(&["create", "namespace", "after-reset"]);
+    assert!(rv(&node, "after-reset") > before, "revisions go on");
+}

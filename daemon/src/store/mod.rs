@@ -335,9 +335,17 @@ impl Store {
         }
     }
 
-    /// Forgets the applied index (not the state): the store is about to follow a new log.
-    pub async fn reset_applied_index(&self) -> Result<(), StoreError> {
-        Store::run_on(&self.inner.writer, |conn| schema::set_meta(conn, "applied", 0)).await
+    /// Forgets which log the store followed — its applied index and the log's bookkeeping —
+    /// keeping the state itself: the store is about to follow a new log.
+    pub async fn begin_new_log(&self) -> Result<(), StoreError> {
+        Store::run_on(&self.inner.writer, |conn| {
+            let tx = conn.transaction()?;
+            schema::set_meta(&tx, "applied", 0)?;
+            tx.execute("DELETE FROM log_state", [])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     /// The index of the last log entry applied.

@@ -147,6 +147,25 @@ impl Server {
     }
 }
 
+/// Makes a server whose cluster lost its quorum for good into a cluster of one with the state
+/// it has (k3s and dqlite users lose clusters for lack of this): its log and snapshots, which
+/// name the lost members, are moved aside under `dir` (returned: kept, never deleted), and the
+/// store forgets the old log's position; the next start bootstraps a new cluster of one whose
+/// first entries follow the kept state (same objects, revisions going on from where they were).
+pub async fn reset(store: &Store, dir: &Path) -> std::io::Result<std::path::PathBuf> {
+    let stamp = jiff::Timestamp::now().as_second();
+    let kept = dir.join(format!("before-reset-{stamp}"));
+    tokio::fs::create_dir_all(&kept).await?;
+    for name in ["raft.db", "raft.db-wal", "raft.db-shm", "snapshots"] {
+        let from = dir.join(name);
+        if tokio::fs::try_exists(&from).await? {
+            tokio::fs::rename(&from, kept.join(name)).await?;
+        }
+    }
+    store.begin_new_log().await.map_err(std::io::Error::other)?;
+    Ok(kept)
+}
+
 /// How long a write waits for a leader to exist before it fails.
 const NO_LEADER_WAIT: Duration = Duration::from_secs(10);
 

@@ -54,7 +54,7 @@ impl StateMachine {
     pub async fn new(store: Store, dir: &Path) -> std::io::Result<StateMachine> {
         tokio::fs::create_dir_all(dir).await?;
         if store.log_state(LAST_APPLIED).await.map_err(std::io::Error::other)?.is_none() {
-            store.reset_applied_index().await.map_err(std::io::Error::other)?;
+            store.begin_new_log().await.map_err(std::io::Error::other)?;
         }
         let membership = match store.log_state(MEMBERSHIP).await {
             Ok(Some(json)) => serde_json::from_str(&json).map_err(std::io::Error::other)?,

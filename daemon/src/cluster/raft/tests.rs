@@ -290,3 +290,35 @@ async fn a_single_node_data_dir_is_taken_over_by_raft_in_place() {
     server.proposer().propose(pod("after-restart")).await.unwrap();
     g.converged(3).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_survivor_of_a_lost_quorum_is_reset_into_a_cluster_of_one() {
+    let mut g = three().await;
+    let leader = g.leader().await;
+    let proposer = g.server(leader).proposer();
+    for i in 0..3 {
+        proposer.propose(pod(&format!("p{i}"))).await.unwrap();
+    }
+    let revision = g.converged(3).await;
+    // Two servers are gone for good; the survivor alone has no quorum.
+    let survivor = (1..=3).find(|id| *id != leader).unwrap();
+    for id in (1..=3).filter(|id| *id != survivor) {
+        g.stop(id).await;
+    }
+    let lonely = tokio::time::timeout(Duration::from_secs(30), g.server(survivor).proposer().propose(pod("x"))).await;
+    assert!(matches!(lonely, Ok(Err(_))), "no quorum, no write: {lonely:?}");
+    g.stop(survivor).await;
+
+    let dir = g.dir.path().join(survivor.to_string());
+    let store = Store::open(&dir.join("state.db")).unwrap();
+    let kept = reset(&store, &dir).await.unwrap();
+    drop(store);
+    assert!(kept.join("raft.db").exists(), "the old log is kept, not deleted");
+    let server = g.start(survivor).await;
+    server.bootstrap([(survivor, member(survivor))].into()).await.unwrap();
+    g.leader().await;
+    let next = server.proposer().propose(pod("after-reset")).await.unwrap();
+    assert_eq!(next.revision, revision + 1, "the state and its revisions go on");
+    g.converged(4).await;
+    assert!(g.stores[&survivor].get("pods", "default", "x").await.unwrap().is_none());
+}
