@@ -12,5 +12,6 @@
 
 pub mod authz;
 pub mod identity;
+pub mod peer;
 pub mod raft;
 pub mod token;
