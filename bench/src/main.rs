@@ -212,7 +212,7 @@ impl Env {
         let scratch = tempfile::Builder::new().prefix("sk-bench-").tempdir_in("/tmp")?;
         let image_archive = scratch.path().join("busybox-bench.tar");
         ImageBuilder::new(IMAGE).cmd(["sleep", "3600"]).write_oci(&image_archive, false)?;
-        let mut containerd = tokio::task::spawn_blocking(Containerd::start).await.context("starting containerd")?;
+        let containerd = tokio::task::spawn_blocking(Containerd::start).await.context("starting containerd")?;
         containerd.add_namespace(&floor_namespace(&containerd));
         Ok(Env { containerd, scratch, bins, image_archive })
     }

@@ -4,22 +4,24 @@ use std::fs;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-use crate::skerryd::mounts_below;
 
 const CONTAINERD: &str = "/usr/bin/containerd";
 
 /// Guard owning a running containerd. Dropping it kills containerd and the
 /// shims (and their containers) it started, unmounts everything below its
 /// directory, removes its cgroup parent and deletes the directory.
+///
+/// Every method takes `&self`, so several test nodes can share one (`Arc<Containerd>`), each
+/// with a containerd namespace of its own ([`Containerd::add_namespace`]).
 pub struct Containerd {
-    child: Option<Child>,
+    child: Mutex<Option<Child>>,
     dir: PathBuf,
     socket: PathBuf,
     cgroup_parent: String,
     /// More containerd namespaces whose runc state dir goes on drop (e.g. a benchmark's own).
-    extra_namespaces: Vec<String>,
+    extra_namespaces: Mutex<Vec<String>>,
 }
 
 /// Panics with a clear message unless we are root and containerd and runc exist.
@@ -49,41 +51,68 @@ impl Containerd {
         fs::write(&config, config_toml(&dir)).expect("writing containerd config");
         let child = spawn_containerd(&dir, &config);
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let mut guard = Containerd {
-            child: Some(child),
+        let guard = Containerd {
+            child: Mutex::new(Some(child)),
             dir,
             socket,
             cgroup_parent: format!("/{name}"),
-            extra_namespaces: Vec::new(),
+            extra_namespaces: Mutex::new(Vec::new()),
         };
         guard.wait_ready();
         guard
     }
 
-    /// Stops containerd (SIGTERM, waiting for it) and starts a new one with the
-    /// same root, state and socket; shims and containers keep running.
-    pub fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(child.id() as i32, libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            if !wait_until_quiet(deadline, || matches!(child.try_wait(), Ok(Some(_)))) {
+    fn child(&self) -> MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops containerd (SIGTERM, waiting for it; after [`Containerd::kill9`] there is nothing
+    /// to stop) and starts a new one with the same root, state and socket; shims and containers
+    /// keep running.
+    pub fn restart(&self) {
+        self.stop(Duration::from_secs(20));
+        *self.child() = Some(spawn_containerd(&self.dir, &self.dir.join("config.toml")));
+        self.wait_ready();
+    }
+
+    /// SIGTERM, SIGKILL after `grace`; waits for containerd to exit.
+    fn stop(&self, grace: Duration) {
+        if let Some(mut child) = self.child().take() {
+            kill(child.id() as i32, if grace.is_zero() { libc::SIGKILL } else { libc::SIGTERM });
+            if !wait_until_quiet(Instant::now() + grace, || matches!(child.try_wait(), Ok(Some(_)))) {
                 kill(child.id() as i32, libc::SIGKILL);
                 let _ = child.wait();
             }
         }
-        self.child = Some(spawn_containerd(&self.dir, &self.dir.join("config.toml")));
-        self.wait_ready();
+    }
+
+    /// A power loss: SIGKILL to containerd, its shims and their containers, then what a reboot
+    /// clears goes (task mounts, containerd's state dir, runc state, cgroups). Root (images,
+    /// snapshots, metadata) stays; [`Containerd::restart`] starts it again.
+    pub fn kill9(&self) {
+        self.stop(Duration::ZERO);
+        self.reap();
+        let _ = fs::remove_dir_all(self.dir.join("state"));
+    }
+
+    /// The shims of containerd namespace `ns` and their containers get SIGKILL (a power loss
+    /// of one node sharing this containerd); containerd itself keeps running.
+    pub fn kill9_namespace(&self, ns: &str) {
+        let shims = self.shim_pids(Some(ns));
+        kill_trees(&shims);
+        let _ = wait_until_quiet(Instant::now() + Duration::from_secs(5), || self.shim_pids(Some(ns)).is_empty());
     }
 
     /// containerd's PID while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child().as_ref().map(Child::id)
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("polling containerd") {
+            let exited = self.child().as_mut().unwrap().try_wait().expect("polling containerd");
+            if let Some(status) = exited {
                 panic!("containerd exited early ({status}); log:\n{}", self.log());
             }
             if UnixStream::connect(&self.socket).is_ok() {
@@ -120,8 +149,8 @@ impl Containerd {
     /// Another containerd namespace used with this containerd; its runc state under
     /// /run/containerd/runc goes on drop too. Its containers' cgroups must be below
     /// [`Containerd::cgroup_parent`].
-    pub fn add_namespace(&mut self, ns: &str) {
-        self.extra_namespaces.push(ns.to_string());
+    pub fn add_namespace(&self, ns: &str) {
+        self.extra_namespaces.lock().unwrap_or_else(|e| e.into_inner()).push(ns.to_string());
     }
 
     /// containerd's combined output so far.
@@ -129,15 +158,42 @@ impl Containerd {
         fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
-    fn shim_pids(&self) -> Vec<i32> {
+    /// This containerd's shims (only those of containerd namespace `ns`, if given).
+    fn shim_pids(&self, ns: Option<&str>) -> Vec<i32> {
         let needle = self.socket.to_string_lossy().into_owned();
         processes()
             .into_iter()
             .filter(|(_, _, cmd)| {
-                cmd.iter().any(|a| a.contains("containerd-shim")) && cmd.iter().any(|a| a.contains(&needle))
+                cmd.iter().any(|a| a.contains("containerd-shim"))
+                    && cmd.iter().any(|a| a.contains(&needle))
+                    && ns.is_none_or(|ns| cmd.windows(2).any(|w| w[0] == "-namespace" && w[1] == ns))
             })
             .map(|(pid, _, _)| pid)
             .collect()
+    }
+
+    /// After containerd has gone: kills the shims and their containers, removes the shims'
+    /// sockets, unmounts everything below the directory, removes the cgroups and runc state.
+    fn reap(&self) {
+        // Containers whose spec has no cgroupsPath get `/<id>` in every hierarchy; runc never
+        // deletes the ones killed below, so remember them.
+        let tasks = task_ids(&self.dir);
+        let shims = self.shim_pids(None);
+        let shim_sockets: Vec<PathBuf> = shims.iter().flat_map(|p| socket_paths(*p)).collect();
+        kill_trees(&shims);
+        let _ = wait_until_quiet(Instant::now() + Duration::from_secs(5), || self.shim_pids(None).is_empty());
+        for socket in shim_sockets {
+            let _ = fs::remove_file(socket);
+        }
+        crate::skerryd::unmount_below(&self.dir);
+        remove_cgroup(&self.cgroup_parent);
+        for id in tasks {
+            remove_cgroup(&format!("/{id}"));
+        }
+        let _ = fs::remove_dir_all(Path::new("/run/containerd/runc").join(self.namespace()));
+        for ns in self.extra_namespaces.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = fs::remove_dir_all(Path::new("/run/containerd/runc").join(ns));
+        }
     }
 }
 
@@ -210,6 +266,16 @@ fn descendants(root: i32) -> Vec<i32> {
         i += 1;
     }
     found
+}
+
+/// SIGKILL to each process of `roots` and all its descendants, deepest first (containers
+/// before their shim, so nothing is reparented to init and left running).
+fn kill_trees(roots: &[i32]) {
+    for root in roots {
+        for pid in descendants(*root).into_iter().rev() {
+            kill(pid, libc::SIGKILL);
+        }
+    }
 }
 
 fn kill(pid: i32, sig: i32) {
@@ -287,44 +353,8 @@ fn task_ids(dir: &Path) -> Vec<String> {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        // Containers whose spec has no cgroupsPath get `/<id>` in every hierarchy; runc never
-        // deletes the ones killed below, so remember them.
-        let tasks = task_ids(&self.dir);
-        let shims = self.shim_pids();
-        let shim_sockets: Vec<PathBuf> = shims.iter().flat_map(|p| socket_paths(*p)).collect();
-        if let Some(mut child) = self.child.take() {
-            kill(child.id() as i32, libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let exited = wait_until_quiet(deadline, || matches!(child.try_wait(), Ok(Some(_))));
-            if !exited {
-                kill(child.id() as i32, libc::SIGKILL);
-                let _ = child.wait();
-            }
-        }
-        for shim in shims {
-            // Containers first, so nothing is reparented to init and left running.
-            for pid in descendants(shim).into_iter().rev() {
-                kill(pid, libc::SIGKILL);
-            }
-        }
-        let _ = wait_until_quiet(Instant::now() + Duration::from_secs(5), || self.shim_pids().is_empty());
-        for socket in shim_sockets {
-            let _ = fs::remove_file(socket);
-        }
-        for m in mounts_below(&self.dir) {
-            let c = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()).unwrap();
-            unsafe {
-                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-            }
-        }
-        remove_cgroup(&self.cgroup_parent);
-        for id in tasks {
-            remove_cgroup(&format!("/{id}"));
-        }
-        let _ = fs::remove_dir_all(Path::new("/run/containerd/runc").join(self.namespace()));
-        for ns in &self.extra_namespaces {
-            let _ = fs::remove_dir_all(Path::new("/run/containerd/runc").join(ns));
-        }
+        self.stop(Duration::from_secs(5));
+        self.reap();
         if let Err(e) = fs::remove_dir_all(&self.dir) {
             eprintln!("warning: could not remove {}: {e}", self.dir.display());
         }

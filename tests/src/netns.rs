@@ -1,4 +1,5 @@
-//! A network namespace per test node, wired to the root namespace by one veth pair.
+//! A network namespace per test node, wired to the root namespace by one veth pair, or to a
+//! cluster's test switch.
 //!
 //! [`NodeNet::create`] makes `sk-n<6 hex>` (with `ip netns add`), a veth pair whose root end
 //! `sk<6 hex>r` holds `10.250.X.Y+1/30` and whose node end `eth0` holds `+2/30`, brings `lo` and
@@ -6,6 +7,15 @@
 //! detects `+2` as its node address. The root namespace gets nothing but the connected /30
 //! route; `ip_forward` is never touched there. Dropping the guard removes the veth pair and
 //! the namespace (its `/run/netns` mount too), also when the test failed.
+//!
+//! [`Switch::create`] makes a cluster's LAN without touching the root namespace at all: a
+//! "switch" namespace `sk-s<tag>` holding one bridge `sk-b<tag>` (no address), and
+//! [`Switch::attach`] makes node namespaces `sk-n<tag>-<i>` whose `eth0` is joined to that bridge
+//! by a veth (the switch's end is the port `sk-p<tag>-<i>`) and holds `10.251.X.i/24`. The node
+//! namespaces get no default route, so a connection to anything outside the /24 fails at once
+//! with "network unreachable". `<tag>` is 6 hex digits whose first two are X: one /24 of
+//! 10.251.0.0/16 per cluster, reserved by the switch namespace's name so that parallel test
+//! processes never share one. A port taken down ([`Switch::set_port`]) is a pulled cable.
 //!
 //! Everything a test sends goes to loopback or to addresses inside namespaces made here
 //! (DESIGN.md, "Network safety for tests").
@@ -17,6 +27,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::Duration;
 
 const IP: &str = "/usr/sbin/ip";
 
@@ -27,9 +38,17 @@ static CREATE: Mutex<()> = Mutex::new(());
 #[derive(Debug)]
 pub struct NodeNet {
     name: String,
-    root_veth: String,
-    root_ip: Ipv4Addr,
+    uplink: Uplink,
     node_ip: Ipv4Addr,
+}
+
+/// Where a node's `eth0` leads.
+#[derive(Debug)]
+enum Uplink {
+    /// A veth whose other end is in the root namespace, with the node's gateway address.
+    Root { veth: String, ip: Ipv4Addr },
+    /// A port of a [`Switch`]'s bridge, in the switch's namespace.
+    Switch { ns: String, port: String },
 }
 
 /// Six random lowercase hex digits.
@@ -41,7 +60,7 @@ pub fn random_hex6() -> String {
 }
 
 /// Runs `ip ARGS`; `Err(stderr)` unless it exits 0.
-fn ip(args: &[&str]) -> Result<String, String> {
+pub(crate) fn ip(args: &[&str]) -> Result<String, String> {
     let out = Command::new(IP).args(args).output().map_err(|e| format!("running {IP}: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -104,8 +123,7 @@ impl NodeNet {
             }
             let net = NodeNet {
                 name: format!("sk-n{tag}"),
-                root_veth: format!("sk{tag}r"),
-                root_ip: Ipv4Addr::from(base + 1),
+                uplink: Uplink::Root { veth: format!("sk{tag}r"), ip: Ipv4Addr::from(base + 1) },
                 node_ip: Ipv4Addr::from(base + 2),
             };
             if Path::new("/run/netns").join(&net.name).exists() {
@@ -122,17 +140,32 @@ impl NodeNet {
 
     fn build(&self) -> Result<(), String> {
         let n = self.name.as_str();
-        let root = format!("{}/30", self.root_ip);
-        let node = format!("{}/30", self.node_ip);
-        let gw = self.root_ip.to_string();
         ip(&["netns", "add", n])?;
-        ip(&["link", "add", &self.root_veth, "type", "veth", "peer", "name", "eth0", "netns", n])?;
-        ip(&["addr", "add", &root, "dev", &self.root_veth])?;
-        ip(&["link", "set", &self.root_veth, "up"])?;
+        match &self.uplink {
+            Uplink::Root { veth, ip: gw } => {
+                ip(&["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", n])?;
+                ip(&["addr", "add", &format!("{gw}/30"), "dev", veth])?;
+                ip(&["link", "set", veth, "up"])?;
+                self.configure_eth0(30)?;
+                ip(&["-n", n, "route", "add", "default", "via", &gw.to_string(), "dev", "eth0"])?;
+            }
+            Uplink::Switch { ns, port } => {
+                let bridge = format!("sk-b{}", &ns["sk-s".len()..]);
+                ip(&["-n", ns, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", n])?;
+                ip(&["-n", ns, "link", "set", port, "master", &bridge])?;
+                ip(&["-n", ns, "link", "set", port, "up"])?;
+                self.configure_eth0(24)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `lo` and `eth0` up, the node's address on `eth0`.
+    fn configure_eth0(&self, prefix: u8) -> Result<(), String> {
+        let n = self.name.as_str();
         ip(&["-n", n, "link", "set", "lo", "up"])?;
-        ip(&["-n", n, "addr", "add", &node, "dev", "eth0"])?;
+        ip(&["-n", n, "addr", "add", &format!("{}/{prefix}", self.node_ip), "dev", "eth0"])?;
         ip(&["-n", n, "link", "set", "eth0", "up"])?;
-        ip(&["-n", n, "route", "add", "default", "via", &gw, "dev", "eth0"])?;
         Ok(())
     }
 
@@ -151,14 +184,21 @@ impl NodeNet {
         self.node_ip
     }
 
-    /// The root namespace's end of the veth pair (the node's default gateway).
+    /// The root namespace's end of the veth pair (the node's default gateway); panics for a
+    /// node on a [`Switch`], which has none.
     pub fn root_ip(&self) -> Ipv4Addr {
-        self.root_ip
+        match &self.uplink {
+            Uplink::Root { ip, .. } => *ip,
+            Uplink::Switch { .. } => panic!("{} is on a test switch: it has no root-namespace gateway", self.name),
+        }
     }
 
-    /// The root end's interface name, `sk<6 hex>r`.
+    /// The root end's interface name, `sk<6 hex>r`; panics for a node on a [`Switch`].
     pub fn root_veth(&self) -> &str {
-        &self.root_veth
+        match &self.uplink {
+            Uplink::Root { veth, .. } => veth,
+            Uplink::Switch { .. } => panic!("{} is on a test switch: it has no root-namespace veth", self.name),
+        }
     }
 
     fn open(&self) -> File {
@@ -215,13 +255,140 @@ impl Drop for NodeNet {
     fn drop(&mut self) {
         // Deleting one end removes the pair; the namespace goes when its last user (a daemon,
         // a thread) has gone, its bridge and pod veths with it.
-        if ip(&["link", "show", &self.root_veth]).is_ok() {
-            if let Err(e) = ip(&["link", "delete", &self.root_veth]) {
-                eprintln!("warning: {e}");
+        let in_ns: &[&str] = match &self.uplink {
+            Uplink::Root { veth, .. } => &[veth],
+            Uplink::Switch { ns, port } if Path::new("/run/netns").join(ns).exists() => &["-n", ns, port],
+            Uplink::Switch { .. } => &[],
+        };
+        if let Some((link, ns)) = in_ns.split_last() {
+            if ip(&[ns, &["link", "show", link]].concat()).is_ok() {
+                if let Err(e) = ip(&[ns, &["link", "delete", link]].concat()) {
+                    eprintln!("warning: {e}");
+                }
             }
         }
         if self.path().exists() {
             if let Err(e) = ip(&["netns", "delete", &self.name]) {
+                eprintln!("warning: {e}");
+            }
+        }
+    }
+}
+
+/// The /16 the cluster switches take their /24s from (10.250.0.0/16 is [`NodeNet::create`]'s).
+const SWITCH_RANGE: [u8; 2] = [10, 251];
+
+/// Guard owning a cluster's LAN: the switch namespace `sk-s<tag>` and its bridge `sk-b<tag>`.
+/// Dropping it deletes the namespace (the bridge and any port left go with it). Drop the
+/// [`NodeNet`]s attached to it first.
+#[derive(Debug)]
+pub struct Switch {
+    tag: String,
+    octet: u8,
+}
+
+impl Switch {
+    /// Picks a /24 of 10.251.0.0/16 that no other switch (of any process) and no root-namespace
+    /// address uses, and makes the switch namespace and its bridge; panics (after removing what
+    /// was made) when a step fails.
+    ///
+    /// The switch namespace's name is the /24's reservation: a switch is made first and then
+    /// kept only if no other `sk-s<same octet>…` exists. Of two processes racing for one /24 the
+    /// later to look sees the other, so both may retry but never both keep it. (`ip netns add`
+    /// itself `flock`s `/run/netns`, so a lock of ours there would deadlock.)
+    pub fn create() -> Switch {
+        assert!(unsafe { libc::geteuid() } == 0, "test clusters need root (network namespaces)");
+        assert!(Path::new(IP).exists(), "{IP} is missing; install it with `apt-get install -y iproute2`");
+        let switches = || -> Vec<String> {
+            std::fs::read_dir("/run/netns")
+                .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default()
+        };
+        let used = root_addresses();
+        let mut last_err = String::from("every /24 of 10.251.0.0/16 is taken");
+        for _ in 0..64 {
+            let tag = random_hex6();
+            let octet = u8::from_str_radix(&tag[..2], 16).unwrap();
+            let sw = Switch { tag, octet };
+            let prefix = format!("sk-s{}", &sw.tag[..2]);
+            let others = |names: Vec<String>| names.into_iter().any(|n| n.starts_with(&prefix) && n != sw.name());
+            if others(switches()) || used.iter().any(|a| overlaps(*a, sw.subnet())) {
+                continue;
+            }
+            // From here the guard exists, so a failing step (or a lost race) is cleaned up by its drop.
+            match sw.build() {
+                Ok(()) if !others(switches()) => return sw,
+                Ok(()) => last_err = format!("{} was taken meanwhile", sw.name()),
+                Err(e) => last_err = e,
+            }
+            std::thread::sleep(Duration::from_millis(u64::from(octet % 50)));
+        }
+        panic!("could not create a test switch: {last_err}");
+    }
+
+    fn build(&self) -> Result<(), String> {
+        let (ns, bridge) = (self.name(), self.bridge());
+        ip(&["netns", "add", &ns])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        ip(&["-n", &ns, "link", "add", &bridge, "type", "bridge"])?;
+        ip(&["-n", &ns, "link", "set", &bridge, "up"])?;
+        Ok(())
+    }
+
+    /// Six hex digits naming everything of this switch; the first two are the /24's third octet.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The switch namespace, `sk-s<tag>`.
+    pub fn name(&self) -> String {
+        format!("sk-s{}", self.tag)
+    }
+
+    /// The bridge inside the switch namespace, `sk-b<tag>`.
+    pub fn bridge(&self) -> String {
+        format!("sk-b{}", self.tag)
+    }
+
+    /// `10.251.X.0/24`.
+    pub fn subnet(&self) -> (Ipv4Addr, u8) {
+        (Ipv4Addr::new(SWITCH_RANGE[0], SWITCH_RANGE[1], self.octet, 0), 24)
+    }
+
+    /// The address of node `i` (1..=250): `10.251.X.i`.
+    pub fn address(&self, i: u8) -> Ipv4Addr {
+        assert!((1..=250).contains(&i), "node index {i} is outside 1..=250");
+        Ipv4Addr::new(SWITCH_RANGE[0], SWITCH_RANGE[1], self.octet, i)
+    }
+
+    /// The switch's port for node `i`, `sk-p<tag>-<i>`.
+    pub fn port(&self, i: u8) -> String {
+        format!("sk-p{}-{i}", self.tag)
+    }
+
+    /// Makes node `i`'s namespace `sk-n<tag>-<i>`, its `eth0` on the bridge with
+    /// [`Switch::address`]`(i)/24`, and no default route.
+    pub fn attach(&self, i: u8) -> NodeNet {
+        let net = NodeNet {
+            name: format!("sk-n{}-{i}", self.tag),
+            uplink: Uplink::Switch { ns: self.name(), port: self.port(i) },
+            node_ip: self.address(i),
+        };
+        net.build().unwrap_or_else(|e| panic!("attaching node {i} to switch {}: {e}", self.name()));
+        net
+    }
+
+    /// Takes node `i`'s port down (a pulled cable: frames to and from it are dropped) or up.
+    pub fn set_port(&self, i: u8, up: bool) {
+        let (ns, port) = (self.name(), self.port(i));
+        ip(&["-n", &ns, "link", "set", &port, if up { "up" } else { "down" }]).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        if Path::new("/run/netns").join(self.name()).exists() {
+            if let Err(e) = ip(&["netns", "delete", &self.name()]) {
                 eprintln!("warning: {e}");
             }
         }

@@ -16,6 +16,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -172,6 +173,20 @@ pub struct Options {
     pub cni: CniPlugins,
     /// Put the data dir on a tmpfs of this many bytes (a small disk that can fill up).
     pub data_tmpfs: Option<u64>,
+    /// `--node-name` (default [`NODE_NAME`]).
+    pub node_name: Option<String>,
+    /// Use only a part of a containerd shared with other nodes (default: the containerd's own
+    /// namespace and cgroup parent, i.e. the node has it to itself).
+    pub share: Option<CtdShare>,
+}
+
+/// One node's part of a shared [`Containerd`]: its own containerd namespace (runc keeps state
+/// per namespace name, so it must differ from every other node's) and a cgroup parent below the
+/// containerd's, so the containerd guard removes it.
+#[derive(Debug, Clone)]
+pub struct CtdShare {
+    pub namespace: String,
+    pub cgroup_parent: String,
 }
 
 impl Options {
@@ -191,6 +206,9 @@ pub struct Skerryd {
     env: Vec<(String, String)>,
     bins: PathBuf,
     cni: CniPlugins,
+    node_name: String,
+    /// The containerd namespace and cgroup parent it uses.
+    share: CtdShare,
     /// Declared last: dropped after `drop()` stopped the daemon.
     net: NodeNet,
 }
@@ -252,6 +270,10 @@ impl Skerryd {
                 .expect("running mount");
             assert!(status.success(), "mounting a tmpfs on {}", data.display());
         }
+        let node_name = opts.node_name.unwrap_or_else(|| NODE_NAME.into());
+        let share = opts
+            .share
+            .unwrap_or_else(|| CtdShare { namespace: ctd.namespace(), cgroup_parent: ctd.cgroup_parent().into() });
         let mut args: Vec<String> = vec![
             "--config".into(),
             dir.join("config.yaml").display().to_string(),
@@ -262,19 +284,19 @@ impl Skerryd {
             "--containerd-socket".into(),
             ctd.socket().display().to_string(),
             "--containerd-namespace".into(),
-            ctd.namespace(),
+            share.namespace.clone(),
             "--node-name".into(),
-            NODE_NAME.into(),
+            node_name.clone(),
             // Pods' cgroups go below the containerd guard's parent, which it removes on drop.
             "--cgroup-parent".into(),
-            ctd.cgroup_parent().to_string(),
+            share.cgroup_parent.clone(),
             "--cni-conf-dir".into(),
             dir.join("cni").display().to_string(),
             "--cni-bin-dir".into(),
             format!("{}:{REFERENCE_PLUGINS}", bins.display()),
         ];
         args.extend(opts.args);
-        let mut d = Skerryd { child: None, dir, args, env: opts.env, bins, cni: opts.cni, net };
+        let mut d = Skerryd { child: None, dir, args, env: opts.env, bins, cni: opts.cni, node_name, share, net };
         d.spawn();
         d
     }
@@ -345,6 +367,16 @@ impl Skerryd {
     /// Which plugins the node's conflist uses.
     pub fn cni_plugins(&self) -> CniPlugins {
         self.cni
+    }
+
+    /// `--node-name`.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// The containerd namespace and cgroup parent this daemon uses.
+    pub fn ctd_share(&self) -> &CtdShare {
+        &self.share
     }
 
     /// The node's network namespace.
@@ -509,14 +541,15 @@ impl Drop for Skerryd {
     }
 }
 
-/// One node: a private containerd and a skerryd using it.
+/// One node: a containerd (private, or shared by a [`crate::cluster::TestCluster`]'s nodes) and
+/// a skerryd using it.
 ///
 /// Field order is drop order: `skerryd` is declared first so it stops (and its
-/// namespace mounts go) before `ctd` kills the shims and containers; `work`
-/// (manifests written by the test) goes last.
+/// namespace mounts go) before `ctd` kills the shims and containers (when this was the last
+/// node using it); `work` (manifests written by the test) goes last.
 pub struct TestNode {
     pub skerryd: Skerryd,
-    pub ctd: Containerd,
+    pub ctd: Arc<Containerd>,
     pub work: tempfile::TempDir,
 }
 
@@ -537,10 +570,50 @@ impl TestNode {
 
     /// Starts containerd and skerryd as `opts` says.
     pub fn start_opts(opts: Options) -> TestNode {
-        let ctd = Containerd::start();
+        Self::start_on(Arc::new(Containerd::start()), opts)
+    }
+
+    /// Starts skerryd on `ctd` (the whole of it, or the part [`Options::share`] names).
+    pub fn start_on(ctd: Arc<Containerd>, opts: Options) -> TestNode {
         let skerryd = Skerryd::start_opts(&ctd, opts);
         let work = tempfile::Builder::new().prefix("sk-work-").tempdir_in("/tmp").expect("creating work dir");
         TestNode { skerryd, ctd, work }
+    }
+
+    /// Whether the node has its containerd to itself (not a part of a shared one).
+    pub fn owns_containerd(&self) -> bool {
+        self.skerryd.ctd_share().namespace == self.ctd.namespace()
+    }
+
+    /// A power loss: SIGKILL to skerryd, to its containerd (only this node's shims, when the
+    /// containerd is shared) and to its containers, and the pod namespaces' mounts removed. The
+    /// node's network namespace, data dir and images stay; [`TestNode::restart`] boots it.
+    pub fn kill9(&mut self) {
+        self.skerryd.kill();
+        if self.owns_containerd() {
+            self.ctd.kill9();
+        } else {
+            self.ctd.kill9_namespace(&self.skerryd.ctd_share().namespace);
+        }
+        unmount_below(&self.skerryd.data_dir().join("pods"));
+    }
+
+    /// Starts what is not running (containerd after [`TestNode::kill9`], then skerryd); a
+    /// running skerryd is stopped (SIGTERM) and started again.
+    pub fn restart(&mut self) {
+        if self.owns_containerd() && self.ctd.pid().is_none() {
+            self.ctd.restart();
+        }
+        if self.skerryd.pid().is_some() {
+            self.skerryd.restart();
+        } else {
+            self.skerryd.start_again();
+        }
+    }
+
+    /// The skerryd log's last `n` lines.
+    pub fn log_tail(&self, n: usize) -> String {
+        self.skerryd.log_tail(n)
     }
 
     /// The node's address (see [`Skerryd::node_ip`]).
