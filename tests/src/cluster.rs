@@ -16,9 +16,9 @@
 //! Each node is a [`TestNode`] (`skerry`, `skerry_ok`, `api`, `log_tail`, `in_netns`,
 //! `node_ip`, …) named `sk-node-<i>`, started with `--node-ip 10.251.X.i`, with its own data
 //! dir, socket, CNI config and IPAM dir. By default each node has its own containerd: one costs
-//! ≈ 25–45 MiB and a fraction of a second at start (nodes start in parallel), and in return a
-//! node's power loss takes its containerd with it, as on a real host, and every node has its own
-//! image store. [`ClusterBuilder::shared_containerd`] runs one containerd with a containerd
+//! ≈ 40 MiB (PSS, measured here) and a fraction of a second at start (nodes start in
+//! parallel), and in return a node's power loss takes its containerd with it, as on a real
+//! host, and every node has its own image store. [`ClusterBuilder::shared_containerd`] runs one containerd with a containerd
 //! namespace per node (`<ctd namespace>-<i>`: runc keeps state per namespace name) and a cgroup
 //! parent per node below the containerd's, for tests with many nodes; there
 //! [`TestCluster::kill9`] kills the node's shims and containers but not the shared containerd.

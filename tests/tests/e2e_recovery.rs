@@ -76,7 +76,7 @@ fn skerryd_restart_keeps_containers_objects_and_notices_missed_exits() {
 
 #[test]
 fn containerd_restart_keeps_pods_running() {
-    let mut node = TestNode::start();
+    let node = TestNode::start();
     node.import_busybox();
     node.apply(&busybox_pod("steady", "Always", &["sh", "-c", "echo up; exec sleep 3600"]));
     let before = running_identity(&node.wait_running("steady"));
