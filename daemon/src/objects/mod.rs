@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod meta;
+pub mod node;
 pub mod patch;
 pub mod pod;
 pub mod quantity;
@@ -83,6 +84,7 @@ pub fn admit(rt: &ResourceType, mut obj: Value) -> Result<Admitted, ObjectError>
     let typed = match rt.kind {
         "Pod" => typed_step::<k8s_openapi::api::core::v1::Pod>(&obj, pod::default, pod::validate),
         "Namespace" => typed_step::<k8s_openapi::api::core::v1::Namespace>(&obj, default_namespace, |_| vec![]),
+        "Node" => typed_step(&obj, node::default, node::validate),
         "Event" => typed_step::<k8s_openapi::api::core::v1::Event>(&obj, |_| {}, |_| vec![]),
         "Service" => typed_step::<k8s_openapi::api::core::v1::Service>(&obj, service::default, service::validate),
         "Endpoints" => typed_step::<k8s_openapi::api::core::v1::Endpoints>(&obj, |_| {}, |_| vec![]),
@@ -128,6 +130,15 @@ pub fn admit_update(rt: &ResourceType, old: &Value, new: Value) -> Result<Admitt
         let parse = |v: &Value| serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(v.clone()).ok();
         if let (Some(o), Some(n)) = (parse(old), parse(&admitted.object)) {
             let causes = pod::validate_update(&o, &n);
+            if !causes.is_empty() {
+                return Err(invalid(rt, meta::name(old), causes));
+            }
+        }
+    }
+    if rt.kind == "Node" {
+        let parse = |v: &Value| serde_json::from_value::<k8s_openapi::api::core::v1::Node>(v.clone()).ok();
+        if let (Some(o), Some(n)) = (parse(old), parse(&admitted.object)) {
+            let causes = node::validate_update(&o, &n);
             if !causes.is_empty() {
                 return Err(invalid(rt, meta::name(old), causes));
             }

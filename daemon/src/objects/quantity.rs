@@ -111,10 +111,63 @@ pub fn parse_cpu_millis(s: &str) -> Result<u64, String> {
     parse(s)?.scaled(s, 3)
 }
 
+/// Whether a quantity is written with a binary suffix (`64Mi`): sums keep that form, as
+/// apimachinery's `Quantity.Add` keeps the format of the first non-zero term.
+pub fn is_binary(s: &str) -> bool {
+    ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"].iter().any(|suffix| s.ends_with(suffix))
+}
+
+/// Millicores as Kubernetes prints a CPU quantity: `250m`, `2`, `0`.
+pub fn format_cpu_millis(millis: u64) -> String {
+    if millis.is_multiple_of(1000) {
+        format_units(millis / 1000, false)
+    } else {
+        format!("{millis}m")
+    }
+}
+
+/// Whole units (bytes, pods) as Kubernetes prints a quantity in canonical form: with the largest
+/// exact binary suffix when `binary` (`64Mi`; below 1Ki or inexact, decimal), else with the
+/// largest exact decimal one (`100M`, `1500`, `0`).
+pub fn format_units(value: u64, binary: bool) -> String {
+    if value == 0 {
+        return "0".into();
+    }
+    if binary {
+        for (shift, suffix) in [(60, "Ei"), (50, "Pi"), (40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")] {
+            if value.is_multiple_of(1u64 << shift) {
+                return format!("{}{suffix}", value >> shift);
+            }
+        }
+    }
+    for (exp, suffix) in [(18, "E"), (15, "P"), (12, "T"), (9, "G"), (6, "M"), (3, "k")] {
+        let unit = 10u64.pow(exp);
+        if value.is_multiple_of(unit) {
+            return format!("{}{suffix}", value / unit);
+        }
+    }
+    value.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn canonical_forms() {
+        assert_eq!(format_cpu_millis(0), "0");
+        assert_eq!(format_cpu_millis(250), "250m");
+        assert_eq!(format_cpu_millis(1500), "1500m");
+        assert_eq!(format_cpu_millis(2000), "2");
+        assert_eq!(format_units(64 << 20, true), "64Mi");
+        assert_eq!(format_units((64 << 20) + 100_000_000, true), "167108864");
+        assert_eq!(format_units(100_000_000, false), "100M");
+        assert_eq!(format_units(512, true), "512");
+        assert_eq!(format_units(110, false), "110");
+        assert_eq!(format_units(0, true), "0");
+        assert!(is_binary("64Mi") && !is_binary("100M") && !is_binary("1"));
+    }
 
     #[test]
     fn bytes() {

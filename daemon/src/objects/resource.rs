@@ -58,6 +58,17 @@ pub const NAMESPACES: ResourceType = ResourceType {
     categories: &[],
 };
 
+pub const NODES: ResourceType = ResourceType {
+    name: "nodes",
+    singular_name: "node",
+    short_names: &["no"],
+    kind: "Node",
+    group: "",
+    version: "v1",
+    namespaced: false,
+    categories: &[],
+};
+
 pub const PODS: ResourceType = ResourceType {
     name: "pods",
     singular_name: "pod",
@@ -194,6 +205,7 @@ pub const STORAGE_CLASSES: ResourceType = ResourceType {
 /// as kubectl does: pods, replication controllers, services, deployments, replica sets).
 pub const ALL: &[ResourceType] = &[
     NAMESPACES,
+    NODES,
     PODS,
     EVENTS,
     REPLICATION_CONTROLLERS,
