@@ -119,6 +119,9 @@ async fn dispatch(st: ApiState, req: Request) -> Result<Response, ApiError> {
         (&Method::GET, true, Some("describe")) => describe_one(st, target).await,
         (&Method::GET, true, Some("log")) => node::logs(st, target, q).await,
         (&Method::POST, false, None) => create(st, target, &body).await,
+        (&Method::POST, true, Some("eviction")) if target.rt.kind == "Pod" => {
+            super::eviction::evict(st, target, &body).await
+        }
         (&Method::PUT, true, None) => update(st, target, &body, false).await,
         (&Method::PUT, true, Some("status")) => update(st, target, &body, true).await,
         (&Method::PATCH, true, None) => patch(st, target, &headers, &q, &body).await,
@@ -132,7 +135,7 @@ fn item_namespace(target: &Target) -> &str {
     target.namespace.as_deref().unwrap_or("")
 }
 
-async fn fetch(st: &ApiState, target: &Target) -> Result<Value, ApiError> {
+pub(super) async fn fetch(st: &ApiState, target: &Target) -> Result<Value, ApiError> {
     let name = target.name.as_deref().unwrap_or("");
     st.store
         .get(&target.rt.key(), item_namespace(target), name)
@@ -140,7 +143,7 @@ async fn fetch(st: &ApiState, target: &Target) -> Result<Value, ApiError> {
         .ok_or_else(|| ApiError::not_found(&target.rt.key(), name))
 }
 
-fn json_response(code: StatusCode, value: &Value, warnings: &[String]) -> Response {
+pub(super) fn json_response(code: StatusCode, value: &Value, warnings: &[String]) -> Response {
     let mut resp = (code, axum::Json(value)).into_response();
     for w in warnings {
         let text = format!("299 - {:?}", w);
@@ -179,9 +182,20 @@ async fn list(st: ApiState, target: Target, q: Query, as_table: bool) -> Result<
 async fn describe_one(st: ApiState, target: Target) -> Result<Response, ApiError> {
     let obj = fetch(&st, &target).await?;
     let uid = meta::uid(&obj).to_string();
-    let (events, _) = st.store.list(&resource::EVENTS.key(), Some(meta::namespace(&obj))).await?;
-    let mut events: Vec<Value> =
-        events.into_iter().filter(|e| e.pointer("/involvedObject/uid").and_then(Value::as_str) == Some(&uid)).collect();
+    // Events about cluster-scoped objects are kept in `default`, as Kubernetes keeps them.
+    let events_ns = match meta::namespace(&obj) {
+        "" => "default",
+        ns => ns,
+    };
+    let (events, _) = st.store.list(&resource::EVENTS.key(), Some(events_ns)).await?;
+    let kind = target.rt.kind;
+    let about = |e: &Value| {
+        let involved = &e["involvedObject"];
+        involved["uid"].as_str() == Some(&uid)
+            // kubelet names its node by name as the uid.
+            || (kind == "Node" && involved["kind"] == "Node" && involved["name"].as_str() == Some(meta::name(&obj)))
+    };
+    let mut events: Vec<Value> = events.into_iter().filter(about).collect();
     events.sort_by_key(|e| {
         (meta::parse_time(e.get("firstTimestamp")), meta::resource_version(e).parse::<u64>().unwrap_or(0))
     });
@@ -190,6 +204,14 @@ async fn describe_one(st: ApiState, target: Target) -> Result<Response, ApiError
         "Service" => st.store.get(&resource::ENDPOINTS.key(), ns, meta::name(&obj)).await?.into_iter().collect(),
         "Deployment" => st.store.list(&resource::REPLICA_SETS.key(), Some(ns)).await?.0,
         "ReplicaSet" | "ReplicationController" => st.store.list(&resource::PODS.key(), Some(ns)).await?.0,
+        // The pods on the node that have not terminated, as kubectl lists them.
+        "Node" => {
+            let (pods, _) = st.store.list(&resource::PODS.key(), None).await?;
+            pods.into_iter()
+                .filter(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(meta::name(&obj)))
+                .filter(|p| !matches!(p.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")))
+                .collect()
+        }
         _ => Vec::new(),
     };
     let text = describe::describe(target.rt.kind, &obj, &related, &events);
@@ -226,6 +248,7 @@ fn has_status_subresource(rt: &ResourceType) -> bool {
         rt.kind,
         "Pod"
             | "Namespace"
+            | "Node"
             | "Service"
             | "Deployment"
             | "ReplicaSet"
@@ -245,7 +268,8 @@ pub async fn create_object(st: &ApiState, target: &Target, mut obj: Value) -> Re
             meta::set(&mut obj, "name", format!("{prefix}{suffix}"));
         }
     }
-    if has_status_subresource(rt) {
+    // A Node is created with its status (kubelet registers it so); other kinds' status is the system's.
+    if has_status_subresource(rt) && rt.kind != "Node" {
         if let Some(m) = obj.as_object_mut() {
             m.remove("status");
         }

@@ -49,6 +49,9 @@ impl Out {
 /// `related` carries what the layout needs besides the object: a Service's Endpoints, a
 /// Deployment's ReplicaSets, the pods of a ReplicaSet or ReplicationController.
 pub fn describe(kind: &str, obj: &Value, related: &[Value], events: &[Value]) -> String {
+    if kind == "Node" {
+        return super::describe_node::describe(obj, related, events);
+    }
     let column = match kind {
         "Service" => 26,
         "Deployment" => 24,
@@ -718,6 +721,12 @@ fn events_section(out: &mut Out, events: &[Value]) {
         out.line(0, "Events", "<none>");
         return;
     }
+    out.text.push_str(&events_text(events));
+}
+
+/// The `Events:` table of a non-empty event list.
+pub(super) fn events_text(events: &[Value]) -> String {
+    let mut out = Out { text: String::new(), column: 0 };
     out.raw("Events:");
     let rows: Vec<[String; 5]> = events
         .iter()
@@ -759,6 +768,7 @@ fn events_section(out: &mut Out, events: &[Value]) {
     for r in &rows {
         out.raw(line(r.iter().map(String::as_str).collect()));
     }
+    out.text
 }
 
 #[cfg(test)]

@@ -68,9 +68,74 @@ pub fn describe_time(value: Option<&Value>) -> String {
     }
 }
 
+/// The padding kubectl's describe tab writer puts after each cell.
+const PADDING: usize = 2;
+
+/// Lays out tab-separated text as Go's `text/tabwriter` does for kubectl's `describe` (minimum
+/// width 0, padding 2, spaces, left-aligned): a tab ends a cell; the cells of one column line up
+/// over each run of consecutive lines that have a cell in that column; the text after a line's
+/// last tab is not part of any column.
+pub fn tabbed(text: &str) -> String {
+    let lines: Vec<Vec<&str>> = text.split('\n').map(|l| l.split('\t').collect()).collect();
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut widths = Vec::new();
+    format_block(&lines, 0, lines.len(), &mut widths, &mut out);
+    out
+}
+
+/// `tabwriter.Writer.format`: widths of the columns left of `widths.len()` are known.
+fn format_block(lines: &[Vec<&str>], mut line0: usize, line1: usize, widths: &mut Vec<usize>, out: &mut String) {
+    let column = widths.len();
+    let mut this = line0;
+    while this < line1 {
+        if column + 1 >= lines[this].len() {
+            this += 1;
+            continue;
+        }
+        write_lines(lines, line0, this, widths, out);
+        line0 = this;
+        let mut width = 0;
+        while this < line1 && column + 1 < lines[this].len() {
+            width = width.max(lines[this][column].chars().count() + PADDING);
+            this += 1;
+        }
+        widths.push(width);
+        format_block(lines, line0, this, widths, out);
+        widths.pop();
+        line0 = this;
+    }
+    write_lines(lines, line0, line1, widths, out);
+}
+
+fn write_lines(lines: &[Vec<&str>], from: usize, to: usize, widths: &[usize], out: &mut String) {
+    for (i, line) in lines.iter().enumerate().take(to).skip(from) {
+        for (j, cell) in line.iter().enumerate() {
+            out.push_str(cell);
+            if let Some(w) = widths.get(j) {
+                let pad = w.saturating_sub(cell.chars().count());
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        if i + 1 < lines.len() {
+            out.push('\n');
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::human_duration;
+    use super::{human_duration, tabbed};
+
+    #[test]
+    fn tab_writer_aligns_runs_of_lines_like_go() {
+        let text = "Name:\tn1\nCreationTimestamp:\tnow\n\tcontinued\nAddresses:\n  IP:\t1\nAllocated:\n  Resource\tRequests\tLimits\n  cpu\t1 (50%)\t0 (0%)\nEvents:\t<none>\n";
+        assert_eq!(
+            tabbed(text),
+            "Name:               n1\nCreationTimestamp:  now\n                    continued\nAddresses:\n  IP:  1\nAllocated:\n  Resource  Requests  Limits\n  cpu       1 (50%)   0 (0%)\nEvents:     <none>\n"
+        );
+        // An empty cell is a column of its own (kubectl's `Name\t\tCPU Requests`).
+        assert_eq!(tabbed("a\t\tb\nccc\t\td\n"), "a      b\nccc    d\n");
+    }
 
     #[test]
     fn durations_like_kubectl() {

@@ -12,7 +12,9 @@
 
 mod crud;
 mod describe;
+mod describe_node;
 mod error;
+mod eviction;
 mod format;
 pub mod node;
 mod path;

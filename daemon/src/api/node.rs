@@ -838,4 +838,48 @@ mod tests {
         let (_, info) = get("GET", "/skerry/v1/info".into()).await;
         assert_eq!(info["capacity"], json!({"cpu": "2", "memory": "4Gi"}));
     }
+
+    /// POSTs `body` to the API served from `dir` (by [`serve`]).
+    async fn post(dir: &tempfile::TempDir, path: &str, body: Value) -> (u16, Value) {
+        let stream = tokio::net::UnixStream::connect(dir.path().join("api.sock")).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        let req = axum::http::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("host", "localhost")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let code = resp.status().as_u16();
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+        (code, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn an_eviction_is_a_graceful_delete() {
+        let (dir, get) = serve().await;
+        let eviction = |name: &str, options: Value| json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": "default"}, "deleteOptions": options});
+        const WEB: &str = "/api/v1/namespaces/default/pods/web/eviction";
+        let (code, status) = post(&dir, WEB, eviction("web", json!({"preconditions": {"uid": "other"}}))).await;
+        assert_eq!((code, status["reason"].as_str()), (409, Some("Conflict")), "{status}");
+        let (code, status) = post(&dir, WEB, eviction("db", json!({}))).await;
+        assert_eq!(
+            (code, status["message"].as_str()),
+            (400, Some("name in URL does not match name in Eviction object"))
+        );
+        let (code, status) = post(&dir, WEB, eviction("web", json!({"gracePeriodSeconds": 5}))).await;
+        assert_eq!((code, status["status"].as_str()), (201, Some("Success")), "{status}");
+        let (_, pod) = get("GET", "/api/v1/namespaces/default/pods/web".into()).await;
+        assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 5, "{pod}");
+        assert!(pod["metadata"]["deletionTimestamp"].is_string(), "{pod}");
+        let target = pod["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "DisruptionTarget");
+        assert_eq!(target.map(|c| c["reason"].clone()), Some(json!("EvictionByEvictionAPI")), "{pod}");
+        let (code, _) = post(&dir, WEB, eviction("web", json!({}))).await;
+        assert_eq!(code, 201, "evicting a terminating pod again is fine");
+        let (code, status) =
+            post(&dir, "/api/v1/namespaces/default/pods/gone/eviction", eviction("gone", json!({}))).await;
+        assert_eq!((code, status["message"].as_str()), (404, Some("pods \"gone\" not found")));
+    }
 }

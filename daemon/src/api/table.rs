@@ -28,6 +28,18 @@ fn columns(kind: &str) -> &'static [Column] {
         col("Nominated Node", "string", 1),
         col("Readiness Gates", "string", 1),
     ];
+    const NODE: &[Column] = &[
+        col("Name", "string", 0),
+        col("Status", "string", 0),
+        col("Roles", "string", 0),
+        col("Age", "string", 0),
+        col("Version", "string", 0),
+        col("Internal-IP", "string", 1),
+        col("External-IP", "string", 1),
+        col("OS-Image", "string", 1),
+        col("Kernel-Version", "string", 1),
+        col("Container-Runtime", "string", 1),
+    ];
     const NAMESPACE: &[Column] = &[col("Name", "string", 0), col("Status", "string", 0), col("Age", "string", 0)];
     const EVENT: &[Column] = &[
         col("Last Seen", "string", 0),
@@ -114,6 +126,7 @@ fn columns(kind: &str) -> &'static [Column] {
         "Service" => SERVICE,
         "Endpoints" => ENDPOINTS,
         "Namespace" => NAMESPACE,
+        "Node" => NODE,
         "Event" => EVENT,
         _ => OTHER,
     }
@@ -124,6 +137,7 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
     let created = obj.pointer("/metadata/creationTimestamp");
     match kind {
         "Pod" => pod_cells(obj),
+        "Node" => node_cells(obj),
         "Namespace" => vec![
             name,
             json!(obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Active")),
@@ -438,6 +452,27 @@ pub fn pod_status_reason(pod: &Value) -> String {
     reason
 }
 
+/// kubectl's printNode: STATUS from the Ready condition and cordon, ROLES from the role labels.
+fn node_cells(node: &Value) -> Vec<Value> {
+    use crate::objects::node;
+    let roles = node::roles(node);
+    let info = |field: &str| {
+        node.pointer(&format!("/status/nodeInfo/{field}")).and_then(Value::as_str).filter(|s| !s.is_empty())
+    };
+    vec![
+        json!(meta::name(node)),
+        json!(node::status_text(node)),
+        json!(if roles.is_empty() { "<none>".into() } else { roles.join(",") }),
+        json!(age(node.pointer("/metadata/creationTimestamp"))),
+        json!(info("kubeletVersion").unwrap_or("")),
+        json!(node::address(node, "InternalIP").unwrap_or("<none>")),
+        json!(node::address(node, "ExternalIP").unwrap_or("<none>")),
+        json!(info("osImage").unwrap_or("<unknown>")),
+        json!(info("kernelVersion").unwrap_or("<unknown>")),
+        json!(info("containerRuntimeVersion").unwrap_or("<unknown>")),
+    ]
+}
+
 fn pod_cells(pod: &Value) -> Vec<Value> {
     let statuses = pod.pointer("/status/containerStatuses").and_then(Value::as_array);
     let total = pod.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
@@ -555,6 +590,51 @@ mod tests {
         assert_eq!(
             cells[1..6],
             [json!("20Gi"), json!("RWO,RWX"), json!("Retain"), json!("Bound"), json!("default/mongo-pvc")]
+        );
+    }
+
+    #[test]
+    fn node_rows() {
+        let n = json!({"metadata": {"name": "edge-1", "labels": {"node-role.kubernetes.io/control-plane": ""}},
+            "spec": {"unschedulable": true},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}], "addresses": [{"type": "Hostname", "address": "edge-1"}, {"type": "InternalIP", "address": "10.0.0.5"}],
+                       "nodeInfo": {"kubeletVersion": "v0.1.0", "osImage": "Debian GNU/Linux 12 (bookworm)", "kernelVersion": "6.1.0-18-amd64", "containerRuntimeVersion": "containerd://1.6.20"}}});
+        let t = render("Node", &[n], 3);
+        let names: Vec<&str> =
+            t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "NAME",
+                "STATUS",
+                "ROLES",
+                "AGE",
+                "VERSION",
+                "INTERNAL-IP",
+                "EXTERNAL-IP",
+                "OS-IMAGE",
+                "KERNEL-VERSION",
+                "CONTAINER-RUNTIME"
+            ]
+        );
+        let cells = t["rows"][0]["cells"].as_array().unwrap();
+        assert_eq!(cells[..3], [json!("edge-1"), json!("Ready,SchedulingDisabled"), json!("control-plane")]);
+        assert_eq!(
+            cells[4..],
+            [
+                json!("v0.1.0"),
+                json!("10.0.0.5"),
+                json!("<none>"),
+                json!("Debian GNU/Linux 12 (bookworm)"),
+                json!("6.1.0-18-amd64"),
+                json!("containerd://1.6.20")
+            ]
+        );
+        let bare = node_cells(&json!({"metadata": {"name": "new"}}));
+        assert_eq!(bare[1..3], [json!("Unknown"), json!("<none>")]);
+        assert_eq!(
+            bare[5..],
+            [json!("<none>"), json!("<none>"), json!("<unknown>"), json!("<unknown>"), json!("<unknown>")]
         );
     }
 
