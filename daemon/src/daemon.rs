@@ -39,6 +39,9 @@ pub enum DaemonError {
     Corrupt(String),
 }
 
+/// The TCP port peers reach a node on (the API, Raft, the log and exec relay).
+pub const CLUSTER_PORT: u16 = 6443;
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
     move |source| DaemonError::Io { path: path.display().to_string(), source }
 }
@@ -170,7 +173,7 @@ async fn start_raft(config: &Config, store: &Store, node_ip: std::net::Ipv4Addr)
         raft::Server::start(id, store.clone(), log, &dir.join("snapshots"), transport, raft::Timing::default())
             .await
             .map_err(|e| DaemonError::Raft(e.to_string()))?;
-    let me = raft::Member { name: config.node_name.clone(), addr: format!("{node_ip}:6443") };
+    let me = raft::Member { name: config.node_name.clone(), addr: format!("{node_ip}:{CLUSTER_PORT}") };
     server.bootstrap([(id, me)].into()).await.map_err(|e| DaemonError::Raft(e.to_string()))?;
     Ok(server)
 }
@@ -329,6 +332,15 @@ async fn start_node(
         }
     });
     set.spawn(agent::metrics::run(ctx.clone(), cancel.clone()));
+    let identity = agent::register::Identity {
+        name: config.node_name.clone(),
+        ip: node_ip,
+        pod_cidr: Some(config.pod_cidr.clone()),
+        port: CLUSTER_PORT,
+        version: api::VERSION.to_string(),
+        server: true,
+    };
+    set.spawn(agent::register::run(ctx.clone(), identity, cancel.clone()));
     set.spawn(agent::run(ctx, cancel.clone()));
     let proxy_config = crate::net::services::ProxyConfig {
         service_cidr: config.service_cidr,

@@ -1,4 +1,5 @@
-//! The node agent: runs the pods bound to this node.
+//! The node agent: runs the pods bound to this node, and registers the node itself (its `Node`
+//! object, [`register`]).
 //!
 //! Owns, per pod: the sandbox (network/IPC/UTS namespaces), volumes, images, containers (their
 //! environment from ConfigMaps, Secrets and the downward API), restarts with
@@ -11,15 +12,17 @@
 //! Boundary: talks to containerd only through the [`crate::runtime::Runtime`] trait object in
 //! its [`Context`], as it reaches the kernel's namespaces ([`sandbox::Namespaces`]), the pod
 //! network ([`crate::net::cni::PodNetwork`]) and the wall clock ([`crate::clock::Clock`]) —
-//! unit tests pass fakes; writes only pod status, events and the final removal of a terminated
-//! pod through store commands.
+//! unit tests pass fakes; writes only pod status, events, the final removal of a terminated
+//! pod and its own Node through store commands.
 
 pub mod cgroups;
 pub mod env;
+pub mod facts;
 mod files;
 pub mod metrics;
 mod node_ops;
 pub mod probe;
+pub mod register;
 pub mod resources;
 pub mod sandbox;
 pub mod status;
