@@ -5,9 +5,11 @@ pub mod api_resources;
 pub mod apply;
 pub mod cluster_info;
 pub mod completion;
+pub mod cordon;
 pub mod create;
 pub mod delete;
 pub mod describe;
+pub mod drain;
 pub mod exec;
 pub mod expose;
 pub mod get;
@@ -19,6 +21,7 @@ pub mod patch;
 pub mod rollout;
 pub mod scale;
 pub mod set;
+pub mod taint;
 pub mod top;
 pub mod version;
 
@@ -80,6 +83,14 @@ pub enum Command {
     /// Set specific features on objects
     #[command(subcommand)]
     Set(set::Command),
+    /// Update the taints on one or more nodes
+    Taint(taint::Args),
+    /// Mark node as unschedulable
+    Cordon(cordon::Args),
+    /// Mark node as schedulable
+    Uncordon(cordon::Args),
+    /// Drain node in preparation for maintenance
+    Drain(drain::Args),
     /// Take a pod, deployment, replica set or replication controller and expose it as a new Service
     Expose(expose::Args),
     /// Print the logs for a container in a pod
@@ -173,6 +184,10 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Scale(a) => scale::run(ctx, a).await,
         Command::Rollout(c) => rollout::run(ctx, c).await,
         Command::Set(c) => set::run(ctx, c).await,
+        Command::Taint(a) => taint::run(ctx, a).await,
+        Command::Cordon(a) => cordon::run(ctx, a, true).await,
+        Command::Uncordon(a) => cordon::run(ctx, a, false).await,
+        Command::Drain(a) => drain::run(ctx, a).await,
         Command::Expose(a) => expose::run(ctx, a).await,
         Command::Logs(a) => logs::run(ctx, a).await,
         Command::Exec(a) => exec::run(ctx, a).await,
