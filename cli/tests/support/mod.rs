@@ -18,6 +18,7 @@ pub const DISCOVERY: &str = r#"{"resources":[
   {"name":"pods","singularName":"pod","shortNames":["po"],"kind":"Pod","group":"","version":"v1","namespaced":true,"categories":["all"]},
   {"name":"services","singularName":"service","shortNames":["svc"],"kind":"Service","group":"","version":"v1","namespaced":true,"categories":["all"]},
   {"name":"namespaces","singularName":"namespace","shortNames":["ns"],"kind":"Namespace","group":"","version":"v1","namespaced":false},
+  {"name":"nodes","singularName":"node","shortNames":["no"],"kind":"Node","group":"","version":"v1","namespaced":false},
   {"name":"deployments","singularName":"deployment","shortNames":["deploy"],"kind":"Deployment","group":"apps","version":"v1","namespaced":true,"categories":["all"]},
   {"name":"replicasets","singularName":"replicaset","shortNames":["rs"],"kind":"ReplicaSet","group":"apps","version":"v1","namespaced":true},
   {"name":"replicationcontrollers","singularName":"replicationcontroller","shortNames":["rc"],"kind":"ReplicationController","group":"","version":"v1","namespaced":true}
