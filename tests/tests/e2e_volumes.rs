@@ -103,11 +103,12 @@ fn local_path_claim_is_shared_by_two_pods() {
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {BUSYBOX}\n    imagePullPolicy: Never\n    command: [sleep, \"3600\"]\n    volumeMounts:\n    - name: data\n      mountPath: /data\n  volumes:\n  - name: data\n    persistentVolumeClaim:\n      claimName: shared\n"
         )
     };
-    // The pod first: it waits for the claim with kubelet's message.
+    // The pod first: it is not scheduled while its claim is missing (kube-scheduler's
+    // VolumeBinding message).
     node.apply(&pod("writer"));
     node.wait_output(&["describe", "pod", "writer"], "shows the missing claim", |o| {
-        o.stdout.contains("FailedMount")
-            && o.stdout.contains("error processing PVC default/shared: failed to fetch PVC from API server")
+        o.stdout.contains("FailedScheduling")
+            && o.stdout.contains("0/1 nodes are available: persistentvolumeclaim \"shared\" not found.")
     });
     assert_ne!(node.pod("writer")["status"]["phase"], "Running");
     node.apply("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: shared\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: 16Mi\n");

@@ -1,84 +1,99 @@
-//! Binds pending pods to a node. A pure choice function plus a thin loop.
+//! Binds pending pods to nodes: the loop around the pure placement of [`crate::scheduler`].
 //!
-//! On a single node every pod goes to this node; the function takes the node list so that
-//! clustering can add real placement without changing the loop.
+//! Each pass reads the Node objects, the pods and the volume objects, builds one
+//! [`Cluster`] snapshot and places the pods that still need a node in kube-scheduler's queue
+//! order (higher priority first, then older first), so each placement sees the ones before it.
+//! A pod that fits gets `Command::Bind` (all of a pass proposed together) and a `Scheduled`
+//! event; one that fits nowhere gets `PodScheduled=False`/`Unschedulable` with kube-scheduler's
+//! message and a `FailedScheduling` event — written again only when the message changes.
+//! A pass runs whenever pods, nodes or volume objects change (and on the resync), so a pod
+//! created before any node registered is placed once its Node appears.
 
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventType, Recorder};
 use crate::objects::{meta, resource};
+use crate::scheduler::{Cluster, Volumes};
 use crate::store::{Command, Proposer, Store};
 
-/// Chooses a node for `pod` among `nodes`; `None` when none fits.
-pub fn choose<'a>(pod: &Value, nodes: &'a [String]) -> Option<&'a String> {
-    let wanted = pod.pointer("/spec/nodeName").and_then(Value::as_str);
-    match wanted {
-        Some(n) => nodes.iter().find(|x| x.as_str() == n),
-        None => nodes.first(),
-    }
+/// The scheduler pods name when they want this one (`spec.schedulerName`'s default).
+pub const NAME: &str = "default-scheduler";
+
+/// Pods that still need a node from this scheduler: unbound, not being deleted, not finished,
+/// and asking for the default scheduler — in queue order (priority, then age, then name).
+pub fn unbound(pods: &[Value]) -> Vec<&Value> {
+    let mut queue: Vec<&Value> = pods
+        .iter()
+        .filter(|p| p.pointer("/spec/nodeName").and_then(Value::as_str).is_none_or(str::is_empty))
+        .filter(|p| !meta::is_deleting(p))
+        .filter(|p| !matches!(p.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")))
+        .filter(|p| p.pointer("/spec/schedulerName").and_then(Value::as_str).is_none_or(|s| s == NAME))
+        .collect();
+    queue.sort_by_key(|p| {
+        let priority = p.pointer("/spec/priority").and_then(Value::as_i64).unwrap_or(0);
+        let created = meta::parse_time(p.pointer("/metadata/creationTimestamp"));
+        (-priority, created, meta::namespace(p).to_string(), meta::name(p).to_string())
+    });
+    queue
 }
 
-/// The (protocol, hostIP, hostPort) triples a pod asks for.
-fn wanted_ports(pod: &Value) -> Vec<(String, String, u64)> {
-    pod.pointer("/spec/containers")
-        .and_then(Value::as_array)
+/// What one pass decided for each pod it looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Bind to this node.
+    Bind(String),
+    /// Fits nowhere: kube-scheduler's message.
+    Unschedulable(String),
+}
+
+/// Places every pod that needs a node (pure): the decisions in queue order.
+pub fn plan<'a>(nodes: &[Value], pods: &'a [Value], volumes: Volumes) -> Vec<(&'a Value, Decision)> {
+    let mut cluster = Cluster::new(nodes, pods, volumes);
+    unbound(pods)
         .into_iter()
-        .flatten()
-        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
-        .filter_map(|p| {
-            let port = p["hostPort"].as_u64().filter(|h| *h > 0)?;
-            let ip = p["hostIP"].as_str().filter(|h| !h.is_empty()).unwrap_or("0.0.0.0").to_string();
-            Some((p["protocol"].as_str().unwrap_or("TCP").to_string(), ip, port))
+        .map(|pod| {
+            let decision = match cluster.place(pod) {
+                Ok(node) => Decision::Bind(node),
+                Err(e) => Decision::Unschedulable(e.to_string()),
+            };
+            (pod, decision)
         })
         .collect()
 }
 
-/// Whether `pod` fits beside the pods already on a node: no hostPort taken twice (an
-/// unspecified hostIP conflicts with every address). Returns kubelet's reason when not.
-pub fn fits(pod: &Value, on_node: &[&Value]) -> Result<(), String> {
-    let used: Vec<(String, String, u64)> = on_node.iter().flat_map(|p| wanted_ports(p)).collect();
-    for (proto, ip, port) in wanted_ports(pod) {
-        let clash =
-            used.iter().any(|(p, i, n)| *p == proto && *n == port && (i == &ip || i == "0.0.0.0" || ip == "0.0.0.0"));
-        if clash {
-            return Err(format!("0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports (hostPort {port}/{proto} is taken)."));
-        }
-    }
-    Ok(())
-}
-
-/// Pods that occupy a node: bound there and not finished.
-fn occupying<'a>(pods: &'a [Value], node: &str) -> Vec<&'a Value> {
-    pods.iter()
-        .filter(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
-        .filter(|p| !matches!(p.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")))
-        .collect()
-}
-
-/// Pods that still need a node: not bound, not being deleted.
-pub fn unbound(pods: &[Value]) -> impl Iterator<Item = &Value> {
-    pods.iter().filter(|p| p.pointer("/spec/nodeName").is_none() && !meta::is_deleting(p))
-}
-
-pub async fn run(store: Store, proposer: Proposer, node: String, shutdown: CancellationToken) {
-    let recorder = Recorder::new(store.clone(), proposer.clone(), "default-scheduler", node.clone());
-    let nodes = vec![node];
-    let key = resource::PODS.key();
-    crate::controllers::run_loop(store.clone(), &[key.as_str()], shutdown, || async {
-        let Ok((pods, _)) = store.list(&key, None).await else { return };
-        let mut placed: Vec<Value> = Vec::new();
+/// Runs the scheduler until `shutdown`; `host` names this server in events.
+pub async fn run(store: Store, proposer: Proposer, host: String, shutdown: CancellationToken) {
+    let recorder = Recorder::new(store.clone(), proposer.clone(), NAME, host);
+    let keys = [
+        resource::PODS.key(),
+        resource::NODES.key(),
+        resource::PERSISTENT_VOLUME_CLAIMS.key(),
+        resource::PERSISTENT_VOLUMES.key(),
+        resource::STORAGE_CLASSES.key(),
+    ];
+    let watched: Vec<&str> = keys.iter().map(String::as_str).collect();
+    crate::controllers::run_loop(store.clone(), &watched, shutdown, || async {
+        let list = |key: &str| {
+            let (store, key) = (store.clone(), key.to_string());
+            async move { store.list(&key, None).await.map(|(items, _)| items) }
+        };
+        let (Ok(pods), Ok(nodes), Ok(claims), Ok(pvs), Ok(classes)) = (
+            list(&keys[0]).await,
+            list(&keys[1]).await,
+            list(&keys[2]).await,
+            list(&keys[3]).await,
+            list(&keys[4]).await,
+        ) else {
+            return;
+        };
+        let decisions = plan(&nodes, &pods, Volumes::new(&claims, &pvs, &classes));
         let mut binds = Vec::new();
-        for pod in unbound(&pods) {
-            let Some(target) = choose(pod, &nodes) else { continue };
-            let mut on_node = occupying(&pods, target);
-            on_node.extend(placed.iter());
-            if let Err(reason) = fits(pod, &on_node) {
-                unschedulable(&proposer, &recorder, pod, &reason).await;
-                continue;
+        for (pod, decision) in decisions {
+            match decision {
+                Decision::Bind(node) => binds.push((pod, node)),
+                Decision::Unschedulable(reason) => unschedulable(&proposer, &recorder, pod, &reason).await,
             }
-            placed.push(pod.clone());
-            binds.push((pod, target.clone()));
         }
         // All binds of a pass are proposed at once, so the store's group commit writes them in
         // one transaction instead of one fsync per pod.
@@ -136,30 +151,83 @@ async fn unschedulable(proposer: &Proposer, recorder: &Recorder, pod: &Value, re
 mod tests {
     use super::*;
 
-    #[test]
-    fn chooses_named_node_or_first() {
-        let nodes = vec!["a".to_string(), "b".to_string()];
-        assert_eq!(choose(&json!({"spec": {}}), &nodes), Some(&nodes[0]));
-        assert_eq!(choose(&json!({"spec": {"nodeName": "b"}}), &nodes), Some(&nodes[1]));
-        assert_eq!(choose(&json!({"spec": {"nodeName": "z"}}), &nodes), None);
-        let pods = vec![
-            json!({"spec": {"nodeName": "a"}}),
-            json!({"spec": {}}),
-            json!({"metadata": {"deletionTimestamp": "x"}, "spec": {}}),
-        ];
-        assert_eq!(unbound(&pods).count(), 1);
+    fn node(name: &str, extra: Value) -> Value {
+        let mut n = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}], "allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"}}});
+        crate::objects::merge_patch(&mut n, &extra);
+        n
+    }
+
+    fn pod(name: &str, created: &str, extra: Value) -> Value {
+        let mut p = json!({"metadata": {"name": name, "namespace": "default", "uid": name, "creationTimestamp": created},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}, "status": {"phase": "Pending"}});
+        crate::objects::merge_patch(&mut p, &extra);
+        p
     }
 
     #[test]
-    fn host_ports_conflict() {
-        let pod = |port: u64, ip: Option<&str>, proto: &str| json!({"spec": {"containers": [{"ports": [{"containerPort": 80, "hostPort": port, "hostIP": ip, "protocol": proto}]}]}});
-        let a = pod(8080, None, "TCP");
-        assert!(fits(&pod(8080, None, "TCP"), &[&a]).is_err());
-        assert!(fits(&pod(8080, Some("10.0.0.1"), "TCP"), &[&a]).is_err());
-        assert!(fits(&pod(8080, None, "UDP"), &[&a]).is_ok());
-        assert!(fits(&pod(8081, None, "TCP"), &[&a]).is_ok());
-        let b = pod(9090, Some("10.0.0.1"), "TCP");
-        assert!(fits(&pod(9090, Some("10.0.0.2"), "TCP"), &[&b]).is_ok());
-        assert!(fits(&json!({"spec": {"containers": [{"name": "x"}]}}), &[&a, &b]).is_ok());
+    fn the_queue_is_kube_schedulers() {
+        let pods = vec![
+            pod("late", "2026-01-01T00:00:02Z", json!({})),
+            pod("early", "2026-01-01T00:00:01Z", json!({})),
+            pod("urgent", "2026-01-01T00:00:03Z", json!({"spec": {"priority": 1000}})),
+            pod("bound", "2026-01-01T00:00:00Z", json!({"spec": {"nodeName": "a"}})),
+            pod("going", "2026-01-01T00:00:00Z", json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:05Z"}})),
+            pod("done", "2026-01-01T00:00:00Z", json!({"status": {"phase": "Succeeded"}})),
+            pod("other", "2026-01-01T00:00:00Z", json!({"spec": {"schedulerName": "my-scheduler"}})),
+            pod("named", "2026-01-01T00:00:04Z", json!({"spec": {"schedulerName": "default-scheduler"}})),
+        ];
+        let names: Vec<&str> = unbound(&pods).into_iter().map(meta::name).collect();
+        assert_eq!(names, ["urgent", "early", "late", "named"]);
+    }
+
+    #[test]
+    fn pods_wait_for_a_node_and_honour_cordon_taints_and_resources() {
+        let p = pod("web", "2026-01-01T00:00:00Z", json!({}));
+        let pods = std::slice::from_ref(&p);
+        let decide = |nodes: &[Value]| plan(nodes, pods, Volumes::default())[0].1.clone();
+        assert_eq!(decide(&[]), Decision::Unschedulable("no nodes available to schedule pods".into()));
+        assert_eq!(decide(&[node("a", json!({}))]), Decision::Bind("a".into()));
+        assert_eq!(
+            decide(&[node("a", json!({"spec": {"unschedulable": true}}))]),
+            Decision::Unschedulable("0/1 nodes are available: 1 node(s) were unschedulable.".into())
+        );
+        let tainted =
+            node("a", json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}}));
+        assert_eq!(
+            decide(&[tainted.clone(), node("b", json!({"spec": {"unschedulable": true}}))]),
+            Decision::Unschedulable(
+                "0/2 nodes are available: 1 node(s) had untolerated taint(s), 1 node(s) were unschedulable.".into()
+            )
+        );
+        assert_eq!(decide(&[tainted, node("b", json!({}))]), Decision::Bind("b".into()));
+        let big = pod(
+            "big",
+            "2026-01-01T00:00:00Z",
+            json!({"spec": {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "3"}}}]}}),
+        );
+        let d = plan(&[node("a", json!({}))], std::slice::from_ref(&big), Volumes::default());
+        assert_eq!(d[0].1, Decision::Unschedulable("0/1 nodes are available: 1 Insufficient cpu.".into()));
+        let picky = pod("picky", "2026-01-01T00:00:00Z", json!({"spec": {"nodeSelector": {"disk": "ssd"}}}));
+        let d = plan(
+            &[node("a", json!({})), node("b", json!({"metadata": {"labels": {"disk": "ssd"}}}))],
+            std::slice::from_ref(&picky),
+            Volumes::default(),
+        );
+        assert_eq!(d[0].1, Decision::Bind("b".into()));
+    }
+
+    #[test]
+    fn a_pass_sees_its_own_placements() {
+        let port = json!({"spec": {"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 80, "hostPort": 8080, "protocol": "TCP"}]}]}});
+        let pods = vec![pod("one", "2026-01-01T00:00:01Z", port.clone()), pod("two", "2026-01-01T00:00:02Z", port)];
+        let d = plan(&[node("a", json!({}))], &pods, Volumes::default());
+        assert_eq!(d[0].1, Decision::Bind("a".into()));
+        assert_eq!(
+            d[1].1,
+            Decision::Unschedulable(
+                "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports.".into()
+            )
+        );
     }
 }
