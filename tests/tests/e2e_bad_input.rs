@@ -66,6 +66,34 @@ fn malformed_and_invalid_manifests_change_nothing() {
         "{out}"
     );
 
+    // A mount that would leave its volume: refused at admission, as the API server does, for a
+    // pod and for a Deployment's pod template; nothing is created.
+    let mounts = "    volumeMounts:\n    - name: v\n      mountPath: /host\n      subPath: ../../../etc\n  volumes:\n  - name: v\n    emptyDir: {}\n";
+    let escape = busybox_pod("escape", "Always", &["sleep", "60"]) + mounts;
+    let cause = r#"spec.containers[0].volumeMounts.subPath: Invalid value: "../../../etc": must not contain '..'"#;
+    let out = node.skerry_stdin(&["apply", "-f", "-"], escape.as_bytes());
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("(Invalid)") && out.stderr.contains(&format!("Pod \"escape\" is invalid: {cause}")),
+        "{out}"
+    );
+    assert!(node.pod_in("default", "escape").is_none(), "the pod was not created");
+    let body: serde_json::Value = serde_yaml_ng::from_str(&escape).unwrap();
+    let r = node.api("POST", "/api/v1/namespaces/default/pods", Some(&body));
+    assert_eq!(r.status, 422, "{}", r.text());
+    let status = r.json();
+    assert_eq!((status["reason"].as_str(), status["code"].as_i64()), (Some("Invalid"), Some(422)), "{status}");
+    assert_eq!(status["message"], format!("Pod \"escape\" is invalid: {cause}"), "{status}");
+    assert_eq!(status["details"]["causes"][0]["field"], "spec.containers[0].volumeMounts.subPath", "{status}");
+    let deployment = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: escape\nspec:\n  selector:\n    matchLabels:\n      app: escape\n  template:\n    metadata:\n      labels:\n        app: escape\n    spec:\n      containers:\n      - name: c\n        image: {BUSYBOX}\n        imagePullPolicy: Never\n        volumeMounts:\n        - name: v\n          mountPath: /host\n          subPath: ../../../etc\n      volumes:\n      - name: v\n        emptyDir: {{}}\n"
+    );
+    let out = node.skerry_stdin(&["apply", "-f", "-"], deployment.as_bytes());
+    assert_eq!(out.code, 1, "{out}\n{deployment}");
+    assert!(out.stderr.contains(&format!("Deployment.apps \"escape\" is invalid: spec.template.{cause}")), "{out}");
+    assert_eq!(node.skerry(&["get", "deployments,replicasets"]).stdout, "", "no Deployment, no ReplicaSet");
+    assert_no_pods(&node);
+
     // A namespace that does not exist.
     let out = node
         .skerry_stdin(&["apply", "-n", "nope", "-f", "-"], busybox_pod("lost", "Always", &["sleep", "60"]).as_bytes());

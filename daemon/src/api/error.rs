@@ -75,13 +75,16 @@ impl IntoResponse for ApiError {
 impl From<ObjectError> for ApiError {
     fn from(e: ObjectError) -> ApiError {
         match &e {
-            ObjectError::Invalid { kind, name, causes } => {
+            ObjectError::Invalid { kind, group, name, causes } => {
                 let mut err = ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "Invalid",
-                    format!("{kind} {name:?} is invalid: {}", causes_line(causes)),
+                    format!("{} {name:?} is invalid: {}", crate::objects::group_kind(kind, group), causes_line(causes)),
                 );
                 err.details = json!({"name": name, "kind": kind, "causes": causes.iter().map(|c| json!({"field": c.field, "message": c.message, "reason": "FieldValueInvalid"})).collect::<Vec<_>>()});
+                if !group.is_empty() {
+                    err.details["group"] = json!(group);
+                }
                 err
             }
             ObjectError::BadRequest(m) => ApiError::bad_request(m.clone()),

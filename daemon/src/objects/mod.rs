@@ -19,6 +19,7 @@ pub mod resource;
 pub mod selector;
 pub mod service;
 pub mod validation;
+pub mod volume;
 pub mod workload;
 
 #[cfg(test)]
@@ -55,12 +56,22 @@ impl Cause {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ObjectError {
-    /// The object breaks a rule; maps to 422 Invalid.
-    #[error("{kind} {name:?} is invalid: {}", causes_text(.causes))]
-    Invalid { kind: String, name: String, causes: Vec<Cause> },
+    /// The object breaks a rule; maps to 422 Invalid. `group` is the API group, empty for the
+    /// core group; the message names `Kind.group` as the API server's does.
+    #[error("{} {name:?} is invalid: {}", group_kind(.kind, .group), causes_text(.causes))]
+    Invalid { kind: String, group: String, name: String, causes: Vec<Cause> },
     /// The request itself is malformed; maps to 400 BadRequest.
     #[error("{0}")]
     BadRequest(String),
+}
+
+/// Kubernetes' `GroupKind` string: `Pod`, `Deployment.apps`.
+pub fn group_kind(kind: &str, group: &str) -> String {
+    if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    }
 }
 
 fn causes_text(causes: &[Cause]) -> String {
@@ -152,7 +163,7 @@ pub fn admit_update(rt: &ResourceType, old: &Value, new: Value) -> Result<Admitt
 }
 
 fn invalid(rt: &ResourceType, name: &str, causes: Vec<Cause>) -> ObjectError {
-    ObjectError::Invalid { kind: rt.kind.to_string(), name: name.to_string(), causes }
+    ObjectError::Invalid { kind: rt.kind.to_string(), group: rt.group.to_string(), name: name.to_string(), causes }
 }
 
 fn default_namespace(ns: &mut k8s_openapi::api::core::v1::Namespace) {

@@ -19,6 +19,7 @@ pub fn default(pod: &mut Pod) {
     for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
         default_container(c);
     }
+    super::volume::default(spec);
     let status = pod.status.get_or_insert_with(Default::default);
     status.phase.get_or_insert_with(|| "Pending".into());
     // Computed, never taken from the client, as the API server does.
@@ -224,6 +225,7 @@ pub fn validate(pod: &Pod) -> Vec<Cause> {
     let Some(spec) = &pod.spec else {
         return vec![Cause::required("spec")];
     };
+    let volumes = super::volume::validate_volumes(spec, &mut causes);
     if spec.containers.is_empty() {
         causes.push(Cause::required("spec.containers"));
     }
@@ -286,6 +288,7 @@ pub fn validate(pod: &Pod) -> Vec<Cause> {
                 causes.push(Cause::required(format!("{path}.env[{j}].name")));
             }
         }
+        super::volume::validate_mounts(c, &path, &volumes, &mut causes);
     }
     if let Some(p) = spec.restart_policy.as_deref() {
         if !matches!(p, "Always" | "OnFailure" | "Never") {
