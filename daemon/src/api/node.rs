@@ -560,7 +560,7 @@ pub async fn metrics(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::node_ops::{BoxFuture, Capacity, NodeError, NodeOps};
     use futures::stream::BoxStream;
@@ -703,26 +703,11 @@ mod tests {
                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}, "status": {"phase": phase}})
     }
 
-    /// Serves the real router (fake node, in-memory store) on a socket; returns a request function.
-    async fn serve() -> (tempfile::TempDir, impl Fn(&'static str, String) -> BoxFuture<'static, (u16, Value)>) {
-        let (store, proposer) = crate::store::test_store().await;
-        let other = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other", "uid": "other"}});
-        proposer
-            .propose(crate::store::Command::Create { resource: resource::NAMESPACES.key(), object: other })
-            .await
-            .unwrap();
-        for p in [
-            pod("default", "web", "n1", "Running", json!({"app": "web"})),
-            pod("default", "db", "n1", "Running", json!({"app": "db"})),
-            pod("default", "new", "n1", "Pending", json!({})),
-            pod("default", "elsewhere", "n2", "Running", json!({})),
-            pod("other", "job", "n1", "Running", json!({})),
-        ] {
-            proposer
-                .propose(crate::store::Command::Create { resource: resource::PODS.key(), object: p })
-                .await
-                .unwrap();
-        }
+    /// Serves the real router over `store` (with [`FakeNode`]) on a socket in a temp dir.
+    pub(in crate::api) async fn serve_store(
+        store: crate::store::Store,
+        proposer: crate::store::Proposer,
+    ) -> (tempfile::TempDir, PathBuf) {
         let state = ApiState {
             store,
             proposer,
@@ -745,6 +730,30 @@ mod tests {
         let socket = dir.path().join("api.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
         tokio::spawn(super::super::serve(listener, state));
+        (dir, socket)
+    }
+
+    /// Serves the real router (fake node, in-memory store) on a socket; returns a request function.
+    async fn serve() -> (tempfile::TempDir, impl Fn(&'static str, String) -> BoxFuture<'static, (u16, Value)>) {
+        let (store, proposer) = crate::store::test_store().await;
+        let other = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other", "uid": "other"}});
+        proposer
+            .propose(crate::store::Command::Create { resource: resource::NAMESPACES.key(), object: other })
+            .await
+            .unwrap();
+        for p in [
+            pod("default", "web", "n1", "Running", json!({"app": "web"})),
+            pod("default", "db", "n1", "Running", json!({"app": "db"})),
+            pod("default", "new", "n1", "Pending", json!({})),
+            pod("default", "elsewhere", "n2", "Running", json!({})),
+            pod("other", "job", "n1", "Running", json!({})),
+        ] {
+            proposer
+                .propose(crate::store::Command::Create { resource: resource::PODS.key(), object: p })
+                .await
+                .unwrap();
+        }
+        let (dir, socket) = serve_store(store, proposer).await;
         let request = move |method: &'static str, path: String| -> BoxFuture<'static, (u16, Value)> {
             let socket = socket.clone();
             Box::pin(async move {
