@@ -1,5 +1,7 @@
 //! `skerryd`: parses flags, sets up logging and signals, runs the daemon library.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use skerryd::config::{Config, Flags};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +24,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(log_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR")))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     if cluster_reset {
@@ -55,4 +58,23 @@ fn main() -> anyhow::Result<()> {
         skerryd::daemon::run(config, shutdown).await
     })?;
     Ok(())
+}
+
+/// Colour only for a person at a terminal: never in a file or the journal, and never when
+/// `NO_COLOR` is set to anything (<https://no-color.org>).
+fn log_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn colour_only_at_a_terminal_without_no_color() {
+        use super::log_colour;
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, Some("".into())));
+        assert!(!log_colour(true, Some("1".into())));
+        assert!(!log_colour(false, None));
+        assert!(!log_colour(false, Some("".into())));
+    }
 }

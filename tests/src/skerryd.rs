@@ -308,7 +308,8 @@ impl Skerryd {
         cmd.args(&self.args)
             .env("SKERRY_LOGGER", binary_in(&self.bins, "skerry-logger"))
             .env("RUST_BACKTRACE", "1")
-            .env("NO_COLOR", "1")
+            // No NO_COLOR: the log is a file, and skerryd must see that by itself.
+            .env_remove("NO_COLOR")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -453,7 +454,7 @@ impl Skerryd {
     /// Runs `skerryd ARGS` (e.g. `--cleanup`) to completion inside the node's namespace.
     pub fn run_skerryd(&self, args: &[&str]) -> Output {
         let mut cmd = self.net.command(binary_in(&self.bins, "skerryd"));
-        cmd.args(args).env("NO_COLOR", "1");
+        cmd.args(args).env_remove("NO_COLOR");
         run_with_timeout(cmd, None, CLI_TIMEOUT)
     }
 

@@ -75,3 +75,23 @@ fn optimistic_concurrency_and_status_errors() {
     let del = node.api("DELETE", &format!("{PODS}/cas"), None);
     assert_eq!(del.status, 200, "{}", del.text());
 }
+
+#[test]
+fn logs_carry_no_colour_unless_stderr_is_a_terminal() {
+    // The harness sends skerryd's stderr to a file (as systemd sends it to the journal) and
+    // does not set NO_COLOR.
+    let mut node = TestNode::start();
+    let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": {"containers": []}});
+    assert_status(&node.api("POST", PODS, Some(&bad)), 422, "Invalid");
+    node.skerryd.stop();
+    let log = node.skerryd.log();
+    assert!(log.contains(" INFO "), "skerryd logged at info level:\n{log}");
+    assert!(!log.contains('\x1b'), "no ANSI escape in a log written to a file:\n{log:?}");
+    // A one-shot run with its output piped: the same.
+    let config = node.skerryd.dir().join("config.yaml");
+    let out = node.skerryd.run_skerryd(&["--cleanup", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains(" INFO "), "{out}");
+    assert!(!out.stderr.contains('\x1b'), "no ANSI escape in piped output: {:?}", out.stderr);
+    node.skerryd.start_again();
+}
