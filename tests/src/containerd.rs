@@ -146,6 +146,12 @@ impl Containerd {
         &self.cgroup_parent
     }
 
+    /// runc's state directory for containerd namespace `ns` (`/run/containerd/runc/<ns>`): one
+    /// directory per container runc knows, with `exec.fifo` while it is created and not started.
+    pub fn runc_state_dir(ns: &str) -> PathBuf {
+        Path::new("/run/containerd/runc").join(ns)
+    }
+
     /// Another containerd namespace used with this containerd; its runc state under
     /// /run/containerd/runc goes on drop too. Its containers' cgroups must be below
     /// [`Containerd::cgroup_parent`].
@@ -158,8 +164,10 @@ impl Containerd {
         fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
-    /// This containerd's shims (only those of containerd namespace `ns`, if given).
-    fn shim_pids(&self, ns: Option<&str>) -> Vec<i32> {
+    /// PIDs of the `containerd-shim-runc-v2` processes this containerd started (their command
+    /// line names its socket), only those of containerd namespace `ns` if given; never another
+    /// containerd's.
+    pub fn shim_pids(&self, ns: Option<&str>) -> Vec<i32> {
         let needle = self.socket.to_string_lossy().into_owned();
         processes()
             .into_iter()
@@ -215,7 +223,7 @@ fn spawn_containerd(dir: &Path, config: &Path) -> Child {
 }
 
 /// (pid, ppid, argv) of every process.
-fn processes() -> Vec<(i32, i32, Vec<String>)> {
+pub fn processes() -> Vec<(i32, i32, Vec<String>)> {
     let mut out = Vec::new();
     let Ok(entries) = fs::read_dir("/proc") else { return out };
     for e in entries.flatten() {

@@ -256,6 +256,8 @@ impl Skerryd {
         // The node's own CNI config and IPAM store: GC on one node never touches another's.
         fs::create_dir_all(dir.join("cni")).expect("creating the CNI config dir");
         fs::create_dir_all(dir.join("ipam")).expect("creating the IPAM dir");
+        // The daemon's TMPDIR (exec FIFOs): inside its own dir, so nothing lands in /tmp.
+        fs::create_dir_all(dir.join("tmp")).expect("creating the daemon's TMPDIR");
         fs::write(
             dir.join("cni/10-test.conflist"),
             serde_json::to_vec_pretty(&conflist(opts.cni, &dir.join("ipam"))).unwrap(),
@@ -308,6 +310,7 @@ impl Skerryd {
         cmd.args(&self.args)
             .env("SKERRY_LOGGER", binary_in(&self.bins, "skerry-logger"))
             .env("RUST_BACKTRACE", "1")
+            .env("TMPDIR", self.dir.join("tmp"))
             // No NO_COLOR: the log is a file, and skerryd must see that by itself.
             .env_remove("NO_COLOR")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -412,6 +415,20 @@ impl Skerryd {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// The `skerry-logger` processes writing into this daemon's data dir, as (pid, argv): the
+    /// shims start one per container task, naming its log file under `<data dir>/pods/`.
+    pub fn logger_processes(&self) -> Vec<(i32, Vec<String>)> {
+        let data = self.data_dir();
+        crate::containerd::processes()
+            .into_iter()
+            .filter(|(_, _, argv)| {
+                argv.first().is_some_and(|a| Path::new(a).file_name().is_some_and(|n| n == "skerry-logger"))
+                    && argv.iter().any(|a| Path::new(a).starts_with(&data))
+            })
+            .map(|(pid, _, argv)| (pid, argv))
+            .collect()
+    }
+
     /// The daemon's PID while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -502,6 +519,25 @@ pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points.dedup();
     points
+}
+
+/// Named pipes at or below `dir` (symlinks are not followed).
+pub fn fifos_below(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_fifo() {
+                found.push(e.path());
+            } else if t.is_dir() {
+                todo.push(e.path());
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Detaches every mount at or below `dir`, deepest first.

@@ -322,7 +322,9 @@ fn allocations(store: &Path) -> Vec<String> {
 }
 
 /// What pods left behind on the node: IPAM allocations, host-side veths (`sk` + 11 hex),
-/// sandbox directories under the data dir, hostPort rules.
+/// sandbox directories under the data dir, hostPort rules, `skerry-logger` processes writing
+/// into the data dir, shims of the node's containerd and FIFOs (runc's `exec.fifo`, the shims'
+/// `log`, exec stdio) in the node's, containerd's and runc's directories.
 fn leftovers(node: &TestNode) -> Vec<String> {
     let mut found = Vec::new();
     let store = node.skerryd.ipam_dir().join("skerry");
@@ -340,6 +342,17 @@ fn leftovers(node: &TestNode) -> Vec<String> {
         found.push(format!("mount {}", m.display()));
     }
     found.extend(hostport_rules(node).into_iter().map(|r| format!("nft rule {r}")));
+    for (pid, argv) in node.skerryd.logger_processes() {
+        found.push(format!("skerry-logger {pid}: {}", argv.join(" ")));
+    }
+    let ns = &node.skerryd.ctd_share().namespace;
+    for pid in node.ctd.shim_pids(Some(ns)) {
+        found.push(format!("containerd shim {pid}"));
+    }
+    let runc = skerry_tests::containerd::Containerd::runc_state_dir(ns);
+    for dir in [node.skerryd.dir().to_path_buf(), node.ctd.dir().to_path_buf(), runc] {
+        found.extend(skerry_tests::skerryd::fifos_below(&dir).iter().map(|f| format!("FIFO {}", f.display())));
+    }
     found
 }
 
