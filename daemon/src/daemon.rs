@@ -70,7 +70,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let list = crate::net::cni::load_or_write_default(&config.cni_conf_dir, &config.pod_cidr)?;
     tracing::info!(network = list.name, config = %list.path.display(), node_ip = %node_ip, "pod network");
     let cni = crate::net::cni::Cni { list, bin_path: config.cni_bin_dir.clone() };
-    let runtime = ContainerdRuntime::connect(&config.containerd_socket, &config.containerd_namespace).await?;
+    // Exec FIFOs live in the data dir; a killed skerryd's are removed here.
+    let exec_dir = config.data_dir.join("exec");
+    crate::runtime::clear_fifo_dir(&exec_dir).await;
+    let runtime = ContainerdRuntime::connect(&config.containerd_socket, &config.containerd_namespace)
+        .await?
+        .with_fifo_dir(exec_dir);
     if let Some(dir) = &config.image_dir {
         import_folder(&runtime, dir).await;
     }

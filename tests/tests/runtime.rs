@@ -250,6 +250,71 @@ async fn exec_with_pipes_and_tty() {
     env.rt.remove("box").await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_exec_never_wedges_the_shim() {
+    let env = setup().await;
+    env.import_busybox().await;
+    env.run("box", &["sleep", "1000"]).await;
+    let fifos = env.dir.path().join("exec");
+    let rt = env.rt.clone().with_fifo_dir(fifos.clone());
+    // Callers that give up at every point of an exec's start: a probe's timeout, a cancelled
+    // probe task. The shim opens the exec's FIFOs inside Start and blocks until each has a
+    // reader, holding its event lock; had the caller taken the only reader away, the shim
+    // would answer nothing again (FIELD-NOTES).
+    let req = ExecRequest { args: vec!["true".into()], ..Default::default() };
+    for ms in (0..=160).step_by(4) {
+        let _ = tokio::time::timeout(Duration::from_millis(ms), rt.exec("box", &req)).await;
+    }
+    let state =
+        tokio::time::timeout(Duration::from_secs(10), rt.state("box")).await.expect("the shim still answers").unwrap();
+    assert!(matches!(state, Some(TaskState::Running { .. })), "{state:?}");
+    let s =
+        rt.exec("box", &ExecRequest { args: vec!["echo".into(), "still".into()], ..Default::default() }).await.unwrap();
+    let ExecSession { stdout, control, .. } = s;
+    assert_eq!(read_all(stdout).await, "still\n");
+    assert_eq!(exit_code(&control).await, 0);
+    drop(control);
+    tokio::time::timeout(Duration::from_secs(20), rt.remove("box")).await.expect("remove answers").unwrap();
+    wait_until(Instant::now() + Duration::from_secs(10), "every exec FIFO is gone", || {
+        skerry_tests::skerryd::fifos_below(&fifos).is_empty()
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifos_a_killed_process_left_are_released_then_removed() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join("skerry-exec-left");
+    std::fs::create_dir(&stale).unwrap();
+    for f in ["stdout", "stderr"] {
+        let path = std::ffi::CString::new(stale.join(f).into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    }
+    // A shim as a killed caller left it: holding the FIFOs by handle (so unlinking them does not
+    // free it) and opening them for writing one after the other, each open blocking for a reader.
+    let handles: Vec<std::fs::File> = ["stdout", "stderr"]
+        .iter()
+        .map(|f| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(stale.join(f)).unwrap())
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        for h in &handles {
+            let path = format!("/proc/self/fd/{}", h.as_raw_fd());
+            let _writer = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            tx.send(()).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(rx.try_recv().is_err(), "the writer waits for a reader");
+    skerryd::runtime::clear_fifo_dir(dir.path()).await;
+    for _ in 0..2 {
+        rx.recv_timeout(Duration::from_secs(5)).expect("each blocked open was released");
+    }
+    assert!(!stale.exists(), "the directory is gone");
+}
+
 /// Waits for an exec with a deadline.
 async fn exit_code(control: &ExecControl) -> i32 {
     tokio::time::timeout(Duration::from_secs(20), control.wait()).await.expect("exec did not exit").unwrap()

@@ -196,7 +196,16 @@ impl ContainerdRuntime {
         Ok(Some(match Status::try_from(process.status).unwrap_or(Status::Unknown) {
             Status::Running | Status::Paused | Status::Pausing => TaskState::Running { pid: process.pid },
             Status::Stopped => TaskState::Exited(Exit::from_status(process.exit_status, process.exited_at)),
-            Status::Created | Status::Unknown => TaskState::Created,
+            Status::Created => TaskState::Created,
+            // containerd answers UNKNOWN when the shim did not answer: the task may well run, so
+            // it is neither restarted nor deleted on that word.
+            Status::Unknown => {
+                return Err(RuntimeError::Containerd {
+                    op: "task state",
+                    code: tonic::Code::Unavailable,
+                    message: format!("the shim of {id} did not report the task's state"),
+                })
+            }
         }))
     }
 

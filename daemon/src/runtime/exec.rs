@@ -7,6 +7,13 @@
 //! process has exited; after that only the shim's writer keeps it open, and the
 //! reader sees EOF exactly when the shim has copied everything. Stdin is opened
 //! read-write so opening never blocks; dropping it gives the process EOF.
+//!
+//! The other trap: the shim opens its writers inside Start, blocking until each FIFO has a
+//! reader, while it holds the lock its exit handling needs. A reader gone before then (a
+//! caller that gave up, a killed skerryd) wedges the shim for good: no state, kill or delete
+//! is answered again, so the task, the shim and the container's `skerry-logger` stay. Hence
+//! the requests run in a task of their own holding extra readers until Start returns, and
+//! [`clear_fifo_dir`] releases what a killed skerryd left before anything else runs.
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +54,41 @@ pub struct ExecControl {
     _fifos: std::sync::Arc<FifoDir>,
 }
 
+/// How long [`clear_fifo_dir`] keeps the FIFOs a killed process left open for reading.
+const RELEASE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Removes what earlier processes left in an exec FIFO directory; call it, and wait for it,
+/// before any exec and before containers are removed. No exec outlives the process that
+/// started it, but a process killed while a shim was starting one leaves that shim blocked
+/// opening the exec's FIFOs for writing (one after the other), waiting for a reader that died
+/// with it — and the blocked shim answers nothing, so its task can be neither stopped nor
+/// deleted. Each FIFO is held open for reading for [`RELEASE`], which lets those opens
+/// complete, before the directories go.
+pub async fn clear_fifo_dir(dir: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let stale: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("skerry-exec-"))
+        .map(|e| e.path())
+        .collect();
+    let readers: Vec<std::fs::File> = stale
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+        .filter(|f| f.file_type().is_ok_and(|t| t.is_fifo()))
+        .filter_map(|f| open_keeper(&f.path()).ok())
+        .collect();
+    if !readers.is_empty() {
+        tracing::info!(fifos = readers.len(), "releasing exec FIFOs a previous skerryd left");
+        tokio::time::sleep(RELEASE).await;
+    }
+    drop(readers);
+    for d in stale {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 /// A private directory of FIFOs, removed on drop (open ends stay valid).
 struct FifoDir(PathBuf);
 
@@ -57,9 +99,9 @@ impl Drop for FifoDir {
 }
 
 impl FifoDir {
-    fn create() -> Result<Self, RuntimeError> {
-        let dir = std::env::temp_dir().join(format!("skerry-exec-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir(&dir).map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
+    fn create(base: &Path) -> Result<Self, RuntimeError> {
+        let dir = base.join(format!("skerry-exec-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
         Ok(FifoDir(dir))
     }
 
@@ -73,6 +115,12 @@ impl FifoDir {
 
 fn open_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
     move |e| RuntimeError::io(format!("opening fifo {}", path.display()), e)
+}
+
+/// Another reader of an output FIFO, never read: kept until the shim has opened its writer.
+fn open_keeper(path: &Path) -> Result<std::fs::File, RuntimeError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(open_err(path))
 }
 
 /// Opens an output FIFO: our non-blocking reader plus a placeholder writer.
@@ -96,6 +144,18 @@ fn exec_process(container_spec: &serde_json::Value, e: &ExecRequest) -> serde_js
 }
 
 impl ContainerdRuntime {
+    /// Puts exec FIFOs in `dir` instead of the temp dir. A process that dies mid-exec (a
+    /// SIGKILL never runs the drop that removes them) leaves them there, so the daemon gives a
+    /// directory it owns and empties at start ([`clear_fifo_dir`]).
+    pub fn with_fifo_dir(mut self, dir: PathBuf) -> Self {
+        self.fifo_dir = Some(dir);
+        self
+    }
+
+    fn fifo_dir(&self) -> PathBuf {
+        self.fifo_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+
     /// Starts `e.args` in the running container `id`.
     pub async fn exec(&self, id: &str, e: &ExecRequest) -> Result<ExecSession, RuntimeError> {
         if e.args.is_empty() {
@@ -103,7 +163,7 @@ impl ContainerdRuntime {
         }
         let spec = self.container_spec(id).await?;
         let process = exec_process(&spec, e);
-        let fifos = FifoDir::create()?;
+        let fifos = FifoDir::create(&self.fifo_dir())?;
         let stdout_path = fifos.fifo("stdout")?;
         let (stdout, stdout_holder) = open_output(&stdout_path)?;
         let mut holders = vec![stdout_holder];
@@ -123,6 +183,10 @@ impl ContainerdRuntime {
             (None, String::new())
         };
         let exec_id = format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut keepers = vec![open_keeper(&stdout_path)?];
+        if !stderr_path.is_empty() {
+            keepers.push(open_keeper(Path::new(&stderr_path))?);
+        }
         let req = ExecProcessRequest {
             container_id: id.to_string(),
             stdin: stdin_path,
@@ -135,44 +199,51 @@ impl ContainerdRuntime {
             }),
             exec_id: exec_id.clone(),
         };
+        // The shim opens its ends of the output FIFOs inside Start, each open blocking until the
+        // FIFO has a reader, while it holds its event lock: a FIFO that nobody reads any more
+        // wedges the whole shim (no state, kill or delete answered). So the requests run in a
+        // task of their own that keeps readers of its own until Start has returned, whatever
+        // becomes of this future (a probe's timeout, a cancelled probe task, a closed
+        // connection); then it waits for the exit, releases our placeholder writers and deletes
+        // the process.
+        let fifos = std::sync::Arc::new(fifos);
+        let (exit_tx, exit) = watch::channel(None);
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (rt, cid, xid, dir) = (self.clone(), id.to_string(), exec_id.clone(), fifos.clone());
+        tokio::spawn(async move {
+            let result = rt.start_exec(&cid, &xid, req).await;
+            drop(keepers);
+            drop(dir);
+            let ok = result.is_ok();
+            let _ = started_tx.send(result);
+            if !ok {
+                return;
+            }
+            let result = rt.wait_process(&cid, &xid).await;
+            drop(holders);
+            rt.delete_process(&cid, &xid).await;
+            let _ = exit_tx.send(Some(result.map(|e| e.code).map_err(|e| e.to_string())));
+        });
+        started
+            .await
+            .map_err(|_| RuntimeError::io("starting exec", std::io::Error::other("the exec task stopped")))??;
+        let control = ExecControl { rt: self.clone(), container_id: id.into(), exec_id, exit, _fifos: fifos };
+        Ok(ExecSession { stdin, stdout, stderr, control })
+    }
+
+    /// Creates and starts the exec process; deletes it again when it does not start.
+    async fn start_exec(&self, id: &str, exec_id: &str, req: ExecProcessRequest) -> Result<(), RuntimeError> {
         let mut tasks = TasksClient::new(self.channel());
         tasks.exec(self.req(req)).await.map_err(|s| match s.code() {
             tonic::Code::NotFound => RuntimeError::ContainerNotFound(id.to_string()),
             _ => RuntimeError::grpc("exec", s),
         })?;
-        let start = StartRequest { container_id: id.to_string(), exec_id: exec_id.clone() };
+        let start = StartRequest { container_id: id.to_string(), exec_id: exec_id.to_string() };
         if let Err(s) = tasks.start(self.req(start)).await {
-            self.delete_process(id, &exec_id).await;
+            self.delete_process(id, exec_id).await;
             return Err(RuntimeError::grpc("exec start", s));
         }
-        let exit = self.watch_exit(id, &exec_id, holders);
-        let control = ExecControl {
-            rt: self.clone(),
-            container_id: id.into(),
-            exec_id,
-            exit,
-            _fifos: std::sync::Arc::new(fifos),
-        };
-        Ok(ExecSession { stdin, stdout, stderr, control })
-    }
-
-    /// Waits for the exec to exit in the background, then releases our
-    /// placeholder writers and deletes the process.
-    fn watch_exit(
-        &self,
-        id: &str,
-        exec_id: &str,
-        holders: Vec<pipe::Sender>,
-    ) -> watch::Receiver<Option<Result<i32, String>>> {
-        let (tx, rx) = watch::channel(None);
-        let (rt, id, exec_id) = (self.clone(), id.to_string(), exec_id.to_string());
-        tokio::spawn(async move {
-            let result = rt.wait_process(&id, &exec_id).await;
-            drop(holders);
-            rt.delete_process(&id, &exec_id).await;
-            let _ = tx.send(Some(result.map(|e| e.code).map_err(|e| e.to_string())));
-        });
-        rx
+        Ok(())
     }
 
     async fn delete_process(&self, id: &str, exec_id: &str) {

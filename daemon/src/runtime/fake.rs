@@ -6,8 +6,10 @@
 //! finished task is fine; SIGKILL ends a task (status 137), SIGTERM too (143) unless the test
 //! said the container ignores it; `remove` kills a running task first and never fails for
 //! something already gone; `wait` resolves when the task exits, at once when it has. Exec runs
-//! nothing: it fails, so an exec probe against the fake always fails. Time comes from the
-//! [`Clock`] the test passes, so exits and calls carry timestamps on the test's clock.
+//! nothing: it fails, so an exec probe against the fake always fails. A container the test
+//! [wedged](FakeRuntime::wedge) answers `state`, `kill` and `remove` with an error and stays,
+//! as one whose shim no longer answers. Time comes from the [`Clock`] the test passes, so
+//! exits and calls carry timestamps on the test's clock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -64,6 +66,8 @@ struct State {
     containers: BTreeMap<String, Container>,
     /// Containers that will ignore SIGTERM once they run.
     ignore_sigterm: std::collections::HashSet<String>,
+    /// Containers whose shim does not answer (see [`FakeRuntime::wedge`]).
+    wedged: std::collections::HashSet<String>,
     calls: Vec<Call>,
     next_pid: u32,
 }
@@ -127,6 +131,28 @@ impl FakeRuntime {
         if let Some(c) = st.containers.get_mut(id) {
             c.ignores_sigterm = true;
         }
+    }
+
+    /// From now on `state`, `kill` and `remove` of the container fail and change nothing, as
+    /// when its shim no longer answers; [`FakeRuntime::unwedge`] ends that.
+    pub fn wedge(&self, id: &str) {
+        self.state.lock().unwrap().wedged.insert(id.to_string());
+    }
+
+    pub fn unwedge(&self, id: &str) {
+        self.state.lock().unwrap().wedged.remove(id);
+    }
+
+    /// The error a wedged container answers with, if it is wedged.
+    fn wedged(&self, id: &str, op: &'static str) -> Result<(), RuntimeError> {
+        if !self.state.lock().unwrap().wedged.contains(id) {
+            return Ok(());
+        }
+        Err(RuntimeError::Containerd {
+            op,
+            code: tonic::Code::Unavailable,
+            message: format!("the shim of {id} does not answer"),
+        })
     }
 
     /// Ends the container's running task with `code`, now.
@@ -287,18 +313,24 @@ impl Runtime for FakeRuntime {
 
     fn state<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<TaskState>, RuntimeError>> {
         self.record(Op::State(id.to_string()));
-        let task = self.task(id);
-        Box::pin(async move { Ok(task) })
+        let task = self.wedged(id, "task state").map(|()| self.task(id));
+        Box::pin(async move { task })
     }
 
     fn kill<'a>(&'a self, id: &'a str, signal: i32) -> BoxFuture<'a, Result<(), RuntimeError>> {
         self.record(Op::Kill(id.to_string(), signal));
-        self.end(id, signal);
-        Box::pin(async { Ok(()) })
+        let wedged = self.wedged(id, "task kill");
+        if wedged.is_ok() {
+            self.end(id, signal);
+        }
+        Box::pin(async { wedged })
     }
 
     fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
         self.record(Op::Remove(id.to_string()));
+        if let Err(e) = self.wedged(id, "task delete") {
+            return Box::pin(async { Err(e) });
+        }
         self.end(id, libc::SIGKILL);
         self.state.lock().unwrap().containers.remove(id);
         self.changed.send_modify(|n| *n += 1);

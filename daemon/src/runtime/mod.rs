@@ -41,7 +41,7 @@ use tonic::transport::Channel;
 use tonic::Request;
 
 pub use containers::default_logger_path;
-pub use exec::{ExecControl, ExecSession};
+pub use exec::{clear_fifo_dir, ExecControl, ExecSession};
 pub use reference::normalize_image_name;
 pub use spec::{build_spec, merge_command, merge_env, BindMount, SpecInput};
 pub use traits::Runtime;
@@ -196,6 +196,8 @@ pub struct ContainerdRuntime {
     namespace: String,
     snapshotter: String,
     logger: Option<PathBuf>,
+    /// Where exec FIFOs go (see [`ContainerdRuntime::with_fifo_dir`]).
+    fifo_dir: Option<PathBuf>,
 }
 
 impl ContainerdRuntime {
@@ -210,6 +212,7 @@ impl ContainerdRuntime {
             namespace: namespace.to_string(),
             snapshotter: "overlayfs".into(),
             logger: None,
+            fifo_dir: None,
         })
     }
 

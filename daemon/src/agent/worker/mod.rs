@@ -167,7 +167,9 @@ impl Worker {
 
     async fn reconcile(&mut self) -> Result<Next, Box<dyn std::error::Error + Send + Sync>> {
         let Some(pod) = self.current().await? else {
-            self.teardown(&containers_of_memos(&self.memos)).await;
+            if !self.teardown(&containers_of_memos(&self.memos)).await {
+                return Ok(Next::After(Duration::from_secs(2)));
+            }
             return Ok(Next::Done);
         };
         let names: Vec<String> =

@@ -51,7 +51,9 @@ impl Worker {
             }
             return Ok(Next::After(Duration::from_millis(200)));
         }
-        self.teardown(names).await;
+        if !self.teardown(names).await {
+            return Ok(Next::After(Duration::from_secs(2)));
+        }
         let remove = Command::Delete {
             resource: resource::PODS.key(),
             namespace: self.namespace.clone(),
@@ -66,14 +68,21 @@ impl Worker {
         }
     }
 
-    /// Kills and removes the containers, the sandbox and the pod's files.
-    pub(super) async fn teardown(&mut self, names: &[String]) {
+    /// Kills and removes the containers, the sandbox and the pod's files. False, leaving the
+    /// rest for the next attempt, while a container cannot be removed: a pod forgotten with a
+    /// task left would leak it, its shim and its `skerry-logger`.
+    pub(super) async fn teardown(&mut self, names: &[String]) -> bool {
         self.stop_probes();
+        let mut containers_gone = true;
         for name in names {
             let id = container_id(&self.uid, name);
             if let Err(e) = self.ctx.runtime.remove(&id).await {
-                tracing::warn!(container = id, error = %e, "removing container failed");
+                tracing::warn!(pod = %self.name, namespace = %self.namespace, container = id, error = %e, "removing container failed; retrying");
+                containers_gone = false;
             }
+        }
+        if !containers_gone {
+            return false;
         }
         release_network(&self.ctx, &self.uid, &self.namespace, &self.name).await;
         self.pod_ip = None;
@@ -82,7 +91,7 @@ impl Worker {
         let removed = tokio::task::spawn_blocking(move || namespaces.remove(&sandbox)).await.unwrap_or(Ok(()));
         if let Err(e) = removed {
             tracing::warn!(error = %e, "removing sandbox failed");
-            return;
+            return true;
         }
         // Volume tmpfs mounts go first; while one stays mounted the pod's directory stays too.
         let pod_dir = self.ctx.pod_dir(&self.uid);
@@ -93,5 +102,6 @@ impl Worker {
             tracing::warn!(pod = %self.name, namespace = %self.namespace, "a volume of the pod is still mounted; keeping its directory");
         }
         cgroups::remove_tree(&cgroups::pod_path(&self.ctx.cgroup_parent, &self.uid));
+        true
     }
 }

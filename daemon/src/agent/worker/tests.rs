@@ -409,3 +409,55 @@ async fn a_failed_pull_backs_off_and_starts_nothing_until_the_image_comes() {
     let cs = h.app_status().await.unwrap();
     assert_eq!(cs["imageID"], "sha256:fake-docker.io-library-nginx-1.27");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_pod_stays_until_its_container_is_removed() {
+    let h = harness().await;
+    h.runtime.add_image("busybox");
+    h.create(&pod(json!({"name": "app", "image": "busybox"}), json!({"terminationGracePeriodSeconds": 1}))).await;
+    let (worker, poke) = h.start_worker().await;
+    h.run_number(1).await;
+    h.eventually("running", || async { h.app_status().await.filter(|cs| cs["state"]["running"].is_object()) }).await;
+
+    // The container's shim stops answering (a shim blocked on an exec FIFO), then the pod is
+    // deleted: the pod stays, Terminating, while its container cannot be removed.
+    h.runtime.wedge(&app());
+    h.update(|p| crate::objects::pod::begin_deletion(p, 1, h.clock.now())).await;
+    let _ = poke.try_send(());
+    h.pass_time(Duration::from_secs(30)).await;
+    assert!(h.pod().await.is_some(), "the pod is not removed while its container stays");
+    assert!(h.runtime.task(&app()).is_some());
+    assert!(!worker.is_finished(), "the worker keeps trying");
+
+    // Once the shim answers again, the container goes, then the pod.
+    h.runtime.unwedge(&app());
+    h.eventually("the pod's removal", || async { h.pod().await.is_none().then_some(()) }).await;
+    assert_eq!(h.runtime.task(&app()), None);
+    tokio::time::timeout(Duration::from_secs(10), worker).await.expect("the worker ends").unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_removed_from_the_store_is_torn_down_until_its_container_is_gone() {
+    let h = harness().await;
+    h.runtime.add_image("busybox");
+    let created = h.create(&pod(json!({"name": "app", "image": "busybox"}), json!({}))).await;
+    let (worker, poke) = h.start_worker().await;
+    h.run_number(1).await;
+    h.eventually("running", || async { h.app_status().await.filter(|cs| cs["state"]["running"].is_object()) }).await;
+
+    // A force delete removes the pod from the store at once; the worker is left to clean up.
+    h.runtime.wedge(&app());
+    h.proposer.propose(Command::delete_of(resource::PODS.key(), &created)).await.unwrap();
+    let _ = poke.try_send(());
+    h.pass_time(Duration::from_secs(30)).await;
+    assert!(h.runtime.task(&app()).is_some());
+    assert!(!worker.is_finished(), "the worker does not forget the container");
+    let removes = h.runtime.actions().iter().filter(|c| c.op == Op::Remove(app())).count();
+    assert!(removes > 1, "the removal is retried ({removes} attempts)");
+
+    h.runtime.unwedge(&app());
+    h.eventually("the worker's end", || async { worker.is_finished().then_some(()) }).await;
+    worker.await.unwrap();
+    assert_eq!(h.runtime.task(&app()), None);
+    assert!(!h.ctx.pod_dir(UID).exists(), "the pod's directory is gone");
+}
