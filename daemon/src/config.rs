@@ -68,6 +68,13 @@ pub struct Flags {
     /// Remove Skerry's nftables table and exit.
     #[arg(long)]
     pub cleanup: bool,
+    /// Join the cluster of the server at this URL (`https://HOST:6443`) on the first start;
+    /// needs --token. A node that has joined ignores both.
+    #[arg(long)]
+    pub join: Option<String>,
+    /// The join token (`SKR1.…`) from `skerry token create` on a server.
+    #[arg(long)]
+    pub token: Option<String>,
     /// Make this server, whose cluster has lost its quorum for good, a cluster of one with the
     /// state it has; then exit (start again without the flag).
     #[arg(long)]
@@ -103,6 +110,8 @@ struct File {
     cluster_dns: Option<std::net::Ipv4Addr>,
     cluster_domain: Option<String>,
     node_port_range: Option<String>,
+    join: Option<String>,
+    token: Option<String>,
 }
 
 /// The resolved configuration.
@@ -127,6 +136,10 @@ pub struct Config {
     pub cluster_dns: std::net::Ipv4Addr,
     pub cluster_domain: String,
     pub node_port_range: (u16, u16),
+    /// The server to join through on the first start.
+    pub join: Option<String>,
+    /// The join token (secret: never logged; `Debug` redacts it).
+    pub token: Option<crate::cluster::token::JoinToken>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +158,10 @@ pub enum ConfigError {
     ClusterDns(std::net::Ipv4Addr),
     #[error("node port range {0:?} is not like 30000-32767")]
     NodePortRange(String),
+    #[error("the join token is not valid: {0}")]
+    Token(#[from] crate::cluster::token::TokenError),
+    #[error("{0}")]
+    Join(String),
 }
 
 impl Config {
@@ -182,6 +199,24 @@ impl Config {
             .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
             .filter(|(a, b)| a <= b && *a > 0)
             .ok_or(ConfigError::NodePortRange(range_text))?;
+        let join = flags.join.or(file.join);
+        let token = flags.token.or(file.token).map(|t| crate::cluster::token::parse(&t)).transpose()?;
+        match (&join, &token) {
+            (Some(url), None) => {
+                return Err(ConfigError::Join(format!(
+                    "--join {url} needs --token: create one with `skerry token create` on a server"
+                )))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Join(
+                    "--token needs --join https://SERVER:6443 (the server to join through)".into(),
+                ))
+            }
+            (Some(url), Some(_)) => {
+                crate::cluster::join::server_url(url).map_err(|e| ConfigError::Join(e.to_string()))?;
+            }
+            (None, None) => {}
+        }
         let mut insecure = file.insecure_registries;
         insecure.extend(flags.insecure_registries);
         Ok(Config {
@@ -209,6 +244,8 @@ impl Config {
             cluster_dns,
             cluster_domain: flags.cluster_domain.or(file.cluster_domain).unwrap_or_else(|| "cluster.local".into()),
             node_port_range,
+            join,
+            token,
         })
     }
 }

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{self, Context, Node};
 use crate::api::{self, ApiState, ServerInfo};
 use crate::clock::SystemClock;
-use crate::cluster::raft;
+use crate::cluster::pki::{self, Pki};
+use crate::cluster::{join, raft};
 use crate::config::Config;
 use crate::controllers;
 use crate::events::Recorder;
@@ -37,6 +38,14 @@ pub enum DaemonError {
     Raft(String),
     #[error("the state database is corrupt ({0}); restore it from a snapshot or another server")]
     Corrupt(String),
+    #[error("this node's keys and certificates: {0}")]
+    Pki(#[from] crate::cluster::pki::PkiError),
+    #[error("joining the cluster: {0}")]
+    Join(#[from] crate::cluster::join::JoinError),
+    #[error("cannot listen on the cluster port {addr}: {source}; another program (k3s? another skerryd?) may hold it")]
+    ClusterPort { addr: String, source: std::io::Error },
+    #[error("{0}")]
+    Role(String),
 }
 
 /// The TCP port peers reach a node on (the API, Raft, the log and exec relay).
@@ -63,7 +72,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         Some(ip) => ip,
         None => crate::net::nodeip::detect().await,
     };
-    let raft = start_raft(&config, &store, node_ip).await?;
+    let pki = obtain_identity(&config, node_ip).await?;
+    let credentials = Arc::new(pki.credentials);
+    let Some(ca) = pki.ca else {
+        return Err(DaemonError::Role(format!(
+            "{} joined as an agent; agents without a Raft replica are not supported by this build yet",
+            config.node_name
+        )));
+    };
+    let transport =
+        Arc::new(crate::cluster::peer::HttpTransport::new(&credentials).map_err(|e| DaemonError::Raft(e.to_string()))?);
+    let raft = start_raft(&config, &store, node_ip, transport.clone()).await?;
     let proposer = raft.proposer();
     let pod_cidr = crate::net::nft::parse_cidr(&config.pod_cidr).expect("validated by config");
     enable_forwarding();
@@ -104,6 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             socket: config.socket.display().to_string(),
             containerd_socket: config.containerd_socket.display().to_string(),
             containerd_namespace: config.containerd_namespace.clone(),
+            ca_hash: Some(ca.bundle_hash()),
             data_dir: config.data_dir.display().to_string(),
         }),
         node: Arc::new(Node { ctx: ctx.clone(), shutdown: shutdown.clone() }),
@@ -114,6 +134,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         }),
         shutdown: shutdown.clone(),
     };
+
+    let port_addr = std::net::SocketAddr::from((node_ip, CLUSTER_PORT));
+    let port_listener = tokio::net::TcpListener::bind(port_addr)
+        .await
+        .map_err(|source| DaemonError::ClusterPort { addr: port_addr.to_string(), source })?;
+    let port = crate::cluster::peer::Port {
+        raft: raft.clone(),
+        authority: Some(Arc::new(crate::cluster::join::Authority {
+            ca,
+            store: store.clone(),
+            proposer: proposer.clone(),
+            raft: raft.raft.clone(),
+        })),
+        api: Some(api::router(state.clone())),
+    };
+    let cluster_port = tokio::spawn({
+        let (credentials, stop) = (credentials.clone(), shutdown.child_token());
+        async move {
+            if let Err(e) = crate::cluster::peer::serve(port_listener, &credentials, port, stop).await {
+                tracing::error!(error = %e, "the cluster port stopped; peers cannot reach this node");
+            }
+        }
+    });
+    if let Some(url) = &config.join {
+        become_voter(&raft, &transport, url, &config.node_name, port_addr).await?;
+    }
 
     let leader = Leader {
         store: store.clone(),
@@ -127,8 +173,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     // leads at once: its node tasks start once the first term has made the built-in objects.
     let (first_term, started) = tokio::sync::oneshot::channel();
     let leading = tokio::spawn(lead(raft.raft.clone(), leader, first_term, shutdown.child_token()));
-    if tokio::time::timeout(std::time::Duration::from_secs(30), started).await.is_err() {
-        tracing::warn!("this server has not led a term yet; serving without the built-in objects it would make");
+    let followed = caught_up(&raft.raft);
+    tokio::select! {
+        _ = started => {}
+        _ = followed => {}
+        _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {
+            tracing::warn!("this server has neither led a term nor caught up with a leader yet; serving what it has");
+        }
     }
     let node =
         start_node(&config, store.clone(), ctx, listener, state, pod_cidr, node_ip, shutdown.child_token()).await;
@@ -140,6 +191,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     node.stop().await;
     shutdown.cancel();
     let _ = leading.await;
+    let _ = cluster_port.await;
     if let Err(e) = raft.raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not stop cleanly");
     }
@@ -159,9 +211,90 @@ pub async fn cluster_reset(config: &Config) -> Result<std::path::PathBuf, Daemon
     raft::reset(&store, &dir).await.map_err(io_err(&dir))
 }
 
+/// This node's credentials: kept from an earlier start, brought by a join (`--join`, first
+/// start only), or — the first server's first start — made with a new cluster CA.
+async fn obtain_identity(config: &Config, node_ip: std::net::Ipv4Addr) -> Result<Pki, DaemonError> {
+    if pki::exists(&config.data_dir) {
+        return Ok(pki::load(&config.data_dir, &config.node_name)?);
+    }
+    let addresses = [std::net::IpAddr::V4(node_ip), std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)];
+    let (Some(url), Some(token)) = (&config.join, &config.token) else {
+        return Ok(pki::load_or_create(&config.data_dir, &config.node_name, &addresses)?);
+    };
+    tracing::info!(server = url, token = token.id, node = config.node_name, "joining the cluster");
+    let joined = join::join(url, token, &config.node_name).await?;
+    pki::save_joined(&config.data_dir, &joined.credentials, joined.ca.as_ref())
+        .map_err(|e| DaemonError::Pki(e.into()))?;
+    tracing::info!(role = %joined.credentials.identity().role, servers = ?joined.servers, "joined the cluster");
+    Ok(Pki { credentials: joined.credentials, ca: joined.ca })
+}
+
+/// A server that joined asks the cluster (through the server it joined) to make it a voter,
+/// then waits until it has applied the membership that holds it. A no-op once it is a member.
+async fn become_voter(
+    raft: &raft::Server,
+    transport: &Arc<crate::cluster::peer::HttpTransport>,
+    url: &str,
+    node_name: &str,
+    me: std::net::SocketAddr,
+) -> Result<(), DaemonError> {
+    if raft.raft.is_initialized().await.map_err(|e| DaemonError::Raft(e.to_string()))? {
+        return Ok(());
+    }
+    let (_, addr) = join::server_url(url)?;
+    let through = raft::Member { name: addr.clone(), addr };
+    let rpc = raft::network::Rpc::AddVoter {
+        id: raft.id,
+        member: raft::Member { name: node_name.to_string(), addr: me.to_string() },
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
+    let index = loop {
+        use crate::cluster::raft::network::{Reply, Transport};
+        match transport.send(0, &through, rpc.clone()).await {
+            Ok(Reply::Membership(Ok(index))) => break index,
+            Ok(Reply::Membership(Err(e))) if tokio::time::Instant::now() >= deadline => {
+                return Err(DaemonError::Raft(format!("the cluster did not take this server as a voter: {e}")))
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(DaemonError::Raft(format!("asking {url} to take this server as a voter: {e}")))
+            }
+            Ok(other) => {
+                tracing::warn!(reply = ?std::mem::discriminant(&other), "asking to become a voter; will retry")
+            }
+            Err(e) => tracing::warn!(error = %e, "asking to become a voter; will retry"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    };
+    raft.raft
+        .wait(Some(std::time::Duration::from_secs(120)))
+        .applied_index_at_least(Some(index), "the membership that holds this server")
+        .await
+        .map_err(|e| DaemonError::Raft(format!("catching up with the cluster: {e}")))?;
+    tracing::info!(index, "this server is a voter");
+    Ok(())
+}
+
+/// Resolves once this server follows a leader and has applied all of its log it has.
+async fn caught_up(raft: &raft::Raft) {
+    let me = raft.metrics().borrow().id;
+    let _ = raft
+        .metrics()
+        .wait_for(|m| {
+            m.current_leader.is_some_and(|l| l != me)
+                && m.last_applied.map(|l| l.index) >= m.last_log_index
+                && m.membership_config.membership().get_node(&me).is_some()
+        })
+        .await;
+}
+
 /// Starts this server's Raft member: its log and snapshots under `<data-dir>/raft`, its id
-/// kept there; a server that is not yet part of a cluster makes one of itself.
-async fn start_raft(config: &Config, store: &Store, node_ip: std::net::Ipv4Addr) -> Result<raft::Server, DaemonError> {
+/// kept there; a server that is not yet part of a cluster and joins none makes one of itself.
+async fn start_raft(
+    config: &Config,
+    store: &Store,
+    node_ip: std::net::Ipv4Addr,
+    transport: Arc<dyn raft::network::Transport>,
+) -> Result<raft::Server, DaemonError> {
     let dir = config.data_dir.join("raft");
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let id = member_id(&dir.join("id"))?;
@@ -173,13 +306,14 @@ async fn start_raft(config: &Config, store: &Store, node_ip: std::net::Ipv4Addr)
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(io_err(&p))?;
         }
     }
-    let transport = Arc::new(raft::network::Alone);
     let server =
         raft::Server::start(id, store.clone(), log, &dir.join("snapshots"), transport, raft::Timing::default())
             .await
             .map_err(|e| DaemonError::Raft(e.to_string()))?;
-    let me = raft::Member { name: config.node_name.clone(), addr: format!("{node_ip}:{CLUSTER_PORT}") };
-    server.bootstrap([(id, me)].into()).await.map_err(|e| DaemonError::Raft(e.to_string()))?;
+    if config.join.is_none() {
+        let me = raft::Member { name: config.node_name.clone(), addr: format!("{node_ip}:{CLUSTER_PORT}") };
+        server.bootstrap([(id, me)].into()).await.map_err(|e| DaemonError::Raft(e.to_string()))?;
+    }
     Ok(server)
 }
 
@@ -340,7 +474,8 @@ async fn start_node(
     let identity = agent::register::Identity {
         name: config.node_name.clone(),
         ip: node_ip,
-        pod_cidr: Some(config.pod_cidr.clone()),
+        // A joined node's pod network is assigned by the cluster (its own /24), not assumed.
+        pod_cidr: config.join.is_none().then(|| config.pod_cidr.clone()),
         port: CLUSTER_PORT,
         version: api::VERSION.to_string(),
         server: true,

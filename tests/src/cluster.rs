@@ -50,6 +50,7 @@ pub struct ClusterBuilder {
     node_args: Vec<(u8, Vec<String>)>,
     bin_dir: Option<PathBuf>,
     cni: CniPlugins,
+    servers: Option<u8>,
 }
 
 impl ClusterBuilder {
@@ -85,21 +86,79 @@ impl ClusterBuilder {
         self
     }
 
+    /// Makes one cluster of the nodes: node 1 starts first (a fresh server, which makes the
+    /// cluster CA); nodes `2..=servers` join it with a server token and the rest with an agent
+    /// token, both made with `skerry token create` on node 1 (default: every node is a separate
+    /// cluster of one).
+    pub fn servers(mut self, servers: u8) -> Self {
+        assert!((1..=self.n).contains(&servers), "{servers} servers of {} nodes", self.n);
+        self.servers = Some(servers);
+        self
+    }
+
     /// Makes the switch and the node namespaces, then starts every node's containerd and
-    /// skerryd in parallel and waits until each API answers. Panics (after removing everything)
-    /// when a node does not start.
+    /// skerryd in parallel (with [`ClusterBuilder::servers`], node 1 first and then the others)
+    /// and waits until each API answers. Panics (after removing everything) when a node does
+    /// not start.
     pub fn start(self) -> TestCluster {
         containerd::require_prerequisites();
         let switch = Switch::create();
         let shared = self.shared_containerd.then(|| Arc::new(Containerd::start()));
-        let nets: Vec<_> = (1..=self.n).map(|i| switch.attach(i)).collect();
-        let started: Vec<std::thread::Result<TestNode>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (1..=self.n)
-                .zip(nets)
-                .map(|(i, net)| {
+        let mut nets: Vec<_> = (1..=self.n).map(|i| Some(switch.attach(i))).collect();
+        let mut started = Vec::new();
+        let mut rest: Vec<(u8, Vec<String>)> = (1..=self.n).map(|i| (i, Vec::new())).collect();
+        if let Some(servers) = self.servers {
+            started.extend(self.start_nodes(&switch, &shared, &mut nets, vec![(1, Vec::new())]));
+            rest.remove(0);
+            if let Some(Ok(first)) = started.first() {
+                let url = format!("https://{}:6443", switch.address(1));
+                let token = |role: &str| {
+                    first
+                        .skerry_ok(&["token", "create", "--role", role, "--description", "test cluster"])
+                        .trim()
+                        .to_string()
+                };
+                let (server_token, agent_token) = (token("server"), token("agent"));
+                for (i, args) in rest.iter_mut() {
+                    let token = if *i <= servers { &server_token } else { &agent_token };
+                    args.extend(["--join".to_string(), url.clone(), "--token".to_string(), token.clone()]);
+                }
+            } else {
+                rest.clear();
+            }
+        }
+        started.extend(self.start_nodes(&switch, &shared, &mut nets, rest));
+        let mut nodes = Vec::new();
+        for r in started {
+            match r {
+                Ok(node) => nodes.push(node),
+                // The nodes that did start are dropped first (then the switch), so nothing stays.
+                Err(panic) => {
+                    drop(nodes);
+                    std::panic::resume_unwind(panic)
+                }
+            }
+        }
+        TestCluster { nodes, _shared: shared, switch }
+    }
+
+    /// Starts nodes `which` (index, extra flags) in parallel.
+    fn start_nodes(
+        &self,
+        switch: &Switch,
+        shared: &Option<Arc<Containerd>>,
+        nets: &mut [Option<crate::netns::NodeNet>],
+        which: Vec<(u8, Vec<String>)>,
+    ) -> Vec<std::thread::Result<TestNode>> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = which
+                .into_iter()
+                .map(|(i, extra)| {
+                    let net = nets[i as usize - 1].take().expect("each node starts once");
                     let mut args = vec!["--node-ip".to_string(), switch.address(i).to_string()];
                     args.extend(self.args.iter().cloned());
                     args.extend(self.node_args.iter().filter(|(n, _)| *n == i).flat_map(|(_, a)| a.iter().cloned()));
+                    args.extend(extra);
                     let share = shared.as_ref().map(|ctd| {
                         let namespace = format!("{}-{i}", ctd.namespace());
                         ctd.add_namespace(&namespace);
@@ -122,19 +181,7 @@ impl ClusterBuilder {
                 })
                 .collect();
             handles.into_iter().map(|h| h.join()).collect()
-        });
-        let mut nodes = Vec::new();
-        for r in started {
-            match r {
-                Ok(node) => nodes.push(node),
-                // The nodes that did start are dropped first (then the switch), so nothing stays.
-                Err(panic) => {
-                    drop(nodes);
-                    std::panic::resume_unwind(panic)
-                }
-            }
-        }
-        TestCluster { nodes, _shared: shared, switch }
+        })
     }
 }
 
@@ -162,6 +209,7 @@ impl TestCluster {
             node_args: Vec::new(),
             bin_dir: None,
             cni: CniPlugins::default(),
+            servers: None,
         }
     }
 

@@ -22,6 +22,7 @@ pub mod rollout;
 pub mod scale;
 pub mod set;
 pub mod taint;
+pub mod token;
 pub mod top;
 pub mod version;
 
@@ -107,6 +108,9 @@ pub enum Command {
     /// Manage images on this node
     #[command(subcommand, visible_alias = "images")]
     Image(image::Command),
+    /// Manage join tokens (nodes join a cluster with one)
+    #[command(subcommand, visible_alias = "tokens")]
+    Token(token::Command),
     /// Print the supported API resources on the server
     ApiResources(api_resources::Args),
     /// Output shell completion code for the specified shell (bash, zsh or fish)
@@ -195,6 +199,7 @@ async fn dispatch(ctx: &mut Ctx, command: Command) -> Result<()> {
         Command::Version(a) => version::run(ctx, a).await,
         Command::ClusterInfo(a) => cluster_info::run(ctx, a).await,
         Command::Image(c) => image::run(ctx, c).await,
+        Command::Token(c) => token::run(ctx, c).await,
         Command::ApiResources(a) => api_resources::run(ctx, a).await,
         Command::Completion(a) => completion::run(ctx, a),
     }

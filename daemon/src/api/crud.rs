@@ -118,6 +118,11 @@ async fn dispatch(st: ApiState, req: Request) -> Result<Response, ApiError> {
         (&Method::GET, true, Some("status")) => get_one(st, target, false).await,
         (&Method::GET, true, Some("describe")) => describe_one(st, target).await,
         (&Method::GET, true, Some("log")) => node::logs(st, target, q).await,
+        (&Method::POST, false, None) if target.rt.kind == "JoinToken" => super::tokens::create(&st, &body).await,
+        (&Method::PUT | &Method::PATCH, true, _) if target.rt.kind == "JoinToken" => Err(ApiError::method_not_allowed(
+            method.as_str(),
+            "join tokens: they cannot be changed; delete the token and create another",
+        )),
         (&Method::POST, false, None) => create(st, target, &body).await,
         (&Method::POST, true, Some("eviction")) if target.rt.kind == "Pod" => {
             super::eviction::evict(st, target, &body).await

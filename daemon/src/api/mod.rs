@@ -20,6 +20,7 @@ pub mod node;
 mod path;
 pub mod services;
 mod table;
+mod tokens;
 mod watch;
 
 use std::sync::Arc;
@@ -56,6 +57,9 @@ pub struct ServerInfo {
     pub containerd_socket: String,
     pub containerd_namespace: String,
     pub data_dir: String,
+    /// The hash of the cluster CA's bundle (join tokens carry it); `None` on agents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_hash: Option<String>,
 }
 
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));

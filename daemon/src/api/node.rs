@@ -717,6 +717,7 @@ pub(super) mod tests {
                 containerd_socket: String::new(),
                 containerd_namespace: String::new(),
                 data_dir: String::new(),
+                ca_hash: None,
             }),
             node: Arc::new(FakeNode),
             services: Arc::new(super::super::services::ServiceNet {

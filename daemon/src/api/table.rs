@@ -114,7 +114,16 @@ fn columns(kind: &str) -> &'static [Column] {
         col("AllowVolumeExpansion", "string", 0),
         col("Age", "string", 0),
     ];
+    const JOIN_TOKEN: &[Column] = &[
+        col("ID", "string", 0),
+        col("Role", "string", 0),
+        col("TTL", "string", 0),
+        col("Expires", "string", 0),
+        col("Uses", "string", 0),
+        col("Description", "string", 0),
+    ];
     match kind {
+        "JoinToken" => JOIN_TOKEN,
         "ConfigMap" => CONFIG_MAP,
         "Secret" => SECRET,
         "StorageClass" => STORAGE_CLASS,
@@ -159,6 +168,7 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
                 json!(obj["message"].as_str().unwrap_or("")),
             ]
         }
+        "JoinToken" => join_token_cells(obj),
         "Service" => service_cells(obj),
         "Endpoints" => vec![name, json!(endpoints_text(obj)), json!(age(created))],
         "Deployment" | "ReplicaSet" | "ReplicationController" => workload_cells(kind, obj),
@@ -188,6 +198,42 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
             ]
         }
         _ => vec![name, json!(age(created))],
+    }
+}
+
+/// A join token as `kubeadm token list` shows one: time left (`<forever>`), when it expires
+/// (`<never>`), uses left (`unlimited`); the secret is never stored, so never shown.
+fn join_token_cells(obj: &Value) -> Vec<Value> {
+    let spec = &obj["spec"];
+    let expires = crate::objects::meta::parse_time(spec.get("expirationTimestamp"));
+    let (ttl, at) = match expires {
+        Some(at) => {
+            let left = at.duration_since(jiff::Timestamp::now());
+            let ttl = if left.is_negative() { "expired".to_string() } else { short_duration(left) };
+            (ttl, spec["expirationTimestamp"].as_str().unwrap_or("").to_string())
+        }
+        None => ("<forever>".to_string(), "<never>".to_string()),
+    };
+    let uses = spec["usesLeft"].as_u64().map_or("unlimited".to_string(), |n| n.to_string());
+    vec![
+        json!(meta::name(obj)),
+        json!(spec["role"].as_str().unwrap_or("")),
+        json!(ttl),
+        json!(at),
+        json!(uses),
+        json!(spec["description"].as_str().unwrap_or("<none>")),
+    ]
+}
+
+/// A duration in its largest unit, as kubeadm prints a token's TTL (`23h`, `59m`, `30s`).
+fn short_duration(d: jiff::SignedDuration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h", s / 3600)
+    } else if s >= 60 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
     }
 }
 

@@ -286,16 +286,31 @@ impl Ca {
 
     /// Reads what [`Ca::save`] wrote; the key must be private and match the certificate.
     pub fn load(dir: &Path) -> Result<Ca, IdentityError> {
-        let cert_path = dir.join(CA_CERT_FILE);
-        let bundle_pem = read_string(&cert_path)?;
-        let cert = CertificateDer::from_pem_slice(bundle_pem.as_bytes())
-            .map_err(|_| IdentityError::Pem { path: cert_path, what: "certificate" })?;
+        let bundle_pem = read_string(&dir.join(CA_CERT_FILE))?;
         let key = read_key(&dir.join(CA_KEY_FILE))?;
+        Self::from_parts(bundle_pem, key)
+    }
+
+    /// The CA from its bundle and its key as PEM (a joining server receives both).
+    pub fn from_pem(bundle_pem: String, key_pem: &str) -> Result<Ca, IdentityError> {
+        let key = KeyPair::from_pem(key_pem)
+            .map_err(|_| IdentityError::Pem { path: CA_KEY_FILE.into(), what: "private key" })?;
+        Self::from_parts(bundle_pem, key)
+    }
+
+    fn from_parts(bundle_pem: String, key: KeyPair) -> Result<Ca, IdentityError> {
+        let cert = CertificateDer::from_pem_slice(bundle_pem.as_bytes())
+            .map_err(|_| IdentityError::Pem { path: CA_CERT_FILE.into(), what: "certificate" })?;
         if spki(&cert)? != key.subject_public_key_info() {
             return Err(IdentityError::KeyMismatch("ca.crt"));
         }
         let issuer = Issuer::from_ca_cert_der(&cert, key)?;
         Ok(Ca { bundle_pem, cert, issuer })
+    }
+
+    /// The CA's private key as PEM: only ever sent to a server joining over a verified channel.
+    pub fn key_pem(&self) -> zeroize::Zeroizing<String> {
+        zeroize::Zeroizing::new(self.issuer.key().serialize_pem())
     }
 
     /// The CA bundle as served to joining nodes (the exact bytes of `ca.crt`).
@@ -551,6 +566,21 @@ impl Credentials {
     pub fn server_config(&self) -> Result<ServerConfig, IdentityError> {
         let provider = crypto_provider();
         let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone()).build()?;
+        Ok(ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![self.cert.clone()], self.key.private_key_der())?)
+    }
+
+    /// TLS 1.3 server side of the cluster port: as [`Credentials::server_config`], but a client
+    /// without a certificate may connect too — a joining node fetches the CA and presents its
+    /// token before it has a certificate. A client that presents one must present a valid one;
+    /// each route decides whether it needs one.
+    pub fn port_config(&self) -> Result<ServerConfig, IdentityError> {
+        let provider = crypto_provider();
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
+            .allow_unauthenticated()
+            .build()?;
         Ok(ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)

@@ -12,6 +12,8 @@
 
 pub mod authz;
 pub mod identity;
+pub mod join;
 pub mod peer;
+pub mod pki;
 pub mod raft;
 pub mod token;

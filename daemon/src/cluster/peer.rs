@@ -1,22 +1,36 @@
-//! The cluster port between servers: HTTP/1.1 over mutual TLS 1.3 (the cluster CA the only
-//! root on both sides). [`serve`] accepts peers and answers Raft's RPCs at `POST
-//! /skerry/v1/raft` — only for a peer whose verified certificate says it is a server; an agent's
-//! certificate gets `403`. [`HttpTransport`] is the matching client: Raft's [`Transport`] over
-//! pooled connections. Bodies are JSON, read with a size limit before they are parsed.
+//! The cluster port: HTTP/1.1 over TLS 1.3 with the cluster CA as the only root on both sides.
+//! [`serve`] accepts peers and routes:
+//!
+//! - `GET /cacerts` and `POST /skerry/v1/join` — to anyone, with or without a certificate: a
+//!   joining node has none yet (see `join`);
+//! - `POST /skerry/v1/raft` — Raft's RPCs, only for a peer whose verified certificate says it is
+//!   a server (an agent's gets `403`);
+//! - everything else — the API, for a peer with a verified node certificate, which the API
+//!   authorizes as `Principal::Node` (a peer without one gets `401`).
+//!
+//! A peer that presents a certificate must present a valid one of this cluster: the handshake
+//! fails otherwise. [`HttpTransport`] is the client side of Raft's RPCs over pooled
+//! connections. Bodies are JSON, read with a size limit before they are parsed.
 //!
 //! Never decides anything about Raft or the store: it carries messages.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response as AxumResponse};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::authz::Principal;
 use super::identity::{Credentials, Identity, Role};
+use super::join::{self, Authority, JoinRequest};
 use super::raft::network::{Reply, Rpc, Transport, TransportError};
 use super::raft::{Member, NodeId, Server};
 use crate::store::BoxFuture;
@@ -35,15 +49,32 @@ pub enum PeerError {
     Io(#[from] std::io::Error),
 }
 
-/// Serves peers on `listener` until `shutdown`: each connection's TLS handshake must present a
-/// certificate of this cluster; Raft's RPCs go to `raft`.
+/// What the cluster port serves.
+#[derive(Clone)]
+pub struct Port {
+    pub raft: Server,
+    /// Signs joining nodes in (servers have the CA).
+    pub authority: Option<Arc<Authority>>,
+    /// The API, as on the Unix socket; `None`: not served here.
+    pub api: Option<Router>,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+struct Peer {
+    addr: SocketAddr,
+    identity: Option<Identity>,
+}
+
+/// Serves peers on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     credentials: &Credentials,
-    raft: Server,
+    port: Port,
     shutdown: CancellationToken,
 ) -> Result<(), PeerError> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(credentials.server_config()?));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(credentials.port_config()?));
+    let app = app(port);
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let (tcp, from) = tokio::select! {
@@ -56,11 +87,11 @@ pub async fn serve(
                 }
             },
         };
-        let (acceptor, raft, stop) = (acceptor.clone(), raft.clone(), shutdown.clone());
+        let (acceptor, app, stop) = (acceptor.clone(), app.clone(), shutdown.clone());
         connections.spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = connection(acceptor, tcp, from, raft) => {}
+                _ = connection(acceptor, tcp, from, app) => {}
             }
         });
         while connections.try_join_next().is_some() {}
@@ -69,7 +100,20 @@ pub async fn serve(
     Ok(())
 }
 
-async fn connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, from: SocketAddr, raft: Server) {
+fn app(port: Port) -> Router {
+    let mut app = Router::new()
+        .route(join::CACERTS_PATH, get(cacerts))
+        .route(join::JOIN_PATH, post(join_node))
+        .route(RAFT_PATH, post(raft_rpc))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(port.clone());
+    if let Some(api) = port.api {
+        app = app.fallback_service(api.layer(axum::middleware::from_fn(node_principal)));
+    }
+    app
+}
+
+async fn connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, from: SocketAddr, app: Router) {
     let tls = match acceptor.accept(tcp).await {
         Ok(tls) => tls,
         Err(e) => {
@@ -78,58 +122,105 @@ async fn connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStr
             return;
         }
     };
-    let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Identity::from_cert(c));
-    let peer = match peer {
-        Some(Ok(identity)) => identity,
+    let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Identity::from_cert(c)) {
+        Some(Ok(identity)) => Some(identity),
         Some(Err(e)) => {
             tracing::warn!(peer = %from, error = %e, "refused a peer whose certificate names no node");
             return;
         }
-        None => return,
+        None => None,
     };
-    let service = hyper::service::service_fn(move |req| {
-        let (raft, peer) = (raft.clone(), peer.clone());
-        async move { Ok::<_, std::convert::Infallible>(route(req, &peer, &raft).await) }
-    });
-    if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await {
+    let app = app.layer(Extension(Peer { addr: from, identity }));
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    if let Err(e) =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).with_upgrades().await
+    {
         tracing::debug!(peer = %from, error = %e, "peer connection ended");
     }
 }
 
-fn plain(code: StatusCode, text: &str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
-    *resp.status_mut() = code;
-    resp
+fn plain(code: StatusCode, text: &str) -> AxumResponse {
+    (code, format!("{text}\n")).into_response()
 }
 
-async fn route(req: Request<hyper::body::Incoming>, peer: &Identity, raft: &Server) -> Response<Full<Bytes>> {
-    if req.method() != Method::POST || req.uri().path() != RAFT_PATH {
-        return plain(StatusCode::NOT_FOUND, "not found");
+fn status(code: StatusCode, message: &str) -> AxumResponse {
+    let reason = code.canonical_reason().unwrap_or("").replace(' ', "");
+    let body = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16(),
+    });
+    (code, axum::Json(body)).into_response()
+}
+
+async fn cacerts(State(port): State<Port>) -> AxumResponse {
+    match &port.authority {
+        Some(a) => a.ca.bundle_pem().to_string().into_response(),
+        None => plain(StatusCode::NOT_FOUND, "this node is not a server; join through a server"),
     }
-    if peer.role != Role::Server {
-        return plain(StatusCode::FORBIDDEN, &format!("{peer} may not take part in Raft: only servers may"));
-    }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return plain(StatusCode::PAYLOAD_TOO_LARGE, &format!("reading the request: {e}")),
+}
+
+async fn join_node(State(port): State<Port>, Extension(peer): Extension<Peer>, body: Bytes) -> AxumResponse {
+    let Some(authority) = &port.authority else {
+        return status(StatusCode::NOT_FOUND, "this node is not a server; join through a server");
     };
+    let req: JoinRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return status(StatusCode::BAD_REQUEST, &format!("not a join request: {e}")),
+    };
+    let (name, token) = (req.node_name.clone(), req.token_id.clone());
+    match authority.join(peer.addr.ip(), req, jiff::Timestamp::now()).await {
+        Ok(reply) => axum::Json(reply).into_response(),
+        Err(refusal) => {
+            tracing::warn!(peer = %peer.addr, node = name, token, reason = %refusal, "refused a join");
+            status(StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN), &refusal.to_string())
+        }
+    }
+}
+
+async fn raft_rpc(State(port): State<Port>, Extension(peer): Extension<Peer>, body: Bytes) -> AxumResponse {
+    match &peer.identity {
+        Some(identity) if identity.role == Role::Server => {}
+        Some(identity) => {
+            return plain(StatusCode::FORBIDDEN, &format!("{identity} may not take part in Raft: only servers may"))
+        }
+        None => return plain(StatusCode::UNAUTHORIZED, "Raft needs a server's certificate"),
+    }
     let rpc: Rpc = match serde_json::from_slice(&body) {
         Ok(rpc) => rpc,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("not a Raft message: {e}")),
     };
-    let reply = raft.serve(rpc).await;
+    let reply = port.raft.serve(rpc).await;
     match serde_json::to_vec(&reply) {
-        Ok(json) => {
-            let mut resp = Response::new(Full::new(Bytes::from(json)));
-            resp.headers_mut()
-                .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
-            resp
-        }
+        Ok(json) => ([(hyper::header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("encoding the reply: {e}")),
     }
 }
 
-type Client = hyper_util::client::legacy::Client<
+/// The API on the cluster port is for nodes: their certificate is who they are.
+async fn node_principal(mut req: axum::extract::Request, next: axum::middleware::Next) -> AxumResponse {
+    let identity = req.extensions().get::<Peer>().and_then(|p| p.identity.clone());
+    match identity {
+        Some(identity) => {
+            req.extensions_mut().insert(Principal::Node(identity));
+            next.run(req).await
+        }
+        None => status(
+            StatusCode::UNAUTHORIZED,
+            "the API on the cluster port needs a node certificate; use skerry on a server's socket",
+        ),
+    }
+}
+
+/// An HTTPS client with `config` (pooled connections, HTTP/1.1 only).
+pub fn client(config: rustls::ClientConfig) -> Client {
+    let connector =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_only().enable_http1().build();
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .build(connector)
+}
+
+pub type Client = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 >;
@@ -141,15 +232,7 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     pub fn new(credentials: &Credentials) -> Result<HttpTransport, PeerError> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(credentials.client_config()?)
-            .https_only()
-            .enable_http1()
-            .build();
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .build(connector);
-        Ok(HttpTransport { client })
+        Ok(HttpTransport { client: client(credentials.client_config()?) })
     }
 
     async fn call(&self, target: NodeId, member: &Member, rpc: Rpc) -> Result<Reply, TransportError> {

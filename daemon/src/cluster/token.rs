@@ -84,6 +84,11 @@ pub enum TokenError {
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret as a peer presented it (checked by [`verify`]).
+    pub fn presented(s: String) -> Secret {
+        Secret(s)
+    }
+
     /// The secret itself: only to hash it or to show a new token once.
     pub fn expose(&self) -> &str {
         &self.0

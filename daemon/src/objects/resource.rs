@@ -201,6 +201,18 @@ pub const STORAGE_CLASSES: ResourceType = ResourceType {
     categories: &[],
 };
 
+/// Join tokens (`skerry token`): only a hash of each secret is stored.
+pub const JOIN_TOKENS: ResourceType = ResourceType {
+    name: "jointokens",
+    singular_name: "jointoken",
+    short_names: &[],
+    kind: "JoinToken",
+    group: "skerry.io",
+    version: "v1",
+    namespaced: false,
+    categories: &[],
+};
+
 /// Every type the API serves, in discovery order (`get all` lists its category in this order,
 /// as kubectl does: pods, replication controllers, services, deployments, replica sets).
 pub const ALL: &[ResourceType] = &[
@@ -218,6 +230,7 @@ pub const ALL: &[ResourceType] = &[
     CONFIG_MAPS,
     SECRETS,
     STORAGE_CLASSES,
+    JOIN_TOKENS,
 ];
 
 /// An older `apiVersion` of a served kind: accepted, converted to the served version, with a

@@ -23,9 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::ChangeMembers;
 
 use crate::store::{Answer, Applied, BoxFuture, Command, Propose, Proposer, Store, StoreError};
-use network::{Network, ProposeFailure, Reply, Rpc, Transport};
+pub use network::ProposeFailure;
+use network::{Network, Reply, Rpc, Transport};
 
 /// A server's id in the Raft group.
 pub type NodeId = u64;
@@ -143,7 +145,61 @@ impl Server {
 
     /// Answers an RPC from a peer.
     pub async fn serve(&self, rpc: Rpc) -> Reply {
-        network::serve(&self.raft, rpc).await
+        match rpc {
+            Rpc::AddVoter { id, member } => Reply::Membership(self.add_voter(id, member).await),
+            rpc => network::serve(&self.raft, rpc).await,
+        }
+    }
+
+    /// Makes server `id` a voter: first a learner, caught up with the log (or a snapshot), then a
+    /// voter by a joint-consensus membership change. On a follower the leader is asked. Answers
+    /// the log index of the membership that holds it; adding a voter again changes nothing.
+    pub async fn add_voter(&self, id: NodeId, member: Member) -> Result<u64, ProposeFailure> {
+        let deadline = tokio::time::Instant::now() + MEMBERSHIP_WAIT;
+        loop {
+            let leader = self.raft.current_leader().await;
+            if leader == Some(self.id) {
+                let added = self.raft.add_learner(id, member.clone(), true).await;
+                let changed = match added {
+                    Ok(_) => self.raft.change_membership(ChangeMembers::AddVoterIds([id].into()), false).await,
+                    Err(e) => Err(e),
+                };
+                match changed {
+                    Ok(resp) => {
+                        tracing::info!(server = member.name, id, addr = member.addr, "a server joined the Raft group");
+                        return Ok(resp.log_id.index);
+                    }
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
+                    Err(e) => return Err(ProposeFailure::Other(e.to_string())),
+                }
+            } else if let Some(leader) = leader {
+                let at = self.raft.metrics().borrow().membership_config.membership().get_node(&leader).cloned();
+                if let Some(at) = at {
+                    match self.transport.send(leader, &at, Rpc::AddVoter { id, member: member.clone() }).await {
+                        Ok(Reply::Membership(Err(ProposeFailure::NotLeader { .. }))) | Err(_) => {}
+                        Ok(Reply::Membership(answer)) => return answer,
+                        Ok(_) => return Err(ProposeFailure::Other("the leader answered another message".into())),
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ProposeFailure::Other(no_quorum().to_string()));
+            }
+            let _ = self
+                .raft
+                .wait(Some(Duration::from_millis(250)))
+                .metrics(|m| m.current_leader.is_some(), "a leader")
+                .await;
+        }
+    }
+
+    /// Removes server `id` from the voters and the group (`skerry delete node` of a server).
+    pub async fn remove_voter(&self, id: NodeId) -> Result<(), String> {
+        self.raft
+            .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -168,6 +224,9 @@ pub async fn reset(store: &Store, dir: &Path) -> std::io::Result<std::path::Path
 
 /// How long a write waits for a leader to exist before it fails.
 const NO_LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// How long adding a voter may take (a new server may first need a whole snapshot).
+const MEMBERSHIP_WAIT: Duration = Duration::from_secs(120);
 
 struct RaftProposer {
     server: Server,

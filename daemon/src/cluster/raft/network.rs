@@ -15,13 +15,18 @@ use super::{Member, NodeId, Outcome, Raft, TypeConfig};
 use crate::store::{BoxFuture, Command};
 
 /// A message to one server.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Rpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     /// A write proposed on a follower, for the leader to commit.
     Propose(Command),
+    /// A joined server asks to become a voter (answered by the leader; see `Server::add_voter`).
+    AddVoter {
+        id: NodeId,
+        member: Member,
+    },
 }
 
 /// The answer to an [`Rpc`].
@@ -32,6 +37,8 @@ pub enum Reply {
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     /// The command's answer and the log index it was committed at; or why it was not.
     Propose(Result<(Outcome, u64), ProposeFailure>),
+    /// The log index of the membership that holds the new voter; or why not.
+    Membership(Result<u64, ProposeFailure>),
 }
 
 /// Why a forwarded proposal did not commit.
@@ -81,6 +88,9 @@ pub async fn serve(raft: &Raft, rpc: Rpc) -> Reply {
             }
             Err(e) => Err(ProposeFailure::Other(e.to_string())),
         }),
+        Rpc::AddVoter { .. } => {
+            Reply::Membership(Err(ProposeFailure::Other("membership changes are answered by the Server".into())))
+        }
     }
 }
 

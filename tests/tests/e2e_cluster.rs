@@ -1,0 +1,101 @@
+//! Clusters, part 1, end to end: real `skerryd`s in their own network namespaces on one test
+//! switch join one cluster with tokens over mutual TLS, replicate one state with Raft, and place
+//! pods on each other.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use skerry_tests::cluster::TestCluster;
+use skerry_tests::skerryd::{TestNode, BUSYBOX};
+use skerry_tests::wait_until;
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn nodes_ready(node: &TestNode, want: usize) -> bool {
+    let out = node.skerry(&["get", "nodes", "--no-headers"]);
+    out.code == 0 && out.stdout.lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count() == want
+}
+
+fn json(node: &TestNode, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&node.skerry_ok(&all)).expect("skerry -o json prints JSON")
+}
+
+fn deployment(name: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: main\n        image: {BUSYBOX}\n        imagePullPolicy: Never\n        command: [sleep, '3600']\n"
+    )
+}
+
+#[test]
+fn three_servers_join_with_tokens_share_one_state_and_spread_a_deployment() {
+    let cluster = TestCluster::builder(3).servers(3).start();
+    let (n1, n2, n3) = (cluster.node(1), cluster.node(2), cluster.node(3));
+    wait_until(Instant::now() + DEADLINE, "three Ready nodes, seen from every server", || {
+        cluster.nodes().iter().all(|n| nodes_ready(n, 3))
+    });
+    // kubectl's columns; every server is a control-plane node.
+    let table = n2.skerry_ok(&["get", "nodes"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "STATUS", "ROLES", "AGE", "VERSION"], "{table}");
+    for i in 1..=3 {
+        let row = table.lines().find(|l| l.starts_with(&format!("sk-node-{i} "))).unwrap_or_else(|| panic!("{table}"));
+        assert!(row.contains("control-plane"), "{row}");
+    }
+    let wide = n3.skerry_ok(&["get", "nodes", "-o", "wide"]);
+    for i in 1..=3 {
+        assert!(wide.contains(&cluster.node_ip(i).to_string()), "node {i}'s address missing:\n{wide}");
+    }
+
+    // Tokens: made on node 1, listed on any server, secrets never shown.
+    let tokens = n3.skerry_ok(&["token", "list"]);
+    assert_eq!(
+        tokens.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["ID", "ROLE", "TTL", "EXPIRES", "USES", "DESCRIPTION"]
+    );
+    assert_eq!(tokens.lines().count(), 3, "{tokens}");
+    assert!(tokens.contains("server") && tokens.contains("agent"), "{tokens}");
+
+    // A write through a follower is acknowledged once applied there, and every server has it.
+    for node in cluster.nodes() {
+        node.import_busybox();
+    }
+    n2.apply(&deployment("web", 6));
+    assert_eq!(json(n2, &["get", "deployment", "web"])["spec"]["replicas"], 6);
+    for node in [n1, n3] {
+        wait_until(Instant::now() + DEADLINE, "the deployment replicated", || {
+            node.skerry(&["get", "deployment", "web"]).code == 0
+        });
+    }
+
+    // The leader spreads the six replicas over the three nodes; each node runs its own.
+    wait_until(Instant::now() + DEADLINE, "six running replicas", || {
+        let pods = json(n1, &["get", "pods", "-l", "app=web"]);
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        items.len() == 6 && items.iter().all(|p| p["status"]["phase"] == "Running")
+    });
+    let pods = json(n3, &["get", "pods", "-l", "app=web"]);
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for p in pods["items"].as_array().unwrap() {
+        let node = p["spec"]["nodeName"].as_str().unwrap().to_string();
+        let host_ip = p["status"]["hostIP"].as_str().unwrap().to_string();
+        let i: u8 = node.trim_start_matches("sk-node-").parse().unwrap();
+        assert_eq!(host_ip, cluster.node_ip(i).to_string(), "{node} reported another node's address");
+        *per_node.entry(node).or_default() += 1;
+    }
+    assert_eq!(per_node.values().copied().collect::<Vec<_>>(), [2, 2, 2], "{per_node:?}");
+    eprintln!("{table}{wide}{tokens}{per_node:?}");
+
+    // A pod that fits nowhere stays Pending with kube-scheduler's words.
+    let big = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: huge\nspec:\n  containers:\n  - name: main\n    image: skerry-test/busybox:1\n    imagePullPolicy: Never\n    resources:\n      requests:\n        memory: 100Ti\n";
+    n3.apply(big);
+    wait_until(Instant::now() + DEADLINE, "the scheduler's FailedScheduling message", || {
+        let pod = json(n1, &["get", "pod", "huge"]);
+        pod["status"]["conditions"].as_array().into_iter().flatten().any(|c| {
+            c["type"] == "PodScheduled"
+                && c["message"].as_str().unwrap_or("").starts_with("0/3 nodes are available: 3 Insufficient memory.")
+        })
+    });
+}
