@@ -99,3 +99,104 @@ fn three_servers_join_with_tokens_share_one_state_and_spread_a_deployment() {
         })
     });
 }
+
+/// Runs `skerryd --join` to completion from node `from`'s namespace with a fresh data dir, as
+/// node `name`; returns its output.
+fn join_attempt(from: &TestNode, server: &TestNode, name: &str, token: &str) -> skerry_tests::skerryd::Output {
+    let dir = tempfile::Builder::new().prefix("sk-join-").tempdir_in("/tmp").unwrap();
+    std::fs::write(dir.path().join("config.yaml"), "").unwrap();
+    let (config, data, socket) =
+        (dir.path().join("config.yaml"), dir.path().join("data"), dir.path().join("skerry.sock"));
+    let url = format!("https://{}:6443", server.node_ip());
+    let ip = from.node_ip().to_string();
+    from.skerryd.run_skerryd(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--socket",
+        socket.to_str().unwrap(),
+        "--node-name",
+        name,
+        "--node-ip",
+        &ip,
+        "--join",
+        &url,
+        "--token",
+        token,
+    ])
+}
+
+/// Runs a join that must fail with `want` in its message, and never print the secret.
+fn assert_refused(joiner: &TestNode, server: &TestNode, name: &str, token: &str, want: &str) {
+    let out = join_attempt(joiner, server, name, token);
+    assert_ne!(out.code, 0, "the join should have failed:\n{out}");
+    assert!(out.stderr.contains(want), "expected {want:?} in:\n{out}");
+    if let Some(secret) = token.split('.').nth(3) {
+        assert!(!out.stderr.contains(secret), "the secret reached the output:\n{out}");
+    }
+}
+
+/// Every way a join can be refused gets its own clear message on the joining side, and the
+/// server records nothing: no Node, no use of a token spent.
+#[test]
+fn every_join_refusal_is_clear_and_records_nothing() {
+    let cluster = TestCluster::builder(2).start();
+    let (server, joiner) = (cluster.node(1), cluster.node(2));
+    let token = |args: &[&str]| {
+        let mut all = vec!["token", "create"];
+        all.extend(args);
+        server.skerry_ok(&all).trim().to_string()
+    };
+    let good = token(&["--role", "agent", "--uses", "5"]);
+    let parts: Vec<&str> = good.split('.').collect();
+    assert_eq!(parts.len(), 4, "{good}");
+
+    // Malformed: refused before anything is sent.
+    assert_refused(joiner, server, "j1", "SKR1.abc", "a join token has four parts");
+    // Another cluster's CA hash: refused before the secret is sent.
+    let other_ca = format!("SKR1.{}.{}.{}", "0".repeat(64), parts[2], parts[3]);
+    assert_refused(joiner, server, "j1", &other_ca, "does not match the token's CA hash");
+    // A wrong secret and an unknown id get the same answer.
+    let wrong_secret = format!("SKR1.{}.{}.{}", parts[1], parts[2], "x".repeat(32));
+    let unknown_id = format!("SKR1.{}.{}.{}", parts[1], "zzzzzz", parts[3]);
+    let not_valid = "the join token is not valid: no token has this id and secret";
+    assert_refused(joiner, server, "j1", &wrong_secret, not_valid);
+    assert_refused(joiner, server, "j1", &unknown_id, not_valid);
+    // A deleted token is unknown.
+    let deleted = token(&["--role", "agent"]);
+    let deleted_id = deleted.split('.').nth(2).unwrap().to_string();
+    server.skerry_ok(&["token", "delete", &deleted_id]);
+    assert_refused(joiner, server, "j1", &deleted, not_valid);
+    // A node name that is taken.
+    assert_refused(joiner, server, "sk-node-1", &good, "a node named \"sk-node-1\" is already in the cluster");
+    // An expired token.
+    let expiring = token(&["--role", "agent", "--ttl", "1s"]);
+    wait_until(Instant::now() + DEADLINE, "the token to expire", || {
+        server.skerry_ok(&["token", "list"]).contains("expired")
+    });
+    assert_refused(joiner, server, "j1", &expiring, "expired at");
+
+    // Nothing was recorded: no node, and the good token still has all its uses.
+    let nodes = server.skerry_ok(&["get", "nodes", "--no-headers"]);
+    assert_eq!(nodes.lines().count(), 1, "{nodes}");
+    let uses = |id: &str| {
+        let list = server.skerry_ok(&["token", "list"]);
+        list.lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{list}"))
+            .split_whitespace()
+            .nth(4)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(uses(parts[2]), "5");
+
+    // A token of one use: the first join takes it, the second is refused as used up.
+    let once = token(&["--role", "agent", "--uses", "1"]);
+    let once_id = once.split('.').nth(2).unwrap().to_string();
+    let first = join_attempt(joiner, server, "j-once", &once);
+    assert!(first.stderr.contains("joined the cluster"), "the first join should have succeeded:\n{first}");
+    assert_eq!(uses(&once_id), "0");
+    assert_refused(joiner, server, "j-twice", &once, "has no uses left");
+}

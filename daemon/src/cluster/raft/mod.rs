@@ -167,6 +167,14 @@ impl Server {
                 match changed {
                     Ok(resp) => {
                         tracing::info!(server = member.name, id, addr = member.addr, "a server joined the Raft group");
+                        let voters = self.raft.metrics().borrow().membership_config.membership().voter_ids().count();
+                        if voters % 2 == 0 {
+                            tracing::warn!(
+                                voters,
+                                "an even number of servers tolerates no more failures than one server fewer; \
+                                 run 3 or 5 servers"
+                            );
+                        }
                         return Ok(resp.log_id.index);
                     }
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
