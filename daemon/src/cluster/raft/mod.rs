@@ -168,7 +168,7 @@ impl Server {
                     Ok(resp) => {
                         tracing::info!(server = member.name, id, addr = member.addr, "a server joined the Raft group");
                         let voters = self.raft.metrics().borrow().membership_config.membership().voter_ids().count();
-                        if voters % 2 == 0 {
+                        if voters.is_multiple_of(2) {
                             tracing::warn!(
                                 voters,
                                 "an even number of servers tolerates no more failures than one server fewer; \
