@@ -200,3 +200,74 @@ fn every_join_refusal_is_clear_and_records_nothing() {
     assert_eq!(uses(&once_id), "0");
     assert_refused(joiner, server, "j-twice", &once, "has no uses left");
 }
+
+/// The node whose log says it leads now: the last `leading:` line not followed by a
+/// `leadership lost` line, among running nodes.
+fn leader(cluster: &TestCluster, alive: &[u8]) -> Option<u8> {
+    alive.iter().copied().find(|&i| {
+        let log = cluster.node(i).skerryd.log();
+        let led = log.rfind("leading: scheduler and controllers started");
+        let lost = log.rfind("leadership lost");
+        led.is_some() && lost < led
+    })
+}
+
+fn count(node: &TestNode, kind: &str, selector: &str) -> Option<usize> {
+    let out = node.skerry(&["get", kind, "-l", selector, "-o", "json"]);
+    if out.code != 0 {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&out.stdout).ok()?;
+    v["items"].as_array().map(Vec::len)
+}
+
+/// Power loss of the leader under a Deployment scale-up: the others elect a new leader, whose
+/// controllers finish the scale-up with no pod doubled; every acknowledged write survives, and
+/// the old leader comes back as a follower with all of it.
+#[test]
+fn the_leaders_power_loss_loses_nothing_and_doubles_nothing() {
+    let mut cluster = TestCluster::builder(3).servers(3).start();
+    wait_until(Instant::now() + DEADLINE, "three Ready nodes", || nodes_ready(cluster.node(1), 3));
+    for node in cluster.nodes() {
+        node.import_busybox();
+    }
+    let first = leader(&cluster, &[1, 2, 3]).expect("a leader among the servers");
+    let survivors: Vec<u8> = (1..=3).filter(|&i| i != first).collect();
+    let (a, b) = (survivors[0], survivors[1]);
+    cluster.node(a).apply(&deployment("web", 3));
+    wait_until(Instant::now() + DEADLINE, "three web pods", || count(cluster.node(a), "pods", "app=web") == Some(3));
+
+    // Scale up, then the leader loses power at once.
+    cluster.node(a).skerry_ok(&["scale", "deployment", "web", "--replicas", "9"]);
+    cluster.kill9(first);
+    // Writes acknowledged by the survivors while (and after) they elect a new leader.
+    let mut acknowledged = Vec::new();
+    for k in 0..10 {
+        let node = cluster.node(if k % 2 == 0 { a } else { b });
+        let out = node.skerry(&["create", "namespace", &format!("ack-{k}")]);
+        if out.code == 0 {
+            acknowledged.push(format!("ack-{k}"));
+        } else {
+            eprintln!("write {k} not acknowledged:\n{out}");
+        }
+    }
+    wait_until(Instant::now() + DEADLINE, "a new leader among the survivors", || {
+        leader(&cluster, &survivors).is_some()
+    });
+    // The new leader's controllers finish the scale-up: exactly nine pods, never more.
+    wait_until(Instant::now() + DEADLINE, "nine web pods", || count(cluster.node(b), "pods", "app=web") == Some(9));
+    let rs = json(cluster.node(a), &["get", "replicasets", "-l", "app=web"]);
+    assert_eq!(rs["items"].as_array().unwrap().len(), 1, "one ReplicaSet: {rs}");
+    assert_eq!(rs["items"][0]["spec"]["replicas"], 9);
+
+    // The old leader boots again, follows, and has every acknowledged write and no extra pod.
+    cluster.restart(first);
+    for i in 1..=3 {
+        let node = cluster.node(i);
+        wait_until(Instant::now() + DEADLINE, "every acknowledged write on every server", || {
+            acknowledged.iter().all(|name| node.skerry(&["get", "namespace", name]).code == 0)
+        });
+        assert_eq!(count(node, "pods", "app=web"), Some(9), "node {i}");
+    }
+    assert!(acknowledged.len() >= 8, "only {acknowledged:?} of 10 writes were acknowledged during the failover");
+}
