@@ -53,6 +53,9 @@ pub struct Flags {
     /// Masquerade pod traffic leaving the pod network (`--masquerade=false` to turn off).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub masquerade: Option<bool>,
+    /// The cluster's pod network: the leader gives each node without one a /24 of it.
+    #[arg(long)]
+    pub cluster_cidr: Option<String>,
     /// The Service network (ClusterIPs are allocated from it).
     #[arg(long)]
     pub service_cidr: Option<String>,
@@ -107,6 +110,7 @@ struct File {
     cni_bin_dir: Option<String>,
     masquerade: Option<bool>,
     service_cidr: Option<String>,
+    cluster_cidr: Option<String>,
     cluster_dns: Option<std::net::Ipv4Addr>,
     cluster_domain: Option<String>,
     node_port_range: Option<String>,
@@ -133,6 +137,7 @@ pub struct Config {
     pub cni_bin_dir: String,
     pub masquerade: bool,
     pub service_cidr: (std::net::Ipv4Addr, u8),
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
     pub cluster_dns: std::net::Ipv4Addr,
     pub cluster_domain: String,
     pub node_port_range: (u16, u16),
@@ -152,6 +157,8 @@ pub enum ConfigError {
     NodeName(String),
     #[error("pod CIDR {0:?} is not an IPv4 network like 10.42.0.0/24")]
     PodCidr(String),
+    #[error("cluster CIDR {0:?} is not an IPv4 network of /24 or wider like 10.42.0.0/16")]
+    ClusterCidr(String),
     #[error("service CIDR {0:?} is not an IPv4 network like 10.43.0.0/16")]
     ServiceCidr(String),
     #[error("cluster DNS address {0} is not inside the service CIDR")]
@@ -186,6 +193,11 @@ impl Config {
         let service_text =
             flags.service_cidr.clone().or(file.service_cidr.clone()).unwrap_or_else(|| "10.43.0.0/16".into());
         let service_cidr = crate::net::nft::parse_cidr(&service_text).ok_or(ConfigError::ServiceCidr(service_text))?;
+        let cluster_text =
+            flags.cluster_cidr.clone().or(file.cluster_cidr.clone()).unwrap_or_else(|| "10.42.0.0/16".into());
+        let cluster_cidr = crate::net::nft::parse_cidr(&cluster_text)
+            .filter(|(_, len)| *len <= crate::controllers::nodeipam::NODE_MASK)
+            .ok_or(ConfigError::ClusterCidr(cluster_text))?;
         let cluster_dns =
             flags.cluster_dns.or(file.cluster_dns).unwrap_or_else(|| std::net::Ipv4Addr::new(10, 43, 0, 10));
         let mask = if service_cidr.1 == 0 { 0 } else { u32::MAX << (32 - service_cidr.1) };
@@ -241,6 +253,7 @@ impl Config {
             cni_bin_dir: flags.cni_bin_dir.or(file.cni_bin_dir).unwrap_or_else(|| "/usr/lib/cni:/opt/cni/bin".into()),
             masquerade: flags.masquerade.or(file.masquerade).unwrap_or(true),
             service_cidr,
+            cluster_cidr,
             cluster_dns,
             cluster_domain: flags.cluster_domain.or(file.cluster_domain).unwrap_or_else(|| "cluster.local".into()),
             node_port_range,

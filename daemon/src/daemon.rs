@@ -168,6 +168,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         node_ip,
         data_dir: config.data_dir.clone(),
         cluster_dns: config.cluster_dns,
+        cluster_cidr: config.cluster_cidr,
     };
     // The leader's work runs for exactly the terms this server leads. A fresh or single server
     // leads at once: its node tasks start once the first term has made the built-in objects.
@@ -408,6 +409,7 @@ pub struct Leader {
     pub node_ip: std::net::Ipv4Addr,
     pub data_dir: std::path::PathBuf,
     pub cluster_dns: std::net::Ipv4Addr,
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
 }
 
 impl Leader {
@@ -431,6 +433,7 @@ impl Leader {
         set.spawn(controllers::volumes::run(store.clone(), proposer.clone(), self.data_dir.clone(), cancel.clone()));
         set.spawn(controllers::deployment::run(store.clone(), proposer.clone(), node, cancel.clone()));
         set.spawn(controllers::gc::run(store.clone(), proposer.clone(), cancel.clone()));
+        set.spawn(controllers::nodeipam::run(store.clone(), proposer.clone(), self.cluster_cidr, cancel.clone()));
         let (store, proposer) = (store.clone(), proposer.clone());
         set.spawn(async move {
             loop {

@@ -49,6 +49,19 @@ fn three_servers_join_with_tokens_share_one_state_and_spread_a_deployment() {
         assert!(wide.contains(&cluster.node_ip(i).to_string()), "node {i}'s address missing:\n{wide}");
     }
 
+    // The leader gives every node its own pod network.
+    wait_until(Instant::now() + DEADLINE, "three distinct pod CIDRs", || {
+        let nodes = json(n2, &["get", "nodes"]);
+        let mut cidrs: Vec<String> = nodes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["spec"]["podCIDR"].as_str().map(str::to_string))
+            .collect();
+        cidrs.sort();
+        cidrs == ["10.42.0.0/24", "10.42.1.0/24", "10.42.2.0/24"]
+    });
+
     // Tokens: made on node 1, listed on any server, secrets never shown.
     let tokens = n3.skerry_ok(&["token", "list"]);
     assert_eq!(

@@ -12,6 +12,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod gc;
 pub mod namespace;
+pub mod nodeipam;
 pub mod replicaset;
 pub mod scheduler;
 pub mod volumes;
