@@ -73,8 +73,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         None => crate::net::nodeip::detect().await,
     };
     let pki = obtain_identity(&config, node_ip).await?;
-    let credentials = Arc::new(pki.credentials);
-    let Some(ca) = pki.ca else {
+    let credentials = crate::cluster::renew::Live::new(pki.credentials).map_err(|e| DaemonError::Pki(e.into()))?;
+    let Some(ca) = pki.ca.map(Arc::new) else {
         return Err(DaemonError::Role(format!(
             "{} joined as an agent; agents without a Raft replica are not supported by this build yet",
             config.node_name
@@ -142,7 +142,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let port = crate::cluster::peer::Port {
         raft: raft.clone(),
         authority: Some(Arc::new(crate::cluster::join::Authority {
-            ca,
+            ca: ca.clone(),
             store: store.clone(),
             proposer: proposer.clone(),
             raft: raft.raft.clone(),
@@ -157,6 +157,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             }
         }
     });
+    let renewing = tokio::spawn(crate::cluster::renew::run(
+        credentials.clone(),
+        crate::cluster::renew::Renewer::Local {
+            ca: ca.clone(),
+            addresses: vec![std::net::IpAddr::V4(node_ip), std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
+        },
+        pki::dir(&config.data_dir),
+        shutdown.child_token(),
+    ));
     if let Some(url) = &config.join {
         become_voter(&raft, &transport, url, &config.node_name, port_addr).await?;
     }
@@ -193,6 +202,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     shutdown.cancel();
     let _ = leading.await;
     let _ = cluster_port.await;
+    let _ = renewing.await;
     if let Err(e) = raft.raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not stop cleanly");
     }

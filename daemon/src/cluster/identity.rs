@@ -548,8 +548,14 @@ impl Credentials {
         Credentials::new(ca_pem, cert, key)
     }
 
+    /// The certificate and key as rustls serves them.
+    pub fn certified_key(&self) -> Result<Arc<rustls::sign::CertifiedKey>, IdentityError> {
+        let key = crypto_provider().key_provider.load_private_key(self.key.private_key_der())?;
+        Ok(Arc::new(rustls::sign::CertifiedKey::new(vec![self.cert.clone()], key)))
+    }
+
     /// The cluster CA as the only root.
-    fn roots(&self) -> Result<Arc<RootCertStore>, IdentityError> {
+    pub fn roots(&self) -> Result<Arc<RootCertStore>, IdentityError> {
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
             let cert = cert.map_err(|_| IdentityError::Pem { path: CA_CERT_FILE.into(), what: "certificate" })?;

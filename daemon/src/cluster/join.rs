@@ -96,7 +96,7 @@ impl Refusal {
 
 /// What a server needs to let nodes in: the CA, the state and a way to write.
 pub struct Authority {
-    pub ca: Ca,
+    pub ca: Arc<Ca>,
     pub store: Store,
     pub proposer: Proposer,
     /// The Raft member, for the servers' addresses.

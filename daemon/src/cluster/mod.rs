@@ -16,4 +16,5 @@ pub mod join;
 pub mod peer;
 pub mod pki;
 pub mod raft;
+pub mod renew;
 pub mod token;

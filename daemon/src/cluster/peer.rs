@@ -29,10 +29,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::authz::Principal;
-use super::identity::{Credentials, Identity, Role};
+use super::identity::{Identity, Role};
 use super::join::{self, Authority, JoinRequest};
 use super::raft::network::{Reply, Rpc, Transport, TransportError};
 use super::raft::{Member, NodeId, Server};
+use super::renew::{sign_renewal, Live, RenewRequest, RENEW_PATH};
 use crate::store::BoxFuture;
 
 /// The path of Raft's RPCs.
@@ -69,7 +70,7 @@ struct Peer {
 /// Serves peers on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
-    credentials: &Credentials,
+    credentials: &Arc<Live>,
     port: Port,
     shutdown: CancellationToken,
 ) -> Result<(), PeerError> {
@@ -105,6 +106,7 @@ fn app(port: Port) -> Router {
         .route(join::CACERTS_PATH, get(cacerts))
         .route(join::JOIN_PATH, post(join_node))
         .route(RAFT_PATH, post(raft_rpc))
+        .route(RENEW_PATH, post(renew_cert))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(port.clone());
     if let Some(api) = port.api {
@@ -177,6 +179,26 @@ async fn join_node(State(port): State<Port>, Extension(peer): Extension<Peer>, b
     }
 }
 
+async fn renew_cert(State(port): State<Port>, Extension(peer): Extension<Peer>, body: Bytes) -> AxumResponse {
+    let Some(authority) = &port.authority else {
+        return status(StatusCode::NOT_FOUND, "this node is not a server; renew through a server");
+    };
+    let Some(identity) = &peer.identity else {
+        return status(StatusCode::UNAUTHORIZED, "renewing needs the node's current certificate");
+    };
+    let req: RenewRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return status(StatusCode::BAD_REQUEST, &format!("not a renewal request: {e}")),
+    };
+    match sign_renewal(&authority.ca, identity, peer.addr.ip(), &req, jiff::Timestamp::now()) {
+        Ok(reply) => {
+            tracing::info!(node = identity.node_name, "renewed a node's certificate");
+            axum::Json(reply).into_response()
+        }
+        Err(e) => status(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
 async fn raft_rpc(State(port): State<Port>, Extension(peer): Extension<Peer>, body: Bytes) -> AxumResponse {
     match &peer.identity {
         Some(identity) if identity.role == Role::Server => {}
@@ -231,7 +253,7 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    pub fn new(credentials: &Credentials) -> Result<HttpTransport, PeerError> {
+    pub fn new(credentials: &Arc<Live>) -> Result<HttpTransport, PeerError> {
         Ok(HttpTransport { client: client(credentials.client_config()?) })
     }
 

@@ -8,11 +8,12 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use crate::cluster::identity::Credentials;
 use crate::cluster::identity::{Ca, NodeKey, SignRequest, Validity};
 use crate::cluster::raft::{log::LogStore, Timing};
 use crate::store::{Command, Store};
 
-fn credentials(ca: &Ca, name: &str, role: Role) -> Credentials {
+fn credentials(ca: &Ca, name: &str, role: Role) -> Arc<Live> {
     let key = NodeKey::generate().unwrap();
     let req = SignRequest {
         node_name: name.into(),
@@ -21,7 +22,7 @@ fn credentials(ca: &Ca, name: &str, role: Role) -> Credentials {
         validity: Validity::node(jiff::Timestamp::now()),
     };
     let cert = ca.sign(&key.csr(name).unwrap(), &req).unwrap();
-    Credentials::new(ca.bundle_pem().to_string(), cert, key).unwrap()
+    Live::new(Credentials::new(ca.bundle_pem().to_string(), cert, key).unwrap()).unwrap()
 }
 
 fn fast() -> Timing {
