@@ -269,6 +269,19 @@ impl TestCluster {
         self.node_mut(i).kill9();
     }
 
+    /// Stops every node's skerryd (SIGTERM; containers keep running), then starts them all again
+    /// at once — a whole cluster's maintenance restart. Returns when every API answers.
+    pub fn restart_all(&mut self) {
+        for node in &mut self.nodes {
+            node.skerryd.stop();
+        }
+        std::thread::scope(|s| {
+            for node in &mut self.nodes {
+                s.spawn(move || node.skerryd.start_again());
+            }
+        });
+    }
+
     /// Boots node `i` again after [`TestCluster::kill9`], or restarts its running skerryd.
     pub fn restart(&mut self, i: u8) {
         self.node_mut(i).restart();

@@ -284,3 +284,56 @@ fn the_leaders_power_loss_loses_nothing_and_doubles_nothing() {
     }
     assert!(acknowledged.len() >= 8, "only {acknowledged:?} of 10 writes were acknowledged during the failover");
 }
+
+/// Every server stops and all start again together: the cluster elects a leader, keeps every
+/// object and revision, and no running container is restarted.
+#[test]
+fn the_whole_cluster_restarts_with_its_state_and_running_pods() {
+    let mut cluster = TestCluster::builder(3).servers(3).start();
+    wait_until(Instant::now() + DEADLINE, "three Ready nodes", || nodes_ready(cluster.node(1), 3));
+    for node in cluster.nodes() {
+        node.import_busybox();
+    }
+    cluster.node(2).apply(&deployment("web", 3));
+    let running = |node: &TestNode| {
+        let pods = json(node, &["get", "pods", "-l", "app=web"]);
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        (items.len() == 3 && items.iter().all(|p| p["status"]["phase"] == "Running")).then_some(items)
+    };
+    wait_until(Instant::now() + DEADLINE, "three running replicas", || running(cluster.node(1)).is_some());
+    let fingerprint = |items: Vec<Value>| {
+        let mut v: Vec<(String, String, String, String)> = items
+            .iter()
+            .map(|p| {
+                let c = &p["status"]["containerStatuses"][0];
+                (
+                    p["metadata"]["uid"].as_str().unwrap().to_string(),
+                    p["spec"]["nodeName"].as_str().unwrap().to_string(),
+                    c["restartCount"].to_string(),
+                    c["state"]["running"]["startedAt"].to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = fingerprint(running(cluster.node(1)).unwrap());
+    let revision_before = json(cluster.node(3), &["get", "deployment", "web"])["metadata"]["resourceVersion"].clone();
+
+    cluster.restart_all();
+    wait_until(Instant::now() + DEADLINE, "three Ready nodes after the restart", || {
+        cluster.nodes().iter().all(|n| nodes_ready(n, 3))
+    });
+    for i in 1..=3 {
+        let node = cluster.node(i);
+        wait_until(Instant::now() + DEADLINE, "the replicas still running", || running(node).is_some());
+        assert_eq!(fingerprint(running(node).unwrap()), before, "node {i}: a pod was replaced or restarted");
+        let deployment = json(node, &["get", "deployment", "web"]);
+        assert_eq!(deployment["metadata"]["resourceVersion"], revision_before, "node {i}");
+    }
+    // The cluster takes writes again.
+    cluster.node(3).skerry_ok(&["create", "namespace", "after-restart"]);
+    wait_until(Instant::now() + DEADLINE, "the new namespace on node 1", || {
+        cluster.node(1).skerry(&["get", "namespace", "after-restart"]).code == 0
+    });
+}
