@@ -178,6 +178,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         data_dir: config.data_dir.clone(),
         cluster_dns: config.cluster_dns,
         cluster_cidr: config.cluster_cidr,
+        raft: raft.clone(),
     };
     // The leader's work runs for exactly the terms this server leads. A fresh or single server
     // leads at once: its node tasks start once the first term has made the built-in objects.
@@ -420,6 +421,7 @@ pub struct Leader {
     pub data_dir: std::path::PathBuf,
     pub cluster_dns: std::net::Ipv4Addr,
     pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    pub raft: raft::Server,
 }
 
 impl Leader {
@@ -444,6 +446,7 @@ impl Leader {
         set.spawn(controllers::deployment::run(store.clone(), proposer.clone(), node, cancel.clone()));
         set.spawn(controllers::gc::run(store.clone(), proposer.clone(), cancel.clone()));
         set.spawn(controllers::nodeipam::run(store.clone(), proposer.clone(), self.cluster_cidr, cancel.clone()));
+        set.spawn(remove_deleted_servers(store.clone(), self.raft.clone(), cancel.clone()));
         let (store, proposer) = (store.clone(), proposer.clone());
         set.spawn(async move {
             loop {
@@ -461,6 +464,44 @@ impl Leader {
             }
         });
         Ok(set)
+    }
+}
+
+/// `skerry delete node NAME` of a server takes it out of the Raft group: the leader watches
+/// for Node deletions and removes a member of that name (first as a voter, then as a node).
+/// Only a deletion seen is acted on, never a Node that is merely missing: a server that has
+/// just joined has not registered yet.
+async fn remove_deleted_servers(store: Store, server: raft::Server, cancel: CancellationToken) {
+    let from = store.revision().await.unwrap_or(0);
+    let Ok(mut watcher) = store.watch(from).await else {
+        tracing::error!("cannot watch the store; deleted servers will stay in the Raft group");
+        return;
+    };
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return,
+            e = watcher.next() => match e {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching Node deletions failed; deleted servers stay in the Raft group");
+                    return;
+                }
+            },
+        };
+        if event.resource != "nodes" || event.kind != crate::store::EventType::Deleted {
+            continue;
+        }
+        let name = crate::objects::meta::name(&event.object).to_string();
+        let member =
+            server.raft.metrics().borrow().membership_config.nodes().find(|(_, m)| m.name == name).map(|(id, _)| *id);
+        if let Some(id) = member {
+            match server.remove_member(id).await {
+                Ok(()) => tracing::info!(server = name, id, "removed a deleted server from the Raft group"),
+                Err(e) => {
+                    tracing::warn!(server = name, error = %e, "could not remove a deleted server from the Raft group")
+                }
+            }
+        }
     }
 }
 

@@ -111,6 +111,12 @@ fn three_servers_join_with_tokens_share_one_state_and_spread_a_deployment() {
                 && c["message"].as_str().unwrap_or("").starts_with("0/3 nodes are available: 3 Insufficient memory.")
         })
     });
+
+    // `delete node` of a server takes it out of the Raft group.
+    n1.skerry_ok(&["delete", "node", "sk-node-3"]);
+    wait_until(Instant::now() + DEADLINE, "the leader removes sk-node-3 from the Raft group", || {
+        cluster.nodes().iter().any(|n| n.skerryd.log().contains("removed a deleted server from the Raft group"))
+    });
 }
 
 /// Runs `skerryd --join` to completion from node `from`'s namespace with a fresh data dir, as

@@ -201,10 +201,18 @@ impl Server {
         }
     }
 
-    /// Removes server `id` from the voters and the group (`skerry delete node` of a server).
-    pub async fn remove_voter(&self, id: NodeId) -> Result<(), String> {
+    /// Removes server `id` from the voters, then from the group (`skerry delete node` of a
+    /// server); on the leader.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), String> {
+        let voters: Vec<NodeId> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        if voters.contains(&id) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         self.raft
-            .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+            .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
