@@ -272,6 +272,12 @@ pub fn pod_list_filter(principal: &Principal) -> Option<&str> {
     }
 }
 
+/// Whether `principal` may do anything (the admin, a server), so that no decision for it
+/// depends on the request's details or the [`Graph`].
+pub fn unrestricted(principal: &Principal) -> bool {
+    pod_list_filter(principal).is_none()
+}
+
 /// Decides `req` by `principal` (see the module doc for the rules).
 pub fn authorize(principal: &Principal, req: &Request<'_>, graph: &impl Graph) -> Decision {
     let node = match principal {
@@ -357,9 +363,8 @@ fn related(node: &str, kind: Kind, req: &Request<'_>, graph: &impl Graph) -> Dec
     if graph.relates(node, kind, namespace, name) {
         return Decision::Allow;
     }
-    let object = if namespace.is_empty() { name.to_string() } else { format!("{namespace}/{name}") };
-    let why = if kind == Kind::Pod { "it is not bound to this node" } else { "no pod bound to this node uses it" };
-    Decision::Deny(format!("node '{node}' cannot access {} {object}: {why}", kind.singular()))
+    // Kubernetes' own wording; the API's 403 names the object before it.
+    Decision::Deny(format!("no relationship found between node '{node}' and this object"))
 }
 
 #[cfg(test)]

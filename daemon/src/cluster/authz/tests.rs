@@ -241,8 +241,10 @@ fn the_admin_and_servers_may_do_anything() {
             assert_eq!(decision, Decision::Allow, "{principal:?} {verb} {what}");
         }
         assert_eq!(pod_list_filter(&principal), None);
+        assert!(unrestricted(&principal));
     }
     assert_eq!(pod_list_filter(&agent("edge-1")), Some("edge-1"));
+    assert!(!unrestricted(&agent("edge-1")));
 }
 
 #[test]
@@ -250,16 +252,10 @@ fn denials_say_why() {
     let graph = graph();
     let edge1 = agent("edge-1");
     let cases = [
-        (
-            req(Get, "secrets", NS, Some("other-secret")),
-            "node 'edge-1' cannot access secret default/other-secret: no pod bound to this node uses it",
-        ),
+        (req(Get, "secrets", NS, Some("other-secret")), "no relationship found between node 'edge-1' and this object"),
         (req(Create, "pods", NS, Some("x")), "node 'edge-1' cannot create pods; pods are created through a server"),
         (req(Patch, "nodes", None, Some("edge-2")), "node 'edge-1' can only change its own Node object, not 'edge-2'"),
-        (
-            req(Get, "pods", NS, Some("other")),
-            "node 'edge-1' cannot access pod default/other: it is not bound to this node",
-        ),
+        (req(Get, "pods", NS, Some("other")), "no relationship found between node 'edge-1' and this object"),
         (
             req(List, "secrets", NS, None),
             "node 'edge-1' can only read individual secrets that its pods use, not list them",
