@@ -63,6 +63,12 @@ impl Filter {
         Ok(Filter { labels, fields })
     }
 
+    /// The field selector's terms on `field`, as (negated, value): `metadata.name=web` is
+    /// `(false, "web")`.
+    pub fn field_terms<'a>(&'a self, field: &'a str) -> impl Iterator<Item = (bool, &'a str)> + 'a {
+        self.fields.iter().filter(move |(path, _, _)| path == field).map(|(_, negate, value)| (*negate, value.as_str()))
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.labels.matches(&meta::labels(obj))
             && self.fields.iter().all(|(path, negate, want)| {

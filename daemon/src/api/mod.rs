@@ -1,15 +1,21 @@
-//! The HTTP/JSON API on the Unix socket.
+//! The HTTP/JSON API, on the Unix socket (as the admin) and, for peers, on the cluster port.
 //!
 //! Owns the wire format: Kubernetes-shaped paths and objects, `Status` errors, server-side
 //! tables and `describe`, watch streams, and Skerry's own endpoints (`/skerry/v1/...`: discovery,
 //! images, node info). A write is parsed, validated and defaulted here (through `objects`) and
 //! becomes a [`crate::store::Command`].
 //!
-//! Invariant: a rejected request changes nothing; every error is a `Status` with an HTTP code.
+//! Every request is authorized by its caller's [`Principal`] (`access.rs`) before any handler
+//! runs; `/skerry/v1/propose` (`propose.rs`) takes one store command from a node that writes
+//! through a server.
+//!
+//! Invariant: a rejected request changes nothing; every error is a `Status` with an HTTP code;
+//! no request without a principal reaches a handler.
 //! Boundary: never touches containerd or the kernel itself — node work (logs, exec, images,
 //! metrics) goes through the [`NodeOps`] handle the daemon passes in, whose [`crate::node_ops::NodeError`]s
 //! `error.rs` maps to a `Status`.
 
+mod access;
 mod crud;
 mod describe;
 mod describe_node;
@@ -18,6 +24,7 @@ mod eviction;
 mod format;
 pub mod node;
 mod path;
+mod propose;
 pub mod services;
 mod table;
 mod tokens;
@@ -25,13 +32,15 @@ mod watch;
 
 use std::sync::Arc;
 
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
 use tokio_util::sync::CancellationToken;
 
+pub use access::PROPOSE_PATH;
 pub use error::ApiError;
 pub use table::pod_status_reason;
 
+use crate::cluster::authz::Principal;
 use crate::node_ops::NodeOps;
 use crate::store::{Proposer, Store};
 
@@ -64,6 +73,10 @@ pub struct ServerInfo {
 
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 
+/// The API, for any listener. Every request must carry its caller's [`Principal`] as a request
+/// extension (the listener attaches it: [`serve`] the admin, the cluster port a peer's
+/// identity); the router authorizes each request by it before any handler runs and refuses a
+/// request without one.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/version", get(node::version))
@@ -76,12 +89,16 @@ pub fn router(state: ApiState) -> Router {
         // The resource metrics API, before the fallback (which would read it as a CRUD path).
         .route("/apis/metrics.k8s.io", axum::routing::any(node::metrics))
         .route("/apis/metrics.k8s.io/{*rest}", axum::routing::any(node::metrics))
+        .route(PROPOSE_PATH, post(propose::propose))
         .fallback(crud::handle)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), access::authorize))
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` fires.
+/// Serves the API on the Unix socket `listener` until `shutdown` fires. Whoever reaches the
+/// socket (root and the `skerry` group) is the cluster admin.
 pub async fn serve(listener: tokio::net::UnixListener, state: ApiState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    let app = router(state).layer(Extension(Principal::Admin));
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

@@ -708,7 +708,17 @@ pub(super) mod tests {
         store: crate::store::Store,
         proposer: crate::store::Proposer,
     ) -> (tempfile::TempDir, PathBuf) {
-        let state = ApiState {
+        let state = test_state(store, proposer);
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("api.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        tokio::spawn(super::super::serve(listener, state));
+        (dir, socket)
+    }
+
+    /// The API's state over `store`, with [`FakeNode`] (node `n1`).
+    pub(in crate::api) fn test_state(store: crate::store::Store, proposer: crate::store::Proposer) -> ApiState {
+        ApiState {
             store,
             proposer,
             info: Arc::new(super::super::ServerInfo {
@@ -726,12 +736,7 @@ pub(super) mod tests {
                 node_ports: (30000, 32767),
             }),
             shutdown: tokio_util::sync::CancellationToken::new(),
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("api.sock");
-        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-        tokio::spawn(super::super::serve(listener, state));
-        (dir, socket)
+        }
     }
 
     /// Serves the real router (fake node, in-memory store) on a socket; returns a request function.
