@@ -11,14 +11,16 @@ use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
 use super::claims::{self, Claim};
+use super::mirror;
 use super::{schema, Applied, Command, Event, EventType, Rejection, StoreError};
 use crate::objects::meta;
 
 /// A command's outcome, as the proposer hands it back.
 pub type Answer = Result<Applied, Rejection>;
 
-/// A command's outcome inside the state machine: the outer error is a fault.
-type Outcome = Result<Result<(Applied, Event), Rejection>, StoreError>;
+/// A command's outcome inside the state machine, with the changes it made (one, except for
+/// the mirror's commands): the outer error is a fault.
+type Outcome = Result<Result<(Applied, Vec<Event>), Rejection>, StoreError>;
 
 /// Applies `entries` (strictly increasing indexes) in one transaction, with `state` (the log's
 /// own bookkeeping, such as Raft's last applied log id and membership) written in the same
@@ -47,10 +49,10 @@ pub(super) fn apply_batch(
         };
         tx.execute_batch("SAVEPOINT command")?;
         match apply_command(&tx, command)? {
-            Ok((applied, event)) => {
+            Ok((applied, changes)) => {
                 tx.execute_batch("RELEASE command")?;
                 answers.push(Some(Ok(applied)));
-                events.push(event);
+                events.extend(changes);
             }
             Err(rejection) => {
                 tx.execute_batch("ROLLBACK TO command; RELEASE command")?;
@@ -70,6 +72,15 @@ pub(super) fn apply_batch(
 fn apply_command(tx: &Connection, command: Command) -> Outcome {
     let revision = schema::revision(tx)? + 1;
     let (resource, kind, object) = match command {
+        Command::Mirror { resource, object, position } => {
+            return Ok(Ok(mirror::mirror(tx, &resource, object, position)?));
+        }
+        Command::Unmirror { resource, namespace, name, position } => {
+            return Ok(Ok(mirror::unmirror(tx, &resource, &namespace, &name, position)?));
+        }
+        Command::MirrorSet { resource, objects, position } => {
+            return Ok(Ok(mirror::mirror_set(tx, &resource, objects, position)?));
+        }
         Command::Create { resource, mut object } => {
             let (ns, name) = (meta::namespace(&object).to_string(), meta::name(&object).to_string());
             if get(tx, &resource, &ns, &name)?.is_some() {
@@ -156,13 +167,21 @@ fn apply_command(tx: &Connection, command: Command) -> Outcome {
             (resource, EventType::Deleted, current)
         }
     };
+    let event = record(tx, resource, kind, object)?;
+    debug_assert_eq!(event.revision, revision);
+    Ok(Ok((Applied { revision, object: event.object.clone() }, vec![event])))
+}
+
+/// Gives a change the next revision and writes it to the change log; returns the event for
+/// watchers.
+pub(super) fn record(tx: &Connection, resource: String, kind: EventType, object: Value) -> Result<Event, StoreError> {
+    let revision = schema::revision(tx)? + 1;
     tx.execute(
         "INSERT INTO changes (revision, resource, type, data) VALUES (?1, ?2, ?3, ?4)",
         params![revision as i64, resource, kind.as_str(), serde_json::to_string(&object)?],
     )?;
     schema::set_meta(tx, "revision", revision)?;
-    let event = Event { revision, resource, kind, object: object.clone() };
-    Ok(Ok((Applied { revision, object }, event)))
+    Ok(Event { revision, resource, kind, object })
 }
 
 /// A new object's namespace must exist and not be terminating (checked here, in the same
@@ -217,7 +236,7 @@ fn holder(tx: &Connection, claim: &Claim) -> Result<Option<String>, StoreError> 
     })
 }
 
-fn release(tx: &Connection, resource: &str, namespace: &str, name: &str) -> Result<(), StoreError> {
+pub(super) fn release(tx: &Connection, resource: &str, namespace: &str, name: &str) -> Result<(), StoreError> {
     tx.execute(
         "DELETE FROM reservations WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
         params![resource, namespace, name],
@@ -254,7 +273,7 @@ pub(super) fn get(conn: &Connection, resource: &str, namespace: &str, name: &str
     })
 }
 
-fn write_object(conn: &Connection, resource: &str, object: &Value, revision: u64) -> Result<(), StoreError> {
+pub(super) fn write_object(conn: &Connection, resource: &str, object: &Value, revision: u64) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO objects (resource, namespace, name, uid, revision, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (resource, namespace, name) DO UPDATE SET uid = excluded.uid, revision = excluded.revision, data = excluded.data",

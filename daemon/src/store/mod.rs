@@ -7,7 +7,10 @@
 //! that succeeds gets the next revision, which becomes the object's
 //! `metadata.resourceVersion`; a command's *answer* (applied, or a [`Rejection`]) is kept apart
 //! from faults (SQLite I/O, corrupt JSON), which fail the whole batch. A write is acknowledged
-//! only after its transaction is durable (WAL, `synchronous=FULL`).
+//! only after its transaction is durable (WAL, `synchronous=FULL`). On an agent the store is a
+//! *mirror* of a server's (`mirror.rs`): [`Command::Mirror`] and its kin put objects verbatim,
+//! the server's `resourceVersion` kept, and record each stream's position in the same
+//! transaction; local watchers still see every change in local revision order.
 //!
 //! Invariant: one writer; revisions are dense and strictly increasing; the change log holds
 //! every revision after the compaction point; a value that must be unique cluster-wide
@@ -18,6 +21,7 @@
 
 mod claims;
 mod machine;
+mod mirror;
 mod proposer;
 mod schema;
 mod watch;
@@ -63,6 +67,27 @@ pub enum Command {
     Bind { namespace: String, name: String, uid: String, node: String, at: String },
     /// Remove an object; when `uid` is given it must match (the object was not replaced).
     Delete { resource: String, namespace: String, name: String, uid: Option<String> },
+    /// An agent's mirror (`cluster::mirror`): puts `object` exactly as a server has it — its
+    /// `resourceVersion` is the server's and is kept — with no precondition, and records
+    /// `position` in the same transaction. An object equal to the stored one changes nothing
+    /// (no revision, no event). Only ever proposed to the agent's own store: it skips every
+    /// check, so a server must never accept it from a peer.
+    Mirror { resource: String, object: Value, position: Option<MirrorPosition> },
+    /// An agent's mirror: removes an object the server removed (an absent one is no error) and
+    /// records `position`.
+    Unmirror { resource: String, namespace: String, name: String, position: Option<MirrorPosition> },
+    /// An agent's mirror after a relist: `objects` is now the whole set of `resource` the
+    /// mirror holds; stored objects of `resource` that are not in it are removed, the others
+    /// put as by [`Command::Mirror`]; `position` is recorded. Answered with a `null` object.
+    MirrorSet { resource: String, objects: Vec<Value>, position: Option<MirrorPosition> },
+}
+
+/// How far an agent's mirror has read one stream of a server: the last server
+/// `resourceVersion` seen on it (see [`Store::mirror_position`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MirrorPosition {
+    pub stream: String,
+    pub resource_version: u64,
 }
 
 impl Command {
@@ -346,6 +371,13 @@ impl Store {
             Ok(())
         })
         .await
+    }
+
+    /// The last server `resourceVersion` an agent's mirror recorded for `stream` (see
+    /// [`Command::Mirror`]); `None` when the stream was never synced.
+    pub async fn mirror_position(&self, stream: &str) -> Result<Option<u64>, StoreError> {
+        let stream = stream.to_string();
+        self.blocking(move |conn| schema::mirror_position(conn, &stream)).await
     }
 
     /// The index of the last log entry applied.

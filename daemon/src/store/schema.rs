@@ -45,12 +45,17 @@ pub(super) fn prepare(conn: &Connection) -> Result<(), StoreError> {
          CREATE TABLE IF NOT EXISTS log_state (
              key   TEXT PRIMARY KEY,
              value TEXT NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS mirror_positions (
+             stream           TEXT PRIMARY KEY,
+             resource_version INTEGER NOT NULL
          );",
     )?;
     upgrade(conn)
 }
 
-/// The schema this release writes. 1: objects, changes, meta. 2: reservations.
+/// The schema this release writes. 1: objects, changes, meta. 2: reservations. (Tables that
+/// start empty — `log_state`, `mirror_positions` — need no step: they are created above.)
 const VERSION: u64 = 2;
 
 /// Brings a data dir written by an older release up to [`VERSION`], in place.
@@ -96,6 +101,24 @@ pub(super) fn set_log_state(conn: &Connection, key: &str, value: &str) -> Result
     conn.execute(
         "INSERT INTO log_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         params![key, value],
+    )?;
+    Ok(())
+}
+
+/// An agent's mirror: the last server resourceVersion recorded for a stream.
+pub(super) fn mirror_position(conn: &Connection, stream: &str) -> Result<Option<u64>, StoreError> {
+    let value: Option<i64> = conn
+        .prepare_cached("SELECT resource_version FROM mirror_positions WHERE stream = ?1")?
+        .query_row(params![stream], |row| row.get(0))
+        .optional()?;
+    Ok(value.map(|v| v as u64))
+}
+
+pub(super) fn set_mirror_position(conn: &Connection, stream: &str, resource_version: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO mirror_positions (stream, resource_version) VALUES (?1, ?2)
+         ON CONFLICT (stream) DO UPDATE SET resource_version = excluded.resource_version",
+        params![stream, resource_version as i64],
     )?;
     Ok(())
 }

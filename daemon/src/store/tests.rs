@@ -384,3 +384,143 @@ async fn an_older_data_dir_is_upgraded_in_place() {
     let next = proposer.propose(create("pods", pod("a"))).await.unwrap();
     assert_eq!(next.revision, 8);
 }
+
+/// A pod as a server serves it, with the server's resourceVersion.
+fn served(name: &str, rv: u64) -> Value {
+    let mut p = pod(name);
+    p["metadata"]["resourceVersion"] = json!(rv.to_string());
+    p
+}
+
+fn at(stream: &str, resource_version: u64) -> Option<MirrorPosition> {
+    Some(MirrorPosition { stream: stream.into(), resource_version })
+}
+
+fn mirror(object: Value, position: Option<MirrorPosition>) -> Command {
+    Command::Mirror { resource: "pods".into(), object, position }
+}
+
+fn unmirror(name: &str, position: Option<MirrorPosition>) -> Command {
+    Command::Unmirror { resource: "pods".into(), namespace: "default".into(), name: name.into(), position }
+}
+
+/// (type, name, the object's resourceVersion) of the next local change.
+async fn next_change(w: &mut Watcher) -> (EventType, String, String) {
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), w.next()).await.expect("a change").unwrap();
+    (e.kind, meta::name(&e.object).to_string(), meta::resource_version(&e.object).to_string())
+}
+
+#[tokio::test]
+async fn mirrored_objects_keep_the_servers_resource_version_and_watchers_see_local_revisions() {
+    let store = Store::in_memory().unwrap();
+    let proposer = Proposer::local(&store);
+    let mut w = store.watch(0).await.unwrap();
+    // No namespace exists locally: a mirror checks nothing.
+    let added = proposer.propose(mirror(served("a", 500), at("pods", 500))).await.unwrap();
+    assert_eq!(added.revision, 1, "the change gets the next local revision");
+    assert_eq!(store.get("pods", "default", "a").await.unwrap().unwrap(), served("a", 500), "verbatim");
+    assert_eq!(next_change(&mut w).await, (EventType::Added, "a".into(), "500".into()));
+
+    // The same object again changes nothing: no revision, no event; the position still moves.
+    let same = proposer.propose(mirror(served("a", 500), at("pods", 501))).await.unwrap();
+    assert_eq!(same.revision, 1);
+    assert_eq!(store.mirror_position("pods").await.unwrap(), Some(501));
+
+    let mut changed = served("a", 520);
+    changed["status"] = json!({"phase": "Running"});
+    proposer.propose(mirror(changed.clone(), at("pods", 520))).await.unwrap();
+    proposer.propose(unmirror("a", at("pods", 530))).await.unwrap();
+    assert_eq!(next_change(&mut w).await, (EventType::Modified, "a".into(), "520".into()));
+    assert_eq!(next_change(&mut w).await, (EventType::Deleted, "a".into(), "520".into()));
+    assert!(store.get("pods", "default", "a").await.unwrap().is_none());
+    // Removing what is not there is no error and no change.
+    let gone = proposer.propose(unmirror("a", at("pods", 540))).await.unwrap();
+    assert_eq!((gone.revision, gone.object), (3, Value::Null));
+    assert_eq!(store.revision().await.unwrap(), 3);
+    assert_eq!(store.mirror_position("pods").await.unwrap(), Some(540));
+    assert_eq!(store.mirror_position("services").await.unwrap(), None);
+    // A list of the local store says the local revision; objects say the server's.
+    proposer.propose(mirror(served("b", 600), None)).await.unwrap();
+    let (pods, revision) = store.list("pods", None).await.unwrap();
+    assert_eq!((revision, meta::resource_version(&pods[0])), (4, "600"));
+}
+
+#[tokio::test]
+async fn a_mirror_set_removes_what_the_relist_no_longer_has() {
+    let store = Store::in_memory().unwrap();
+    let proposer = Proposer::local(&store);
+    for (name, rv) in [("a", 10), ("b", 11), ("c", 12)] {
+        proposer.propose(mirror(served(name, rv), at("pods", rv))).await.unwrap();
+    }
+    proposer
+        .propose(Command::Mirror {
+            resource: "services".into(),
+            object: json!({"metadata": {"name": "kept", "namespace": "default"}}),
+            position: None,
+        })
+        .await
+        .unwrap();
+    let mut w = store.watch(store.revision().await.unwrap()).await.unwrap();
+    let relist = Command::MirrorSet {
+        resource: "pods".into(),
+        objects: vec![served("b", 11), served("c", 40), served("d", 41)],
+        position: at("pods", 45),
+    };
+    proposer.propose(relist).await.unwrap();
+    assert_eq!(next_change(&mut w).await, (EventType::Deleted, "a".into(), "10".into()));
+    assert_eq!(next_change(&mut w).await, (EventType::Modified, "c".into(), "40".into()));
+    assert_eq!(next_change(&mut w).await, (EventType::Added, "d".into(), "41".into()));
+    let names: Vec<String> =
+        store.list("pods", None).await.unwrap().0.iter().map(|p| meta::name(p).to_string()).collect();
+    assert_eq!(names, ["b", "c", "d"], "b was unchanged and made no event");
+    assert_eq!(store.list("services", None).await.unwrap().0.len(), 1, "other resources are untouched");
+    assert_eq!(store.mirror_position("pods").await.unwrap(), Some(45));
+}
+
+#[tokio::test]
+async fn mirror_commands_replay_idempotently_and_positions_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let batch = vec![
+        (1, mirror(served("a", 100), at("pods", 100))),
+        (2, mirror(served("b", 101), at("pods", 101))),
+        (3, unmirror("a", at("pods", 102))),
+    ];
+    {
+        let store = Store::open(&path).unwrap();
+        let answers = store.apply(batch.clone()).await.unwrap();
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        assert_eq!(store.revision().await.unwrap(), 3);
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.mirror_position("pods").await.unwrap(), Some(102));
+    assert_eq!(store.get("pods", "default", "b").await.unwrap().unwrap(), served("b", 101));
+    // The same entries again (a crash before the caller learnt they were applied): nothing
+    // changes, the position does not go back.
+    let again = store.apply(batch).await.unwrap();
+    assert!(again.iter().all(|a| matches!(a, Err(Rejection::Replayed { .. }))), "{again:?}");
+    assert_eq!(store.revision().await.unwrap(), 3);
+    assert!(store.get("pods", "default", "a").await.unwrap().is_none());
+    assert_eq!(store.mirror_position("pods").await.unwrap(), Some(102));
+    // The local proposer numbers on after the applied index, through the writer.
+    let next = Proposer::local(&store).propose(mirror(served("c", 103), at("pods", 103))).await.unwrap();
+    assert_eq!(next.revision, 4);
+    assert_eq!(store.applied_index().await.unwrap(), 4);
+}
+
+#[tokio::test]
+async fn a_mirror_reserves_nothing() {
+    let store = Store::in_memory().unwrap();
+    let proposer = Proposer::local(&store);
+    // Between two events a relist can hold a ClusterIP twice (one Service gave it up, another
+    // took it): the server checked; the mirror takes both.
+    for name in ["x", "y"] {
+        let command = Command::Mirror {
+            resource: "services".into(),
+            object: service(name, "10.43.0.3", &[30080]),
+            position: None,
+        };
+        proposer.propose(command).await.unwrap();
+    }
+    assert_eq!(store.list("services", None).await.unwrap().0.len(), 2);
+}
