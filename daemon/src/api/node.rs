@@ -560,7 +560,7 @@ pub async fn metrics(
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::node_ops::{BoxFuture, Capacity, NodeError, NodeOps};
     use futures::stream::BoxStream;
@@ -717,7 +717,7 @@ pub(super) mod tests {
     }
 
     /// The API's state over `store`, with [`FakeNode`] (node `n1`).
-    pub(in crate::api) fn test_state(store: crate::store::Store, proposer: crate::store::Proposer) -> ApiState {
+    pub(crate) fn test_state(store: crate::store::Store, proposer: crate::store::Proposer) -> ApiState {
         ApiState {
             store,
             proposer,

@@ -166,6 +166,15 @@ impl PodGraph {
         graph
     }
 
+    /// What the pods bound to `node` are or use, as (kind, namespace, name); the namespace is
+    /// empty for PersistentVolumes. An agent's mirror follows these.
+    pub fn used_by<'a>(&'a self, node: &'a str) -> impl Iterator<Item = (Kind, &'a str, &'a str)> + 'a {
+        self.edges
+            .iter()
+            .filter(move |(n, ..)| n == node)
+            .map(|(_, kind, ns, name)| (*kind, ns.as_str(), name.as_str()))
+    }
+
     /// Adds one pod; `volume_of(namespace, claim)` names the PersistentVolume a claim is bound to.
     pub fn add_pod(&mut self, pod: &Pod, volume_of: impl Fn(&str, &str) -> Option<String>) {
         let Some(spec) = pod.spec.as_ref() else { return };
