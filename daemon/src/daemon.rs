@@ -14,7 +14,13 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{self, Context, Node};
 use crate::api::{self, ApiState, ServerInfo};
 use crate::clock::SystemClock;
+use crate::cluster::identity::Ca;
+use crate::cluster::mirror::{
+    self,
+    http::{HttpSource, RemoteProposer, Servers, Timeouts},
+};
 use crate::cluster::pki::{self, Pki};
+use crate::cluster::renew::{Live, Renewer};
 use crate::cluster::{join, raft};
 use crate::config::Config;
 use crate::controllers;
@@ -73,17 +79,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         None => crate::net::nodeip::detect().await,
     };
     let pki = obtain_identity(&config, node_ip).await?;
-    let credentials = crate::cluster::renew::Live::new(pki.credentials).map_err(|e| DaemonError::Pki(e.into()))?;
-    let Some(ca) = pki.ca.map(Arc::new) else {
-        return Err(DaemonError::Role(format!(
-            "{} joined as an agent; agents without a Raft replica are not supported by this build yet",
-            config.node_name
-        )));
+    let credentials = Live::new(pki.credentials).map_err(|e| DaemonError::Pki(e.into()))?;
+    // A server holds a replica (Raft) and the CA; an agent a mirror, and writes through a server.
+    let replica = match pki.ca.map(Arc::new) {
+        Some(ca) => {
+            let transport = Arc::new(
+                crate::cluster::peer::HttpTransport::new(&credentials).map_err(|e| DaemonError::Raft(e.to_string()))?,
+            );
+            let raft = start_raft(&config, &store, node_ip, transport.clone()).await?;
+            Replica::Server { proposer: raft.proposer(), raft, transport, ca }
+        }
+        None => {
+            let urls = server_urls(&config);
+            let tls = credentials.client_config().map_err(|e| DaemonError::Pki(e.into()))?;
+            let servers = Arc::new(
+                Servers::new(urls.clone(), tls, Timeouts::default()).map_err(|e| DaemonError::Role(e.to_string()))?,
+            );
+            let proposer = Proposer::new(RemoteProposer::new(servers.clone()));
+            Replica::Agent { proposer, servers, urls }
+        }
     };
-    let transport =
-        Arc::new(crate::cluster::peer::HttpTransport::new(&credentials).map_err(|e| DaemonError::Raft(e.to_string()))?);
-    let raft = start_raft(&config, &store, node_ip, transport.clone()).await?;
-    let proposer = raft.proposer();
+    let proposer = replica.proposer().clone();
     let pod_cidr = crate::net::nft::parse_cidr(&config.pod_cidr).expect("validated by config");
     enable_forwarding();
     let list = crate::net::cni::load_or_write_default(&config.cni_conf_dir, &config.pod_cidr)?;
@@ -123,8 +139,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             socket: config.socket.display().to_string(),
             containerd_socket: config.containerd_socket.display().to_string(),
             containerd_namespace: config.containerd_namespace.clone(),
-            ca_hash: Some(ca.bundle_hash()),
+            ca_hash: replica.ca().map(|ca| ca.bundle_hash()),
             data_dir: config.data_dir.display().to_string(),
+            servers: match &replica {
+                Replica::Server { .. } => Vec::new(),
+                Replica::Agent { urls, .. } => urls.clone(),
+            },
         }),
         node: Arc::new(Node { ctx: ctx.clone(), shutdown: shutdown.clone() }),
         services: Arc::new(api::services::ServiceNet {
@@ -140,72 +160,107 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         .await
         .map_err(|source| DaemonError::ClusterPort { addr: port_addr.to_string(), source })?;
     let port = crate::cluster::peer::Port {
-        raft: raft.clone(),
-        authority: Some(Arc::new(crate::cluster::join::Authority {
-            ca: ca.clone(),
-            store: store.clone(),
-            proposer: proposer.clone(),
-            raft: raft.raft.clone(),
-        })),
+        raft: replica.raft().cloned(),
+        authority: match &replica {
+            Replica::Server { raft, ca, .. } => Some(Arc::new(crate::cluster::join::Authority {
+                ca: ca.clone(),
+                store: store.clone(),
+                proposer: proposer.clone(),
+                raft: raft.raft.clone(),
+            })),
+            Replica::Agent { .. } => None,
+        },
         api: Some(api::router(state.clone())),
     };
-    let cluster_port = tokio::spawn({
-        let (credentials, stop) = (credentials.clone(), shutdown.child_token());
-        async move {
+    let mut background = TaskSet::new(shutdown.child_token());
+    let stop = background.cancel.clone();
+    {
+        let credentials = credentials.clone();
+        background.spawn(async move {
             if let Err(e) = crate::cluster::peer::serve(port_listener, &credentials, port, stop).await {
                 tracing::error!(error = %e, "the cluster port stopped; peers cannot reach this node");
             }
-        }
-    });
-    let renewing = tokio::spawn(crate::cluster::renew::run(
-        credentials.clone(),
-        crate::cluster::renew::Renewer::Local {
+        });
+    }
+    let renewer = match &replica {
+        Replica::Server { ca, .. } => Renewer::Local {
             ca: ca.clone(),
             addresses: vec![std::net::IpAddr::V4(node_ip), std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
         },
-        pki::dir(&config.data_dir),
-        shutdown.child_token(),
-    ));
-    if let Some(url) = &config.join {
-        become_voter(&raft, &transport, url, &config.node_name, port_addr).await?;
-    }
-
-    let leader = Leader {
-        store: store.clone(),
-        proposer,
-        node_name: config.node_name.clone(),
-        node_ip,
-        data_dir: config.data_dir.clone(),
-        cluster_dns: config.cluster_dns,
-        cluster_cidr: config.cluster_cidr,
-        raft: raft.clone(),
+        Replica::Agent { urls, .. } => Renewer::Remote { servers: urls.clone() },
     };
-    // The leader's work runs for exactly the terms this server leads. A fresh or single server
-    // leads at once: its node tasks start once the first term has made the built-in objects.
-    let (first_term, started) = tokio::sync::oneshot::channel();
-    let leading = tokio::spawn(lead(raft.raft.clone(), leader, first_term, shutdown.child_token()));
-    let followed = caught_up(&raft.raft);
-    tokio::select! {
-        _ = started => {}
-        _ = followed => {}
-        _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {
-            tracing::warn!("this server has neither led a term nor caught up with a leader yet; serving what it has");
+    background.spawn(crate::cluster::renew::run(
+        credentials.clone(),
+        renewer,
+        pki::dir(&config.data_dir),
+        background.cancel.clone(),
+    ));
+
+    let leading = match &replica {
+        Replica::Server { raft, transport, .. } => {
+            if let Some(url) = &config.join {
+                become_voter(raft, transport, url, &config.node_name, port_addr).await?;
+            }
+            let leader = Leader {
+                store: store.clone(),
+                proposer: proposer.clone(),
+                node_name: config.node_name.clone(),
+                node_ip,
+                data_dir: config.data_dir.clone(),
+                cluster_dns: config.cluster_dns,
+                cluster_cidr: config.cluster_cidr,
+                raft: raft.clone(),
+            };
+            // The leader's work runs for exactly the terms this server leads. A fresh or single
+            // server leads at once: its node tasks start once the first term has made the
+            // built-in objects; a follower's once it has caught up.
+            let (first_term, started) = tokio::sync::oneshot::channel();
+            let leading = tokio::spawn(lead(raft.raft.clone(), leader, first_term, shutdown.child_token()));
+            tokio::select! {
+                _ = started => {}
+                _ = caught_up(&raft.raft) => {}
+                _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {
+                    tracing::warn!("this server has neither led a term nor caught up with a leader yet; serving what it has");
+                }
+            }
+            Some(leading)
         }
-    }
+        Replica::Agent { servers, .. } => {
+            let source = Arc::new(HttpSource::new(servers.clone()));
+            background.spawn(mirror::run(store.clone(), source, config.node_name.clone(), background.cancel.clone()));
+            background.spawn(compact_periodically(store.clone(), background.cancel.clone()));
+            // An agent runs from its mirror: it waits a while for a first sync, then goes on
+            // with what it has (the servers may be away).
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !mirror::synced(&store, &config.node_name).await.unwrap_or(false) {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!("the mirror has not synced with a server yet; running from what it holds");
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            None
+        }
+    };
+    let is_server = replica.raft().is_some();
     let node =
-        start_node(&config, store.clone(), ctx, listener, state, pod_cidr, node_ip, shutdown.child_token()).await;
-    tracing::info!(socket = %config.socket.display(), node = %config.node_name, "skerryd is serving");
+        start_node(&config, store.clone(), ctx, listener, state, pod_cidr, node_ip, is_server, shutdown.child_token())
+            .await;
+    tracing::info!(socket = %config.socket.display(), node = %config.node_name, role = if is_server { "server" } else { "agent" }, "skerryd is serving");
     let corrupt = tokio::select! {
         _ = shutdown.cancelled() => None,
         why = store.corrupted() => Some(why),
     };
     node.stop().await;
     shutdown.cancel();
-    let _ = leading.await;
-    let _ = cluster_port.await;
-    let _ = renewing.await;
-    if let Err(e) = raft.raft.shutdown().await {
-        tracing::warn!(error = %e, "raft did not stop cleanly");
+    if let Some(leading) = leading {
+        let _ = leading.await;
+    }
+    background.stop().await;
+    if let Some(raft) = replica.raft() {
+        if let Err(e) = raft.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not stop cleanly");
+        }
     }
     let _ = std::fs::remove_file(&config.socket);
     if let Some(why) = corrupt {
@@ -214,6 +269,71 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
     tracing::info!("skerryd stopped");
     Ok(())
+}
+
+/// What holds this node's state, by role.
+enum Replica {
+    /// A Raft member with the CA.
+    Server { raft: raft::Server, proposer: Proposer, transport: Arc<crate::cluster::peer::HttpTransport>, ca: Arc<Ca> },
+    /// A mirror synced from the servers, written through them.
+    Agent { proposer: Proposer, servers: Arc<Servers>, urls: Vec<String> },
+}
+
+impl Replica {
+    fn proposer(&self) -> &Proposer {
+        match self {
+            Replica::Server { proposer, .. } | Replica::Agent { proposer, .. } => proposer,
+        }
+    }
+
+    fn raft(&self) -> Option<&raft::Server> {
+        match self {
+            Replica::Server { raft, .. } => Some(raft),
+            Replica::Agent { .. } => None,
+        }
+    }
+
+    fn ca(&self) -> Option<&Arc<Ca>> {
+        match self {
+            Replica::Server { ca, .. } => Some(ca),
+            Replica::Agent { .. } => None,
+        }
+    }
+}
+
+/// The file that keeps the servers an agent talks to (one `https://ip:port` a line).
+const SERVERS_FILE: &str = "servers";
+
+/// The servers an agent talks to: those its join brought (kept in `<data-dir>/servers`), and
+/// the one it joined through.
+fn server_urls(config: &Config) -> Vec<String> {
+    let mut urls: Vec<String> = std::fs::read_to_string(config.data_dir.join(SERVERS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some((url, _)) = config.join.as_deref().and_then(|u| join::server_url(u).ok()) {
+        if !urls.contains(&url) {
+            urls.push(url);
+        }
+    }
+    urls
+}
+
+/// An agent keeps its change log short too (on servers the leader compacts).
+async fn compact_periodically(store: Store, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(300)) => {
+                if let Err(e) = store.compact().await {
+                    tracing::warn!(error = %e, "compaction failed");
+                }
+            }
+        }
+    }
 }
 
 /// `skerryd --cluster-reset`: see [`raft::reset`]. Returns where the old log was kept.
@@ -235,6 +355,9 @@ async fn obtain_identity(config: &Config, node_ip: std::net::Ipv4Addr) -> Result
     };
     tracing::info!(server = url, token = token.id, node = config.node_name, "joining the cluster");
     let joined = join::join(url, token, &config.node_name).await?;
+    let servers: String = joined.servers.iter().map(|s| format!("https://{s}\n")).collect();
+    let servers_path = config.data_dir.join(SERVERS_FILE);
+    std::fs::write(&servers_path, servers).map_err(io_err(&servers_path))?;
     pki::save_joined(&config.data_dir, &joined.credentials, joined.ca.as_ref())
         .map_err(|e| DaemonError::Pki(e.into()))?;
     tracing::info!(role = %joined.credentials.identity().role, servers = ?joined.servers, "joined the cluster");
@@ -516,6 +639,7 @@ async fn start_node(
     state: ApiState,
     pod_cidr: (std::net::Ipv4Addr, u8),
     node_ip: std::net::Ipv4Addr,
+    server: bool,
     cancel: CancellationToken,
 ) -> TaskSet {
     let mut set = TaskSet::new(cancel.clone());
@@ -532,7 +656,7 @@ async fn start_node(
         pod_cidr: config.join.is_none().then(|| config.pod_cidr.clone()),
         port: CLUSTER_PORT,
         version: api::VERSION.to_string(),
-        server: true,
+        server,
     };
     set.spawn(agent::register::run(ctx.clone(), identity, cancel.clone()));
     set.spawn(agent::run(ctx, cancel.clone()));

@@ -347,3 +347,54 @@ fn the_whole_cluster_restarts_with_its_state_and_running_pods() {
         cluster.node(1).skerry(&["get", "namespace", "after-restart"]).code == 0
     });
 }
+
+/// Three servers and two agents: agents join with an agent token, register, run the pods placed
+/// on them from their mirror and write their status through the servers; their socket reads
+/// the mirror and refuses changes, naming the servers.
+#[test]
+fn agents_run_pods_from_their_mirror_and_refuse_changes() {
+    let cluster = TestCluster::builder(5).servers(3).start();
+    let (n1, n4, n5) = (cluster.node(1), cluster.node(4), cluster.node(5));
+    wait_until(Instant::now() + DEADLINE, "five Ready nodes", || nodes_ready(n1, 5));
+    let table = n1.skerry_ok(&["get", "nodes"]);
+    for i in 4..=5 {
+        let row = table.lines().find(|l| l.starts_with(&format!("sk-node-{i} "))).unwrap_or_else(|| panic!("{table}"));
+        assert_eq!(row.split_whitespace().nth(2), Some("<none>"), "an agent has no role: {row}");
+    }
+    for node in cluster.nodes() {
+        node.import_busybox();
+    }
+    // A pod with a nodeSelector lands on the labelled agent and runs there.
+    n1.skerry_ok(&["label", "node", "sk-node-4", "site=shop-12"]);
+    let pinned = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: pinned\nspec:\n  nodeSelector: {{site: shop-12}}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: Never\n    command: [sleep, '3600']\n"
+    );
+    n1.apply(&pinned);
+    wait_until(Instant::now() + DEADLINE, "the pinned pod running on sk-node-4", || {
+        let pod = json(n1, &["get", "pod", "pinned"]);
+        pod["spec"]["nodeName"] == "sk-node-4" && pod["status"]["phase"] == "Running"
+    });
+    assert_eq!(json(n1, &["get", "pod", "pinned"])["status"]["hostIP"], cluster.node_ip(4).to_string().as_str());
+    // The agent's socket reads its mirror: its own pod is there.
+    wait_until(Instant::now() + DEADLINE, "the pinned pod in node 4's mirror", || {
+        n4.skerry(&["get", "pod", "pinned"]).code == 0
+    });
+    // Changes on an agent's socket are refused, naming the servers.
+    let out = n5.skerry(&["create", "namespace", "from-agent"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("sk-node-5 is an agent"), "{out}");
+    assert!(out.stderr.contains(&format!("https://{}:6443", cluster.node_ip(1))), "{out}");
+
+    // A Deployment spreads over all five nodes.
+    n1.apply(&deployment("web", 5));
+    wait_until(Instant::now() + DEADLINE, "five running replicas", || {
+        let pods = json(n1, &["get", "pods", "-l", "app=web"]);
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        items.len() == 5 && items.iter().all(|p| p["status"]["phase"] == "Running")
+    });
+    let pods = json(n1, &["get", "pods", "-l", "app=web"]);
+    let mut nodes: Vec<&str> =
+        pods["items"].as_array().unwrap().iter().map(|p| p["spec"]["nodeName"].as_str().unwrap()).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["sk-node-1", "sk-node-2", "sk-node-3", "sk-node-4", "sk-node-5"]);
+}

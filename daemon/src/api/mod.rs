@@ -69,6 +69,9 @@ pub struct ServerInfo {
     /// The hash of the cluster CA's bundle (join tokens carry it); `None` on agents.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_hash: Option<String>,
+    /// On an agent, the servers it writes through (`https://ip:port`); empty on a server.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
 }
 
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
@@ -97,8 +100,37 @@ pub fn router(state: ApiState) -> Router {
 
 /// Serves the API on the Unix socket `listener` until `shutdown` fires. Whoever reaches the
 /// socket (root and the `skerry` group) is the cluster admin.
+/// An agent's socket serves what its mirror holds and its own node's work (logs, exec,
+/// images); changes to the cluster are made on a server.
+async fn agent_socket(
+    node: String,
+    servers: Vec<String>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path();
+    let node_local = path.starts_with("/skerry/v1/images") || path.ends_with("/exec");
+    if req.method() == axum::http::Method::GET || node_local {
+        return next.run(req).await;
+    }
+    let message = format!(
+        "{node} is an agent: its socket reads from the node's local mirror and takes no changes; \
+         make changes with skerry on a server (servers: {})",
+        servers.join(", ")
+    );
+    axum::response::IntoResponse::into_response(ApiError::forbidden(message))
+}
+
 pub async fn serve(listener: tokio::net::UnixListener, state: ApiState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    let app = router(state).layer(Extension(Principal::Admin));
+    let servers = state.info.servers.clone();
+    let app = if servers.is_empty() {
+        router(state).layer(Extension(Principal::Admin))
+    } else {
+        let node = state.info.node_name.clone();
+        router(state)
+            .layer(axum::middleware::from_fn(move |req, next| agent_socket(node.clone(), servers.clone(), req, next)))
+            .layer(Extension(Principal::Admin))
+    };
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

@@ -728,6 +728,7 @@ pub(crate) mod tests {
                 containerd_namespace: String::new(),
                 data_dir: String::new(),
                 ca_hash: None,
+                servers: Vec::new(),
             }),
             node: Arc::new(FakeNode),
             services: Arc::new(super::super::services::ServiceNet {

@@ -38,6 +38,11 @@ pub async fn propose(State(st): State<ApiState>, req: Request) -> Result<Respons
     let command: Command = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!("the body is not a store command ({e}); send one Command as JSON"))
     })?;
+    if command.is_mirror() {
+        return Err(ApiError::bad_request(
+            "mirror commands are an agent's own bookkeeping of its local store and are never proposed to the cluster",
+        ));
+    }
     let attributes = attributes(&command);
     if let Decision::Deny(reason) = decide(&st, &principal, &attributes).await? {
         return Err(forbidden(&principal, &Attributes::of_key(&attributes), &reason));
@@ -78,6 +83,10 @@ pub fn attributes(command: &Command) -> authz::Request<'_> {
             namespace: some(namespace),
             name: some(name),
         },
+        // Refused before authorization; as a request, a write nobody may make.
+        Command::Mirror { resource, .. } | Command::Unmirror { resource, .. } | Command::MirrorSet { resource, .. } => {
+            authz::Request { verb: Verb::Update, resource, subresource: Some("mirror"), namespace: None, name: None }
+        }
     }
 }
 

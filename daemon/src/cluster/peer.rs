@@ -53,7 +53,8 @@ pub enum PeerError {
 /// What the cluster port serves.
 #[derive(Clone)]
 pub struct Port {
-    pub raft: Server,
+    /// `None` on agents.
+    pub raft: Option<Server>,
     /// Signs joining nodes in (servers have the CA).
     pub authority: Option<Arc<Authority>>,
     /// The API, as on the Unix socket; `None`: not served here.
@@ -211,7 +212,10 @@ async fn raft_rpc(State(port): State<Port>, Extension(peer): Extension<Peer>, bo
         Ok(rpc) => rpc,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("not a Raft message: {e}")),
     };
-    let reply = port.raft.serve(rpc).await;
+    let Some(raft) = &port.raft else {
+        return plain(StatusCode::NOT_FOUND, "this node is an agent: it takes no part in Raft");
+    };
+    let reply = raft.serve(rpc).await;
     match serde_json::to_vec(&reply) {
         Ok(json) => ([(hyper::header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("encoding the reply: {e}")),

@@ -91,6 +91,12 @@ pub struct MirrorPosition {
 }
 
 impl Command {
+    /// An agent's bookkeeping of its own mirror: applied to its local store only, never proposed
+    /// to the cluster.
+    pub fn is_mirror(&self) -> bool {
+        matches!(self, Command::Mirror { .. } | Command::Unmirror { .. } | Command::MirrorSet { .. })
+    }
+
     /// Deletes exactly `object` (by namespace, name and uid) of `resource`.
     pub fn delete_of(resource: impl Into<String>, object: &Value) -> Command {
         Command::Delete {

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use super::{Events, Listed, Source, SourceError, Stream, WatchEvent};
-use crate::cluster::identity::{Credentials, IdentityError};
+use crate::cluster::identity::IdentityError;
 use crate::objects::resource::ResourceType;
 use crate::store::{Answer, Applied, BoxFuture, Command, Propose, Rejection, StoreError};
 
@@ -81,8 +81,9 @@ enum Sent {
 }
 
 impl Servers {
-    /// `urls` like `https://10.251.0.2:6443`; the client presents `credentials`' certificate.
-    pub fn new(urls: Vec<String>, credentials: &Credentials, timeouts: Timeouts) -> Result<Servers, ClientError> {
+    /// `urls` like `https://10.251.0.2:6443`; `tls` is the node's client side (its certificate,
+    /// the cluster CA as the only root): `renew::Live::client_config`, which follows renewals.
+    pub fn new(urls: Vec<String>, tls: rustls::ClientConfig, timeouts: Timeouts) -> Result<Servers, ClientError> {
         if urls.is_empty() {
             return Err(ClientError::NoServers);
         }
@@ -96,7 +97,7 @@ impl Servers {
         http.set_keepalive(Some(Duration::from_secs(30)));
         http.set_nodelay(true);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(credentials.client_config()?)
+            .with_tls_config(tls)
             .https_only()
             .enable_http1()
             .wrap_connector(http);

@@ -47,7 +47,7 @@ async fn start(ca: &Ca, dir: &std::path::Path, id: NodeId, stop: &CancellationTo
     let server = Server::start(id, store.clone(), log, &dir.join("snapshots"), transport, fast()).await.unwrap();
     tokio::spawn({
         let (server, stop) = (server.clone(), stop.clone());
-        async move { serve(listener, &creds, Port { raft: server, authority: None, api: None }, stop).await.unwrap() }
+        async move { serve(listener, &creds, Port { raft: Some(server), authority: None, api: None }, stop).await.unwrap() }
     });
     Node { server, store, member }
 }

@@ -5,6 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::cluster::identity::Credentials;
+
 use axum::http::StatusCode as AxumStatus;
 use futures::StreamExt;
 use hyper_util::rt::TokioIo;
@@ -113,7 +115,7 @@ fn quick() -> Timeouts {
 }
 
 fn servers(urls: Vec<String>, creds: &Credentials) -> Arc<Servers> {
-    Arc::new(Servers::new(urls, creds, quick()).unwrap())
+    Arc::new(Servers::new(urls, creds.client_config().unwrap(), quick()).unwrap())
 }
 
 fn pod(name: &str, node: &str) -> Value {
@@ -281,7 +283,7 @@ async fn a_write_whose_answer_is_lost_is_not_sent_to_another_server() {
     let silent = serve_tls(silent, &credentials(&ca, "server-2", Role::Server), &stop).await;
     let agent = credentials(&ca, "n1", Role::Agent);
     let timeouts = Timeouts { request: Duration::from_millis(300), ..quick() };
-    let both = Arc::new(Servers::new(vec![silent, srv.url.clone()], &agent, timeouts).unwrap());
+    let both = Arc::new(Servers::new(vec![silent, srv.url.clone()], agent.client_config().unwrap(), timeouts).unwrap());
     let remote = Proposer::new(RemoteProposer::new(both));
     let before = srv.store.revision().await.unwrap();
     let e = remote.propose(Command::delete_of("pods", &a)).await.unwrap_err();
@@ -315,6 +317,10 @@ fn watch_lines_parse_as_the_api_writes_them() {
     assert!(matches!(parse_event(br#"{"type":"ADDED"}"#, &rt), Err(SourceError::Malformed(_))));
     assert!(matches!(parse_event(br#"{"type":"RENAMED","object":{}}"#, &rt), Err(SourceError::Malformed(_))));
     assert!(matches!(refused(StatusCode::GONE, b"{\"message\":\"old\"}"), SourceError::Expired(m) if m == "old"));
-    assert!(Servers::new(vec!["http://x:1".into()], &credentials(&Ca::create().unwrap(), "n1", Role::Agent), quick())
-        .is_err());
+    assert!(Servers::new(
+        vec!["http://x:1".into()],
+        credentials(&Ca::create().unwrap(), "n1", Role::Agent).client_config().unwrap(),
+        quick()
+    )
+    .is_err());
 }
