@@ -1,7 +1,5 @@
 //! The HTTP source and the remote proposer against the real API router served over mutual TLS
-//! on 127.0.0.1, with certificates of one test CA; the propose endpoint is a minimal stand-in
-//! (decode the command, refuse creating pods with 403 as the Node authorizer would, apply the
-//! rest to the server's store).
+//! on 127.0.0.1 (the real cluster port), with certificates of one test CA.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -59,35 +57,6 @@ async fn serve_tls(router: axum::Router, creds: &Credentials, stop: &Cancellatio
     url
 }
 
-/// The stand-in for the servers' propose endpoint.
-fn propose_route(proposer: Proposer) -> axum::Router {
-    let handler = move |body: Bytes| {
-        let proposer = proposer.clone();
-        async move {
-            let command: Command = match serde_json::from_slice(&body) {
-                Ok(c) => c,
-                Err(e) => return (AxumStatus::BAD_REQUEST, e.to_string()).into_response(),
-            };
-            if let Command::Create { resource, .. } = &command {
-                if resource == "pods" {
-                    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403, "reason": "Forbidden",
-                                        "message": "node 'n1' cannot create pods; pods are created through a server"});
-                    return (AxumStatus::FORBIDDEN, axum::Json(status)).into_response();
-                }
-            }
-            let answer: Answer = match proposer.propose(command).await {
-                Ok(applied) => Ok(applied),
-                Err(StoreError::Rejected(r)) => Err(r),
-                Err(e) => return (AxumStatus::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-            };
-            axum::Json(answer).into_response()
-        }
-    };
-    axum::Router::new().route(PROPOSE_PATH, axum::routing::post(handler))
-}
-
-use axum::response::IntoResponse;
-
 /// A server: the real API over a store with the built-in namespaces, plus the propose stand-in.
 struct TestServer {
     store: Store,
@@ -99,8 +68,13 @@ async fn server(ca: &Ca, stop: &CancellationToken) -> TestServer {
     let (store, proposer) = crate::store::test_store().await;
     let mut state = crate::api::node::tests::test_state(store.clone(), proposer.clone());
     state.shutdown = stop.clone();
-    let router = crate::api::router(state).merge(propose_route(proposer.clone()));
-    let url = serve_tls(router, &credentials(ca, "server-1", Role::Server), stop).await;
+    // The real cluster port: the API (with its propose endpoint) for peers with a certificate.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let port = crate::cluster::peer::Port { raft: None, authority: None, api: Some(crate::api::router(state)) };
+    let live = crate::cluster::renew::Live::new(credentials(ca, "server-1", Role::Server)).unwrap();
+    let stop = stop.clone();
+    tokio::spawn(async move { crate::cluster::peer::serve(listener, &live, port, stop).await.unwrap() });
     TestServer { store, proposer, url }
 }
 
@@ -166,6 +140,13 @@ async fn the_source_lists_watches_and_gets_through_the_next_server_when_one_is_d
         other => panic!("{other:?}"),
     }
 
+    // The Node authorizer lets the node read only Secrets its pods use.
+    let e = source.get(&resource::SECRETS, "default", "s").await.unwrap_err();
+    assert!(e.to_string().contains("no relationship found between node 'n1' and this object"), "{e}");
+    let mut user = pod("user", "n1");
+    user["spec"]["volumes"] =
+        json!([{"name": "s", "secret": {"secretName": "s"}}, {"name": "n", "secret": {"secretName": "nope"}}]);
+    create(&srv.proposer, "pods", user).await;
     assert_eq!(source.get(&resource::SECRETS, "default", "s").await.unwrap(), Some(secret));
     assert_eq!(source.get(&resource::SECRETS, "default", "nope").await.unwrap(), None);
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2", "uid": "n2"}});
@@ -255,7 +236,7 @@ async fn the_remote_proposer_writes_through_a_server_and_keeps_its_answers() {
     // 403: the Status's message, as a Forbidden rejection.
     match remote.propose(Command::Create { resource: "pods".into(), object: pod("new", "n1") }).await {
         Err(StoreError::Rejected(Rejection::Forbidden { message })) => {
-            assert_eq!(message, "node 'n1' cannot create pods; pods are created through a server")
+            assert!(message.contains("User \"system:node:n1\" cannot create resource \"pods\""), "{message}")
         }
         other => panic!("{other:?}"),
     }
