@@ -166,6 +166,8 @@ pub(super) fn json_response(code: StatusCode, value: &Value, warnings: &[String]
 }
 
 async fn get_one(st: ApiState, target: Target, as_table: bool) -> Result<Response, ApiError> {
+    // A plain get is linearizable (read index), as the API server's from etcd.
+    st.proposer.barrier().await?;
     let obj = fetch(&st, &target).await?;
     if as_table {
         let rv = meta::resource_version(&obj).parse().unwrap_or(0);
@@ -176,6 +178,11 @@ async fn get_one(st: ApiState, target: Target, as_table: bool) -> Result<Respons
 
 async fn list(st: ApiState, target: Target, q: Query, as_table: bool) -> Result<Response, ApiError> {
     let filter = Filter::from_query(&q)?;
+    // Without a resourceVersion a list is linearizable (read index); with one, the local replica
+    // serves it as it is.
+    if q.get("resourceVersion").is_none_or(str::is_empty) {
+        st.proposer.barrier().await?;
+    }
     let (objects, revision) = st.store.list(&target.rt.key(), target.namespace.as_deref()).await?;
     let items: Vec<Value> = objects.into_iter().filter(|o| filter.matches(o)).collect();
     if as_table {

@@ -17,6 +17,13 @@ pub trait Propose: Send + Sync + 'static {
     /// Resolves once the command is applied (durable, and committed by a majority in a
     /// cluster): `Ok` with the stored object, or the command's rejection or a fault.
     fn propose(&self, command: Command) -> BoxFuture<'_, Result<Applied, StoreError>>;
+
+    /// Resolves once the local store holds everything committed before the call (a read
+    /// index): a read after it is linearizable. Where the local store is the only copy (a
+    /// cluster of one without Raft) or a mirror (an agent), there is nothing to wait for.
+    fn barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A cheap, cloneable handle to the node's proposer.
@@ -37,6 +44,11 @@ impl Proposer {
 
     pub async fn propose(&self, command: Command) -> Result<Applied, StoreError> {
         self.inner.propose(command).await
+    }
+
+    /// See [`Propose::barrier`].
+    pub async fn barrier(&self) -> Result<(), StoreError> {
+        self.inner.barrier().await
     }
 }
 

@@ -201,6 +201,49 @@ impl Server {
         }
     }
 
+    /// Waits until this server has applied everything committed before the call: the leader
+    /// confirms its leadership with a quorum (openraft's `ensure_linearizable`) for a read index;
+    /// a follower asks the leader for one and waits to apply it (Raft's read-index read).
+    pub async fn read_index(&self) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + NO_LEADER_WAIT;
+        loop {
+            let index = match self.raft.current_leader().await {
+                Some(leader) if leader == self.id => match network::serve(&self.raft, Rpc::ReadIndex).await {
+                    Reply::ReadIndex(Ok(index)) => Some(index),
+                    _ => None,
+                },
+                Some(leader) => {
+                    let at = self.raft.metrics().borrow().membership_config.membership().get_node(&leader).cloned();
+                    match at {
+                        Some(at) => match self.transport.send(leader, &at, Rpc::ReadIndex).await {
+                            Ok(Reply::ReadIndex(Ok(index))) => Some(index),
+                            _ => None,
+                        },
+                        None => None,
+                    }
+                }
+                None => None,
+            };
+            if let Some(index) = index {
+                return self
+                    .raft
+                    .wait(Some(NO_LEADER_WAIT))
+                    .applied_index_at_least(Some(index), "a read index")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| StoreError::Task(format!("waiting for a read index: {e}")));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(no_quorum());
+            }
+            let _ = self
+                .raft
+                .wait(Some(Duration::from_millis(250)))
+                .metrics(|m| m.current_leader.is_some(), "a leader")
+                .await;
+        }
+    }
+
     /// Removes server `id` from the voters, then from the group (`skerry delete node` of a
     /// server); on the leader.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), String> {
@@ -303,5 +346,9 @@ impl RaftProposer {
 impl Propose for RaftProposer {
     fn propose(&self, command: Command) -> BoxFuture<'_, Result<Applied, StoreError>> {
         Box::pin(self.write(command))
+    }
+
+    fn barrier(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.server.read_index())
     }
 }

@@ -27,6 +27,8 @@ pub enum Rpc {
         id: NodeId,
         member: Member,
     },
+    /// A follower asks the leader for a read index (see `Server::read_index`).
+    ReadIndex,
 }
 
 /// The answer to an [`Rpc`].
@@ -39,6 +41,8 @@ pub enum Reply {
     Propose(Result<(Outcome, u64), ProposeFailure>),
     /// The log index of the membership that holds the new voter; or why not.
     Membership(Result<u64, ProposeFailure>),
+    /// The leader's read index: the log index a linearizable read must see applied.
+    ReadIndex(Result<u64, ProposeFailure>),
 }
 
 /// Why a forwarded proposal did not commit.
@@ -91,6 +95,13 @@ pub async fn serve(raft: &Raft, rpc: Rpc) -> Reply {
         Rpc::AddVoter { .. } => {
             Reply::Membership(Err(ProposeFailure::Other("membership changes are answered by the Server".into())))
         }
+        Rpc::ReadIndex => Reply::ReadIndex(match raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ProposeFailure::NotLeader { leader: f.leader_id })
+            }
+            Err(e) => Err(ProposeFailure::Other(e.to_string())),
+        }),
     }
 }
 

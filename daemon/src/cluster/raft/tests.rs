@@ -179,6 +179,27 @@ async fn writes_on_any_member_replicate_with_the_same_revisions() {
     }
 }
 
+/// A follower's read barrier (read index) waits for everything the leader committed before it:
+/// a follower that missed a write for a moment (cut off, shorter than an election timeout) has
+/// it once the barrier returns — at once after it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_the_barrier_on_a_follower_sees_every_earlier_write() {
+    let g = three().await;
+    let leader = g.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    for k in 0..5 {
+        let name = format!("p{k}");
+        g.net.cut.lock().unwrap().insert(follower);
+        g.server(leader).proposer().propose(pod(&name)).await.unwrap();
+        g.net.cut.lock().unwrap().remove(&follower);
+        g.server(follower).proposer().barrier().await.unwrap();
+        let seen = g.stores[&follower].get("pods", "default", &name).await.unwrap();
+        assert!(seen.is_some(), "{name} missing after the barrier");
+    }
+    // On the leader it is a leadership check and nothing to wait for.
+    g.server(leader).proposer().barrier().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_takes_over_and_nothing_acknowledged_is_lost() {
     let mut g = three().await;
