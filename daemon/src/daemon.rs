@@ -152,6 +152,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             dns_ip: config.cluster_dns,
             node_ports: config.node_port_range,
         }),
+        peers: Some(Arc::new(
+            api::relay::Peers::new(config.node_name.clone(), &credentials).map_err(|e| DaemonError::Pki(e.into()))?,
+        )),
         shutdown: shutdown.clone(),
     };
 

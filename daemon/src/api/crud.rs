@@ -123,7 +123,7 @@ async fn dispatch(st: ApiState, req: Request) -> Result<Response, ApiError> {
         (&Method::GET, true, None) => get_one(st, target, wants_table(&headers)).await,
         (&Method::GET, true, Some("status")) => get_one(st, target, false).await,
         (&Method::GET, true, Some("describe")) => describe_one(st, target).await,
-        (&Method::GET, true, Some("log")) => node::logs(st, target, q).await,
+        (&Method::GET, true, Some("log")) => node::logs(st, target, q, &headers, &parts.uri).await,
         (&Method::POST, false, None) if target.rt.kind == "JoinToken" => super::tokens::create(&st, &body).await,
         (&Method::PUT | &Method::PATCH, true, _) if target.rt.kind == "JoinToken" => Err(ApiError::method_not_allowed(
             method.as_str(),

@@ -13,7 +13,8 @@
 //! no request without a principal reaches a handler.
 //! Boundary: never touches containerd or the kernel itself — node work (logs, exec, images,
 //! metrics) goes through the [`NodeOps`] handle the daemon passes in, whose [`crate::node_ops::NodeError`]s
-//! `error.rs` maps to a `Status`.
+//! `error.rs` maps to a `Status`; for a pod on another node it goes to that node's cluster port
+//! (`relay`).
 
 mod access;
 mod crud;
@@ -25,6 +26,7 @@ mod format;
 pub mod node;
 mod path;
 mod propose;
+pub mod relay;
 pub mod services;
 mod table;
 mod tokens;
@@ -54,6 +56,9 @@ pub struct ApiState {
     pub info: Arc<ServerInfo>,
     pub node: Arc<dyn NodeOps>,
     pub services: Arc<services::ServiceNet>,
+    /// Reaches the other nodes' cluster ports, for pods that run there (see `relay`); `None`:
+    /// every request is served here (single-process tests).
+    pub peers: Option<Arc<relay::Peers>>,
     pub shutdown: CancellationToken,
 }
 

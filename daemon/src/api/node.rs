@@ -19,7 +19,7 @@ use crate::objects::{meta, resource};
 use super::crud::{wants_table, Query};
 use super::error::ApiError;
 use super::path::Target;
-use super::{ApiState, VERSION};
+use super::{relay, ApiState, VERSION};
 
 pub async fn version(State(st): State<ApiState>) -> Response {
     let containerd = st.node.containerd_version().await.unwrap_or_else(|e| format!("unreachable: {e}"));
@@ -216,8 +216,18 @@ fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, ApiErr
     }
 }
 
-pub async fn logs(st: ApiState, target: Target, q: Query) -> Result<Response, ApiError> {
+pub async fn logs(
+    st: ApiState,
+    target: Target,
+    q: Query,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+) -> Result<Response, ApiError> {
     let pod = pod_for(&st, &target).await?;
+    if let Some((peers, node)) = relay::for_pod(&st, headers, &pod) {
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        return relay::stream(&st, peers, node, axum::http::Method::GET, path, headers).await;
+    }
     let container = pick_container(&pod, q.get("container"))?;
     let options = LogOptions {
         container,
@@ -258,6 +268,9 @@ pub async fn exec(
     req: Request,
 ) -> Result<Response, ApiError> {
     let pod = pod_for(&st, &target).await?;
+    if let Some((peers, node)) = relay::for_pod(&st, &headers, &pod) {
+        return relay::exec(&st, peers, node, req).await;
+    }
     let container = pick_container(&pod, q.get("container"))?;
     let command = q.all("command");
     if command.is_empty() {
@@ -477,28 +490,29 @@ pub fn pod_metrics_json(pod: &Value, u: &PodUsage) -> Value {
     })
 }
 
-/// A `NodeMetrics` object.
-pub fn node_metrics_json(name: &str, u: &NodeUsage) -> Value {
+/// A `NodeMetrics` object for `node` (with its labels, as metrics-server writes them).
+pub fn node_metrics_json(node: &Value, u: &NodeUsage) -> Value {
+    let labels = node.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({}));
     json!({
         "kind": "NodeMetrics",
         "apiVersion": METRICS_VERSION,
-        "metadata": {"name": name, "creationTimestamp": meta::now(), "labels": {}},
+        "metadata": {"name": meta::name(node), "creationTimestamp": meta::now(), "labels": labels},
         "timestamp": meta::timestamp(u.timestamp),
         "window": format_window(u.window),
         "usage": usage_json(&u.usage),
     })
 }
 
-fn metrics_list(kind: &str, items: Vec<Value>) -> Response {
-    axum::Json(json!({"kind": kind, "apiVersion": METRICS_VERSION, "metadata": {}, "items": items})).into_response()
-}
-
-/// `GET /apis/metrics.k8s.io/...`: pod and node metrics from [`NodeOps`], for pods bound to this
-/// node and running (a pod not sampled yet is left out, as metrics-server does).
+/// `GET /apis/metrics.k8s.io/...`: pod and node metrics from [`NodeOps`] for pods bound to this
+/// node and running (a pod not sampled yet is left out, as metrics-server does) and for this
+/// node; pods and nodes elsewhere are asked of their nodes through the relay. A node that cannot
+/// be reached is left out of a list with a warning, as metrics-server leaves out what it has no
+/// sample of; asked for by name, it is the relay's `503`.
 pub async fn metrics(
     State(st): State<ApiState>,
     method: axum::http::Method,
     uri: axum::http::Uri,
+    headers: HeaderMap,
     q: axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
     let path = uri.path();
@@ -506,8 +520,11 @@ pub async fn metrics(
     if method != axum::http::Method::GET {
         return Err(ApiError::method_not_allowed(method.as_str(), path));
     }
+    let path_and_query = uri.path_and_query().map_or(path, |p| p.as_str());
     let q = Query::parse(q.0.as_deref())?;
     let filter = super::crud::Filter::from_query(&q)?;
+    // The peers, when this request may be relayed at all.
+    let peers = st.peers.as_deref().filter(|_| !relay::is_relayed(&headers));
     match target {
         MetricsTarget::Group => Ok(axum::Json(json!({
             "kind": "APIGroup", "apiVersion": "v1", "name": METRICS_GROUP,
@@ -523,40 +540,126 @@ pub async fn metrics(
             ],
         }))
         .into_response()),
-        MetricsTarget::Pods { namespace, name } => {
-            let key = resource::PODS.key();
-            let pods: Vec<Value> = match (&namespace, &name) {
-                (Some(ns), Some(n)) => vec![st.store.get(&key, ns, n).await?.ok_or_else(|| ApiError::not_found("pods", n))?],
-                _ => st.store.list(&key, namespace.as_deref()).await?.0.into_iter().filter(|p| filter.matches(p)).collect(),
-            };
-            let usage = st.node.pod_metrics(pods.clone()).await?;
-            let items: Vec<Value> =
-                pods.iter().zip(usage).filter_map(|(p, u)| u.map(|u| pod_metrics_json(p, &u))).collect();
-            match (namespace, name) {
-                (Some(ns), Some(n)) => match items.into_iter().next() {
-                    Some(item) => Ok(axum::Json(item).into_response()),
-                    None => Err(ApiError::not_found("podmetrics.metrics.k8s.io", &format!("{ns}/{n}"))),
-                },
-                _ => Ok(metrics_list("PodMetricsList", items)),
+        MetricsTarget::Pods { namespace: Some(ns), name: Some(n) } => {
+            let pod = st.store.get(&resource::PODS.key(), &ns, &n).await?.ok_or_else(|| ApiError::not_found("pods", &n))?;
+            if let Some((peers, node)) = relay::for_pod(&st, &headers, &pod) {
+                return relay::stream(&st, peers, node, method, path_and_query, &headers).await;
+            }
+            let usage = st.node.pod_metrics(vec![pod.clone()]).await?;
+            match usage.into_iter().next().flatten() {
+                Some(u) => Ok(axum::Json(pod_metrics_json(&pod, &u)).into_response()),
+                None => Err(ApiError::not_found("podmetrics.metrics.k8s.io", &format!("{ns}/{n}"))),
             }
         }
-        MetricsTarget::Nodes { name } => {
-            let node = st.info.node_name.clone();
-            if let Some(n) = &name {
-                if *n != node {
-                    return Err(ApiError::not_found("nodes", n));
+        MetricsTarget::Pods { namespace, .. } => {
+            let key = resource::PODS.key();
+            let pods = st.store.list(&key, namespace.as_deref()).await?.0.into_iter().filter(|p| filter.matches(p));
+            // This node's pods, and the names of other nodes' pods by node.
+            let mut here = Vec::new();
+            let mut elsewhere: std::collections::BTreeMap<String, std::collections::HashSet<(String, String)>> =
+                Default::default();
+            for pod in pods {
+                let node = pod.pointer("/spec/nodeName").and_then(Value::as_str);
+                match peers.and_then(|p| relay::destination(&p.node_name, false, node)) {
+                    Some(node) => {
+                        let key = (meta::namespace(&pod).to_string(), meta::name(&pod).to_string());
+                        elsewhere.entry(node.to_string()).or_default().insert(key);
+                    }
+                    None => here.push(pod),
                 }
             }
-            // Skerry's node has no labels: a selector matches it only when it asks for nothing.
-            let selected = name.is_some() || filter.matches(&json!({"metadata": {"name": node}}));
-            let usage = if selected { st.node.node_metrics().await? } else { None };
-            let items: Vec<Value> = usage.iter().map(|u| node_metrics_json(&node, u)).collect();
-            match name {
-                Some(n) => items.into_iter().next().map(|i| axum::Json(i).into_response()).ok_or_else(|| ApiError::not_found("nodemetrics.metrics.k8s.io", &n)),
-                None => Ok(metrics_list("NodeMetricsList", items)),
+            let usage = st.node.pod_metrics(here.clone()).await?;
+            let mut items: Vec<Value> =
+                here.iter().zip(usage).filter_map(|(p, u)| u.map(|u| pod_metrics_json(p, &u))).collect();
+            let mut warnings = Vec::new();
+            if let Some(peers) = peers {
+                let asks = elsewhere.keys().map(|node| {
+                    let path = pods_of_node(&uri, &q, node);
+                    let st = &st;
+                    async move { relay::get_json(st, peers, node, &path).await }
+                });
+                for ((node, names), answer) in elsewhere.iter().zip(futures::future::join_all(asks).await) {
+                    match answer {
+                        Ok(list) => items.extend(
+                            list.and_then(|l| l["items"].as_array().cloned())
+                                .unwrap_or_default()
+                                .into_iter()
+                                .filter(|m| names.contains(&(meta::namespace(m).to_string(), meta::name(m).to_string()))),
+                        ),
+                        Err(e) => warnings.push(format!("metrics of the pods on node {node:?} are missing: {}", e.message)),
+                    }
+                }
             }
+            items.sort_by(|a, b| (meta::namespace(a), meta::name(a)).cmp(&(meta::namespace(b), meta::name(b))));
+            let list = json!({"kind": "PodMetricsList", "apiVersion": METRICS_VERSION, "metadata": {}, "items": items});
+            Ok(super::crud::json_response(StatusCode::OK, &list, &warnings))
+        }
+        MetricsTarget::Nodes { name } => {
+            let me = st.info.node_name.clone();
+            let stored = |name: &str| {
+                let st = st.clone();
+                let name = name.to_string();
+                async move { st.store.get(&resource::NODES.key(), "", &name).await }
+            };
+            if let Some(n) = name {
+                if n != me {
+                    return match peers {
+                        Some(peers) if stored(&n).await?.is_some() => {
+                            relay::stream(&st, peers, &n, method, path_and_query, &headers).await
+                        }
+                        _ => Err(ApiError::not_found("nodes", &n)),
+                    };
+                }
+                let node = stored(&me).await?.unwrap_or_else(|| json!({"metadata": {"name": me}}));
+                return match st.node.node_metrics().await? {
+                    Some(u) => Ok(axum::Json(node_metrics_json(&node, &u)).into_response()),
+                    None => Err(ApiError::not_found("nodemetrics.metrics.k8s.io", &n)),
+                };
+            }
+            // Every Node (this one also before it registered), as the selector filters them.
+            let mut nodes = st.store.list(&resource::NODES.key(), None).await?.0;
+            if !nodes.iter().any(|n| meta::name(n) == me) {
+                nodes.push(json!({"metadata": {"name": me}}));
+            }
+            nodes.retain(|n| filter.matches(n) && (meta::name(n) == me || peers.is_some()));
+            let asks = nodes.iter().map(|node| {
+                let (st, me) = (&st, &me);
+                async move {
+                    let name = meta::name(node);
+                    if name == me.as_str() {
+                        return Ok(st.node.node_metrics().await?.map(|u| node_metrics_json(node, &u)));
+                    }
+                    let peers = peers.expect("only this node is kept without peers");
+                    let path = format!("/apis/{METRICS_VERSION}/nodes/{name}");
+                    relay::get_json(st, peers, name, &path).await
+                }
+            });
+            let mut items = Vec::new();
+            let mut warnings = Vec::new();
+            for (node, answer) in nodes.iter().zip(futures::future::join_all(asks).await) {
+                match answer {
+                    Ok(metrics) => items.extend(metrics),
+                    Err(e) if meta::name(node) == me => return Err(e),
+                    Err(e) => warnings.push(format!("metrics of node {:?} are missing: {}", meta::name(node), e.message)),
+                }
+            }
+            items.sort_by(|a, b| meta::name(a).cmp(meta::name(b)));
+            let list = json!({"kind": "NodeMetricsList", "apiVersion": METRICS_VERSION, "metadata": {}, "items": items});
+            Ok(super::crud::json_response(StatusCode::OK, &list, &warnings))
         }
     }
+}
+
+/// The metrics path that asks `node` for the pods of this request that run there: the same
+/// path and selectors, narrowed to `spec.nodeName=<node>`.
+fn pods_of_node(uri: &axum::http::Uri, q: &Query, node: &str) -> String {
+    let mut fields: Vec<String> =
+        q.get("fieldSelector").filter(|f| !f.is_empty()).map(str::to_string).into_iter().collect();
+    fields.push(format!("spec.nodeName={node}"));
+    let mut pairs: Vec<(String, String)> = q.pairs.iter().filter(|(k, _)| k != "fieldSelector").cloned().collect();
+    pairs.push(("fieldSelector".into(), fields.join(",")));
+    let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+    format!("{}?{query}", uri.path())
 }
 
 #[cfg(test)]
@@ -736,6 +839,7 @@ pub(crate) mod tests {
                 dns_ip: "10.96.0.10".parse().unwrap(),
                 node_ports: (30000, 32767),
             }),
+            peers: None,
             shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
