@@ -112,23 +112,34 @@ async fn top_pods_without_metrics_says_why() {
 }
 
 #[tokio::test]
-async fn top_nodes_divides_by_the_nodes_capacity() {
-    let fake = start(|s| match s.uri.as_str() {
+async fn top_nodes_divides_by_each_nodes_allocatable() {
+    let node = |name: &str, cpu: &str, memory: &str| {
+        json!({"kind": "Node", "metadata": {"name": name, "labels": {}},
+               "status": {"capacity": {"cpu": "4", "memory": "8Gi"}, "allocatable": {"cpu": cpu, "memory": memory}}})
+    };
+    let fake = start(move |s| match s.uri.as_str() {
         "/apis/metrics.k8s.io/v1beta1/nodes" | "/apis/metrics.k8s.io/v1beta1/nodes/n1" => {
             let m = json!({"kind": "NodeMetrics", "metadata": {"name": "n1"}, "timestamp": "2024-01-01T00:00:00Z", "window": "10.5s",
                            "usage": {"cpu": "523400000n", "memory": "1Gi"}});
             if s.uri.ends_with("/n1") { json_reply(200, m) } else { json_reply(200, list("NodeMetricsList", vec![m])) }
         }
         "/apis/metrics.k8s.io/v1beta1/nodes?labelSelector=role%3Dedge" => json_reply(200, list("NodeMetricsList", vec![])),
-        "/skerry/v1/info" => json_reply(200, json!({"nodeName": "n1", "capacity": {"cpu": "2", "memory": "4Gi"}})),
+        // n2 has no metrics (its node did not answer): kubectl prints it with <unknown>.
+        "/api/v1/nodes" => json_reply(200, json!({"kind": "NodeList", "items": [node("n2", "1", "1Gi"), node("n1", "2", "4Gi")]})),
+        "/api/v1/nodes/n1" => json_reply(200, node("n1", "2", "4Gi")),
         _ => status(404, "NotFound", "nodes \"n9\" not found"),
     })
     .await;
-    let want = "NAME   CPU(cores)   CPU(%)   MEMORY(bytes)   MEMORY(%)   \nn1     524m         26%      1024Mi          25%         \n";
+    let want = "NAME   CPU(cores)   CPU(%)      MEMORY(bytes)   MEMORY(%)   \n\
+                n1     524m         26%         1024Mi          25%         \n\
+                n2     <unknown>    <unknown>   <unknown>       <unknown>   \n";
     let (code, out, err) = fake.run(&["top", "nodes"]).await;
     assert_eq!((code, out.as_str(), err.as_str()), (0, want, ""));
+    let one = "NAME   CPU(cores)   CPU(%)   MEMORY(bytes)   MEMORY(%)   \nn1     524m         26%      1024Mi          25%         \n";
     let (code, out, _) = fake.run(&["top", "node", "n1"]).await;
-    assert_eq!((code, out.as_str()), (0, want));
+    assert_eq!((code, out.as_str()), (0, one));
+    let (code, out, _) = fake.run(&["top", "node", "n1", "--show-capacity"]).await;
+    assert_eq!((code, out.lines().nth(1)), (0, Some("n1     524m         13%      1024Mi          12%         ")));
     let (code, _, err) = fake.run(&["top", "node", "n9"]).await;
     assert_eq!((code, err.as_str()), (1, "Error from server (NotFound): nodes \"n9\" not found\n"));
     let (code, _, err) = fake.run(&["top", "no", "-l", "role=edge"]).await;

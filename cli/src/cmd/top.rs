@@ -57,7 +57,7 @@ pub struct NodeArgs {
     /// If present, print output without headers
     #[arg(long)]
     pub no_headers: bool,
-    /// Print node resources based on Capacity instead of Allocatable (the same on Skerry, which reserves nothing)
+    /// Print node resources based on Capacity instead of Allocatable(default) of the nodes.
     #[arg(long)]
     pub show_capacity: bool,
 }
@@ -373,21 +373,33 @@ async fn nodes(ctx: &mut Ctx, a: NodeArgs) -> Result<()> {
     if items.is_empty() {
         return Err(Error::msg("metrics not available yet"));
     }
-    // What each node has: the one node this skerryd runs, from its info.
-    let info = ctx.get_json("/skerry/v1/info", false).await?;
-    let node = info["nodeName"].as_str().unwrap_or("").to_string();
-    let available = info["capacity"].is_object().then(|| Usage::from_json(&info["capacity"]));
+    // What each node has: its allocatable (or capacity) from its Node, as kubectl reads it. A
+    // Node without metrics is printed with `<unknown>`, as kubectl does.
+    let nodes: Vec<Value> = match &a.name {
+        Some(name) => vec![ctx.get_json(&format!("/api/v1/nodes/{}", client::encode(name)), false).await?],
+        None => {
+            let q: Vec<(&str, String)> = a.selector.iter().map(|l| ("labelSelector", l.clone())).collect();
+            let list = ctx.get_json(&format!("/api/v1/nodes{}", query(&q)), false).await?;
+            list["items"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let field = if a.show_capacity { "capacity" } else { "allocatable" };
+    let available: std::collections::BTreeMap<String, Usage> = nodes
+        .iter()
+        .filter(|n| n["status"][field].is_object())
+        .map(|n| (n["metadata"]["name"].as_str().unwrap_or("").to_string(), Usage::from_json(&n["status"][field])))
+        .collect();
     let mut rows: Vec<NodeRow> = items
         .iter()
         .map(|m| {
             let name = m["metadata"]["name"].as_str().unwrap_or("").to_string();
-            let available = if name == node { available.clone() } else { None };
-            NodeRow { usage: Some(Usage::from_json(&m["usage"])), available, name }
+            NodeRow { usage: Some(Usage::from_json(&m["usage"])), available: available.get(&name).cloned(), name }
         })
         .collect();
-    let wanted = a.name.as_deref().is_none_or(|n| n == node) && a.selector.is_none();
-    if wanted && !node.is_empty() && !rows.iter().any(|r| r.name == node) {
-        rows.push(NodeRow { name: node, usage: None, available });
+    for (name, have) in &available {
+        if !rows.iter().any(|r| &r.name == name) {
+            rows.push(NodeRow { name: name.clone(), usage: None, available: Some(have.clone()) });
+        }
     }
     let text = node_table(rows, a.no_headers, sort);
     ctx.out.write_all(text.as_bytes())?;
