@@ -146,3 +146,23 @@ fn logs_exec_top_and_describe_reach_pods_on_every_node() {
     assert_eq!(n1.skerry_ok(&["logs", "crash", "--previous"]), "crashing\n");
     cluster.heal(3);
 }
+
+#[test]
+fn a_server_reaches_pods_on_an_agent() {
+    let cluster = TestCluster::builder(2).servers(1).start();
+    let (server, agent) = (cluster.node(1), cluster.node(2));
+    wait_until(Instant::now() + DEADLINE, "two Ready nodes", || nodes_ready(server, 2));
+    agent.import_busybox();
+    server.apply(&pinned("edge", "sk-node-2", "Always", &["sh", "-c", "echo from the agent; sleep 3600"]));
+    server.wait_running("edge");
+    server.wait_output(&["logs", "edge"], "shows the agent's pod's log", |o| {
+        o.code == 0 && o.stdout == "from the agent\n"
+    });
+    let out = server.skerry(&["exec", "edge", "--", "sh", "-c", "echo hi; exit 5"]);
+    assert_eq!((out.code, out.stdout.as_str()), (5, "hi\n"), "{out}");
+    server
+        .wait_output(&["top", "pods"], "shows the agent's pod", |o| o.code == 0 && first_column(&o.stdout) == ["edge"]);
+    server.wait_output(&["top", "nodes"], "shows both nodes with metrics", |o| {
+        o.code == 0 && first_column(&o.stdout) == ["sk-node-1", "sk-node-2"] && !o.stdout.contains("<unknown>")
+    });
+}
