@@ -201,8 +201,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
 
     let leading = match &replica {
         Replica::Server { raft, transport, .. } => {
-            if let Some(url) = &config.join {
-                become_voter(raft, transport, url, &config.node_name, port_addr).await?;
+            let marker = config.data_dir.join("raft").join(JOINING_FILE);
+            if let Ok(url) = std::fs::read_to_string(&marker) {
+                become_voter(raft, transport, url.trim(), &config.node_name, port_addr).await?;
+                std::fs::remove_file(&marker).map_err(io_err(&marker))?;
             }
             let leader = Leader {
                 store: store.clone(),
@@ -304,6 +306,9 @@ impl Replica {
     }
 }
 
+/// In `<data-dir>/raft` while a joined server waits to be made a voter: the URL it joined through.
+const JOINING_FILE: &str = "joining";
+
 /// The file that keeps the servers an agent talks to (one `https://ip:port` a line).
 const SERVERS_FILE: &str = "servers";
 
@@ -361,6 +366,13 @@ async fn obtain_identity(config: &Config, node_ip: std::net::Ipv4Addr) -> Result
     let servers: String = joined.servers.iter().map(|s| format!("https://{s}\n")).collect();
     let servers_path = config.data_dir.join(SERVERS_FILE);
     std::fs::write(&servers_path, servers).map_err(io_err(&servers_path))?;
+    if joined.ca.is_some() {
+        // Until the cluster has taken it as a voter, this server must not make a cluster of its own.
+        let raft_dir = config.data_dir.join("raft");
+        std::fs::create_dir_all(&raft_dir).map_err(io_err(&raft_dir))?;
+        let marker = raft_dir.join(JOINING_FILE);
+        std::fs::write(&marker, format!("{url}\n")).map_err(io_err(&marker))?;
+    }
     pki::save_joined(&config.data_dir, &joined.credentials, joined.ca.as_ref())
         .map_err(|e| DaemonError::Pki(e.into()))?;
     tracing::info!(role = %joined.credentials.identity().role, servers = ?joined.servers, "joined the cluster");
@@ -448,7 +460,9 @@ async fn start_raft(
         raft::Server::start(id, store.clone(), log, &dir.join("snapshots"), transport, raft::Timing::default())
             .await
             .map_err(|e| DaemonError::Raft(e.to_string()))?;
-    if config.join.is_none() {
+    // A server that joined becomes a member when the cluster adds it (see `become_voter`); any
+    // other server not yet in a cluster — a fresh one, or one just reset — makes one of itself.
+    if !dir.join(JOINING_FILE).exists() {
         let me = raft::Member { name: config.node_name.clone(), addr: format!("{node_ip}:{CLUSTER_PORT}") };
         server.bootstrap([(id, me)].into()).await.map_err(|e| DaemonError::Raft(e.to_string()))?;
     }

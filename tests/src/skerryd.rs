@@ -468,6 +468,15 @@ impl Skerryd {
         let _ = child.wait();
     }
 
+    /// Runs this node's `skerryd` with its own flags and `extra` (e.g. `--cluster-reset`) to
+    /// completion inside its namespace; the daemon must be stopped.
+    pub fn run_own(&self, extra: &[&str]) -> Output {
+        assert!(self.child.is_none(), "stop skerryd before running it to completion");
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        args.extend(extra);
+        self.run_skerryd(&args)
+    }
+
     /// Runs `skerryd ARGS` (e.g. `--cleanup`) to completion inside the node's namespace.
     pub fn run_skerryd(&self, args: &[&str]) -> Output {
         let mut cmd = self.net.command(binary_in(&self.bins, "skerryd"));

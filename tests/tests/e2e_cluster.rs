@@ -398,3 +398,32 @@ fn agents_run_pods_from_their_mirror_and_refuse_changes() {
     nodes.sort();
     assert_eq!(nodes, ["sk-node-1", "sk-node-2", "sk-node-3", "sk-node-4", "sk-node-5"]);
 }
+
+/// Two of three servers are lost for good: the survivor refuses writes with a message naming
+/// `--cluster-reset`; after it, the survivor — a server that had joined — is a cluster of one
+/// with every object it had, and takes writes.
+#[test]
+fn a_survivor_of_a_lost_quorum_is_reset_into_a_cluster_of_one() {
+    let mut cluster = TestCluster::builder(3).servers(3).start();
+    wait_until(Instant::now() + DEADLINE, "three Ready nodes", || nodes_ready(cluster.node(1), 3));
+    cluster.node(2).skerry_ok(&["create", "namespace", "kept"]);
+    wait_until(Instant::now() + DEADLINE, "the namespace on node 3", || {
+        cluster.node(3).skerry(&["get", "namespace", "kept"]).code == 0
+    });
+    cluster.kill9(1);
+    cluster.kill9(3);
+    let out = cluster.node(2).skerry(&["create", "namespace", "lost"]);
+    assert_ne!(out.code, 0, "a write without a quorum: {out}");
+    assert!(out.stderr.contains("--cluster-reset"), "{out}");
+
+    let survivor = &mut cluster.node_mut(2).skerryd;
+    survivor.stop();
+    let reset = survivor.run_own(&["--cluster-reset"]);
+    assert_eq!(reset.code, 0, "{reset}");
+    assert!(reset.stderr.contains("is now a cluster of one"), "{reset}");
+    survivor.start_again();
+    let node = cluster.node(2);
+    node.skerry_ok(&["get", "namespace", "kept"]);
+    node.skerry_ok(&["create", "namespace", "after-reset"]);
+    node.skerry_ok(&["get", "namespace", "after-reset"]);
+}

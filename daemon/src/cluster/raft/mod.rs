@@ -271,7 +271,7 @@ pub async fn reset(store: &Store, dir: &Path) -> std::io::Result<std::path::Path
     let stamp = jiff::Timestamp::now().as_second();
     let kept = dir.join(format!("before-reset-{stamp}"));
     tokio::fs::create_dir_all(&kept).await?;
-    for name in ["raft.db", "raft.db-wal", "raft.db-shm", "snapshots"] {
+    for name in ["raft.db", "raft.db-wal", "raft.db-shm", "snapshots", "joining"] {
         let from = dir.join(name);
         if tokio::fs::try_exists(&from).await? {
             tokio::fs::rename(&from, kept.join(name)).await?;
