@@ -427,3 +427,82 @@ fn a_survivor_of_a_lost_quorum_is_reset_into_a_cluster_of_one() {
     node.skerry_ok(&["create", "namespace", "after-reset"]);
     node.skerry_ok(&["get", "namespace", "after-reset"]);
 }
+
+/// An agent's own certificate, from its data dir, against a server's cluster port from the
+/// agent's namespace: it may read a Secret a pod of its node uses and its own things, and
+/// nothing else; it cannot create a pod or change another node. A certificate of another
+/// cluster is refused at the handshake.
+#[test]
+fn an_agents_certificate_can_do_what_a_kubelet_can_and_no_more() {
+    use skerryd::cluster::identity::{Ca, Credentials, Role};
+    use skerryd::cluster::mirror::http::{HttpSource, RemoteProposer, Servers, Timeouts};
+    use skerryd::cluster::mirror::Source;
+    use skerryd::objects::resource;
+    use skerryd::store::{Command, Propose, Rejection, StoreError};
+
+    let cluster = TestCluster::builder(3).servers(1).start();
+    let (server, agent) = (cluster.node(1), cluster.node(2));
+    wait_until(Instant::now() + DEADLINE, "three Ready nodes", || nodes_ready(server, 3));
+    agent.import_busybox();
+    for name in ["used", "unused"] {
+        server.apply(&format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\nstringData:\n  k: v\n"));
+    }
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: user\nspec:\n  nodeName: sk-node-2\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: Never\n    command: [sleep, '3600']\n    env:\n    - name: K\n      valueFrom: {{secretKeyRef: {{name: used, key: k}}}}\n"
+    );
+    server.apply(&pod);
+    let url = format!("https://{}:6443", cluster.node_ip(1));
+    let pki = agent.skerryd.data_dir().join("pki");
+    let other_node = json(server, &["get", "node", "sk-node-3"]);
+    let verdicts = agent.in_netns(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let mine = Credentials::load(&pki).expect("the agent's credentials");
+            assert_eq!(mine.identity().role, Role::Agent);
+            let servers = std::sync::Arc::new(
+                Servers::new(vec![url.clone()], mine.client_config().unwrap(), Timeouts::default()).unwrap(),
+            );
+            let source = HttpSource::new(servers.clone());
+            let proposer = RemoteProposer::new(servers);
+            let used = source.get(&resource::SECRETS, "default", "used").await.map(|o| o.is_some());
+            let unused = source.get(&resource::SECRETS, "default", "unused").await.map(|o| o.is_some());
+            let nodes = source.get(&resource::NODES, "", "sk-node-3").await.map(|o| o.is_some());
+            let new_pod: serde_json::Value = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "sneaky", "namespace": "default", "uid": "u"},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}});
+            let create = proposer.propose(Command::Create { resource: "pods".into(), object: new_pod }).await;
+            let mut changed = other_node.clone();
+            changed["metadata"]["labels"]["stolen"] = "yes".into();
+            let change_other = proposer.propose(Command::Update { resource: "nodes".into(), object: changed }).await;
+            // A stranger: a node certificate of another CA.
+            let stranger_ca = Ca::create().unwrap();
+            let stranger =
+                skerryd::cluster::pki::issue(&stranger_ca, "sk-node-2", &[], jiff::Timestamp::now()).unwrap();
+            let tls = Servers::new(vec![url], stranger.client_config().unwrap(), Timeouts::default()).unwrap();
+            let foreign = HttpSource::new(std::sync::Arc::new(tls)).get(&resource::NODES, "", "sk-node-1").await;
+            let forbidden = |r: &Result<skerryd::store::Applied, StoreError>| match r {
+                Err(StoreError::Rejected(Rejection::Forbidden { message })) => message.clone(),
+                other => panic!("expected a Forbidden answer, got {other:?}"),
+            };
+            (
+                used.map_err(|e| e.to_string()),
+                unused.map_err(|e| e.to_string()),
+                nodes.map_err(|e| e.to_string()),
+                forbidden(&create),
+                forbidden(&change_other),
+                foreign.map_err(|e| e.to_string()),
+            )
+        })
+    });
+    let (used, unused, nodes, create, change_other, foreign) = verdicts;
+    assert_eq!(used, Ok(true), "a Secret its pod uses");
+    let unused = unused.expect_err("a Secret no pod of the node uses");
+    assert!(unused.contains("no relationship found between node 'sk-node-2' and this object"), "{unused}");
+    assert_eq!(nodes, Ok(true), "Nodes are readable");
+    assert!(create.contains("User \"system:node:sk-node-2\" cannot create resource \"pods\""), "{create}");
+    assert!(change_other.contains("nodes \"sk-node-3\" is forbidden"), "{change_other}");
+    assert!(foreign.is_err(), "a certificate of another CA got an answer: {foreign:?}");
+    // Nothing changed.
+    assert_eq!(server.skerry(&["get", "pod", "sneaky"]).code, 1);
+    assert!(json(server, &["get", "node", "sk-node-3"])["metadata"]["labels"].get("stolen").is_none());
+}
