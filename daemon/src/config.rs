@@ -71,6 +71,13 @@ pub struct Flags {
     /// Remove Skerry's nftables table and exit.
     #[arg(long)]
     pub cleanup: bool,
+    /// Raft heartbeat interval in milliseconds (servers; default 500, for slow edge links).
+    #[arg(long)]
+    pub raft_heartbeat_ms: Option<u64>,
+    /// A follower that hears no leader for this many milliseconds (at random up to twice as
+    /// many) stands for election (default 2500).
+    #[arg(long)]
+    pub raft_election_ms: Option<u64>,
     /// Join the cluster of the server at this URL (`https://HOST:6443`) on the first start;
     /// needs --token. A node that has joined ignores both.
     #[arg(long)]
@@ -116,6 +123,8 @@ struct File {
     node_port_range: Option<String>,
     join: Option<String>,
     token: Option<String>,
+    raft_heartbeat_ms: Option<u64>,
+    raft_election_ms: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -145,6 +154,7 @@ pub struct Config {
     pub join: Option<String>,
     /// The join token (secret: never logged; `Debug` redacts it).
     pub token: Option<crate::cluster::token::JoinToken>,
+    pub raft_timing: crate::cluster::raft::Timing,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +179,11 @@ pub enum ConfigError {
     Token(#[from] crate::cluster::token::TokenError),
     #[error("{0}")]
     Join(String),
+    #[error(
+        "raft timing: the election timeout ({election} ms) must be at least three heartbeats ({heartbeat} ms each), \
+         or followers stand for election while the leader is fine"
+    )]
+    RaftTiming { heartbeat: u64, election: u64 },
 }
 
 impl Config {
@@ -229,6 +244,18 @@ impl Config {
             }
             (None, None) => {}
         }
+        let default_timing = crate::cluster::raft::Timing::default();
+        let heartbeat =
+            flags.raft_heartbeat_ms.or(file.raft_heartbeat_ms).unwrap_or(default_timing.heartbeat.as_millis() as u64);
+        let election =
+            flags.raft_election_ms.or(file.raft_election_ms).unwrap_or(default_timing.election.0.as_millis() as u64);
+        if heartbeat == 0 || election < 3 * heartbeat {
+            return Err(ConfigError::RaftTiming { heartbeat, election });
+        }
+        let raft_timing = crate::cluster::raft::Timing {
+            heartbeat: std::time::Duration::from_millis(heartbeat),
+            election: (std::time::Duration::from_millis(election), std::time::Duration::from_millis(2 * election)),
+        };
         let mut insecure = file.insecure_registries;
         insecure.extend(flags.insecure_registries);
         Ok(Config {
@@ -259,6 +286,7 @@ impl Config {
             node_port_range,
             join,
             token,
+            raft_timing,
         })
     }
 }
@@ -307,5 +335,34 @@ mod tests {
         assert!(Config::load(Flags { config: path, ..Default::default() }).is_err());
         let missing = Flags { config: dir.path().join("none.yaml"), ..Default::default() };
         assert!(Config::load(missing).is_err());
+    }
+
+    #[test]
+    fn raft_timing_defaults_for_slow_links_and_refuses_elections_faster_than_heartbeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "raft-heartbeat-ms: 1000\n").unwrap();
+        let flags = |hb: Option<u64>, el: Option<u64>| Flags {
+            config: path.clone(),
+            node_name: Some("n1".into()),
+            raft_heartbeat_ms: hb,
+            raft_election_ms: el,
+            ..Default::default()
+        };
+        let c = Config::load(Flags {
+            config: dir.path().join("none.yaml"),
+            node_name: Some("n1".into()),
+            ..Default::default()
+        });
+        assert!(c.is_err(), "a missing --config file is an error");
+        std::fs::write(&path, "").unwrap();
+        let t = Config::load(flags(None, None)).unwrap().raft_timing;
+        assert_eq!((t.heartbeat.as_millis(), t.election.0.as_millis(), t.election.1.as_millis()), (500, 2500, 5000));
+        std::fs::write(&path, "raft-heartbeat-ms: 1000\n").unwrap();
+        let err = Config::load(flags(None, None)).unwrap_err();
+        assert!(err.to_string().contains("at least three heartbeats"), "{err}");
+        let t = Config::load(flags(None, Some(4000))).unwrap().raft_timing;
+        assert_eq!((t.heartbeat.as_millis(), t.election.0.as_millis()), (1000, 4000));
+        assert!(Config::load(flags(Some(0), None)).is_err());
     }
 }

@@ -456,10 +456,9 @@ async fn start_raft(
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(io_err(&p))?;
         }
     }
-    let server =
-        raft::Server::start(id, store.clone(), log, &dir.join("snapshots"), transport, raft::Timing::default())
-            .await
-            .map_err(|e| DaemonError::Raft(e.to_string()))?;
+    let server = raft::Server::start(id, store.clone(), log, &dir.join("snapshots"), transport, config.raft_timing)
+        .await
+        .map_err(|e| DaemonError::Raft(e.to_string()))?;
     // A server that joined becomes a member when the cluster adds it (see `become_voter`); any
     // other server not yet in a cluster — a fresh one, or one just reset — makes one of itself.
     if !dir.join(JOINING_FILE).exists() {
