@@ -71,6 +71,10 @@ pub struct Flags {
     /// Remove Skerry's nftables table and exit.
     #[arg(long)]
     pub cleanup: bool,
+    /// How long a node may not answer the leader before its Ready condition is Unknown (a Go
+    /// duration, as kube-controller-manager's flag; default 40s).
+    #[arg(long)]
+    pub node_monitor_grace_period: Option<String>,
     /// Raft heartbeat interval in milliseconds (servers; default 500, for slow edge links).
     #[arg(long)]
     pub raft_heartbeat_ms: Option<u64>,
@@ -125,6 +129,7 @@ struct File {
     token: Option<String>,
     raft_heartbeat_ms: Option<u64>,
     raft_election_ms: Option<u64>,
+    node_monitor_grace_period: Option<String>,
 }
 
 /// The resolved configuration.
@@ -155,6 +160,7 @@ pub struct Config {
     /// The join token (secret: never logged; `Debug` redacts it).
     pub token: Option<crate::cluster::token::JoinToken>,
     pub raft_timing: crate::cluster::raft::Timing,
+    pub node_monitor_grace_period: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +190,8 @@ pub enum ConfigError {
          or followers stand for election while the leader is fine"
     )]
     RaftTiming { heartbeat: u64, election: u64 },
+    #[error("node monitor grace period {0:?} is not a duration like 40s or 2m")]
+    GracePeriod(String),
 }
 
 impl Config {
@@ -256,6 +264,12 @@ impl Config {
             heartbeat: std::time::Duration::from_millis(heartbeat),
             election: (std::time::Duration::from_millis(election), std::time::Duration::from_millis(2 * election)),
         };
+        let node_monitor_grace_period = match flags.node_monitor_grace_period.or(file.node_monitor_grace_period) {
+            None => crate::controllers::nodelifecycle::DEFAULT_GRACE,
+            Some(text) => crate::clock::parse_duration(&text)
+                .and_then(|d| std::time::Duration::try_from(d).ok())
+                .ok_or(ConfigError::GracePeriod(text))?,
+        };
         let mut insecure = file.insecure_registries;
         insecure.extend(flags.insecure_registries);
         Ok(Config {
@@ -287,6 +301,7 @@ impl Config {
             join,
             token,
             raft_timing,
+            node_monitor_grace_period,
         })
     }
 }

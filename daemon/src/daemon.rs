@@ -131,6 +131,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         recorder: Recorder::new(store.clone(), proposer.clone(), "kubelet", config.node_name.clone()),
     });
     let listener = bind_socket(&config.socket)?;
+    let peers = Arc::new(
+        api::relay::Peers::new(config.node_name.clone(), &credentials).map_err(|e| DaemonError::Pki(e.into()))?,
+    );
     let state = ApiState {
         store: store.clone(),
         proposer: proposer.clone(),
@@ -152,9 +155,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             dns_ip: config.cluster_dns,
             node_ports: config.node_port_range,
         }),
-        peers: Some(Arc::new(
-            api::relay::Peers::new(config.node_name.clone(), &credentials).map_err(|e| DaemonError::Pki(e.into()))?,
-        )),
+        peers: Some(peers.clone()),
         shutdown: shutdown.clone(),
     };
 
@@ -215,6 +216,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
                 cluster_dns: config.cluster_dns,
                 cluster_cidr: config.cluster_cidr,
                 raft: raft.clone(),
+                probe: peers.clone(),
+                node_monitor_grace_period: config.node_monitor_grace_period,
             };
             // The leader's work runs for exactly the terms this server leads. A fresh or single
             // server leads at once: its node tasks start once the first term has made the
@@ -561,6 +564,9 @@ pub struct Leader {
     pub cluster_dns: std::net::Ipv4Addr,
     pub cluster_cidr: (std::net::Ipv4Addr, u8),
     pub raft: raft::Server,
+    /// Asks other nodes whether they answer (node liveness until gossip).
+    pub probe: Arc<dyn controllers::nodelifecycle::Probe>,
+    pub node_monitor_grace_period: std::time::Duration,
 }
 
 impl Leader {
@@ -586,6 +592,14 @@ impl Leader {
         set.spawn(controllers::gc::run(store.clone(), proposer.clone(), cancel.clone()));
         set.spawn(controllers::nodeipam::run(store.clone(), proposer.clone(), self.cluster_cidr, cancel.clone()));
         set.spawn(remove_deleted_servers(store.clone(), self.raft.clone(), cancel.clone()));
+        set.spawn(controllers::nodelifecycle::run(
+            store.clone(),
+            proposer.clone(),
+            self.node_name.clone(),
+            self.probe.clone(),
+            self.node_monitor_grace_period,
+            cancel.clone(),
+        ));
         let (store, proposer) = (store.clone(), proposer.clone());
         set.spawn(async move {
             loop {

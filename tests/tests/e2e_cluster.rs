@@ -506,3 +506,34 @@ fn an_agents_certificate_can_do_what_a_kubelet_can_and_no_more() {
     assert_eq!(server.skerry(&["get", "pod", "sneaky"]).code, 1);
     assert!(json(server, &["get", "node", "sk-node-3"])["metadata"]["labels"].get("stolen").is_none());
 }
+
+/// An agent that loses power stops answering the leader: after the grace period its Node is
+/// NotReady (Ready=Unknown, kube's reason) and new pods go elsewhere; booted again, it is Ready.
+#[test]
+fn a_silent_node_becomes_not_ready_and_ready_again_when_it_is_back() {
+    let mut cluster = TestCluster::builder(2).servers(1).args(&["--node-monitor-grace-period", "4s"]).start();
+    wait_until(Instant::now() + DEADLINE, "two Ready nodes", || nodes_ready(cluster.node(1), 2));
+    cluster.kill9(2);
+    wait_until(Instant::now() + DEADLINE, "the agent NotReady", || {
+        let out = cluster.node(1).skerry_ok(&["get", "node", "sk-node-2", "--no-headers"]);
+        out.split_whitespace().nth(1) == Some("NotReady")
+    });
+    let node = json(cluster.node(1), &["get", "node", "sk-node-2"]);
+    let ready = node["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!(ready["status"], "Unknown", "{ready}");
+    assert_eq!(ready["reason"], "NodeStatusUnknown", "{ready}");
+    assert_eq!(ready["message"], "Kubelet stopped posting node status.", "{ready}");
+    // Nothing new is placed on it.
+    cluster.node(1).import_busybox();
+    cluster.node(1).apply(&deployment("web", 2));
+    wait_until(Instant::now() + DEADLINE, "two web pods placed", || {
+        let pods = json(cluster.node(1), &["get", "pods", "-l", "app=web"]);
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        items.len() == 2 && items.iter().all(|p| p["spec"]["nodeName"].is_string())
+    });
+    let pods = json(cluster.node(1), &["get", "pods", "-l", "app=web"]);
+    assert!(pods["items"].as_array().unwrap().iter().all(|p| p["spec"]["nodeName"] == "sk-node-1"), "{pods}");
+    // Back: Ready again.
+    cluster.restart(2);
+    wait_until(Instant::now() + DEADLINE, "the agent Ready again", || nodes_ready(cluster.node(1), 2));
+}

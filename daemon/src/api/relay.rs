@@ -77,6 +77,24 @@ impl Peers {
     }
 }
 
+impl Peers {
+    /// Whether `node`'s cluster port answers `GET /healthz` with `200` within `within`.
+    pub async fn answers(&self, node: &Value, within: Duration) -> bool {
+        let Ok(addr) = endpoint(node) else { return false };
+        let Ok(uri) = format!("https://{addr}/healthz").parse::<hyper::Uri>() else { return false };
+        let mut req = hyper::Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = uri;
+        req.headers_mut().insert(RELAYED_HEADER, HeaderValue::from_static("1"));
+        matches!(tokio::time::timeout(within, self.client.request(req)).await, Ok(Ok(resp)) if resp.status().is_success())
+    }
+}
+
+impl crate::controllers::nodelifecycle::Probe for Peers {
+    fn reachable<'a>(&'a self, node: &'a Value) -> crate::store::BoxFuture<'a, bool> {
+        Box::pin(self.answers(node, crate::controllers::nodelifecycle::PROBE_TIMEOUT))
+    }
+}
+
 /// Whether `headers` mark a request that a peer relayed here.
 pub fn is_relayed(headers: &HeaderMap) -> bool {
     headers.contains_key(RELAYED_HEADER)

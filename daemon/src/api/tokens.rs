@@ -7,7 +7,7 @@
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde_json::{json, Value};
 
 use super::crud::{json_response, parse_body};
@@ -58,7 +58,7 @@ fn spec(body: &Value) -> Result<token::TokenSpec, ApiError> {
     };
     let ttl = match spec["ttl"].as_str().filter(|t| !t.is_empty() && *t != "0") {
         None => None,
-        Some(t) => Some(parse_ttl(t).ok_or_else(|| {
+        Some(t) => Some(crate::clock::parse_duration(t).ok_or_else(|| {
             invalid(
                 "spec.ttl",
                 &format!("Invalid value: {t:?}: a duration such as 30m, 24h or 1h30m (0: never expires)"),
@@ -78,42 +78,9 @@ fn spec(body: &Value) -> Result<token::TokenSpec, ApiError> {
     Ok(token::TokenSpec { role, ttl, uses, description })
 }
 
-/// A Go-style duration (`24h`, `90m`, `1h30m`, `45s`), as kubeadm's `--ttl`.
-pub fn parse_ttl(text: &str) -> Option<SignedDuration> {
-    let mut total = 0i64;
-    let mut digits = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let n: i64 = digits.parse().ok()?;
-        digits.clear();
-        let unit = match c {
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
-            'd' => 86400,
-            _ => return None,
-        };
-        total = total.checked_add(n.checked_mul(unit)?)?;
-    }
-    (digits.is_empty() && total > 0).then(|| SignedDuration::from_secs(total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ttls_read_as_kubeadm_writes_them() {
-        assert_eq!(parse_ttl("24h"), Some(SignedDuration::from_hours(24)));
-        assert_eq!(parse_ttl("1h30m"), Some(SignedDuration::from_mins(90)));
-        assert_eq!(parse_ttl("45s"), Some(SignedDuration::from_secs(45)));
-        for bad in ["", "h", "10", "1x", "-1h", "0s"] {
-            assert_eq!(parse_ttl(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn a_spec_is_checked_with_the_field_named() {

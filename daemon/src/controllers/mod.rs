@@ -13,6 +13,7 @@ pub mod endpoints;
 pub mod gc;
 pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod scheduler;
 pub mod volumes;
