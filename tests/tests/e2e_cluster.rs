@@ -397,6 +397,38 @@ fn agents_run_pods_from_their_mirror_and_refuse_changes() {
         pods["items"].as_array().unwrap().iter().map(|p| p["spec"]["nodeName"].as_str().unwrap()).collect();
     nodes.sort();
     assert_eq!(nodes, ["sk-node-1", "sk-node-2", "sk-node-3", "sk-node-4", "sk-node-5"]);
+
+    // A taint keeps new pods off sk-node-5; draining sk-node-4 moves its replica elsewhere.
+    n1.skerry_ok(&["taint", "node", "sk-node-5", "dedicated=cam:NoSchedule"]);
+    n1.skerry_ok(&["drain", "sk-node-4", "--force", "--grace-period", "1", "--timeout", "60s"]);
+    let cordoned = n1.skerry_ok(&["get", "node", "sk-node-4", "--no-headers"]);
+    assert_eq!(cordoned.split_whitespace().nth(1), Some("Ready,SchedulingDisabled"), "{cordoned}");
+    wait_until(Instant::now() + DEADLINE, "five running replicas again, none on sk-node-4 or sk-node-5", || {
+        let pods = json(n1, &["get", "pods", "-l", "app=web"]);
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        items.len() == 5
+            && items.iter().all(|p| p["status"]["phase"] == "Running")
+            && items.iter().filter(|p| p["spec"]["nodeName"] == "sk-node-4").count() == 0
+    });
+    let pods = json(n1, &["get", "pods", "-l", "app=web"]);
+    let on_5 = pods["items"].as_array().unwrap().iter().filter(|p| p["spec"]["nodeName"] == "sk-node-5").count();
+    assert_eq!(on_5, 1, "the replica placed before the taint stays (NoSchedule does not evict)");
+    // A pod that fits nowhere: kube-scheduler's words, over all five nodes.
+    let picky = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: picky\nspec:\n  nodeSelector: {{site: nowhere}}\n  containers:\n  - name: main\n    image: {BUSYBOX}\n"
+    );
+    n1.apply(&picky);
+    wait_until(Instant::now() + DEADLINE, "FailedScheduling over five nodes", || {
+        let pod = json(n1, &["get", "pod", "picky"]);
+        pod["status"]["conditions"].as_array().into_iter().flatten().any(|c| {
+            c["type"] == "PodScheduled" && c["message"].as_str().unwrap_or("").starts_with("0/5 nodes are available: ")
+        })
+    });
+    let pod = json(n1, &["get", "pod", "picky"]);
+    let message = pod["status"]["conditions"][0]["message"].as_str().unwrap_or("").to_string();
+    assert!(message.contains("1 node(s) had untolerated taint(s)"), "{message}");
+    assert!(message.contains("1 node(s) were unschedulable"), "{message}");
+    assert!(message.contains("3 node(s) didn't match Pod's node affinity/selector"), "{message}");
 }
 
 /// Two of three servers are lost for good: the survivor refuses writes with a message naming
