@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 use super::{json_body, request, Ctx};
 use crate::client::{self, query};
 use crate::error::{Error, Result};
-use crate::output::{self, Table, TableOptions};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -67,14 +66,7 @@ async fn import(ctx: &mut Ctx, file: &str) -> Result<()> {
 }
 
 async fn ls(ctx: &mut Ctx) -> Result<()> {
-    let v = ctx.get_json("/skerry/v1/images", true).await?;
-    let table: Table = serde_json::from_value(v)?;
-    if table.rows.is_empty() {
-        writeln!(ctx.err, "No resources found")?;
-        return Ok(());
-    }
-    write!(ctx.out, "{}", output::align(&table.render(&TableOptions::default())))?;
-    Ok(())
+    super::print_table(ctx, "/skerry/v1/images").await
 }
 
 async fn rm(ctx: &mut Ctx, names: &[String]) -> Result<()> {

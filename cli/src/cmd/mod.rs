@@ -213,6 +213,18 @@ pub fn request(method: Method, path: &str, body: Body) -> Request<Body> {
     req
 }
 
+/// Prints the server's table at `path` as kubectl does (`No resources found` on stderr when empty).
+pub async fn print_table(ctx: &mut Ctx, path: &str) -> Result<()> {
+    let v = ctx.get_json(path, true).await?;
+    let table: crate::output::Table = serde_json::from_value(v)?;
+    if table.rows.is_empty() {
+        writeln!(ctx.err, "No resources found")?;
+        return Ok(());
+    }
+    write!(ctx.out, "{}", crate::output::align(&table.render(&crate::output::TableOptions::default())))?;
+    Ok(())
+}
+
 pub fn json_body(v: &Value) -> Body {
     client::full(serde_json::to_vec(v).expect("a JSON value always serializes"))
 }

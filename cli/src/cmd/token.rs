@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 use super::{json_body, request, Ctx};
 use crate::client;
 use crate::error::{Error, Result};
-use crate::output::{self, Table, TableOptions};
 
 const PATH: &str = "/apis/skerry.io/v1/jointokens";
 
@@ -56,16 +55,7 @@ pub async fn run(ctx: &mut Ctx, cmd: Command) -> Result<()> {
             writeln!(ctx.out, "{token}")?;
             Ok(())
         }
-        Command::List => {
-            let v = ctx.get_json(PATH, true).await?;
-            let table: Table = serde_json::from_value(v)?;
-            if table.rows.is_empty() {
-                writeln!(ctx.err, "No resources found")?;
-                return Ok(());
-            }
-            write!(ctx.out, "{}", output::align(&table.render(&TableOptions::default())))?;
-            Ok(())
-        }
+        Command::List => super::print_table(ctx, PATH).await,
         Command::Delete { ids } => {
             let mut errors = Vec::new();
             for id in ids {

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
@@ -62,17 +62,7 @@ pub struct Peers {
 
 impl Peers {
     pub fn new(node_name: String, credentials: &Arc<Live>) -> Result<Peers, IdentityError> {
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(credentials.client_config()?)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        let client = crate::cluster::peer::client_with(credentials.client_config()?, Some(CONNECT_TIMEOUT));
         Ok(Peers { node_name, client })
     }
 }

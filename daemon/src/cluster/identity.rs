@@ -602,6 +602,21 @@ impl Credentials {
     }
 }
 
+/// Test credentials: a fresh key and a certificate of `ca` for `name` with `role`, valid now,
+/// for 127.0.0.1.
+#[cfg(test)]
+pub fn test_credentials(ca: &Ca, name: &str, role: Role) -> Credentials {
+    let key = NodeKey::generate().unwrap();
+    let req = SignRequest {
+        node_name: name.into(),
+        addresses: vec![IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
+        role,
+        validity: Validity::node(Timestamp::now()),
+    };
+    let cert = ca.sign(&key.csr(name).unwrap(), &req).unwrap();
+    Credentials::new(ca.bundle_pem().to_string(), cert, key).unwrap()
+}
+
 /// The name a client checks the server's certificate against: a node name or an IP address.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, IdentityError> {
     ServerName::try_from(host.to_string())

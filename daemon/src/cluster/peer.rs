@@ -239,8 +239,22 @@ async fn node_principal(mut req: axum::extract::Request, next: axum::middleware:
 
 /// An HTTPS client with `config` (pooled connections, HTTP/1.1 only).
 pub fn client(config: rustls::ClientConfig) -> Client {
-    let connector =
-        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_only().enable_http1().build();
+    client_with(config, None)
+}
+
+/// [`client`] whose TCP connects give up after `connect_timeout` (a peer that is down or cut
+/// off answers nothing), with keep-alive probes on its connections.
+pub fn client_with(config: rustls::ClientConfig, connect_timeout: Option<std::time::Duration>) -> Client {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(connect_timeout);
+    http.set_keepalive(Some(std::time::Duration::from_secs(30)));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(60))
         .build(connector)

@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+
 use serde_json::Value;
 
 use super::{Events, Listed, Source, SourceError, Stream, WatchEvent};
@@ -91,19 +91,7 @@ impl Servers {
         if let Some(bad) = urls.iter().find(|u| !u.starts_with("https://")) {
             return Err(ClientError::BadUrl(bad.clone()));
         }
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeouts.connect));
-        http.set_keepalive(Some(Duration::from_secs(30)));
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        let client = crate::cluster::peer::client_with(tls, Some(timeouts.connect));
         Ok(Servers { urls, preferred: AtomicUsize::new(0), client, timeouts })
     }
 

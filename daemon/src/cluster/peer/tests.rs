@@ -2,27 +2,18 @@
 //! one test CA; strangers and agents are refused.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::*;
-use crate::cluster::identity::Credentials;
-use crate::cluster::identity::{Ca, NodeKey, SignRequest, Validity};
+use crate::cluster::identity::Ca;
 use crate::cluster::raft::{log::LogStore, Timing};
 use crate::store::{Command, Store};
 
 fn credentials(ca: &Ca, name: &str, role: Role) -> Arc<Live> {
-    let key = NodeKey::generate().unwrap();
-    let req = SignRequest {
-        node_name: name.into(),
-        addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        role,
-        validity: Validity::node(jiff::Timestamp::now()),
-    };
-    let cert = ca.sign(&key.csr(name).unwrap(), &req).unwrap();
-    Live::new(Credentials::new(ca.bundle_pem().to_string(), cert, key).unwrap()).unwrap()
+    Live::new(crate::cluster::identity::test_credentials(ca, name, role)).unwrap()
 }
 
 fn fast() -> Timing {

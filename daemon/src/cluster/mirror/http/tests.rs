@@ -1,8 +1,6 @@
 //! The HTTP source and the remote proposer against the real API router served over mutual TLS
 //! on 127.0.0.1 (the real cluster port), with certificates of one test CA.
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use crate::cluster::identity::Credentials;
 
 use axum::http::StatusCode as AxumStatus;
@@ -13,21 +11,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::cluster::identity::{Ca, NodeKey, Role, SignRequest, Validity};
+use crate::cluster::identity::{Ca, Role};
 use crate::cluster::mirror::{self, streams};
 use crate::objects::{meta, resource};
 use crate::store::{Proposer, Store};
 
 fn credentials(ca: &Ca, name: &str, role: Role) -> Credentials {
-    let key = NodeKey::generate().unwrap();
-    let req = SignRequest {
-        node_name: name.into(),
-        addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        role,
-        validity: Validity::node(jiff::Timestamp::now()),
-    };
-    let cert = ca.sign(&key.csr(name).unwrap(), &req).unwrap();
-    Credentials::new(ca.bundle_pem().to_string(), cert, key).unwrap()
+    crate::cluster::identity::test_credentials(ca, name, role)
 }
 
 /// Serves `router` over mutual TLS on 127.0.0.1 until `stop`; returns its URL.
