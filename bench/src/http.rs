@@ -1,4 +1,6 @@
-//! A minimal HTTP/1.1 GET over skerryd's Unix socket (one connection per request, like a CLI).
+//! HTTP/1.1 over skerryd's Unix socket: a minimal GET (one connection per request, like a CLI),
+//! a watch, and [`Conn`], one kept-alive connection for many requests (the cluster benchmark's
+//! writes, so a figure is the request and not a connection set-up).
 
 use std::path::Path;
 
@@ -87,6 +89,63 @@ pub async fn watch(
             }
         }
     }))
+}
+
+/// One HTTP/1.1 connection to skerryd's socket, kept alive across requests (hyper's client
+/// connection; requests go one after another). A connection the server closes is an error, not
+/// a silent reconnect: the benchmark must know every write went over the same connection.
+pub struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    socket: std::path::PathBuf,
+}
+
+impl Conn {
+    pub async fn connect(socket: &Path) -> Result<Conn> {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .with_context(|| format!("connecting to {}", socket.display()))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .with_context(|| format!("HTTP handshake on {}", socket.display()))?;
+        // Drives the connection; ends when the sender is dropped or the server closes it.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn { sender, socket: socket.to_path_buf() })
+    }
+
+    /// Sends one request (a JSON body if given) and returns (status code, body).
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, Vec<u8>)> {
+        use http_body_util::BodyExt;
+        let bytes = match body {
+            Some(b) => serde_json::to_vec(b)?,
+            None => Vec::new(),
+        };
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("accept", "application/json");
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(http_body_util::Full::new(bytes::Bytes::from(bytes)))?;
+        self.sender.ready().await.with_context(|| format!("the connection to {} closed", self.socket.display()))?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .with_context(|| format!("{method} {path} on {}", self.socket.display()))?;
+        let code = resp.status().as_u16();
+        let body =
+            resp.into_body().collect().await.with_context(|| format!("reading the answer to {method} {path}"))?;
+        Ok((code, body.to_bytes().to_vec()))
+    }
 }
 
 #[cfg(test)]

@@ -73,3 +73,37 @@ pub fn machine_line(containerd_version: &str) -> String {
         mem_kib as f64 / 1024.0 / 1024.0
     )
 }
+
+/// The parent PID of `pid`: the field after the state in `/proc/PID/stat` (the command name
+/// before it is in parentheses and may hold spaces, so the text after the last `)` is parsed).
+pub fn ppid(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every process below `root` in the process tree (children, their children, …), as (pid, argv).
+/// A daemon that detached itself (a containerd shim) is no longer below its starter.
+pub fn descendants(root: u32) -> Vec<(u32, Vec<String>)> {
+    let all = processes();
+    let parents: std::collections::HashMap<u32, u32> =
+        all.iter().filter_map(|(pid, _)| Some((*pid, ppid(*pid)?))).collect();
+    all.into_iter()
+        .filter(|(pid, _)| {
+            let mut p = *pid;
+            // Bounded: a PID reused while we read could make a cycle.
+            for _ in 0..64 {
+                match parents.get(&p) {
+                    Some(&parent) if parent == root => return true,
+                    Some(&parent) if parent > 1 => p = parent,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect()
+}
+
+/// The value after `flag` in `argv` (`--socket PATH`).
+pub fn flag_value<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
+    argv.iter().position(|a| a == flag).and_then(|i| argv.get(i + 1)).map(String::as_str)
+}
