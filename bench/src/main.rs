@@ -1,6 +1,7 @@
 //! `skerry-bench`: pod start latency against the raw-containerd floor, and skerryd's memory;
-//! `deploy`: Deployments against the floor and Docker Swarm; `scheduler`: the cluster
-//! scheduler alone, in process (no root, no containerd).
+//! `deploy`: Deployments against the floor and Docker Swarm; `cluster`: write latency and
+//! throughput on one server against three, an agent's join and memory, on test clusters;
+//! `scheduler`: the cluster scheduler alone, in process (no root, no containerd).
 //!
 //! Everything runs against a private containerd ([`skerry_tests::containerd::Containerd`]) and a
 //! private `skerryd` in its own network namespace ([`skerry_tests::skerryd::Skerryd`], the e2e
@@ -8,6 +9,8 @@
 //! Ctrl-C. `bench/run` builds the release binaries and calls `skerry-bench all`. See
 //! bench/README.md for what each figure means.
 
+mod abort;
+mod cluster;
 mod deploy;
 mod http;
 mod scheduler;
@@ -62,6 +65,10 @@ enum Cmd {
     /// Deployments of N replicas (rollout, rolling update, delete) against the floor and, with
     /// --swarm, Docker Swarm; prints a markdown report and writes it to --out.
     Deploy(deploy::DeployArgs),
+    /// Test clusters: write latency and throughput on one server and on three (leader and a
+    /// forwarding follower), an agent's join → Ready, an agent's memory idle and with pods;
+    /// prints a markdown report and writes it to --out.
+    Cluster(cluster::ClusterArgs),
     /// The cluster scheduler alone placing N pods on M simulated nodes (in process; no root).
     Scheduler(scheduler::SchedulerArgs),
     /// Only the floor: raw containerd creating and starting N containers in parallel.
@@ -133,6 +140,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::All(args) => all(args).await,
         Cmd::Deploy(args) => deploy::deploy(args).await,
+        Cmd::Cluster(args) => cluster::run(args).await,
         Cmd::Scheduler(args) => scheduler::run(&args),
         Cmd::Floor { n, reps } => {
             let env = Env::start().await?;
