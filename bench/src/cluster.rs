@@ -563,7 +563,6 @@ fn containerd_version() -> String {
 }
 
 pub async fn run(args: ClusterArgs) -> Result<()> {
-    crate::abort::install();
     let bins = Bins::find()?;
     let timeout = Duration::from_secs(args.timeout);
     let rev = crate::git_rev();

@@ -137,6 +137,8 @@ fn main() -> Result<()> {
 
 async fn run(cli: Cli) -> Result<()> {
     check_prerequisites()?;
+    // Release builds abort on a panic, before any guard's Drop: clean up from the hook instead.
+    abort::install();
     match cli.cmd {
         Cmd::All(args) => all(args).await,
         Cmd::Deploy(args) => deploy::deploy(args).await,
