@@ -379,6 +379,15 @@ fn agents_run_pods_from_their_mirror_and_refuse_changes() {
     wait_until(Instant::now() + DEADLINE, "the pinned pod in node 4's mirror", || {
         n4.skerry(&["get", "pod", "pinned"]).code == 0
     });
+    // Required node affinity (In on the hostname label) places a pod on that node.
+    let affine = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: affine\nspec:\n  terminationGracePeriodSeconds: 1\n  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - {{key: kubernetes.io/hostname, operator: In, values: [sk-node-5]}}\n  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: Never\n    command: [sleep, '3600']\n"
+    );
+    n1.apply(&affine);
+    wait_until(Instant::now() + DEADLINE, "the affine pod running on sk-node-5", || {
+        let pod = json(n1, &["get", "pod", "affine"]);
+        pod["spec"]["nodeName"] == "sk-node-5" && pod["status"]["phase"] == "Running"
+    });
     // Changes on an agent's socket are refused, naming the servers.
     let out = n5.skerry(&["create", "namespace", "from-agent"]);
     assert_ne!(out.code, 0, "{out}");
