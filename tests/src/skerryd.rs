@@ -178,6 +178,9 @@ pub struct Options {
     /// Use only a part of a containerd shared with other nodes (default: the containerd's own
     /// namespace and cgroup parent, i.e. the node has it to itself).
     pub share: Option<CtdShare>,
+    /// A prepared data dir (e.g. one written by an earlier release): its files are copied into
+    /// the node's data dir before skerryd first starts.
+    pub data_from: Option<PathBuf>,
 }
 
 /// One node's part of a shared [`Containerd`]: its own containerd namespace (runc keeps state
@@ -271,6 +274,9 @@ impl Skerryd {
                 .status()
                 .expect("running mount");
             assert!(status.success(), "mounting a tmpfs on {}", data.display());
+        }
+        if let Some(from) = &opts.data_from {
+            copy_tree(from, &dir.join("data"));
         }
         let node_name = opts.node_name.unwrap_or_else(|| NODE_NAME.into());
         let share = opts
@@ -455,6 +461,17 @@ impl Skerryd {
         self.spawn();
     }
 
+    /// Runs the binaries in `dir` from the next start on (e.g. an upgrade from an older
+    /// release's binaries on the same data dir and containerd), `skerry-cni` included;
+    /// skerryd must be stopped.
+    pub fn switch_binaries(&mut self, dir: &Path) {
+        assert!(self.child.is_none(), "stop skerryd before switching its binaries");
+        if let Some(i) = self.args.iter().position(|a| a == "--cni-bin-dir") {
+            self.args[i + 1] = format!("{}:{REFERENCE_PLUGINS}", dir.display());
+        }
+        self.bins = dir.to_path_buf();
+    }
+
     /// Stops and starts skerryd with the same data dir and socket.
     pub fn restart(&mut self) {
         self.stop();
@@ -528,6 +545,25 @@ pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points.dedup();
     points
+}
+
+/// Copies the files and directories below `from` into `to` (created if missing); symlinks and
+/// other special files are refused, since a data dir has none.
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap_or_else(|e| panic!("creating {}: {e}", to.display()));
+    let entries = fs::read_dir(from).unwrap_or_else(|e| panic!("reading {}: {e}", from.display()));
+    for e in entries {
+        let e = e.unwrap_or_else(|e| panic!("reading {}: {e}", from.display()));
+        let t = e.file_type().unwrap_or_else(|err| panic!("reading the type of {}: {err}", e.path().display()));
+        let dest = to.join(e.file_name());
+        if t.is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            assert!(t.is_file(), "{} is not a plain file or directory", e.path().display());
+            fs::copy(e.path(), &dest)
+                .unwrap_or_else(|err| panic!("copying {} to {}: {err}", e.path().display(), dest.display()));
+        }
+    }
 }
 
 /// Named pipes at or below `dir` (symlinks are not followed).
