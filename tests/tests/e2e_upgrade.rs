@@ -136,11 +136,23 @@ fn web_pods_running(node: &TestNode) -> Vec<(String, String, Value, Value)> {
     }
 }
 
-/// A Service manifest in `shop` asking for `nodePort` and `clusterIP` outright.
-fn service_asking_for(name: &str, cluster_ip: &str, node_port: u64) -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: shop\nspec:\n  type: NodePort\n  clusterIP: {cluster_ip}\n  selector:\n    app: none\n  ports:\n  - port: 80\n    nodePort: {node_port}\n"
-    )
+/// Proposes a store command creating a Service in `shop` that holds `cluster_ip` and
+/// `node_port`, as a node's write would come (`POST /skerry/v1/propose`, the socket being
+/// admin): the API's own check against the other Services is skipped, so only the store's
+/// reservations — rebuilt from release 0.1's objects by the upgrade — can refuse it.
+fn propose_service(node: &TestNode, name: &str, cluster_ip: &str, node_port: u64) -> Value {
+    let object = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "shop", "uid": format!("sk-upgrade-{name}"),
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"type": "NodePort", "clusterIP": cluster_ip, "clusterIPs": [cluster_ip],
+                 "ports": [{"port": 80, "protocol": "TCP", "targetPort": 80, "nodePort": node_port}]}
+    });
+    let command = serde_json::json!({"Create": {"resource": "services", "object": object}});
+    let r = node.api("POST", "/skerry/v1/propose", Some(&command));
+    assert_eq!(r.status, 200, "proposing {name}: {}", r.text());
+    r.json()
 }
 
 #[test]
@@ -193,22 +205,28 @@ fn a_release_0_1_data_dir_is_upgraded_in_place() {
         assert_eq!(env, "hello from 0.1/s3cret\n", "pod {name}'s environment");
     }
 
-    // The NodePort and ClusterIP stay, and stay taken: asking for either again is refused.
+    // The NodePort and ClusterIP stay, and stay taken: the store refuses either to another Service.
     let svc = node.api("GET", &web_svc.path(), None).json();
     let node_port = web_svc.object["spec"]["ports"][0]["nodePort"].as_u64().expect("release 0.1 gave a nodePort");
     let cluster_ip = web_svc.object["spec"]["clusterIP"].as_str().expect("release 0.1 gave a clusterIP").to_string();
     assert_eq!(svc["spec"]["ports"][0]["nodePort"].as_u64(), Some(node_port), "{svc:#}");
     assert_eq!(svc["spec"]["clusterIP"].as_str(), Some(cluster_ip.as_str()), "{svc:#}");
-    let free_ip = "10.43.200.200";
+    let (free_ip, free_port) = ("10.43.200.200", if node_port == 32000 { 32001 } else { 32000 });
     assert_ne!(cluster_ip, free_ip);
-    let out = node.skerry_stdin(&["apply", "-f", "-"], service_asking_for("same-port", free_ip, node_port).as_bytes());
-    assert_ne!(out.code, 0, "nodePort {node_port} was handed out twice:\n{out}");
-    assert!(out.stderr.contains(&node_port.to_string()), "the refusal names the port:\n{out}");
-    let free_port = if node_port == 32000 { 32001 } else { 32000 };
-    let out =
-        node.skerry_stdin(&["apply", "-f", "-"], service_asking_for("same-ip", &cluster_ip, free_port).as_bytes());
-    assert_ne!(out.code, 0, "clusterIP {cluster_ip} was handed out twice:\n{out}");
-    assert!(out.stderr.contains(&cluster_ip), "the refusal names the address:\n{out}");
+    for (name, ip, port, held) in [
+        ("same-port", free_ip, node_port, node_port.to_string()),
+        ("same-ip", cluster_ip.as_str(), free_port, cluster_ip.clone()),
+    ] {
+        let answer = propose_service(&node, name, ip, port);
+        let refusal = answer["Err"].to_string();
+        assert!(
+            refusal.contains(&held) && refusal.contains("already allocated (by service shop/web)"),
+            "{held} of release 0.1's Service shop/web was handed out again: {answer:#}"
+        );
+    }
+    // The refused ones hold nothing: a Service on the free values is accepted.
+    let answer = propose_service(&node, "free", free_ip, free_port);
+    assert!(answer.get("Ok").is_some(), "{answer:#}");
 
     // A restart of today's skerryd keeps everything, containers included.
     node.skerryd.restart();
