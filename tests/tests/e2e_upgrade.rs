@@ -228,12 +228,21 @@ fn a_release_0_1_data_dir_is_upgraded_in_place() {
     let answer = propose_service(&node, "free", free_ip, free_port);
     assert!(answer.get("Ok").is_some(), "{answer:#}");
 
-    // A restart of today's skerryd keeps everything, containers included.
+    // A restart of today's skerryd keeps everything, containers included (container IDs are
+    // derived from the pod, so the proof is PID 1's start time in clock ticks since boot).
+    let ticks = |node: &TestNode| -> Vec<String> {
+        pods.iter()
+            .map(|p| node.skerry_ok(&["exec", "-n", "shop", &p.0, "--", "cut", "-d ", "-f22", "/proc/1/stat"]))
+            .collect()
+    };
+    let started = ticks(&node);
+    assert!(started.iter().all(|t| t.trim().parse::<u64>().is_ok()), "start ticks: {started:?}");
     node.skerryd.restart();
     check_objects_kept(&node, &objects);
     let kept = node.api("GET", "/api/v1/namespaces/shop/configmaps/after", None).json();
     assert_eq!((kept["metadata"]["uid"].clone(), revision_of(&kept)), (after["metadata"]["uid"].clone(), after_rv));
     assert_eq!(web_pods_running(&node), pods, "a restart of today's skerryd restarted the pods");
+    assert_eq!(ticks(&node), started, "a restart of today's skerryd restarted the containers");
     node.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after-restart\n  namespace: shop\n");
     let last = node.api("GET", "/api/v1/namespaces/shop/configmaps/after-restart", None).json();
     assert!(revision_of(&last) > after_rv, "{last:#}");
