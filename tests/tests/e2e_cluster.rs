@@ -495,6 +495,7 @@ fn an_agents_certificate_can_do_what_a_kubelet_can_and_no_more() {
     let url = format!("https://{}:6443", cluster.node_ip(1));
     let pki = agent.skerryd.data_dir().join("pki");
     let other_node = json(server, &["get", "node", "sk-node-3"]);
+    let own_node = json(server, &["get", "node", "sk-node-2"]);
     let verdicts = agent.in_netns(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
@@ -515,6 +516,10 @@ fn an_agents_certificate_can_do_what_a_kubelet_can_and_no_more() {
             let mut changed = other_node.clone();
             changed["metadata"]["labels"]["stolen"] = "yes".into();
             let change_other = proposer.propose(Command::Update { resource: "nodes".into(), object: changed }).await;
+            // Its own Node it may write, but not give itself a role (NodeRestriction).
+            let mut promoted = own_node.clone();
+            promoted["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] = "".into();
+            let promote = proposer.propose(Command::Update { resource: "nodes".into(), object: promoted }).await;
             // A stranger: a node certificate of another CA.
             let stranger_ca = Ca::create().unwrap();
             let stranger =
@@ -531,21 +536,25 @@ fn an_agents_certificate_can_do_what_a_kubelet_can_and_no_more() {
                 nodes.map_err(|e| e.to_string()),
                 forbidden(&create),
                 forbidden(&change_other),
+                forbidden(&promote),
                 foreign.map_err(|e| e.to_string()),
             )
         })
     });
-    let (used, unused, nodes, create, change_other, foreign) = verdicts;
+    let (used, unused, nodes, create, change_other, promote, foreign) = verdicts;
     assert_eq!(used, Ok(true), "a Secret its pod uses");
     let unused = unused.expect_err("a Secret no pod of the node uses");
     assert!(unused.contains("no relationship found between node 'sk-node-2' and this object"), "{unused}");
     assert_eq!(nodes, Ok(true), "Nodes are readable");
     assert!(create.contains("User \"system:node:sk-node-2\" cannot create resource \"pods\""), "{create}");
     assert!(change_other.contains("nodes \"sk-node-3\" is forbidden"), "{change_other}");
+    assert!(promote.contains("is not allowed to modify labels: node-role.kubernetes.io/control-plane"), "{promote}");
     assert!(foreign.is_err(), "a certificate of another CA got an answer: {foreign:?}");
     // Nothing changed.
     assert_eq!(server.skerry(&["get", "pod", "sneaky"]).code, 1);
     assert!(json(server, &["get", "node", "sk-node-3"])["metadata"]["labels"].get("stolen").is_none());
+    let roles = json(server, &["get", "node", "sk-node-2"])["metadata"]["labels"].clone();
+    assert!(roles.get("node-role.kubernetes.io/control-plane").is_none(), "{roles}");
 }
 
 /// An agent that loses power stops answering the leader: after the grace period its Node is

@@ -47,6 +47,20 @@ pub async fn propose(State(st): State<ApiState>, req: Request) -> Result<Respons
     if let Decision::Deny(reason) = decide(&st, &principal, &attributes).await? {
         return Err(forbidden(&principal, &Attributes::of_key(&attributes), &reason));
     }
+    // What a kubelet may not do to its own Node even where it may write it (NodeRestriction).
+    if let Command::Create { resource, object } | Command::Update { resource, object } = &command {
+        if resource == "nodes" {
+            let old = match &command {
+                Command::Update { .. } => st.store.get(resource, "", meta::name(object)).await?,
+                _ => None,
+            };
+            authz::node_restriction(&principal, old.as_ref(), object).map_err(|reason| {
+                let mut e = ApiError::forbidden(reason);
+                e.details = serde_json::json!({"name": meta::name(object), "kind": "nodes"});
+                e
+            })?;
+        }
+    }
     let answer: Answer = match st.proposer.propose(command).await {
         Ok(applied) => Ok(applied),
         Err(StoreError::Rejected(rejection)) => Err(rejection),

@@ -272,6 +272,54 @@ fn volume_secrets(v: &Volume) -> Vec<&str> {
         .collect()
 }
 
+/// Label prefixes a node may never set or change on its own Node (Kubernetes' NodeRestriction):
+/// roles are given by admins, and `node-restriction.kubernetes.io/` exists to be trusted.
+const NODE_FORBIDDEN_LABELS: &[&str] = &["node-restriction.kubernetes.io/", "node-role.kubernetes.io/"];
+
+/// What an agent may not do to its own Node even though it may write it (Kubernetes'
+/// NodeRestriction admission, folded in): create it with, or change, labels under
+/// [`NODE_FORBIDDEN_LABELS`], and change its taints. `old` is the stored Node (`None` on a
+/// create); the error is the API server's message. Admins and servers are not restricted.
+pub fn node_restriction(
+    principal: &Principal,
+    old: Option<&serde_json::Value>,
+    new: &serde_json::Value,
+) -> Result<(), String> {
+    let Principal::Node(Identity { node_name, role: Role::Agent }) = principal else {
+        return Ok(());
+    };
+    let labels = |v: Option<&serde_json::Value>| -> std::collections::BTreeMap<String, String> {
+        v.and_then(|v| v.pointer("/metadata/labels"))
+            .and_then(|l| l.as_object())
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+            .unwrap_or_default()
+    };
+    let (before, after) = (labels(old), labels(Some(new)));
+    let restricted = |k: &str| NODE_FORBIDDEN_LABELS.iter().any(|p| k.starts_with(p));
+    let mut touched: Vec<&str> = after
+        .iter()
+        .filter(|(k, v)| restricted(k) && before.get(*k) != Some(v))
+        .map(|(k, _)| k.as_str())
+        .chain(before.keys().filter(|k| restricted(k) && !after.contains_key(*k)).map(String::as_str))
+        .collect();
+    touched.sort();
+    touched.dedup();
+    if !touched.is_empty() {
+        return Err(match old {
+            None => format!("node {node_name:?} is not allowed to set the following labels: {}", touched.join(", ")),
+            Some(_) => format!("node {node_name:?} is not allowed to modify labels: {}", touched.join(", ")),
+        });
+    }
+    if let Some(old) = old {
+        let taints =
+            |v: &serde_json::Value| v.pointer("/spec/taints").cloned().filter(|t| !t.is_null()).unwrap_or_default();
+        if taints(old) != taints(new) {
+            return Err(format!("node {node_name:?} is not allowed to modify taints"));
+        }
+    }
+    Ok(())
+}
+
 /// For a node principal, the node whose pods alone a pod list or watch may return
 /// (`spec.nodeName=<node>`); `None` when the principal sees every pod.
 pub fn pod_list_filter(principal: &Principal) -> Option<&str> {

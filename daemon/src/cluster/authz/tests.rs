@@ -285,3 +285,36 @@ fn the_graph_follows_claims_only_when_bound() {
     let g = PodGraph::build([&p], [&claim("default", "unbound", "pv-x")]);
     assert!(!g.relates("edge-3", Kind::PersistentVolume, "", "pv-x"));
 }
+#[test]
+fn an_agent_may_not_give_itself_a_role_or_change_its_taints() {
+    use serde_json::json;
+    let agent = Principal::Node(Identity { node_name: "edge-1".into(), role: Role::Agent });
+    let node = |labels: serde_json::Value, taints: serde_json::Value| json!({"metadata": {"name": "edge-1", "labels": labels}, "spec": {"taints": taints}});
+    let old =
+        node(json!({"kubernetes.io/hostname": "edge-1", "site": "a"}), json!([{"key": "k", "effect": "NoSchedule"}]));
+    // Its own status-like changes and ordinary labels are fine.
+    let fine =
+        node(json!({"kubernetes.io/hostname": "edge-1", "site": "b"}), json!([{"key": "k", "effect": "NoSchedule"}]));
+    assert_eq!(node_restriction(&agent, Some(&old), &fine), Ok(()));
+    let role = node(
+        json!({"kubernetes.io/hostname": "edge-1", "node-role.kubernetes.io/control-plane": ""}),
+        json!([{"key": "k", "effect": "NoSchedule"}]),
+    );
+    assert_eq!(
+        node_restriction(&agent, Some(&old), &role),
+        Err("node \"edge-1\" is not allowed to modify labels: node-role.kubernetes.io/control-plane".into())
+    );
+    assert_eq!(
+        node_restriction(&agent, None, &role),
+        Err("node \"edge-1\" is not allowed to set the following labels: node-role.kubernetes.io/control-plane".into())
+    );
+    let untainted = node(json!({"kubernetes.io/hostname": "edge-1", "site": "a"}), json!(null));
+    assert_eq!(
+        node_restriction(&agent, Some(&old), &untainted),
+        Err("node \"edge-1\" is not allowed to modify taints".into())
+    );
+    // Admins and servers are not restricted.
+    let server = Principal::Node(Identity { node_name: "s".into(), role: Role::Server });
+    assert_eq!(node_restriction(&server, Some(&old), &untainted), Ok(()));
+    assert_eq!(node_restriction(&Principal::Admin, Some(&old), &role), Ok(()));
+}
