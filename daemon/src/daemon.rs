@@ -171,6 +171,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
                 store: store.clone(),
                 proposer: proposer.clone(),
                 raft: raft.raft.clone(),
+                refused: Default::default(),
             })),
             Replica::Agent { .. } => None,
         },

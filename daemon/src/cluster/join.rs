@@ -80,6 +80,8 @@ pub enum Refusal {
     BadRequest(String),
     #[error("the server could not complete the join: {0}; try again")]
     Unavailable(String),
+    #[error("too many refused joins from {0} in the last minutes; check the token and try again in {1} s")]
+    TooMany(IpAddr, u64),
 }
 
 impl Refusal {
@@ -90,6 +92,7 @@ impl Refusal {
             Refusal::NameTaken(_) => 409,
             Refusal::BadRequest(_) => 400,
             Refusal::Unavailable(_) => 503,
+            Refusal::TooMany(..) => 429,
         }
     }
 }
@@ -101,11 +104,58 @@ pub struct Authority {
     pub proposer: Proposer,
     /// The Raft member, for the servers' addresses.
     pub raft: raft::Raft,
+    /// Refused joins by source address: a guesser is slowed down.
+    pub refused: std::sync::Mutex<Refused>,
+}
+
+/// How many refused joins one address may have in [`Refused::WINDOW`] before it must wait.
+const REFUSALS_ALLOWED: usize = 30;
+
+/// Recent refused joins per source address (pure; time passed in).
+#[derive(Debug, Default)]
+pub struct Refused {
+    by_addr: std::collections::HashMap<IpAddr, std::collections::VecDeque<std::time::Instant>>,
+}
+
+impl Refused {
+    /// The window over which refusals are counted.
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+    /// `Some(seconds to wait)` when `from` has had too many refusals up to `now`.
+    pub fn check(&mut self, from: IpAddr, now: std::time::Instant) -> Option<u64> {
+        let times = self.by_addr.get_mut(&from)?;
+        while times.front().is_some_and(|t| now.duration_since(*t) >= Self::WINDOW) {
+            times.pop_front();
+        }
+        if times.is_empty() {
+            self.by_addr.remove(&from);
+            return None;
+        }
+        (times.len() >= REFUSALS_ALLOWED)
+            .then(|| times.front().map_or(0, |t| (Self::WINDOW - now.duration_since(*t)).as_secs().max(1)))
+    }
+
+    /// Records a refusal of `from` at `now`.
+    pub fn record(&mut self, from: IpAddr, now: std::time::Instant) {
+        self.by_addr.entry(from).or_default().push_back(now);
+    }
 }
 
 impl Authority {
     /// Checks `req` (sent from `from`) at `now` and signs the node in; see the module doc.
     pub async fn join(&self, from: IpAddr, req: JoinRequest, now: Timestamp) -> Result<JoinReply, Refusal> {
+        let clock = std::time::Instant::now();
+        if let Some(wait) = self.refused.lock().unwrap_or_else(|e| e.into_inner()).check(from, clock) {
+            return Err(Refusal::TooMany(from, wait));
+        }
+        let outcome = self.admit(from, req, now).await;
+        if matches!(outcome, Err(Refusal::NotValid | Refusal::Expired(_) | Refusal::UsedUp(_))) {
+            self.refused.lock().unwrap_or_else(|e| e.into_inner()).record(from, clock);
+        }
+        outcome
+    }
+
+    async fn admit(&self, from: IpAddr, req: JoinRequest, now: Timestamp) -> Result<JoinReply, Refusal> {
         crate::objects::validation::dns1123_subdomain(&req.node_name).map_err(|reason| {
             Refusal::BadRequest(format!("the node name {:?} is not valid: {reason}", req.node_name))
         })?;
@@ -331,4 +381,27 @@ pub fn token_object(stored: &token::StoredToken) -> serde_json::Value {
     let mut object = token::to_object(stored);
     meta::set(&mut object, "uid", uuid::Uuid::new_v4().to_string());
     object
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_with_many_refused_joins_waits_until_the_window_passes() {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = std::time::Instant::now();
+        let mut refused = Refused::default();
+        for k in 0..REFUSALS_ALLOWED {
+            assert_eq!(refused.check(a, t0), None, "refusal {k}");
+            refused.record(a, t0);
+        }
+        assert_eq!(refused.check(a, t0), Some(600));
+        assert_eq!(refused.check(b, t0), None, "another address is not slowed");
+        let later = t0 + std::time::Duration::from_secs(200);
+        assert_eq!(refused.check(a, later), Some(400));
+        assert_eq!(refused.check(a, t0 + Refused::WINDOW), None, "the window passed");
+        assert!(Refusal::TooMany(a, 400).to_string().contains("try again in 400 s"));
+        assert_eq!(Refusal::TooMany(a, 1).status(), 429);
+    }
 }
