@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 use crate::http::{self, Conn};
 use crate::sys::{self, Mem};
-use crate::{mib, secs, Bins, Stats};
+use crate::{secs, Bins, MemRow, Stats};
 
 const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
 const PODS: &str = "/api/v1/namespaces/default/pods";
@@ -460,13 +460,6 @@ async fn join_once(args: &ClusterArgs, bins: &Bins, rep: usize, timeout: Duratio
     Ok((join, c))
 }
 
-struct MemRow {
-    what: String,
-    state: String,
-    mem: Mem,
-    target: Option<u64>,
-}
-
 struct Memory {
     rows: Vec<MemRow>,
     pods: usize,
@@ -684,24 +677,7 @@ fn render(args: &ClusterArgs, rev: &str, w: &Writes, joins: &[Join], mem: &Memor
 
     let _ = writeln!(r, "\n## Agent memory\n");
     let _ = writeln!(r, "On the last join run's cluster: `VmRSS`, `VmHWM` (peak since start) and threads from `/proc/PID/status` of the agent's skerryd, and of the server's for comparison; idle once the agent was Ready and {} s passed, then with {} busybox pods (`sleep 3600`, `nodeSelector: {{kubernetes.io/hostname: {AGENT}}}`, image imported on the agent) all Running (seen from node 1) and {} s more. The {} pods took {} from the first create to all Running.\n", args.settle, mem.pods, args.settle, mem.pods, secs(mem.pods_running));
-    let _ = writeln!(r, "| process | state | VmRSS | VmHWM | threads | target (VmRSS) |");
-    let _ = writeln!(r, "|---|---|---:|---:|---:|:---:|");
-    for m in &mem.rows {
-        let target = match m.target {
-            Some(t) => format!("≤ {} — {}", mib(t), if m.mem.rss_kib <= t { "met" } else { "**missed**" }),
-            None => "—".into(),
-        };
-        let _ = writeln!(
-            r,
-            "| {} | {} | {} | {} | {} | {} |",
-            m.what,
-            m.state,
-            mib(m.mem.rss_kib),
-            mib(m.mem.hwm_kib),
-            m.mem.threads,
-            target
-        );
-    }
+    crate::memory_table(&mut r, &mem.rows);
     let fmt =
         |v: &[Duration]| v.iter().map(|d| format!("{:.2}", d.as_secs_f64() * 1000.0)).collect::<Vec<_>>().join(", ");
     let _ = writeln!(r, "\nRaw sequential write latencies (ms), in order:\n");

@@ -571,11 +571,35 @@ struct Latency {
     timelines: Vec<Timeline>,
 }
 
-struct MemRow {
-    what: String,
-    state: String,
-    mem: Mem,
-    target: Option<u64>,
+/// One process's memory at one moment, and its target if it has one.
+pub(crate) struct MemRow {
+    pub what: String,
+    pub state: String,
+    pub mem: Mem,
+    pub target: Option<u64>,
+}
+
+/// The memory table every report shows: VmRSS and VmHWM per process and state, met or missed.
+pub(crate) fn memory_table(r: &mut String, rows: &[MemRow]) {
+    use std::fmt::Write;
+    let _ = writeln!(r, "| process | state | VmRSS | VmHWM | threads | target (VmRSS) |");
+    let _ = writeln!(r, "|---|---|---:|---:|---:|:---:|");
+    for m in rows {
+        let target = match m.target {
+            Some(t) => format!("≤ {} — {}", mib(t), if m.mem.rss_kib <= t { "met" } else { "**missed**" }),
+            None => "—".into(),
+        };
+        let _ = writeln!(
+            r,
+            "| {} | {} | {} | {} | {} | {} |",
+            m.what,
+            m.state,
+            mib(m.mem.rss_kib),
+            mib(m.mem.hwm_kib),
+            m.mem.threads,
+            target
+        );
+    }
 }
 
 async fn all(args: AllArgs) -> Result<()> {
@@ -748,24 +772,7 @@ fn render(containerd_version: &str, lat: &[Latency], big: (usize, Duration), mem
     );
     let _ = writeln!(r, "## Memory\n");
     let _ = writeln!(r, "VmRSS and VmHWM (peak RSS since the process started) from `/proc/PID/status`.\n");
-    let _ = writeln!(r, "| process | state | VmRSS | VmHWM | threads | target (VmRSS) |");
-    let _ = writeln!(r, "|---|---|---:|---:|---:|:---:|");
-    for m in mem {
-        let target = match m.target {
-            Some(t) => format!("≤ {} — {}", mib(t), if m.mem.rss_kib <= t { "met" } else { "**missed**" }),
-            None => "—".into(),
-        };
-        let _ = writeln!(
-            r,
-            "| {} | {} | {} | {} | {} | {} |",
-            m.what,
-            m.state,
-            mib(m.mem.rss_kib),
-            mib(m.mem.hwm_kib),
-            m.mem.threads,
-            target
-        );
-    }
+    memory_table(&mut r, mem);
     if lat.iter().any(|l| !l.timelines.is_empty()) {
         let _ = writeln!(r, "\n## Where the time goes (`--timeline`)\n");
         let _ = writeln!(r, "From a pod watch during the runs; times since `skerry apply` started, medians over runs (per-pod steps: median and max over all pods of all runs).\n");

@@ -181,8 +181,7 @@ impl Server {
                     Err(e) => return Err(ProposeFailure::Other(e.to_string())),
                 }
             } else if let Some(leader) = leader {
-                let at = self.raft.metrics().borrow().membership_config.membership().get_node(&leader).cloned();
-                if let Some(at) = at {
+                if let Some(at) = self.member(leader) {
                     match self.transport.send(leader, &at, Rpc::AddVoter { id, member: member.clone() }).await {
                         Ok(Reply::Membership(Err(ProposeFailure::NotLeader { .. }))) | Err(_) => {}
                         Ok(Reply::Membership(answer)) => return answer,
@@ -190,14 +189,9 @@ impl Server {
                     }
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
+            if !self.another_round(deadline).await {
                 return Err(ProposeFailure::Other(no_quorum().to_string()));
             }
-            let _ = self
-                .raft
-                .wait(Some(Duration::from_millis(250)))
-                .metrics(|m| m.current_leader.is_some(), "a leader")
-                .await;
         }
     }
 
@@ -212,16 +206,13 @@ impl Server {
                     Reply::ReadIndex(Ok(index)) => Some(index),
                     _ => None,
                 },
-                Some(leader) => {
-                    let at = self.raft.metrics().borrow().membership_config.membership().get_node(&leader).cloned();
-                    match at {
-                        Some(at) => match self.transport.send(leader, &at, Rpc::ReadIndex).await {
-                            Ok(Reply::ReadIndex(Ok(index))) => Some(index),
-                            _ => None,
-                        },
-                        None => None,
-                    }
-                }
+                Some(leader) => match self.member(leader) {
+                    Some(at) => match self.transport.send(leader, &at, Rpc::ReadIndex).await {
+                        Ok(Reply::ReadIndex(Ok(index))) => Some(index),
+                        _ => None,
+                    },
+                    None => None,
+                },
                 None => None,
             };
             if let Some(index) = index {
@@ -233,15 +224,26 @@ impl Server {
                     .map(|_| ())
                     .map_err(|e| StoreError::Task(format!("waiting for a read index: {e}")));
             }
-            if tokio::time::Instant::now() >= deadline {
+            if !self.another_round(deadline).await {
                 return Err(no_quorum());
             }
-            let _ = self
-                .raft
-                .wait(Some(Duration::from_millis(250)))
-                .metrics(|m| m.current_leader.is_some(), "a leader")
-                .await;
         }
+    }
+
+    /// Where member `id` is reached, by this server's view of the membership.
+    fn member(&self, id: NodeId) -> Option<Member> {
+        self.raft.metrics().borrow().membership_config.membership().get_node(&id).cloned()
+    }
+
+    /// Between two tries of a request for the leader: `false` once `deadline` has passed;
+    /// otherwise waits (briefly) for a leader to be known, and `true`.
+    async fn another_round(&self, deadline: tokio::time::Instant) -> bool {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        let _ =
+            self.raft.wait(Some(Duration::from_millis(250))).metrics(|m| m.current_leader.is_some(), "a leader").await;
+        true
     }
 
     /// Removes server `id` from the voters, then from the group (`skerry delete node` of a
@@ -334,11 +336,9 @@ impl RaftProposer {
                 }
             }
             // No leader known, or it changed meanwhile: wait for one, then try again.
-            if tokio::time::Instant::now() >= deadline {
+            if !self.server.another_round(deadline).await {
                 return Err(no_quorum());
             }
-            let _ =
-                raft.wait(Some(Duration::from_millis(250))).metrics(|m| m.current_leader.is_some(), "a leader").await;
         }
     }
 }
